@@ -1,0 +1,147 @@
+"""The console: chat in the terminal through the same queue, worker and memory as any platform.
+
+On a terminal it shows a prompt and streams the answer as it comes. When stdin is not a
+terminal each input line is one user message and each answer is written to stdout, so it can
+be scripted; logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TextIO
+
+from bot.events import Capabilities, Incoming, Outcome, Sink
+
+PLATFORM = "console"
+CHANNEL = "local"
+USER = "local"
+
+
+class ConsoleReply:
+    def __init__(self, console: ConsoleAdapter, message: Incoming) -> None:
+        self._console = console
+        self._message = message
+        self._shown = ""
+        self.done = asyncio.Event()
+
+    async def typing(self) -> None:
+        pass  # the prompt is already waiting; nothing to show
+
+    async def update(self, text: str) -> None:
+        if text.startswith(self._shown):
+            self._write(text[len(self._shown) :])
+            self._shown = text
+
+    async def finish(self, text: str) -> None:
+        if self._shown and text.startswith(self._shown):
+            self._write(text[len(self._shown) :] + "\n")
+        else:
+            self._write(("\n" if self._shown else "") + text + "\n")
+        self._close()
+
+    async def fail(self, notice: str) -> None:
+        self._write(("\n" if self._shown else "") + notice + "\n")
+        self._close()
+
+    def _write(self, text: str) -> None:
+        if not self._shown and text:
+            self._console.write(self._console.answer_prefix)
+        self._console.write(text)
+
+    def _close(self) -> None:
+        self._console.flush()
+        self.done.set()
+
+
+class ConsoleAdapter:
+    name = PLATFORM
+    capabilities = Capabilities(can_edit=True, max_message_length=1_000_000, formatting="plain")
+
+    def __init__(
+        self,
+        stdin: TextIO,
+        stdout: TextIO,
+        user_name: str = "you",
+        interactive: bool | None = None,
+    ) -> None:
+        self._stdin = stdin
+        self._stdout = stdout
+        self.user_name = user_name
+        self.interactive = stdin.isatty() if interactive is None else interactive
+        self.answer_prefix = "hearthbot › " if self.interactive else ""
+        self.finished = asyncio.Event()  # stdin reached its end and every answer was written
+        # The reply to the line just read, so the reader can wait for it.
+        self._awaited: tuple[str, ConsoleReply | None] = ("", None)
+        self._reader: asyncio.Task[None] | None = None
+        self._counter = 0
+
+    async def start(self, sink: Sink) -> None:
+        self._reader = asyncio.create_task(self._read(sink), name="console-reader")
+
+    async def stop(self) -> None:
+        if self._reader is not None and not self._reader.done():
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+    def is_connected(self) -> bool:
+        return True
+
+    def open_reply(self, message: Incoming) -> ConsoleReply:
+        reply = ConsoleReply(self, message)
+        if self._awaited[0] == message.message_id:
+            self._awaited = (message.message_id, reply)
+        return reply
+
+    async def refuse(self, message: Incoming, notice: str) -> None:
+        self.write(notice + "\n")
+        self.flush()
+
+    def write(self, text: str) -> None:
+        self._stdout.write(text)
+        if self.interactive:
+            self._stdout.flush()
+
+    def flush(self) -> None:
+        self._stdout.flush()
+
+    def _message(self, line: str) -> Incoming:
+        self._counter += 1
+        return Incoming(
+            platform=PLATFORM,
+            channel_id=CHANNEL,
+            # Unique across runs: the store drops a message id it has seen before.
+            message_id=f"{time.time_ns()}-{self._counter}",
+            author_id=USER,
+            author_name=self.user_name,
+            text=line,
+            is_direct=True,
+            mentions_bot=True,
+            is_admin=True,  # whoever sits at the console owns the bot
+        )
+
+    async def _read(self, sink: Sink) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                if self.interactive:
+                    self.write("you › ")
+                line = await loop.run_in_executor(None, self._stdin.readline)
+                if not line:
+                    break
+                line = line.rstrip("\n")
+                if not line.strip() and not self.interactive:
+                    continue
+                message = self._message(line)
+                self._awaited = (message.message_id, None)
+                outcome = await sink(message)
+                reply = self._awaited[1]
+                self._awaited = ("", None)
+                if outcome is Outcome.ACCEPTED and reply is not None:
+                    await reply.done.wait()  # one conversation, one turn at a time
+        finally:
+            if self.interactive:
+                self.write("\n")
+            self.finished.set()

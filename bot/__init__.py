@@ -1,0 +1,1 @@
+"""hearthbot's core: platform-neutral; never imports a chat platform's library."""

@@ -1,0 +1,100 @@
+"""Builds the prompt for one channel: stored history → turns → token-budget window → tokens."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bot.conversation import Turn, Window, chat_messages, choose_window, speaker_text
+from bot.engine import Engine
+from bot.store import Store, StoredMessage
+
+_FALLBACK_OVERHEAD = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    messages: list[dict[str, str]]
+    tokens: list[int]
+    window: Window
+    turns_kept: int
+    speakers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TooLong:
+    tokens: int
+    limit: int
+
+
+class ContextBuilder:
+    """Knows the model's tokenizer and context size; the trimming itself is pure
+    (bot.conversation.choose_window)."""
+
+    def __init__(self, engine: Engine, store: Store, n_ctx: int) -> None:
+        self.engine = engine
+        self.store = store
+        self.n_ctx = n_ctx
+        # Token counts of message texts, so each turn is tokenized once, not every turn.
+        self._count = functools.lru_cache(maxsize=8192)(engine.count_tokens)
+        self.turn_overhead = self._overhead(add_generation_prompt=False)
+        self.reply_overhead = self._overhead(add_generation_prompt=True) - self.turn_overhead
+
+    def _overhead(self, add_generation_prompt: bool) -> int:
+        """Template tokens around one message (role markers, separators)."""
+        try:
+            text = self.engine.render(
+                [{"role": "user", "content": "x"}], add_generation_prompt=add_generation_prompt
+            )
+            return max(len(self.engine.tokenize(text)) - self._count("x"), 0)
+        except Exception:  # an unusual template: a safe guess
+            return _FALLBACK_OVERHEAD
+
+    def turns(self, history: Sequence[StoredMessage], multi_user: bool) -> list[Turn]:
+        return [
+            Turn("user", speaker_text(m.author_name, m.text, multi_user))
+            if m.role == "user"
+            else Turn("assistant", m.text)
+            for m in history
+        ]
+
+    async def build(
+        self, channel: str, system_prompt: str, reserve: int, multi_user: bool, upto_row: int
+    ) -> Prompt | TooLong:
+        """The prompt for answering message `upto_row` (later messages are not seen yet)."""
+        history = await self.store.history(channel, before_row=upto_row)
+        turns = self.turns(history, multi_user)
+        system_cost = self._count(system_prompt) + self.turn_overhead
+        budget = self.n_ctx - reserve - system_cost - self.reply_overhead
+        costs = [self._count(t.text) + self.turn_overhead for t in turns]
+        is_user = [t.role == "user" for t in turns]
+        window = choose_window(costs, is_user, budget)
+        if window is None:
+            return TooLong(costs[-1] if costs else 0, max(budget, 0))
+        start, last = window.start, len(turns) - 1
+        while True:
+            messages = chat_messages(system_prompt, turns[start:])
+            tokens = self.engine.prompt_tokens(messages)
+            if len(tokens) + reserve <= self.n_ctx or start >= last:
+                break
+            # The estimate was short (an unusual template): drop one more whole exchange.
+            start += 1
+            while start < last and not is_user[start]:
+                start += 1
+        window = Window(start, trimmed=start > 0)
+        if len(tokens) + reserve > self.n_ctx:
+            return TooLong(len(tokens), self.n_ctx - reserve)
+        if window.start > 0:
+            await self.store.set_window_start(channel, history[window.start].row)
+        speakers = tuple(
+            sorted({m.author_name for m in history[window.start :] if m.role == "user"})
+        )
+        return Prompt(messages, tokens, window, len(turns) - window.start, speakers)
+
+    async def usage(self, channel: str, system_prompt: str) -> int:
+        """Tokens the channel's context uses now (system prompt + remembered turns)."""
+        history = await self.store.history(channel)
+        multi = len({m.author_id for m in history if m.role == "user"}) > 1
+        messages = chat_messages(system_prompt, self.turns(history, multi))
+        return len(self.engine.prompt_tokens(messages))

@@ -1,0 +1,262 @@
+"""Wiring and lifecycle: adapters → access/command/queue → the model worker → replies.
+
+Every incoming message ends in exactly one of: a command answer, a refusal (at most one
+notice per user per minute), being ignored, or acceptance. An accepted message is saved as
+pending before it is queued and its pending mark is cleared in the same transaction that
+saves the answer, so it is answered exactly once, also across a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import unicodedata
+from dataclasses import dataclass
+
+import structlog
+
+from bot import texts
+from bot.channel_settings import resolve_for
+from bot.command_runner import CommandRunner
+from bot.commands import Command, CommandError, parse_command
+from bot.context import ContextBuilder, TooLong
+from bot.engine import Engine, GenerationRequest, draw_seed
+from bot.events import Adapter, Incoming, Outcome, ReplyHandle
+from bot.personas import PersonaSet
+from bot.scheduler import FairQueue, Refusal, Ticket
+from bot.settings import Settings
+from bot.store import Store
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class Job:
+    row: int
+    message: Incoming
+    reply: ReplyHandle
+
+
+def clean_text(text: str) -> str:
+    """Drop control characters a platform may deliver (NUL, escape sequences, lone
+    surrogates) but keep newlines and tabs."""
+    text = text.encode("utf-8", errors="replace").decode("utf-8")
+    return "".join(
+        ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cs")
+    ).strip()
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        engine: Engine,
+        personas: PersonaSet,
+        adapters: dict[str, Adapter],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.engine = engine
+        self.personas = personas
+        self.adapters = adapters
+        self.queue: FairQueue[Job] = FairQueue(
+            settings.queue.max_pending, settings.queue.per_user_per_minute
+        )
+        self.context = ContextBuilder(engine, store, engine.info.n_ctx)
+        self.commands = CommandRunner(self)
+        self.answered = 0
+        self._current: Job | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stopping = False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._restore_pending()
+        self._worker = asyncio.create_task(self._work(), name="hearthbot-worker")
+        for adapter in self.adapters.values():
+            await adapter.start(self.handle)
+        log.info("started", adapters=sorted(self.adapters), model=self.engine.info.name)
+
+    async def stop(self) -> None:
+        """Stop intake, stop the answer in flight (it stays pending), disconnect."""
+        self._stopping = True
+        for adapter in self.adapters.values():
+            with contextlib.suppress(Exception):
+                await adapter.stop()
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        log.info("stopped", answered=self.answered, still_pending=len(self.queue))
+
+    async def wait_idle(self) -> None:
+        """Until nothing is queued or being answered."""
+        while len(self.queue) or not self._idle.is_set():
+            await self._idle.wait()
+            await asyncio.sleep(0)
+
+    async def _restore_pending(self) -> None:
+        window = self.settings.bot.catch_up_window_s
+        now = time.time()
+        for pending in await self.store.pending():
+            message = pending.message
+            adapter = self.adapters.get(message.platform)
+            if adapter is None:
+                continue  # that platform is not running now; answer when it is
+            reply = adapter.open_reply(message)
+            if now - message.received_at <= window:
+                self.queue.restore(message.channel_key, Job(pending.row, message, reply))
+            else:
+                await self.store.drop_pending(pending.row)
+                await reply.fail(texts.MISSED_WHILE_DOWN)
+        if len(self.queue):
+            log.info("restored pending messages", count=len(self.queue))
+
+    # -- intake -------------------------------------------------------------------------------
+
+    def is_admin(self, message: Incoming) -> bool:
+        return message.is_admin or message.user_key in self.settings.bot.admins
+
+    async def handle(self, message: Incoming) -> Outcome:
+        """The sink every adapter feeds. Never raises: bad input must not crash the daemon."""
+        try:
+            return await self._handle(message)
+        except Exception:
+            log.exception("could not handle a message", platform=message.platform)
+            return Outcome.IGNORED
+
+    async def _handle(self, message: Incoming) -> Outcome:
+        if self._stopping:
+            return Outcome.IGNORED
+        adapter = self.adapters[message.platform]
+        text = clean_text(message.text)
+        parsed = parse_command(text)
+        if not text or parsed is not None:
+            reply = adapter.open_reply(message)
+            if not text:
+                answer = texts.EMPTY_MESSAGE
+            elif isinstance(parsed, CommandError):
+                answer = parsed.message
+            else:
+                assert isinstance(parsed, Command)
+                answer = await self.commands.run(parsed, message)
+            await reply.finish(answer)
+            return Outcome.COMMAND
+        ticket = self.queue.admit(message.user_key, rate_exempt=self.is_admin(message))
+        if isinstance(ticket, Refusal):
+            if self.queue.should_notify(message.user_key):
+                notice = texts.BUSY if ticket is Refusal.BUSY else texts.RATE_LIMITED
+                await adapter.refuse(message, notice)
+            log.info("refused", reason=ticket.value, platform=message.platform)
+            return Outcome.REFUSED
+        return await self._accept(message, text, ticket, adapter)
+
+    async def _accept(
+        self, message: Incoming, text: str, ticket: Ticket, adapter: Adapter
+    ) -> Outcome:
+        try:
+            row = await self.store.accept(message, text)
+        except BaseException:
+            self.queue.cancel(ticket)
+            raise
+        if row is None:  # delivered twice by the platform: already answered or queued
+            self.queue.cancel(ticket)
+            return Outcome.IGNORED
+        reply = adapter.open_reply(message)
+        self.queue.put(ticket, message.channel_key, Job(row, message, reply))
+        self._idle.clear()
+        await reply.typing()
+        return Outcome.ACCEPTED
+
+    # -- the worker ---------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        while True:
+            if not len(self.queue):
+                self._idle.set()
+            job = await self.queue.get()
+            self._idle.clear()
+            self._current = job
+            try:
+                await self._answer(job)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("answering failed", platform=job.message.platform)
+                await self.store.drop_pending(job.row)
+                await job.reply.fail(texts.GENERATION_FAILED)
+            finally:
+                self._current = None
+
+    async def _answer(self, job: Job) -> None:
+        message = job.message
+        channel = message.channel_key
+        resolved = await resolve_for(
+            self.store, message, self.personas, self.settings.bot.default_persona
+        )
+        sampling = resolved.sampling
+        prompt = await self.context.build(
+            channel,
+            resolved.persona.system_prompt,
+            reserve=sampling.max_tokens,
+            multi_user=not message.is_direct,
+            upto_row=job.row,
+        )
+        if isinstance(prompt, TooLong):
+            await self.store.discard(job.row)
+            await job.reply.fail(texts.TOO_LONG.format(tokens=prompt.tokens, limit=prompt.limit))
+            return
+        await job.reply.typing()
+        fixed = sampling.seed
+        request = GenerationRequest(
+            messages=prompt.messages,
+            sampling=sampling,
+            seed=fixed if fixed is not None else draw_seed(),
+            stop=tuple(f"\n{name}:" for name in prompt.speakers) if not message.is_direct else (),
+            cold=fixed is not None,
+            prompt=prompt.tokens,
+        )
+        generation = self.engine.start(request)
+        text = ""
+        try:
+            async for delta in generation:
+                text += delta
+                if shown := text.lstrip():  # models often open with a space or newline
+                    await job.reply.update(shown)
+        except asyncio.CancelledError:
+            generation.cancel()  # shutting down: the message stays pending for next start
+            await job.reply.fail(texts.SHUTTING_DOWN)
+            raise
+        result = generation.result
+        if result.finish == "error":
+            raise RuntimeError(result.error or "generation failed")
+        answer = result.text.strip()
+        notes = []
+        if result.finish == "length":
+            notes.append(texts.NOTE_MAX_TOKENS.format(max_tokens=sampling.max_tokens))
+        if prompt.window.trimmed:
+            notes.append(texts.NOTE_TRIMMED.format(kept=prompt.turns_kept))
+        if not await self.store.complete(job.row, channel, answer):
+            log.info("answer dropped: the message was forgotten meanwhile")
+            await job.reply.fail(texts.CANCELLED)
+            return
+        self.answered += 1
+        log.info(
+            "answered",
+            platform=message.platform,
+            prompt_tokens=result.prompt_tokens,
+            reused_tokens=result.reused_tokens,
+            generated_tokens=result.generated_tokens,
+            finish=result.finish,
+            first_token_s=round(result.first_token_s or 0, 3),
+            total_s=round(result.total_s, 3),
+        )
+        await job.reply.finish((answer or texts.EMPTY_REPLY) + texts.footnote(notes))
+
+    def forget_queued(self, user_key: str) -> int:
+        return self.queue.remove(lambda job: job.message.user_key != user_key)

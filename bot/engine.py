@@ -1,0 +1,401 @@
+"""The model worker: one llama-cpp-python `Llama`, owned by one dedicated thread.
+
+llama.cpp contexts are not thread-safe, and a generation holds the CPU for seconds, so all
+model work happens on one thread and the event loop only receives text. Tokenizing and
+rendering the chat template only read the vocabulary and may be done from any thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import ctypes
+import queue
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import llama_cpp
+import structlog
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from bot.model_file import ModelFileError, available_memory, check_fits, inspect_model
+from bot.personas import Sampling
+
+log = structlog.get_logger(__name__)
+
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+
+# Used when a GGUF has no chat template; ChatML is what most small instruct models speak.
+CHATML = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
+    " + '<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+# Turn markers of common templates: if one shows up as text, the model is writing the next
+# speaker's turn.
+TURN_MARKERS = ("<|im_start|>", "<|im_end|>", "<|start_header_id|>", "<|eot_id|>", "</s>")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    path: Path
+    name: str
+    description: str  # llama.cpp's own summary, e.g. "qwen2 1.5B Q4_K - Medium"
+    n_params: int
+    size_bytes: int
+    n_ctx: int
+    n_threads: int
+
+    @property
+    def params_text(self) -> str:
+        n = self.n_params
+        return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n:,}"
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    messages: Sequence[dict[str, str]]
+    sampling: Sampling
+    seed: int  # resolved: a fixed seed, or a freshly drawn one
+    stop: tuple[str, ...] = ()
+    # Evaluate the prompt from scratch: the same seed and history then give the same text
+    # (a different batch split of a reused cache can change the logits slightly).
+    cold: bool = False
+    # For benchmarks: keep generating through end-of-generation tokens.
+    ignore_eos: bool = False
+    # The rendered, tokenized messages, when the caller already has them (it measured them).
+    prompt: Sequence[int] | None = None
+
+
+@dataclass(slots=True)
+class GenerationResult:
+    text: str = ""
+    finish: FinishReason = "stop"
+    prompt_tokens: int = 0
+    reused_tokens: int = 0
+    generated_tokens: int = 0
+    seed: int = 0
+    first_token_s: float | None = None
+    total_s: float = 0.0
+    error: str | None = None
+
+
+@dataclass(eq=False)
+class Generation:
+    """A running generation: iterate it for text deltas; `result` is set when it ends."""
+
+    request: GenerationRequest
+    loop: asyncio.AbstractEventLoop
+    result: GenerationResult = field(default_factory=GenerationResult)
+    _cancel: threading.Event = field(default_factory=threading.Event)
+    _deltas: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
+
+    def cancel(self) -> None:
+        """Stop as soon as possible, also in the middle of evaluating a long prompt."""
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    # Called from the worker thread.
+    def _emit(self, delta: str) -> None:
+        self.loop.call_soon_threadsafe(self._deltas.put_nowait, delta)
+
+    def _done(self) -> None:
+        self.loop.call_soon_threadsafe(self._deltas.put_nowait, None)
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        while True:
+            delta = await self._deltas.get()
+            # Coalesce what arrived meanwhile: fewer, larger updates for the adapter.
+            parts = [delta] if delta is not None else []
+            while delta is not None and not self._deltas.empty():
+                delta = self._deltas.get_nowait()
+                if delta is not None:
+                    parts.append(delta)
+            if parts:
+                yield "".join(parts)
+            if delta is None:
+                return
+
+
+class StopScanner:
+    """Finds stop strings in streamed text and holds back a tail that could start one."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = tuple(s for s in stops if s)
+        self._hold = max((len(s) - 1 for s in self.stops), default=0)
+        self.text = ""
+        self._sent = 0
+
+    def feed(self, piece: str) -> tuple[str, bool]:
+        """Add text; return (text safe to show now, whether a stop string was hit)."""
+        scan_from = max(0, len(self.text) - self._hold)
+        self.text += piece
+        hits = [i for s in self.stops if (i := self.text.find(s, scan_from)) >= 0]
+        if hits:
+            self.text = self.text[: min(hits)]
+            return self._release(len(self.text)), True
+        safe = len(self.text)
+        for stop in self.stops:
+            for n in range(min(len(stop) - 1, len(self.text)), 0, -1):
+                if self.text.endswith(stop[:n]):
+                    safe = min(safe, len(self.text) - n)
+                    break
+        return self._release(safe), False
+
+    def flush(self) -> str:
+        return self._release(len(self.text))
+
+    def _release(self, upto: int) -> str:
+        out = self.text[self._sent : upto] if upto > self._sent else ""
+        self._sent = max(self._sent, upto)
+        return out
+
+
+def draw_seed() -> int:
+    """A fresh seed per reply (not derived from the last one, so restarts do not repeat)."""
+    return random.SystemRandom().randrange(0, 2**32 - 1)
+
+
+class Engine:
+    """Owns the model thread. Create with `await Engine.load(...)`."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="hearthbot-model", daemon=True)
+        self._llm: Any = None
+        self._formatter: Jinja2ChatFormatter | None = None
+        self._bos_text = ""
+        self._add_bos = True
+        self.info: ModelInfo
+        self._abort_flag: threading.Event | None = None
+        # Keep a reference: ctypes frees a callback that Python no longer holds.
+        self._abort_cb = llama_cpp.ggml_abort_callback(self._should_abort)
+        self._no_abort_cb = llama_cpp.ggml_abort_callback()  # NULL
+
+    @classmethod
+    async def load(
+        cls, path: Path, n_ctx: int, n_threads: int, n_batch: int = 512, check_memory: bool = True
+    ) -> Engine:
+        """Load the model on the worker thread. Raises ModelFileError with a clear message."""
+        summary = await asyncio.to_thread(inspect_model, path)
+        if check_memory:
+            check_fits(summary, n_ctx, available_memory())
+        engine = cls()
+        engine._thread.start()
+        try:
+            await engine._call(lambda: engine._open(path, n_ctx, n_threads, n_batch))
+        except Exception as exc:
+            engine._jobs.put(None)
+            if isinstance(exc, ModelFileError):
+                raise
+            raise ModelFileError(f"llama.cpp could not load {path}: {exc}") from None
+        return engine
+
+    def _open(self, path: Path, n_ctx: int, n_threads: int, n_batch: int) -> None:
+        llm = llama_cpp.Llama(
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_batch=min(n_batch, n_ctx),
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            verbose=False,
+        )
+        self._llm = llm
+        meta = llm.metadata
+        template = meta.get("tokenizer.chat_template") or CHATML
+        vocab_bos, vocab_eos = llm.token_bos(), llm.token_eos()
+        self._bos_text = self._piece(vocab_bos) if vocab_bos >= 0 else ""
+        eos_text = self._piece(vocab_eos) if vocab_eos >= 0 else ""
+        self._formatter = Jinja2ChatFormatter(
+            template, eos_token=eos_text, bos_token=self._bos_text
+        )
+        desc = ctypes.create_string_buffer(256)
+        llama_cpp.llama_model_desc(llm.model, desc, ctypes.sizeof(desc))
+        self.info = ModelInfo(
+            path=path,
+            name=meta.get("general.name") or path.stem,
+            description=desc.value.decode("utf-8", errors="replace"),
+            n_params=int(llama_cpp.llama_model_n_params(llm.model)),
+            size_bytes=path.stat().st_size,
+            n_ctx=llm.n_ctx(),
+            n_threads=n_threads,
+        )
+
+    def _piece(self, token: int) -> str:
+        return self._llm.detokenize([token], special=True).decode("utf-8", errors="replace")
+
+    async def close(self) -> None:
+        if self._thread.is_alive():
+            await self._call(self._free)
+            self._jobs.put(None)
+            await asyncio.to_thread(self._thread.join, 10)
+
+    def _free(self) -> None:
+        if self._llm is not None:
+            self._llm.close()
+            self._llm = None
+
+    # -- the worker thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job()
+
+    async def _call(self, fn: Callable[[], Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+
+        def job() -> None:
+            try:
+                value = fn()
+            except BaseException as exc:  # handed to the awaiting coroutine
+                loop.call_soon_threadsafe(_settle, future, None, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, future, value, None)
+
+        self._jobs.put(job)
+        return await future
+
+    def _should_abort(self, _data: ctypes.c_void_p) -> bool:
+        flag = self._abort_flag
+        return flag is not None and flag.is_set()
+
+    def _watch_abort(self, flag: threading.Event | None) -> None:
+        """llama.cpp asks the abort callback between graph nodes, so it can interrupt a long
+        prompt evaluation. It is a Python call per node, so it is only installed while the
+        prompt is evaluated; during generation the loop checks between tokens."""
+        self._abort_flag = flag
+        callback = self._abort_cb if flag is not None else self._no_abort_cb
+        llama_cpp.llama_set_abort_callback(self._llm.ctx, callback, None)
+
+    # -- text -----------------------------------------------------------------------------------
+
+    def render(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        assert self._formatter is not None
+        self._formatter.add_generation_prompt = add_generation_prompt
+        return self._formatter(messages=list(messages)).prompt  # type: ignore[arg-type]
+
+    def tokenize(self, text: str, special: bool = True) -> list[int]:
+        add_bos = not (self._bos_text and text.startswith(self._bos_text))
+        return self._llm.tokenize(text.encode("utf-8", errors="replace"), add_bos, special)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of plain message text (special-token syntax in user text stays text)."""
+        return len(self._llm.tokenize(text.encode("utf-8", errors="replace"), False, False))
+
+    def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        return self.tokenize(self.render(messages))
+
+    # -- generation -----------------------------------------------------------------------------
+
+    def start(self, request: GenerationRequest) -> Generation:
+        """Queue a generation on the model thread; iterate the result for text."""
+        generation = Generation(request, asyncio.get_running_loop())
+        self._jobs.put(lambda: self._generate(generation))
+        return generation
+
+    def _generate(self, gen: Generation) -> None:
+        result, req = gen.result, gen.request
+        result.seed = req.seed
+        started = time.perf_counter()
+        try:
+            if gen.cancelled:
+                result.finish = "cancelled"
+                return
+            self._stream(gen, started)
+        except Exception as exc:  # a broken generation must not kill the worker
+            if gen.cancelled:
+                result.finish = "cancelled"
+            else:
+                log.error("generation failed", error=str(exc))
+                result.finish, result.error = "error", str(exc)
+            self._llm.reset()  # the KV cache may hold a half-evaluated batch
+        finally:
+            self._watch_abort(None)
+            result.total_s = time.perf_counter() - started
+            gen._done()
+
+    def _stream(self, gen: Generation, started: float) -> None:
+        llm, req, result = self._llm, gen.request, gen.result
+        sampling = req.sampling
+        tokens = list(req.prompt) if req.prompt is not None else self.prompt_tokens(req.messages)
+        result.prompt_tokens = len(tokens)
+        if req.cold:
+            llm.reset()
+        else:
+            result.reused_tokens = _common_prefix(llm.input_ids[: llm.n_tokens], tokens)
+        llm.set_seed(req.seed)
+        vocab = llm._model.vocab
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        scanner = StopScanner((*req.stop, *TURN_MARKERS))
+        self._watch_abort(gen._cancel)
+        for token in llm.generate(
+            tokens,
+            top_k=sampling.top_k,
+            top_p=sampling.top_p,
+            min_p=sampling.min_p,
+            temp=sampling.temperature,
+            repeat_penalty=sampling.repeat_penalty,
+            reset=True,
+        ):
+            if result.first_token_s is None:
+                result.first_token_s = time.perf_counter() - started
+                self._watch_abort(None)
+            if gen.cancelled:
+                result.finish = "cancelled"
+                break
+            if not req.ignore_eos and llama_cpp.llama_vocab_is_eog(vocab, token):
+                result.finish = "stop"
+                break
+            result.generated_tokens += 1
+            piece = decoder.decode(llm.detokenize([token]))
+            shown, hit = scanner.feed(piece)
+            if shown:
+                gen._emit(shown)
+            if hit:
+                result.finish = "stop"
+                break
+            if result.generated_tokens >= sampling.max_tokens:
+                result.finish = "length"
+                break
+        if tail := scanner.flush():
+            gen._emit(tail)
+        result.text = scanner.text
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _settle(future: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(value)
+
+
+__all__ = [
+    "Engine",
+    "Generation",
+    "GenerationRequest",
+    "GenerationResult",
+    "ModelFileError",
+    "ModelInfo",
+    "StopScanner",
+    "draw_seed",
+]

@@ -1,0 +1,115 @@
+"""The typed, platform-neutral language between adapters and the core.
+
+An adapter turns a platform event into an `Incoming` and hands it to the daemon; the daemon
+answers through a `ReplyHandle` that the adapter opens for that message. Nothing here knows
+about Discord, Matrix or a terminal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Literal, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One chat message addressed to the bot, already stripped of the bot's own mention."""
+
+    platform: str
+    channel_id: str
+    message_id: str
+    author_id: str
+    author_name: str
+    text: str
+    is_direct: bool = False
+    mentions_bot: bool = False
+    reply_to_id: str | None = None
+    # The server (Discord guild, Matrix space) the channel belongs to, for settings that
+    # resolve global → server → channel.
+    server_id: str | None = None
+    # The adapter's verdict from its platform's access lists (IDs only, never display names).
+    is_admin: bool = False
+    received_at: float = field(default_factory=time.time)
+
+    @property
+    def channel_key(self) -> str:
+        """Unique across platforms: the key for history, settings and fairness."""
+        return f"{self.platform}:{self.channel_id}"
+
+    @property
+    def user_key(self) -> str:
+        return f"{self.platform}:{self.author_id}"
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, raw: str) -> Incoming:
+        data = json.loads(raw)
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What an adapter's platform can show; declared, never guessed."""
+
+    can_edit: bool
+    max_message_length: int
+    formatting: Literal["plain", "markdown"] = "plain"
+
+
+class ReplyHandle(Protocol):
+    """How the core shows one answer on a platform. Every method must not raise on platform
+    errors (a deleted message, a lost connection): the adapter logs and carries on."""
+
+    async def typing(self) -> None:
+        """Show that an answer is on its way (queued or generating)."""
+
+    async def update(self, text: str) -> None:
+        """The answer so far (the whole text, not a delta). Adapters may coalesce updates."""
+
+    async def finish(self, text: str) -> None:
+        """The final answer. Called exactly once unless `fail` is called instead."""
+
+    async def fail(self, notice: str) -> None:
+        """The answer could not be produced; show a short notice instead."""
+
+
+class Outcome(Enum):
+    """What the daemon did with an incoming message."""
+
+    ACCEPTED = "accepted"  # queued; the answer arrives through a reply handle later
+    COMMAND = "command"  # answered at once through a reply handle
+    REFUSED = "refused"  # busy or rate limited; not stored (a notice may have been shown)
+    IGNORED = "ignored"  # not for us (empty, not allowed)
+
+
+Sink = Callable[[Incoming], Awaitable[Outcome]]
+
+
+class Adapter(Protocol):
+    """One chat platform. An adapter only translates; it never touches the engine or the store."""
+
+    name: str
+    capabilities: Capabilities
+
+    async def start(self, sink: Sink) -> None:
+        """Connect and begin delivering messages to `sink`. Returns once started."""
+
+    async def stop(self) -> None:
+        """Disconnect. Must be safe to call more than once."""
+
+    def open_reply(self, message: Incoming) -> ReplyHandle:
+        """A handle for answering `message` (also for one restored from the store)."""
+
+    async def refuse(self, message: Incoming, notice: str) -> None:
+        """Tell the sender, briefly, that the message was not taken (e.g. a ⏳ reaction)."""
+
+    def is_connected(self) -> bool:
+        """Whether the platform connection is up (for readiness)."""

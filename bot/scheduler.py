@@ -1,0 +1,155 @@
+"""The fair, bounded queue between the adapters and the one model worker.
+
+Round-robin across channels: a channel with one message waits at most one turn of each other
+channel, however many messages a busy channel has queued. The bound counts queued work; a
+per-user sliding-window rate limit keeps one person from filling it. Refused senders get at
+most one notice per `notice_interval_s`, so a flood never becomes a flood of notices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+RATE_WINDOW_S = 60.0
+# Bookkeeping of users is swept when it grows past this, so memory stays bounded.
+_SWEEP_AT = 2048
+
+
+class Refusal(Enum):
+    BUSY = "busy"
+    RATE_LIMITED = "rate_limited"
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """A reserved place in the queue, held while the message is being saved."""
+
+    user: str
+
+
+class FairQueue(Generic[T]):
+    def __init__(
+        self,
+        max_pending: int,
+        per_user_per_minute: int,
+        notice_interval_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_pending = max_pending
+        self.per_user_per_minute = per_user_per_minute
+        self.notice_interval_s = notice_interval_s
+        self._clock = clock
+        self._channels: OrderedDict[str, deque[T]] = OrderedDict()
+        self._queued = 0
+        self._reserved = 0
+        self._hits: dict[str, deque[float]] = {}
+        self._noticed: dict[str, float] = {}
+        self._ready = asyncio.Event()
+
+    def __len__(self) -> int:
+        return self._queued
+
+    def admit(self, user: str, rate_exempt: bool = False) -> Ticket | Refusal:
+        """Reserve a place for a message from `user`, or say why not."""
+        now = self._clock()
+        if self._queued + self._reserved >= self.max_pending:
+            return Refusal.BUSY
+        if not rate_exempt:
+            hits = self._hits.setdefault(user, deque())
+            while hits and now - hits[0] >= RATE_WINDOW_S:
+                hits.popleft()
+            if len(hits) >= self.per_user_per_minute:
+                return Refusal.RATE_LIMITED
+            hits.append(now)
+            if len(self._hits) > _SWEEP_AT:
+                self._sweep(now)
+        self._reserved += 1
+        return Ticket(user)
+
+    def put(self, ticket: Ticket, channel: str, job: T) -> None:
+        self._release(ticket)
+        self.restore(channel, job)
+
+    def restore(self, channel: str, job: T) -> None:
+        """Queue work that was accepted before (pending after a restart): no bound, no limit."""
+        self._channels.setdefault(channel, deque()).append(job)
+        self._queued += 1
+        self._ready.set()
+
+    def cancel(self, ticket: Ticket) -> None:
+        """The reserved message was not queued after all (e.g. a duplicate)."""
+        self._release(ticket)
+
+    def _release(self, ticket: Ticket) -> None:
+        if self._reserved <= 0:
+            raise RuntimeError(f"ticket for {ticket.user} released twice")
+        self._reserved -= 1
+
+    def should_notify(self, user: str) -> bool:
+        """Whether a refused `user` may be told so now (at most once per interval)."""
+        now = self._clock()
+        last = self._noticed.get(user)
+        if last is not None and now - last < self.notice_interval_s:
+            return False
+        self._noticed[user] = now
+        if len(self._noticed) > _SWEEP_AT:
+            self._sweep(now)
+        return True
+
+    def next_nowait(self) -> T | None:
+        """The next job in round-robin order, or None when nothing is queued."""
+        if not self._channels:
+            return None
+        channel, jobs = self._channels.popitem(last=False)
+        job = jobs.popleft()
+        if jobs:
+            self._channels[channel] = jobs  # back of the line
+        self._queued -= 1
+        return job
+
+    async def get(self) -> T:
+        while True:
+            job = self.next_nowait()
+            if job is not None:
+                return job
+            self._ready.clear()
+            await self._ready.wait()
+
+    def drain(self) -> list[T]:
+        """Everything still queued, in serving order, leaving the queue empty."""
+        jobs: list[T] = []
+        while (job := self.next_nowait()) is not None:
+            jobs.append(job)
+        return jobs
+
+    def remove(self, keep: Callable[[T], bool]) -> int:
+        """Drop queued jobs for which keep() is False (e.g. a user asked to be forgotten)."""
+        removed = 0
+        for channel in list(self._channels):
+            jobs = self._channels[channel]
+            kept = deque(job for job in jobs if keep(job))
+            removed += len(jobs) - len(kept)
+            if kept:
+                self._channels[channel] = kept
+            else:
+                del self._channels[channel]
+        self._queued -= removed
+        return removed
+
+    def _sweep(self, now: float) -> None:
+        self._hits = {
+            user: hits
+            for user, hits in self._hits.items()
+            if hits and now - hits[-1] < RATE_WINDOW_S
+        }
+        self._noticed = {
+            user: at for user, at in self._noticed.items() if now - at < self.notice_interval_s
+        }

@@ -1,0 +1,35 @@
+"""Every sentence a chat user can see, in one place (short, plain, no pings)."""
+
+from __future__ import annotations
+
+BUSY = "I'm busy with other messages right now; please try again in a minute."
+RATE_LIMITED = "You're sending messages faster than I can answer; please wait a minute."
+EMPTY_MESSAGE = "Hi! Ask me anything, or send !help for commands."
+EMPTY_REPLY = "(The model produced no text. Try rephrasing, or !reset to start fresh.)"
+GENERATION_FAILED = "Sorry, something went wrong while answering. Please try again."
+TOO_LONG = (
+    "Your message is too long for my context ({tokens:,} tokens; at most {limit:,} fit). "
+    "Please shorten it."
+)
+MISSED_WHILE_DOWN = "Sorry, I was offline when this arrived and it is too old to answer now."
+SHUTTING_DOWN = "(Stopped: hearthbot is shutting down. I'll answer when I'm back.)"
+CANCELLED = "(stopped)"
+NOT_ADMIN = "Only an admin can use !{name} here."
+RESET_DONE = "Cleared this channel's history ({count} messages)."
+FORGET_DONE = "Deleted {count} messages from {who} everywhere."
+UNKNOWN_PERSONA = "There is no persona called {name!r}. Available: {names}."
+PERSONA_SET = "Persona is now {name}: {description}"
+TEMPERATURE_SET = "Temperature is now {value:g} in this channel."
+TEMPERATURE_SHOW = "Temperature here is {value:g} (0 = predictable, 1 = as trained, 2 = wild)."
+SEED_FIXED = "Seed is now {value}: the same history gives the same reply."
+SEED_RANDOM = "Seed is random: each reply draws a fresh one."
+SEED_SHOW_FIXED = "Seed here is fixed at {value}."
+SEED_SHOW_RANDOM = "Seed here is random (each reply draws a fresh one)."
+
+NOTE_MAX_TOKENS = "reply cut at {max_tokens} tokens"
+NOTE_TRIMMED = "only the last {kept} messages fit in my context"
+
+
+def footnote(notes: list[str]) -> str:
+    """What the model could not see or say, as llmcord does: brief and after the answer."""
+    return f"\n\n⚠️ ({'; '.join(notes)})" if notes else ""
