@@ -47,7 +47,13 @@ def split_message(text: str, limit: int) -> list[str]:
             chunks.append(opening + rest)
             break
         room = limit - len(opening) - len(_CLOSE)
-        piece = rest[: _cut_at(rest, room)]
+        cut = _cut_at(rest, room)
+        # Never cut inside a fence line (the rest of its tag would become code): cut before it.
+        line_start = rest.rfind("\n", 0, cut) + 1
+        line = rest[line_start:].split("\n", 1)[0]
+        if 0 < line_start < cut < line_start + len(line) and line.strip().startswith(FENCE):
+            cut = line_start
+        piece = rest[:cut]
         rest = rest[len(piece) :]
         state = fence_state(piece, state)
         closing = _CLOSE if state is not None else ""

@@ -57,7 +57,7 @@ def _seed(arg: str) -> int | str | None:
         return None
     if arg.lower() in {"random", "off", "none"}:
         return "random"
-    if not arg.isdigit() or int(arg) > 2**32 - 1:
+    if not arg.isdecimal() or len(arg.lstrip("0")) > 10 or int(arg) > 2**32 - 1:
         raise ValueError("needs a whole number from 0 to 4294967295, or `random`")
     return int(arg)
 

@@ -47,6 +47,17 @@ def clean_text(text: str) -> str:
     ).strip()
 
 
+def shown_answer(answer: str, cut_at: int | None, kept: int | None) -> str:
+    """The text users see: never empty (platforms reject that), and with a brief note when
+    the reply hit max_tokens or older history was left out."""
+    notes = []
+    if cut_at is not None:
+        notes.append(texts.NOTE_MAX_TOKENS.format(max_tokens=cut_at))
+    if kept is not None:
+        notes.append(texts.NOTE_TRIMMED.format(kept=kept))
+    return (answer.strip() or texts.EMPTY_REPLY) + texts.footnote(notes)
+
+
 class Daemon:
     def __init__(
         self,
@@ -200,10 +211,13 @@ class Daemon:
             self.store, message, self.personas, self.settings.bot.default_persona
         )
         sampling = resolved.sampling
+        n_ctx = self.engine.info.n_ctx
+        # A persona written for a big context must still leave room for history in a small one.
+        reserve = min(sampling.max_tokens, n_ctx // 2)
         prompt = await self.context.build(
             channel,
             resolved.persona.system_prompt,
-            reserve=sampling.max_tokens,
+            reserve=reserve,
             multi_user=not message.is_direct,
             upto_row=job.row,
         )
@@ -212,6 +226,9 @@ class Daemon:
             await job.reply.fail(texts.TOO_LONG.format(tokens=prompt.tokens, limit=prompt.limit))
             return
         await job.reply.typing()
+        room = n_ctx - len(prompt.tokens)
+        if room < sampling.max_tokens:
+            sampling = sampling.model_copy(update={"max_tokens": room})
         fixed = sampling.seed
         request = GenerationRequest(
             messages=prompt.messages,
@@ -236,11 +253,6 @@ class Daemon:
         if result.finish == "error":
             raise RuntimeError(result.error or "generation failed")
         answer = result.text.strip()
-        notes = []
-        if result.finish == "length":
-            notes.append(texts.NOTE_MAX_TOKENS.format(max_tokens=sampling.max_tokens))
-        if prompt.window.trimmed:
-            notes.append(texts.NOTE_TRIMMED.format(kept=prompt.turns_kept))
         if not await self.store.complete(job.row, channel, answer):
             log.info("answer dropped: the message was forgotten meanwhile")
             await job.reply.fail(texts.CANCELLED)
@@ -256,7 +268,13 @@ class Daemon:
             first_token_s=round(result.first_token_s or 0, 3),
             total_s=round(result.total_s, 3),
         )
-        await job.reply.finish((answer or texts.EMPTY_REPLY) + texts.footnote(notes))
+        await job.reply.finish(
+            shown_answer(
+                answer,
+                cut_at=sampling.max_tokens if result.finish == "length" else None,
+                kept=prompt.turns_kept if prompt.window.trimmed else None,
+            )
+        )
 
     def forget_queued(self, user_key: str) -> int:
         return self.queue.remove(lambda job: job.message.user_key != user_key)

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import llama_cpp
 import structlog
+from llama_cpp._internals import LlamaSampler
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from bot.model_file import ModelFileError, available_memory, check_fits, inspect_model
@@ -38,6 +39,8 @@ CHATML = (
 )
 # Turn markers of common templates: if one shows up as text, the model is writing the next
 # speaker's turn.
+# llama-cpp-python's default window for the repeat penalty.
+PENALTY_LAST_N = 64
 TURN_MARKERS = ("<|im_start|>", "<|im_end|>", "<|start_header_id|>", "<|eot_id|>", "</s>")
 
 
@@ -66,8 +69,8 @@ class GenerationRequest:
     # Evaluate the prompt from scratch: the same seed and history then give the same text
     # (a different batch split of a reused cache can change the logits slightly).
     cold: bool = False
-    # For benchmarks: keep generating through end-of-generation tokens.
-    ignore_eos: bool = False
+    # For benchmarks: end-of-generation tokens can never be drawn (every reply is max_tokens).
+    ban_eos: bool = False
     # The rendered, tokenized messages, when the caller already has them (it measured them).
     prompt: Sequence[int] | None = None
 
@@ -104,11 +107,14 @@ class Generation:
         return self._cancel.is_set()
 
     # Called from the worker thread.
-    def _emit(self, delta: str) -> None:
-        self.loop.call_soon_threadsafe(self._deltas.put_nowait, delta)
+    def _emit(self, delta: str | None) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self._deltas.put_nowait, delta)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            self._cancel.set()
 
     def _done(self) -> None:
-        self.loop.call_soon_threadsafe(self._deltas.put_nowait, None)
+        self._emit(None)
 
     async def __aiter__(self) -> AsyncIterator[str]:
         while True:
@@ -179,6 +185,7 @@ class Engine:
         # Keep a reference: ctypes frees a callback that Python no longer holds.
         self._abort_cb = llama_cpp.ggml_abort_callback(self._should_abort)
         self._no_abort_cb = llama_cpp.ggml_abort_callback()  # NULL
+        self._eog: tuple[int, ...] | None = None
 
     @classmethod
     async def load(
@@ -324,51 +331,84 @@ class Engine:
             gen._done()
 
     def _stream(self, gen: Generation, started: float) -> None:
+        """Evaluate the prompt (reusing the cached prefix unless cold), then sample token by
+        token. Driven directly rather than through `Llama.generate`: one sampler chain per
+        reply, no per-token keyword plumbing, and a cancel check between tokens."""
         llm, req, result = self._llm, gen.request, gen.result
-        sampling = req.sampling
         tokens = list(req.prompt) if req.prompt is not None else self.prompt_tokens(req.messages)
+        if not tokens:
+            raise ValueError("empty prompt")
         result.prompt_tokens = len(tokens)
-        if req.cold:
-            llm.reset()
-        else:
-            result.reused_tokens = _common_prefix(llm.input_ids[: llm.n_tokens], tokens)
-        llm.set_seed(req.seed)
+        cached = 0 if req.cold else _common_prefix(llm.input_ids[: llm.n_tokens], tokens)
+        # At least one token is evaluated so that the logits belong to this prompt.
+        reuse = min(cached, len(tokens) - 1)
+        result.reused_tokens = reuse
+        llm.n_tokens = reuse  # eval() drops cached cells past this point
+        sampler = self._sampler(req.sampling, req.seed, self._eog_tokens() if req.ban_eos else ())
+        self._watch_abort(gen._cancel)
+        llm.eval(tokens[reuse:])
+        self._watch_abort(None)
         vocab = llm._model.vocab
+        ctx = llm._ctx
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         scanner = StopScanner((*req.stop, *TURN_MARKERS))
-        self._watch_abort(gen._cancel)
-        for token in llm.generate(
-            tokens,
-            top_k=sampling.top_k,
-            top_p=sampling.top_p,
-            min_p=sampling.min_p,
-            temp=sampling.temperature,
-            repeat_penalty=sampling.repeat_penalty,
-            reset=True,
-        ):
-            if result.first_token_s is None:
-                result.first_token_s = time.perf_counter() - started
-                self._watch_abort(None)
-            if gen.cancelled:
-                result.finish = "cancelled"
-                break
-            if not req.ignore_eos and llama_cpp.llama_vocab_is_eog(vocab, token):
-                result.finish = "stop"
-                break
-            result.generated_tokens += 1
-            piece = decoder.decode(llm.detokenize([token]))
-            shown, hit = scanner.feed(piece)
-            if shown:
-                gen._emit(shown)
-            if hit:
-                result.finish = "stop"
-                break
-            if result.generated_tokens >= sampling.max_tokens:
-                result.finish = "length"
-                break
+        max_tokens = req.sampling.max_tokens
+        try:
+            while True:
+                if gen.cancelled:
+                    result.finish = "cancelled"
+                    break
+                token = sampler.sample(ctx, -1)
+                if result.first_token_s is None:
+                    result.first_token_s = time.perf_counter() - started
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    result.finish = "stop"
+                    break
+                result.generated_tokens += 1
+                shown, hit = scanner.feed(decoder.decode(llm.detokenize([token])))
+                if shown:
+                    gen._emit(shown)
+                if hit:
+                    result.finish = "stop"
+                    break
+                if result.generated_tokens >= max_tokens:
+                    result.finish = "length"
+                    break
+                if llm.n_tokens >= self.info.n_ctx:
+                    result.finish = "length"  # the context is full
+                    break
+                llm.eval([token])
+        finally:
+            sampler.close()
         if tail := scanner.flush():
             gen._emit(tail)
         result.text = scanner.text
+
+    def _sampler(self, sampling: Sampling, seed: int, banned: Sequence[int]) -> LlamaSampler:
+        """The same chain llama-cpp-python builds for create_completion (penalties, top-k,
+        top-p, min-p, temperature, seeded draw), plus an optional ban done in C."""
+        n_vocab = self._llm.n_vocab()
+        chain = LlamaSampler()
+        if banned:
+            chain.add_logit_bias(n_vocab, dict.fromkeys(banned, float("-inf")))
+        chain.add_penalties(n_vocab, PENALTY_LAST_N, sampling.repeat_penalty, 0.0, 0.0)
+        if sampling.temperature == 0:
+            chain.add_greedy()
+            return chain
+        chain.add_top_k(sampling.top_k)
+        chain.add_top_p(sampling.top_p, 1)
+        chain.add_min_p(sampling.min_p, 1)
+        chain.add_temp(sampling.temperature)
+        chain.add_dist(seed)
+        return chain
+
+    def _eog_tokens(self) -> tuple[int, ...]:
+        if self._eog is None:
+            vocab = self._llm._model.vocab
+            self._eog = tuple(
+                t for t in range(self._llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)
+            )
+        return self._eog
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

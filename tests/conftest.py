@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from tinymodel import tiny_model_path  # noqa: E402
+from tinymodel import tiny_model_path
 
 
 @pytest.fixture(scope="session")

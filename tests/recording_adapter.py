@@ -1,0 +1,99 @@
+"""An in-memory adapter for daemon tests: it implements bot.events.Adapter (our own
+interface, not a platform library) and records everything the core asks it to show."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass, field
+
+from bot.events import Capabilities, Incoming, Sink
+
+_ids = itertools.count(1)
+
+
+@dataclass
+class RecordedReply:
+    message: Incoming
+    typing: int = 0
+    updates: list[str] = field(default_factory=list)
+    final: str | None = None
+    failed: str | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Reply:
+    def __init__(self, record: RecordedReply) -> None:
+        self.record = record
+
+    async def typing(self) -> None:
+        self.record.typing += 1
+
+    async def update(self, text: str) -> None:
+        self.record.updates.append(text)
+
+    async def finish(self, text: str) -> None:
+        assert self.record.final is None and self.record.failed is None, "answered twice"
+        self.record.final = text
+        self.record.done.set()
+
+    async def fail(self, notice: str) -> None:
+        assert self.record.final is None and self.record.failed is None, "answered twice"
+        self.record.failed = notice
+        self.record.done.set()
+
+
+class RecordingAdapter:
+    name = "test"
+    capabilities = Capabilities(can_edit=True, max_message_length=2000)
+
+    def __init__(self) -> None:
+        self.replies: list[RecordedReply] = []
+        self.refusals: list[tuple[Incoming, str]] = []
+        self.sink: Sink | None = None
+
+    async def start(self, sink: Sink) -> None:
+        self.sink = sink
+
+    async def stop(self) -> None:
+        self.sink = None
+
+    def is_connected(self) -> bool:
+        return self.sink is not None
+
+    def open_reply(self, message: Incoming) -> Reply:
+        record = RecordedReply(message)
+        self.replies.append(record)
+        return Reply(record)
+
+    async def refuse(self, message: Incoming, notice: str) -> None:
+        self.refusals.append((message, notice))
+
+    def for_message(self, message_id: str) -> list[RecordedReply]:
+        return [r for r in self.replies if r.message.message_id == message_id]
+
+
+def message(
+    text: str,
+    channel: str = "c1",
+    author: str = "u1",
+    name: str = "Alice",
+    direct: bool = False,
+    admin: bool = False,
+    received_at: float | None = None,
+    server: str | None = None,
+) -> Incoming:
+    extra = {"received_at": received_at} if received_at is not None else {}
+    return Incoming(
+        platform="test",
+        channel_id=channel,
+        message_id=f"m{next(_ids)}",
+        author_id=author,
+        author_name=name,
+        text=text,
+        is_direct=direct,
+        mentions_bot=True,
+        is_admin=admin,
+        server_id=server,
+        **extra,  # type: ignore[arg-type]
+    )

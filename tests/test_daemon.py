@@ -1,0 +1,281 @@
+"""The daemon end to end with the real engine (tiny GGUF), real SQLite and an in-memory
+adapter: acceptance, refusal, exactly-once across a restart, commands, context limits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot import texts
+from bot.daemon import Daemon, clean_text, shown_answer
+from bot.engine import Engine
+from bot.events import Outcome
+from bot.personas import load_personas
+from bot.settings import Settings, load_settings
+from bot.store import Store
+from recording_adapter import RecordedReply, RecordingAdapter, message
+
+DB = "hearthbot.db"
+
+
+def make_settings(tmp_path: Path, **sections: dict[str, Any]) -> Settings:
+    sections.setdefault("bot", {})
+    sections["bot"] = {"data_dir": tmp_path, **sections["bot"]}
+    return load_settings(None, **sections)
+
+
+@asynccontextmanager
+async def daemon_for(
+    tmp_path: Path, model: Path, start: bool = True, n_ctx: int = 2048, **sections: Any
+) -> AsyncIterator[tuple[Daemon, RecordingAdapter]]:
+    settings = make_settings(tmp_path, **sections)
+    engine = await Engine.load(model, n_ctx=n_ctx, n_threads=2)
+    store = await Store.open(tmp_path / DB)
+    adapter = RecordingAdapter()
+    personas = load_personas(settings.bot.personas_dir)
+    daemon = Daemon(settings, store, engine, personas, {"test": adapter})  # type: ignore[dict-item]
+    try:
+        if start:
+            await daemon.start()
+        yield daemon, adapter
+    finally:
+        await daemon.stop()
+        await store.close()
+        await engine.close()
+
+
+async def answered(record: RecordedReply, timeout: float = 20) -> str:
+    await asyncio.wait_for(record.done.wait(), timeout)
+    assert record.final is not None, record.failed
+    return record.final
+
+
+async def ask(daemon: Daemon, adapter: RecordingAdapter, text: str, **kw: Any) -> str:
+    msg = message(text, **kw)
+    outcome = await daemon.handle(msg)
+    assert outcome in (Outcome.ACCEPTED, Outcome.COMMAND)
+    (record,) = adapter.for_message(msg.message_id)
+    return await answered(record)
+
+
+async def test_a_message_is_answered_once_and_stored(tmp_path: Path, tiny_model: Path) -> None:
+    async with daemon_for(tmp_path, tiny_model) as (daemon, adapter):
+        msg = message("hello there")
+        assert await daemon.handle(msg) is Outcome.ACCEPTED
+        (record,) = adapter.for_message(msg.message_id)
+        final = await answered(record)
+        assert final.strip()
+        assert record.typing >= 1
+        # Streamed updates grow towards the final text.
+        for earlier, later in zip(record.updates, record.updates[1:], strict=False):
+            assert later.startswith(earlier)
+        await daemon.wait_idle()
+        history = await daemon.store.history(msg.channel_key)
+        assert [m.role for m in history] == ["user", "assistant"]
+        assert await daemon.store.pending() == []
+        # The same platform message delivered again is not answered again.
+        assert await daemon.handle(msg) is Outcome.IGNORED
+        assert len(adapter.for_message(msg.message_id)) == 1
+
+
+async def test_busy_refusal_is_not_stored_and_noticed_once(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    async with daemon_for(tmp_path, tiny_model, start=False, queue={"max_pending": 2}) as (
+        daemon,
+        adapter,
+    ):
+        outcomes = [await daemon.handle(message(f"msg {i}", author="u1")) for i in range(6)]
+        assert outcomes[:2] == [Outcome.ACCEPTED, Outcome.ACCEPTED]
+        assert set(outcomes[2:]) == {Outcome.REFUSED}
+        assert len(adapter.refusals) == 1  # at most one notice per user per minute
+        assert adapter.refusals[0][1] == texts.BUSY
+        assert await daemon.store.count_messages() == 2
+        # Another user gets their own single notice.
+        await daemon.handle(message("hi", author="u2"))
+        await daemon.handle(message("hi again", author="u2"))
+        assert len(adapter.refusals) == 2
+
+
+async def test_rate_limit_per_user(tmp_path: Path, tiny_model: Path) -> None:
+    async with daemon_for(tmp_path, tiny_model, start=False, queue={"per_user_per_minute": 2}) as (
+        daemon,
+        adapter,
+    ):
+        results = [await daemon.handle(message(f"m{i}", author="fast")) for i in range(4)]
+        assert results == [Outcome.ACCEPTED, Outcome.ACCEPTED, Outcome.REFUSED, Outcome.REFUSED]
+        assert [notice for _, notice in adapter.refusals] == [texts.RATE_LIMITED]
+        # Admins are exempt; other users are unaffected.
+        assert await daemon.handle(message("x", author="boss", admin=True)) is Outcome.ACCEPTED
+        assert await daemon.handle(message("y", author="other")) is Outcome.ACCEPTED
+
+
+async def test_pending_messages_are_answered_exactly_once_after_restart(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    old = time.time() - 3600
+    async with daemon_for(tmp_path, tiny_model, start=False) as (daemon, _adapter):
+        for i in range(3):
+            assert await daemon.handle(message(f"before crash {i}", channel=f"c{i}"))
+        # Accepted long ago: outside the catch-up window.
+        assert await daemon.handle(message("ancient", channel="c9", received_at=old))
+        assert len(await daemon.store.pending()) == 4
+    # "Restart": a new daemon on the same database.
+    async with daemon_for(tmp_path, tiny_model, bot={"catch_up_window_s": 600}) as (
+        daemon,
+        adapter,
+    ):
+        await daemon.wait_idle()
+        finals = [r for r in adapter.replies if r.final is not None]
+        failed = [r for r in adapter.replies if r.failed is not None]
+        assert sorted(r.message.text for r in finals) == [f"before crash {i}" for i in range(3)]
+        assert [r.message.text for r in failed] == ["ancient"]
+        assert failed[0].failed == texts.MISSED_WHILE_DOWN
+        assert await daemon.store.pending() == []
+    # And a second restart answers nothing again.
+    async with daemon_for(tmp_path, tiny_model) as (daemon, adapter):
+        await daemon.wait_idle()
+        assert adapter.replies == []
+
+
+async def test_fixed_seed_reproduces_the_reply(tmp_path: Path, tiny_model: Path) -> None:
+    async with daemon_for(tmp_path, tiny_model) as (daemon, adapter):
+        assert "42" in await ask(daemon, adapter, "!seed 42", direct=True)
+        first = await ask(daemon, adapter, "tell me something", direct=True)
+        await ask(daemon, adapter, "!reset", direct=True)
+        again = await ask(daemon, adapter, "tell me something", direct=True)
+        assert first == again
+        await ask(daemon, adapter, "!seed random", direct=True)
+        status = await ask(daemon, adapter, "!status", direct=True)
+        assert "random" in status
+
+
+async def test_commands_and_persistence(tmp_path: Path, tiny_model: Path) -> None:
+    async with daemon_for(tmp_path, tiny_model) as (daemon, adapter):
+        listing = await ask(daemon, adapter, "!persona")
+        for name in ("assistant", "coder", "storyteller", "goofy"):
+            assert name in listing
+        # Switching persona is an admin command in a group channel...
+        assert "admin" in await ask(daemon, adapter, "!persona coder")
+        assert "coder" in await ask(daemon, adapter, "!persona coder", admin=True)
+        assert "unknown" in (await ask(daemon, adapter, "!foo")).lower()
+        assert "0.3" in await ask(daemon, adapter, "!temperature 0.3", admin=True)
+        help_text = await ask(daemon, adapter, "!help")
+        assert "!forget" in help_text and "!status" in help_text
+    async with daemon_for(tmp_path, tiny_model) as (daemon, adapter):
+        status = await ask(daemon, adapter, "!status")
+        assert "Persona: coder" in status
+        assert "Temperature: 0.3" in status
+        assert "/ 2,048 tokens" in status
+        assert "hearthbot-tiny-test" in status
+
+
+async def test_settings_resolve_channel_over_server_over_global(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    async with daemon_for(tmp_path, tiny_model) as (daemon, adapter):
+        await daemon.store.update_scope("global", temperature=1.5)
+        await daemon.store.update_scope("server:test:g1", temperature=0.9)
+        other_server = await ask(daemon, adapter, "!temperature", server="g2")
+        assert "1.5" in other_server
+        assert "0.9" in await ask(daemon, adapter, "!temperature", server="g1")
+        await ask(daemon, adapter, "!temperature 0.1", server="g1", admin=True)
+        assert "0.1" in await ask(daemon, adapter, "!temperature", server="g1")
+
+
+async def test_reset_and_forget(tmp_path: Path, tiny_model: Path) -> None:
+    async with daemon_for(tmp_path, tiny_model) as (daemon, adapter):
+        await ask(daemon, adapter, "one", author="a", name="A")
+        await ask(daemon, adapter, "two", author="b", name="B")
+        await ask(daemon, adapter, "three", author="a", name="A", channel="c2")
+        assert "2 messages" in await ask(daemon, adapter, "!forget", author="a")
+        authors = {m.author_id for m in await daemon.store.history("test:c1")}
+        assert "test:a" not in authors and "test:b" in authors
+        assert "admin" in await ask(daemon, adapter, "!forget b", author="a")
+        assert "1 messages" in await ask(daemon, adapter, "!forget b", author="root", admin=True)
+        await ask(daemon, adapter, "!reset")
+        assert await daemon.store.history("test:c1") == []
+
+
+async def test_too_long_message_gets_a_clear_refusal(tmp_path: Path, tiny_model: Path) -> None:
+    async with daemon_for(tmp_path, tiny_model, n_ctx=512) as (daemon, adapter):
+        msg = message("hello world " * 2000)
+        assert await daemon.handle(msg) is Outcome.ACCEPTED
+        (record,) = adapter.for_message(msg.message_id)
+        await asyncio.wait_for(record.done.wait(), 20)
+        assert record.failed is not None and "too long" in record.failed
+        assert await daemon.store.count_messages() == 0
+        # The daemon still answers the next normal message.
+        assert await ask(daemon, adapter, "hi")
+
+
+async def test_long_conversation_is_trimmed_and_says_so(tmp_path: Path, tiny_model: Path) -> None:
+    async with daemon_for(tmp_path, tiny_model, n_ctx=512) as (daemon, adapter):
+        await ask(daemon, adapter, "!persona coder", admin=True)
+        finals = [
+            await ask(
+                daemon, adapter, f"question number {i} about the water and fire " * 3, admin=True
+            )
+            for i in range(12)
+        ]
+        assert any("only the last" in f for f in finals)
+        assert any("reply cut at" in f for f in finals) or all(f.strip() for f in finals)
+        # Every prompt fitted: no answer failed.
+        assert all(r.failed is None for r in adapter.replies)
+
+
+async def test_group_channel_names_speakers(tmp_path: Path, tiny_model: Path) -> None:
+    async with daemon_for(tmp_path, tiny_model) as (daemon, adapter):
+        await ask(daemon, adapter, "hi from alice", author="a", name="Alice")
+        prompt = await daemon.context.build(
+            "test:c1", "sys", reserve=64, multi_user=True, upto_row=10**9
+        )
+        assert not isinstance(prompt, type(None))
+        contents = [m["content"] for m in prompt.messages]  # type: ignore[union-attr]
+        assert "Alice: hi from alice" in contents
+
+
+async def test_bad_input_never_crashes(tmp_path: Path, tiny_model: Path) -> None:
+    async with daemon_for(tmp_path, tiny_model) as (daemon, adapter):
+        for text in ["", "   ", "\x00\x01\x02", "\ud800 lone surrogate", "!", "!seed -5"]:
+            outcome = await daemon.handle(message(text))
+            assert outcome in (Outcome.COMMAND, Outcome.ACCEPTED, Outcome.IGNORED)
+        await daemon.wait_idle()
+        assert await ask(daemon, adapter, "still there?")
+
+
+@pytest.mark.parametrize(
+    ("answer", "cut_at", "kept", "expected"),
+    [
+        ("Hello", None, None, "Hello"),
+        ("  Hello \n", None, None, "Hello"),
+        ("", None, None, texts.EMPTY_REPLY),
+        (" \n\t ", None, None, texts.EMPTY_REPLY),
+        ("Hi", 64, None, "Hi\n\n⚠️ (reply cut at 64 tokens)"),
+        ("Hi", None, 6, "Hi\n\n⚠️ (only the last 6 messages fit in my context)"),
+        ("Hi", 8, 2, "Hi\n\n⚠️ (reply cut at 8 tokens; only the last 2 messages fit in my context)"),
+    ],
+)
+def test_shown_answer(answer: str, cut_at: int | None, kept: int | None, expected: str) -> None:
+    assert shown_answer(answer, cut_at, kept) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("hello", "hello"),
+        ("  a\tb\nc  ", "a\tb\nc"),
+        ("nul\x00byte", "nulbyte"),
+        ("esc\x1b[31mred", "esc[31mred"),
+        ("\ud800x", "?x"),
+        ("zalgo h̸̡̪̯ͨ͊̽̅̾", "zalgo h̸̡̪̯ͨ͊̽̅̾"),
+    ],
+)
+def test_clean_text(raw: str, clean: str) -> None:
+    assert clean_text(raw) == clean
