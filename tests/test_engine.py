@@ -92,9 +92,7 @@ async def test_stop_string_ends_the_reply_and_is_not_shown(engine: Engine) -> No
     deltas, text, finish = await collect(
         engine, request(seed=5, max_tokens=64, ban_eos=True, stop=(stop,), cold=True)
     )
-    _, free_cold, _ = await collect(
-        engine, request(seed=5, max_tokens=64, ban_eos=True, cold=True)
-    )
+    _, free_cold, _ = await collect(engine, request(seed=5, max_tokens=64, ban_eos=True, cold=True))
     assert finish == "stop"
     assert stop not in text
     assert free_cold.startswith(text)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import llama_cpp
 import pytest
 from llama_cpp import Llama
+
 from tinymodel import (
     CHAT_TEMPLATE,
     IM_END_ID,
