@@ -1,5 +1,6 @@
-"""Which adapters run: each platform registers here by name. The console runs when no chat
-platform is configured (or when asked for with `hearthbot chat`)."""
+"""Which adapters run: each platform is built here by name when its section is configured.
+The console runs when no chat platform is configured (or when asked for: `hearthbot chat`).
+Platform modules are imported only when used, so a console chat never loads discord.py."""
 
 from __future__ import annotations
 
@@ -10,10 +11,17 @@ from bot.settings import Settings
 
 
 def build_adapters(settings: Settings, console_only: bool = False) -> dict[str, Adapter]:
-    from adapters.console import ConsoleAdapter
-
     adapters: dict[str, Adapter] = {}
-    # Chat platforms (Discord, Matrix) are added here when their section is configured.
-    if console_only or not adapters:
-        adapters = {"console": ConsoleAdapter(sys.stdin, sys.stdout)}
+    if not console_only and settings.discord.enabled:
+        from adapters.discord import DiscordAdapter
+
+        adapters["discord"] = DiscordAdapter(settings.discord, settings.bot)
+    if not console_only and settings.matrix.enabled:
+        from adapters.matrix import MatrixAdapter
+
+        adapters["matrix"] = MatrixAdapter(settings.matrix, settings.bot)
+    if not adapters:
+        from adapters.console import ConsoleAdapter
+
+        adapters["console"] = ConsoleAdapter(sys.stdin, sys.stdout)
     return adapters

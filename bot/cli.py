@@ -17,7 +17,13 @@ from pathlib import Path
 from bot import logs
 from bot.model_file import ModelFileError
 from bot.personas import PersonaError, PersonaSet, load_personas
-from bot.settings import ConfigError, Settings, find_config_file, load_settings
+from bot.settings import (
+    ConfigError,
+    Settings,
+    find_config_file,
+    load_settings,
+    secret_values,
+)
 
 EXIT_CONFIG = 2
 EXIT_FAILURE = 1
@@ -176,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hearthbot: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     logs.configure(settings.log.level, settings.log.format)
+    for secret in secret_values(settings):
+        logs.register_secret(secret)
     from bot.model_pull import PullError
 
     try:

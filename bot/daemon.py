@@ -21,8 +21,19 @@ from bot.channel_settings import resolve_for
 from bot.command_runner import CommandRunner
 from bot.commands import Command, CommandError, parse_command
 from bot.context import ContextBuilder, TooLong
-from bot.engine import Engine, GenerationRequest, draw_seed
-from bot.events import Adapter, Incoming, Outcome, ReplyHandle
+from bot.engine import Engine, Generation, GenerationRequest, draw_seed
+from bot.events import (
+    Adapter,
+    ChatEvent,
+    Incoming,
+    MessageDeleted,
+    MessageEdited,
+    Outcome,
+    RegenerateRequested,
+    ReplyHandle,
+    StopRequested,
+    channel_key,
+)
 from bot.personas import PersonaSet
 from bot.scheduler import FairQueue, Refusal, Ticket
 from bot.settings import Settings
@@ -47,10 +58,10 @@ def clean_text(text: str) -> str:
     ).strip()
 
 
-def shown_answer(answer: str, cut_at: int | None, kept: int | None) -> str:
+def shown_answer(answer: str, cut_at: int | None, kept: int | None, stopped: bool = False) -> str:
     """The text users see: never empty (platforms reject that), and with a brief note when
-    the reply hit max_tokens or older history was left out."""
-    notes = []
+    the reply was stopped, hit max_tokens, or older history was left out."""
+    notes = [texts.NOTE_STOPPED] if stopped else []
     if cut_at is not None:
         notes.append(texts.NOTE_MAX_TOKENS.format(max_tokens=cut_at))
     if kept is not None:
@@ -79,6 +90,7 @@ class Daemon:
         self.commands = CommandRunner(self)
         self.answered = 0
         self._current: Job | None = None
+        self._generation: Generation | None = None
         self._worker: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -133,13 +145,48 @@ class Daemon:
     def is_admin(self, message: Incoming) -> bool:
         return message.is_admin or message.user_key in self.settings.bot.admins
 
-    async def handle(self, message: Incoming) -> Outcome:
+    async def handle(self, event: ChatEvent) -> Outcome:
         """The sink every adapter feeds. Never raises: bad input must not crash the daemon."""
         try:
-            return await self._handle(message)
+            if isinstance(event, Incoming):
+                return await self._handle(event)
+            return await self._apply(event)
         except Exception:
-            log.exception("could not handle a message", platform=message.platform)
+            log.exception("could not handle an event", kind=type(event).__name__)
             return Outcome.IGNORED
+
+    async def _apply(
+        self, event: MessageEdited | MessageDeleted | StopRequested | RegenerateRequested
+    ) -> Outcome:
+        if isinstance(event, MessageEdited):
+            key = channel_key(event.platform, event.channel_id)
+            await self.store.edit_message(key, event.message_id, clean_text(event.text))
+        elif isinstance(event, MessageDeleted):
+            key = channel_key(event.platform, event.channel_id)
+            self.queue.remove(
+                lambda job: (
+                    (job.message.channel_key, job.message.message_id) != (key, event.message_id)
+                )
+            )
+            await self.store.delete_message(key, event.message_id)
+        elif isinstance(event, StopRequested):
+            key = channel_key(event.platform, event.channel_id)
+            current, generation = self._current, self._generation
+            if (
+                current is not None
+                and generation is not None
+                and current.message.channel_key == key
+            ):
+                generation.cancel()
+        else:
+            message = event.message
+            row = await self.store.reopen(message)
+            if row is None:
+                return Outcome.IGNORED
+            reply = self.adapters[message.platform].open_reply(message)
+            self.queue.restore(message.channel_key, Job(row, message, reply))
+            self._idle.clear()
+        return Outcome.APPLIED
 
     async def _handle(self, message: Incoming) -> Outcome:
         if self._stopping:
@@ -171,6 +218,11 @@ class Daemon:
         self, message: Incoming, text: str, ticket: Ticket, adapter: Adapter
     ) -> Outcome:
         try:
+            quoted = message.reply_to_text and clean_text(message.reply_to_text)
+            if quoted and not await self.store.remembers(
+                message.channel_key, message.reply_to_id, quoted
+            ):
+                text = texts.quote(quoted, text)  # the model should see what was replied to
             row = await self.store.accept(message, text)
         except BaseException:
             self.queue.cancel(ticket)
@@ -239,6 +291,7 @@ class Daemon:
             prompt=prompt.tokens,
         )
         generation = self.engine.start(request)
+        self._generation = generation
         text = ""
         try:
             async for delta in generation:
@@ -249,6 +302,8 @@ class Daemon:
             generation.cancel()  # shutting down: the message stays pending for next start
             await job.reply.fail(texts.SHUTTING_DOWN)
             raise
+        finally:
+            self._generation = None
         result = generation.result
         if result.finish == "error":
             raise RuntimeError(result.error or "generation failed")
@@ -273,6 +328,7 @@ class Daemon:
                 answer,
                 cut_at=sampling.max_tokens if result.finish == "length" else None,
                 kept=prompt.turns_kept if prompt.window.trimmed else None,
+                stopped=result.finish == "cancelled",
             )
         )
 

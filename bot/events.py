@@ -29,6 +29,9 @@ class Incoming:
     is_direct: bool = False
     mentions_bot: bool = False
     reply_to_id: str | None = None
+    # The replied-to message's text, when the adapter has it: used if that message is not in
+    # the stored history (e.g. older than the bot's memory of the channel).
+    reply_to_text: str | None = None
     # The server (Discord guild, Matrix space) the channel belongs to, for settings that
     # resolve global → server → channel.
     server_id: str | None = None
@@ -39,7 +42,7 @@ class Incoming:
     @property
     def channel_key(self) -> str:
         """Unique across platforms: the key for history, settings and fairness."""
-        return f"{self.platform}:{self.channel_id}"
+        return channel_key(self.platform, self.channel_id)
 
     @property
     def user_key(self) -> str:
@@ -81,6 +84,47 @@ class ReplyHandle(Protocol):
         """The answer could not be produced; show a short notice instead."""
 
 
+@dataclass(frozen=True, slots=True)
+class MessageEdited:
+    """A user edited a message: the stored history follows."""
+
+    platform: str
+    channel_id: str
+    message_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDeleted:
+    """A user deleted (Matrix: redacted) a message: it is deleted from the store too."""
+
+    platform: str
+    channel_id: str
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class StopRequested:
+    """Stop the answer being generated in this channel (e.g. a ⏹ reaction)."""
+
+    platform: str
+    channel_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RegenerateRequested:
+    """Answer `message` again, replacing the answer(s) given after it (e.g. a 🔁 reaction)."""
+
+    message: Incoming
+
+
+ChatEvent = Incoming | MessageEdited | MessageDeleted | StopRequested | RegenerateRequested
+
+
+def channel_key(platform: str, channel_id: str) -> str:
+    return f"{platform}:{channel_id}"
+
+
 class Outcome(Enum):
     """What the daemon did with an incoming message."""
 
@@ -88,9 +132,10 @@ class Outcome(Enum):
     COMMAND = "command"  # answered at once through a reply handle
     REFUSED = "refused"  # busy or rate limited; not stored (a notice may have been shown)
     IGNORED = "ignored"  # not for us (empty, not allowed)
+    APPLIED = "applied"  # an edit, deletion, stop or regenerate request was carried out
 
 
-Sink = Callable[[Incoming], Awaitable[Outcome]]
+Sink = Callable[[ChatEvent], Awaitable[Outcome]]
 
 
 class Adapter(Protocol):

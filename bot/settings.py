@@ -8,7 +8,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     NestedSecretsSettingsSource,
@@ -86,6 +86,53 @@ class QueueSettings(Section):
     )
 
 
+class DiscordSettings(Section):
+    """Discord runs when `token` is set. Access lists take numeric IDs only."""
+
+    token: SecretStr | None = Field(None, description="Bot token (better: env or credentials).")
+    allowed_guilds: list[int] = Field(default_factory=list, description="Empty: every server.")
+    allowed_channels: list[int] = Field(default_factory=list, description="Empty: every channel.")
+    allowed_users: list[int] = Field(default_factory=list, description="Empty: everyone.")
+    blocked_users: list[int] = Field(default_factory=list, description="Never answered.")
+    admins: list[int] = Field(default_factory=list, description="May use admin commands.")
+    allow_dms: bool = Field(True, description="Answer direct messages.")
+    edit_interval_s: float = Field(1.2, ge=0.2, le=60, description="At most one edit per this.")
+    command_guilds: list[int] = Field(
+        default_factory=list, description="Sync slash commands to these servers only (fast)."
+    )
+    attachment_max_kb: int = Field(256, ge=0, le=8192, description="Text attachments read up to.")
+    api_base: str = Field("https://discord.com/api/v10", description="REST base (proxies).")
+    gateway_url: str = Field("wss://gateway.discord.gg/", description="Gateway URL (proxies).")
+
+    @property
+    def enabled(self) -> bool:
+        return self.token is not None and bool(self.token.get_secret_value())
+
+
+class MatrixSettings(Section):
+    """Matrix runs when `homeserver` is set. Access lists take MXIDs; globs allowed."""
+
+    homeserver: str | None = Field(None, description="e.g. https://matrix.example.org")
+    user_id: str | None = Field(None, description="The bot's MXID, e.g. @hearthbot:example.org")
+    password: SecretStr | None = Field(None, description="Used once to log in; then the token.")
+    access_token: SecretStr | None = Field(None, description="Instead of a password.")
+    device_name: str = Field("hearthbot", description="Shown in the bot's session list.")
+    store_dir: Path | None = Field(None, description="Crypto store. Default: data_dir/matrix.")
+    allowed_users: list[str] = Field(
+        default_factory=list, description="Who may invite and talk to it. Empty: nobody."
+    )
+    allowed_rooms: list[str] = Field(default_factory=list, description="Empty: any joined room.")
+    admins: list[str] = Field(default_factory=list, description="May use admin commands.")
+    edit_interval_s: float = Field(3.0, ge=0.2, le=60, description="At most one edit per this.")
+    catch_up_window_s: float = Field(
+        600, ge=0, description="Messages that arrived while down are answered if this young."
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.homeserver)
+
+
 class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     format: Literal["auto", "json", "console"] = Field(
@@ -106,6 +153,8 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)  # type: ignore[arg-type]
     bot: BotSettings = Field(default_factory=BotSettings)  # type: ignore[arg-type]
     queue: QueueSettings = Field(default_factory=QueueSettings)  # type: ignore[arg-type]
+    discord: DiscordSettings = Field(default_factory=DiscordSettings)  # type: ignore[arg-type]
+    matrix: MatrixSettings = Field(default_factory=MatrixSettings)  # type: ignore[arg-type]
     log: LogSettings = Field(default_factory=LogSettings)  # type: ignore[arg-type]
 
     # Set on a per-load subclass: pydantic-settings takes the TOML path from the class.
@@ -129,6 +178,18 @@ class Settings(BaseSettings):
                 settings_cls, toml_file=getattr(settings_cls, "toml_path", None)
             ),
         )
+
+
+def secret_values(model: BaseModel) -> list[str]:
+    """Every configured secret, so the log redactor can scrub it wherever it shows up."""
+    found: list[str] = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, SecretStr):
+            found.append(value.get_secret_value())
+        elif isinstance(value, BaseModel):
+            found += secret_values(value)
+    return [v for v in found if v]
 
 
 class ConfigError(Exception):

@@ -250,6 +250,43 @@ class Store:
         )
         return cur.rowcount > 0
 
+    async def remembers(self, channel: str, platform_message_id: str | None, text: str) -> bool:
+        """Whether the channel's history holds this message (by platform id, or its text:
+        the bot's own messages are stored without one)."""
+        async with self._db.execute(
+            "SELECT 1 FROM messages WHERE channel = ? AND (platform_message_id = ? OR text = ?)"
+            " LIMIT 1",
+            (channel, platform_message_id, text),
+        ) as cur:
+            return await cur.fetchone() is not None
+
+    async def reopen(self, message: Incoming) -> int | None:
+        """Make a stored user message pending again and drop the answers given after it (up to
+        the next user message), so it is answered anew. None if it is not stored."""
+        channel = message.channel_key
+        async with self.transaction() as db:
+            async with db.execute(
+                "SELECT id FROM messages WHERE channel = ? AND platform_message_id = ?"
+                " AND role = 'user'",
+                (channel, message.message_id),
+            ) as cur:
+                found = await cur.fetchone()
+            if found is None:
+                return None
+            row = int(found[0])
+            await db.execute(
+                "DELETE FROM messages WHERE channel = ? AND role = 'assistant' AND id > ?"
+                " AND id < coalesce((SELECT min(id) FROM messages WHERE channel = ?"
+                " AND role = 'user' AND id > ?), 1 << 62)",
+                (channel, row, channel, row),
+            )
+            await db.execute(
+                "INSERT OR IGNORE INTO pending (message_row, incoming, created_at)"
+                " VALUES (?, ?, ?)",
+                (row, message.to_json(), time.time()),
+            )
+        return row
+
     async def count_messages(self, channel: str | None = None) -> int:
         if channel is None:
             query, args = "SELECT count(*) FROM messages", ()

@@ -26,8 +26,17 @@ SEED_RANDOM = "Seed is random: each reply draws a fresh one."
 SEED_SHOW_FIXED = "Seed here is fixed at {value}."
 SEED_SHOW_RANDOM = "Seed here is random (each reply draws a fresh one)."
 
+NOTE_STOPPED = "stopped on request"
 NOTE_MAX_TOKENS = "reply cut at {max_tokens} tokens"
 NOTE_TRIMMED = "only the last {kept} messages fit in my context"
+
+
+def quote(replied_to: str, text: str, limit: int = 1000) -> str:
+    """A reply to a message the bot does not remember carries that message's text."""
+    if len(replied_to) > limit:
+        replied_to = replied_to[:limit] + "…"
+    quoted = "\n".join(f"> {line}" for line in replied_to.splitlines())
+    return f"(replying to:)\n{quoted}\n\n{text}"
 
 
 def footnote(notes: list[str]) -> str:

@@ -82,6 +82,8 @@ def message(
     admin: bool = False,
     received_at: float | None = None,
     server: str | None = None,
+    reply_to_text: str | None = None,
+    reply_to_id: str | None = None,
 ) -> Incoming:
     extra = {"received_at": received_at} if received_at is not None else {}
     return Incoming(
@@ -95,5 +97,7 @@ def message(
         mentions_bot=True,
         is_admin=admin,
         server_id=server,
+        reply_to_text=reply_to_text,
+        reply_to_id=reply_to_id,
         **extra,  # type: ignore[arg-type]
     )

@@ -15,7 +15,13 @@ import pytest
 from bot import texts
 from bot.daemon import Daemon, clean_text, shown_answer
 from bot.engine import Engine
-from bot.events import Outcome
+from bot.events import (
+    MessageDeleted,
+    MessageEdited,
+    Outcome,
+    RegenerateRequested,
+    StopRequested,
+)
 from bot.personas import load_personas
 from bot.settings import Settings, load_settings
 from bot.store import Store
@@ -279,3 +285,93 @@ def test_shown_answer(answer: str, cut_at: int | None, kept: int | None, expecte
 )
 def test_clean_text(raw: str, clean: str) -> None:
     assert clean_text(raw) == clean
+
+
+LONG_PERSONA = """description = "never stops by itself"
+temperature = 0.0
+max_tokens = 4000
+system_prompt = "You are a test."
+"""
+
+
+async def test_stop_request_ends_the_answer_in_that_channel(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    personas = tmp_path / "personas"
+    personas.mkdir()
+    (personas / "long.toml").write_text(LONG_PERSONA)
+    async with daemon_for(
+        tmp_path, tiny_model, n_ctx=8192, bot={"personas_dir": personas, "default_persona": "long"}
+    ) as (daemon, adapter):
+        msg = message("go on forever")
+        await daemon.handle(msg)
+        (record,) = adapter.for_message(msg.message_id)
+        while not record.updates:  # noqa: ASYNC110 (waiting for the first streamed text)
+            await asyncio.sleep(0.005)
+        # A stop for another channel changes nothing; one for this channel stops it.
+        assert await daemon.handle(StopRequested("test", "elsewhere")) is Outcome.APPLIED
+        assert await daemon.handle(StopRequested("test", "c1")) is Outcome.APPLIED
+        final = await answered(record)
+        assert "stopped on request" in final
+        history = await daemon.store.history(msg.channel_key)
+        assert [m.role for m in history] == ["user", "assistant"]
+        assert len(history[1].text) < 4000 * 3
+
+
+async def test_regenerate_replaces_the_answer(tmp_path: Path, tiny_model: Path) -> None:
+    async with daemon_for(tmp_path, tiny_model) as (daemon, adapter):
+        await ask(daemon, adapter, "first question", direct=True)
+        msg = message("second question", direct=True)
+        await daemon.handle(msg)
+        first_answer = await answered(adapter.for_message(msg.message_id)[0])
+        assert await daemon.handle(RegenerateRequested(msg)) is Outcome.APPLIED
+        records = adapter.for_message(msg.message_id)
+        assert len(records) == 2
+        await answered(records[1])
+        await daemon.wait_idle()
+        history = await daemon.store.history(msg.channel_key)
+        assert [m.role for m in history] == ["user", "assistant", "user", "assistant"]
+        assert first_answer.strip() not in [m.text for m in history[:3]]
+        unknown = message("never stored")
+        assert await daemon.handle(RegenerateRequested(unknown)) is Outcome.IGNORED
+
+
+async def test_edits_and_deletions_follow_the_platform(tmp_path: Path, tiny_model: Path) -> None:
+    async with daemon_for(tmp_path, tiny_model) as (daemon, adapter):
+        msg = message("original text", direct=True)
+        await daemon.handle(msg)
+        await answered(adapter.for_message(msg.message_id)[0])
+        edit = MessageEdited("test", msg.channel_id, msg.message_id, "edited\x00 text")
+        assert await daemon.handle(edit) is Outcome.APPLIED
+        texts_now = [m.text for m in await daemon.store.history(msg.channel_key)]
+        assert texts_now[0] == "edited text"
+        await daemon.handle(MessageDeleted("test", msg.channel_id, msg.message_id))
+        texts_now = [m.text for m in await daemon.store.history(msg.channel_key)]
+        assert "edited text" not in texts_now
+
+
+async def test_deleting_a_queued_message_unqueues_it(tmp_path: Path, tiny_model: Path) -> None:
+    async with daemon_for(tmp_path, tiny_model, start=False) as (daemon, _adapter):
+        msg = message("delete me before you answer")
+        await daemon.handle(msg)
+        assert len(daemon.queue) == 1
+        await daemon.handle(MessageDeleted("test", msg.channel_id, msg.message_id))
+        assert len(daemon.queue) == 0
+        assert await daemon.store.pending() == []
+
+
+async def test_reply_to_an_unknown_message_quotes_it(tmp_path: Path, tiny_model: Path) -> None:
+    async with daemon_for(tmp_path, tiny_model) as (daemon, adapter):
+        first = message("what about this?", reply_to_text="an old announcement", admin=True)
+        await daemon.handle(first)
+        await answered(adapter.for_message(first.message_id)[0])
+        await ask(
+            daemon,
+            adapter,
+            "and this one?",
+            reply_to_text="what about this?",
+            reply_to_id=first.message_id,
+        )
+        users = [m.text for m in await daemon.store.history("test:c1") if m.role == "user"]
+        assert users[0].startswith("(replying to:)\n> an old announcement")
+        assert users[1] == "and this one?"  # the replied-to message is in the history already
