@@ -76,6 +76,13 @@ class ConsoleAdapter:
         self._awaited: tuple[str, ConsoleReply | None] = ("", None)
         self._reader: asyncio.Task[None] | None = None
         self._counter = 0
+        self._failure: asyncio.Future[str] | None = None
+
+    @property
+    def failure(self) -> asyncio.Future[str]:
+        if self._failure is None:  # created lazily: it needs the running loop
+            self._failure = asyncio.get_running_loop().create_future()
+        return self._failure  # a terminal never refuses us
 
     async def start(self, sink: Sink) -> None:
         self._reader = asyncio.create_task(self._read(sink), name="console-reader")

@@ -85,13 +85,18 @@ async def serve(settings: Settings, console_only: bool, pull_missing: bool = Fal
         loop.add_signal_handler(sig, stop.set)
     try:
         await daemon.start()
-        waits = [asyncio.create_task(stop.wait())]
+        waits = [asyncio.ensure_future(stop.wait())]
+        failures = {asyncio.ensure_future(a.failure): name for name, a in adapters.items()}
+        waits += failures
         finished = [a.finished for a in adapters.values() if hasattr(a, "finished")]
         if finished and len(finished) == len(adapters):  # only the console: ends with stdin
-            waits.append(asyncio.create_task(_all_set(finished)))
-        _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            waits.append(asyncio.ensure_future(_all_set(finished)))
+        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
+        for task in done:
+            if task in failures:
+                raise AdapterFailed(f"{failures[task]}: {task.result()}")
         if not stop.is_set():
             await daemon.wait_idle()
     finally:
@@ -99,6 +104,10 @@ async def serve(settings: Settings, console_only: bool, pull_missing: bool = Fal
         await store.close()
         await engine.close()
     return 0
+
+
+class AdapterFailed(Exception):
+    """A platform refused the bot for good; the message says which and why."""
 
 
 async def _all_set(events: list[asyncio.Event]) -> None:
@@ -205,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, PersonaError) as exc:
         print(f"hearthbot: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except (ModelFileError, PullError) as exc:
+    except (ModelFileError, PullError, AdapterFailed) as exc:
         print(f"hearthbot: {exc}", file=sys.stderr)
         return EXIT_FAILURE
 

@@ -7,6 +7,7 @@ about Discord, Matrix or a terminal.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import time
@@ -158,3 +159,9 @@ class Adapter(Protocol):
 
     def is_connected(self) -> bool:
         """Whether the platform connection is up (for readiness)."""
+
+    @property
+    def failure(self) -> asyncio.Future[str]:
+        """Resolves with a one-line reason when the platform refuses us for good (bad token,
+        a privileged intent not enabled): the daemon then exits non-zero with that line.
+        Transient trouble (a dropped connection) is the adapter's to retry, never this."""

@@ -61,6 +61,10 @@ class RecordingAdapter:
     def is_connected(self) -> bool:
         return self.sink is not None
 
+    @property
+    def failure(self) -> asyncio.Future[str]:
+        return asyncio.get_running_loop().create_future()
+
     def open_reply(self, message: Incoming) -> Reply:
         record = RecordedReply(message)
         self.replies.append(record)
