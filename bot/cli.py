@@ -74,7 +74,11 @@ async def serve(settings: Settings, console_only: bool, pull_missing: bool = Fal
             pull(settings, None, None)
     path = model_path(settings)
     engine = await Engine.load(
-        path, settings.model.n_ctx, settings.model.threads(), settings.model.n_batch
+        path,
+        settings.model.n_ctx,
+        settings.model.threads(),
+        settings.model.n_batch,
+        kv_cache_mb=settings.model.kv_cache_mb,
     )
     store = await Store.open(settings.bot.data_dir / DB_NAME)
     adapters = build_adapters(settings, console_only)
@@ -121,7 +125,11 @@ async def check(settings: Settings, config_file: Path | None) -> int:
     personas = checked_personas(settings)
     path = model_path(settings)
     engine = await Engine.load(
-        path, settings.model.n_ctx, settings.model.threads(), settings.model.n_batch
+        path,
+        settings.model.n_ctx,
+        settings.model.threads(),
+        settings.model.n_batch,
+        kv_cache_mb=settings.model.kv_cache_mb,
     )
     info = engine.info
     await engine.close()

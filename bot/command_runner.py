@@ -36,6 +36,7 @@ class CommandRunner:
 
     async def _reset(self, command: Command, message: Incoming) -> str:
         count = await self.daemon.store.reset_channel(message.channel_key)
+        await self.daemon.engine.forget(message.channel_key)
         return texts.RESET_DONE.format(count=count)
 
     async def _persona(self, command: Command, message: Incoming) -> str:
@@ -97,6 +98,8 @@ class CommandRunner:
                 f"{current.sampling.top_p:g} · top_k {current.sampling.top_k} · min_p "
                 f"{current.sampling.min_p:g} · repeat penalty {current.sampling.repeat_penalty:g}",
                 f"Seed: {seed if seed is not None else 'random (fresh each reply)'}",
+                f"Cache: {daemon.engine.cache_state(message.channel_key)}; last reply reused "
+                f"{daemon.reused.get(message.channel_key, 0):,} prompt tokens",
                 f"Queue: {len(daemon.queue)} waiting",
             ]
         )
@@ -112,6 +115,7 @@ class CommandRunner:
             who = target if qualified else f"{message.platform}:{target}"
         self.daemon.forget_queued(who)
         count = await self.daemon.store.forget_user(who)
+        await self.daemon.engine.forget()  # their words may sit in any channel's cached KV
         return texts.FORGET_DONE.format(count=count, who="you" if who == message.user_key else who)
 
     async def _resolved(self, message: Incoming) -> Resolved:

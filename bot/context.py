@@ -11,6 +11,8 @@ from bot.engine import Engine
 from bot.store import Store, StoredMessage
 
 _FALLBACK_OVERHEAD = 8
+# Rounds of "estimate, measure exactly, correct the per-turn overhead" before giving up.
+_CALIBRATIONS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,23 +67,26 @@ class ContextBuilder:
         """The prompt for answering message `upto_row` (later messages are not seen yet)."""
         history = await self.store.history(channel, before_row=upto_row)
         turns = self.turns(history, multi_user)
-        system_cost = self._count(system_prompt) + self.turn_overhead
-        budget = self.n_ctx - reserve - system_cost - self.reply_overhead
-        costs = [self._count(t.text) + self.turn_overhead for t in turns]
         is_user = [t.role == "user" for t in turns]
-        window = choose_window(costs, is_user, budget)
-        if window is None:
-            return TooLong(costs[-1] if costs else 0, max(budget, 0))
-        start, last = window.start, len(turns) - 1
-        while True:
+        texts = [self._count(t.text) for t in turns]
+        start, last = 0, len(turns) - 1
+        for _ in range(_CALIBRATIONS):
+            system_cost = self._count(system_prompt) + self.turn_overhead
+            budget = self.n_ctx - reserve - system_cost - self.reply_overhead
+            costs = [n + self.turn_overhead for n in texts]
+            window = choose_window(costs, is_user, budget, start)
+            if window is None:
+                return TooLong(costs[-1] if costs else 0, max(budget, 0))
+            start = window.start
             messages = chat_messages(system_prompt, turns[start:])
             tokens = self.engine.prompt_tokens(messages)
             if len(tokens) + reserve <= self.n_ctx or start >= last:
                 break
-            # The estimate was short (an unusual template): drop one more whole exchange.
-            start += 1
-            while start < last and not is_user[start]:
-                start += 1
+            # The per-turn estimate was short for this template (tokens merge differently
+            # around its markers): learn the difference, then trim again with full slack.
+            estimate = system_cost + sum(costs[start:]) + self.reply_overhead
+            turns_seen = len(turns) - start + 1
+            self.turn_overhead += max(1, -(-(len(tokens) - estimate) // turns_seen))
         window = Window(start, trimmed=start > 0)
         if len(tokens) + reserve > self.n_ctx:
             return TooLong(len(tokens), self.n_ctx - reserve)

@@ -89,6 +89,7 @@ class Daemon:
         self.context = ContextBuilder(engine, store, engine.info.n_ctx)
         self.commands = CommandRunner(self)
         self.answered = 0
+        self.reused: dict[str, int] = {}  # channel → prompt tokens reused by its last reply
         self._current: Job | None = None
         self._generation: Generation | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -161,8 +162,10 @@ class Daemon:
         if isinstance(event, MessageEdited):
             key = channel_key(event.platform, event.channel_id)
             await self.store.edit_message(key, event.message_id, clean_text(event.text))
+            await self.engine.forget(key)
         elif isinstance(event, MessageDeleted):
             key = channel_key(event.platform, event.channel_id)
+            await self.engine.forget(key)  # the deleted text must not linger in memory either
             self.queue.remove(
                 lambda job: (
                     (job.message.channel_key, job.message.message_id) != (key, event.message_id)
@@ -289,6 +292,7 @@ class Daemon:
             stop=tuple(f"\n{name}:" for name in prompt.speakers) if not message.is_direct else (),
             cold=fixed is not None,
             prompt=prompt.tokens,
+            cache_key=channel,
         )
         generation = self.engine.start(request)
         self._generation = generation
@@ -313,6 +317,7 @@ class Daemon:
             await job.reply.fail(texts.CANCELLED)
             return
         self.answered += 1
+        self.reused[channel] = result.reused_tokens
         log.info(
             "answered",
             platform=message.platform,

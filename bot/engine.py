@@ -24,6 +24,7 @@ import structlog
 from llama_cpp._internals import LlamaSampler
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+from bot.kv_cache import Rate, Snapshot, SnapshotCache, common_prefix, restore_wins
 from bot.model_file import ModelFileError, available_memory, check_fits, inspect_model
 from bot.personas import Sampling
 
@@ -39,6 +40,8 @@ CHATML = (
 )
 # Turn markers of common templates: if one shows up as text, the model is writing the next
 # speaker's turn.
+# Shorter sequences are cheaper to evaluate again than to save.
+MIN_SNAPSHOT_TOKENS = 32
 # llama-cpp-python's default window for the repeat penalty.
 PENALTY_LAST_N = 64
 TURN_MARKERS = ("<|im_start|>", "<|im_end|>", "<|start_header_id|>", "<|eot_id|>", "</s>")
@@ -73,6 +76,8 @@ class GenerationRequest:
     ban_eos: bool = False
     # The rendered, tokenized messages, when the caller already has them (it measured them).
     prompt: Sequence[int] | None = None
+    # Whose conversation this is (the channel): its KV state is kept warm between turns.
+    cache_key: str | None = None
 
 
 @dataclass(slots=True)
@@ -186,16 +191,28 @@ class Engine:
         self._abort_cb = llama_cpp.ggml_abort_callback(self._should_abort)
         self._no_abort_cb = llama_cpp.ggml_abort_callback()  # NULL
         self._eog: tuple[int, ...] | None = None
+        self._cache = SnapshotCache(0)
+        self._resident_key: str | None = None
+        # Starting guesses; measured as the engine runs.
+        self._prompt_rate = Rate(200.0)  # prompt tokens per second
+        self._copy_rate = Rate(2e9)  # snapshot bytes per second
 
     @classmethod
     async def load(
-        cls, path: Path, n_ctx: int, n_threads: int, n_batch: int = 512, check_memory: bool = True
+        cls,
+        path: Path,
+        n_ctx: int,
+        n_threads: int,
+        n_batch: int = 512,
+        check_memory: bool = True,
+        kv_cache_mb: int = 0,
     ) -> Engine:
         """Load the model on the worker thread. Raises ModelFileError with a clear message."""
         summary = await asyncio.to_thread(inspect_model, path)
         if check_memory:
-            check_fits(summary, n_ctx, available_memory())
+            check_fits(summary, n_ctx, available_memory(), extra_bytes=kv_cache_mb * 2**20)
         engine = cls()
+        engine._cache.budget_bytes = kv_cache_mb * 2**20
         engine._thread.start()
         try:
             await engine._call(lambda: engine._open(path, n_ctx, n_threads, n_batch))
@@ -339,14 +356,13 @@ class Engine:
         if not tokens:
             raise ValueError("empty prompt")
         result.prompt_tokens = len(tokens)
-        cached = 0 if req.cold else _common_prefix(llm.input_ids[: llm.n_tokens], tokens)
-        # At least one token is evaluated so that the logits belong to this prompt.
-        reuse = min(cached, len(tokens) - 1)
+        reuse = self._prepare_cache(req.cache_key, tokens, req.cold)
         result.reused_tokens = reuse
-        llm.n_tokens = reuse  # eval() drops cached cells past this point
         sampler = self._sampler(req.sampling, req.seed, self._eog_tokens() if req.ban_eos else ())
         self._watch_abort(gen._cancel)
+        evaluated = time.perf_counter()
         llm.eval(tokens[reuse:])
+        self._prompt_rate.add(len(tokens) - reuse, time.perf_counter() - evaluated)
         self._watch_abort(None)
         vocab = llm._model.vocab
         ctx = llm._ctx
@@ -384,6 +400,88 @@ class Engine:
             gen._emit(tail)
         result.text = scanner.text
 
+    # -- per-channel KV state --------------------------------------------------------------------
+
+    def _prepare_cache(self, key: str | None, tokens: list[int], cold: bool) -> int:
+        """Make the resident sequence the best starting point for `tokens`; return how many
+        prompt tokens need no evaluation. The channel that was resident is saved first (if it
+        is another one), so its next turn can start warm too."""
+        llm = self._llm
+        if key != self._resident_key:
+            self._stash_resident()
+            snapshot = self._cache.peek(key) if key is not None else None
+            resident = common_prefix(llm.input_ids[: llm.n_tokens], tokens)
+            if snapshot is not None and not cold:
+                saved = common_prefix(snapshot.tokens, tokens) - resident
+                if saved > 0 and restore_wins(
+                    snapshot.nbytes, saved, self._copy_rate, self._prompt_rate
+                ):
+                    self._restore(key)  # type: ignore[arg-type]
+            if key is not None:
+                self._cache.drop(key)  # the resident sequence becomes the fresh copy
+            self._resident_key = key
+        if cold:
+            llm.n_tokens = 0
+        cached = common_prefix(llm.input_ids[: llm.n_tokens], tokens)
+        # At least one token is evaluated so that the logits belong to this prompt.
+        reuse = min(cached, len(tokens) - 1)
+        llm.n_tokens = reuse  # eval() drops cached cells past this point
+        return reuse
+
+    def _stash_resident(self) -> None:
+        llm, key = self._llm, self._resident_key
+        if key is None or llm.n_tokens < MIN_SNAPSHOT_TOKENS:
+            return
+        started = time.perf_counter()
+        ctx = llm._ctx.ctx
+        size = llama_cpp.llama_state_seq_get_size(ctx, 0)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(ctx, buffer, size, 0)
+        if written:
+            tokens = tuple(int(t) for t in llm.input_ids[: llm.n_tokens])
+            self._cache.put(key, Snapshot(tokens, bytes(memoryview(buffer)[:written])))
+            self._copy_rate.add(written, time.perf_counter() - started)
+
+    def _restore(self, key: str) -> None:
+        llm = self._llm
+        snapshot = self._cache.take(key)
+        if snapshot is None:
+            return
+        started = time.perf_counter()
+        llm._ctx.kv_cache_seq_rm(0, 0, -1)
+        data = (ctypes.c_uint8 * snapshot.nbytes).from_buffer_copy(snapshot.data)
+        if llama_cpp.llama_state_seq_set_data(llm._ctx.ctx, data, snapshot.nbytes, 0):
+            n = len(snapshot.tokens)
+            llm.input_ids[:n] = snapshot.tokens
+            llm.n_tokens = n
+            self._copy_rate.add(snapshot.nbytes, time.perf_counter() - started)
+        else:  # unusable (should not happen): start from scratch
+            llm._ctx.kv_cache_seq_rm(0, 0, -1)
+            llm.n_tokens = 0
+
+    async def forget(self, key: str | None = None) -> None:
+        """Drop cached KV state: of one channel, or of every channel (privacy: !reset and
+        !forget must not leave the conversation in memory)."""
+        await self._call(lambda: self._forget(key))
+
+    def _forget(self, key: str | None) -> None:
+        if key is None:
+            self._cache.clear()
+        else:
+            self._cache.drop(key)
+        if key is None or key == self._resident_key:
+            self._llm._ctx.kv_cache_clear()
+            self._llm.n_tokens = 0
+            self._resident_key = None
+
+    def cache_state(self, key: str) -> str:
+        if key == self._resident_key and self._llm.n_tokens:
+            return f"warm ({self._llm.n_tokens:,} tokens resident)"
+        snapshot = self._cache.peek(key)
+        if snapshot is not None:
+            return f"warm ({len(snapshot.tokens):,} tokens saved, {snapshot.nbytes / 2**20:.1f} MB)"
+        return "cold"
+
     def _sampler(self, sampling: Sampling, seed: int, banned: Sequence[int]) -> LlamaSampler:
         """The same chain llama-cpp-python builds for create_completion (penalties, top-k,
         top-p, min-p, temperature, seeded draw), plus an optional ban done in C."""
@@ -409,15 +507,6 @@ class Engine:
                 t for t in range(self._llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)
             )
         return self._eog
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _settle(future: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:

@@ -155,10 +155,13 @@ def available_memory() -> int | None:
     return min(found) if found else None
 
 
-def check_fits(summary: GgufSummary, n_ctx: int, available: int | None) -> None:
+def check_fits(
+    summary: GgufSummary, n_ctx: int, available: int | None, extra_bytes: int = 0
+) -> None:
+    """`extra_bytes`: memory the engine will add on top (saved KV state of other channels)."""
     if available is None:
         return
-    needed = summary.needed_bytes(n_ctx)
+    needed = summary.needed_bytes(n_ctx) + extra_bytes
     if needed > available:
         raise ModelFileError(
             f"model {summary.path} needs about {needed / 2**30:.1f} GiB (weights "

@@ -44,6 +44,12 @@ class ModelSettings(Section):
         None, ge=1, le=1024, description="CPU threads for generation. Empty: all cores."
     )
     n_batch: int = Field(512, ge=8, le=65536, description="Prompt tokens evaluated per batch.")
+    kv_cache_mb: int = Field(
+        256,
+        ge=0,
+        le=1_048_576,
+        description="Memory for keeping recent channels' KV state warm between turns (0: off).",
+    )
     pull_repo: str = Field(
         "Qwen/Qwen2.5-1.5B-Instruct-GGUF", description="Hugging Face repo for `model pull`."
     )

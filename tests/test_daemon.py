@@ -38,10 +38,16 @@ def make_settings(tmp_path: Path, **sections: dict[str, Any]) -> Settings:
 
 @asynccontextmanager
 async def daemon_for(
-    tmp_path: Path, model: Path, start: bool = True, n_ctx: int = 2048, **sections: Any
+    tmp_path: Path,
+    model: Path,
+    start: bool = True,
+    n_ctx: int = 2048,
+    engine_cls: type[Engine] = Engine,
+    kv_cache_mb: int = 0,
+    **sections: Any,
 ) -> AsyncIterator[tuple[Daemon, RecordingAdapter]]:
     settings = make_settings(tmp_path, **sections)
-    engine = await Engine.load(model, n_ctx=n_ctx, n_threads=2)
+    engine = await engine_cls.load(model, n_ctx=n_ctx, n_threads=2, kv_cache_mb=kv_cache_mb)
     store = await Store.open(tmp_path / DB)
     adapter = RecordingAdapter()
     personas = load_personas(settings.bot.personas_dir)

@@ -1,0 +1,209 @@
+"""Per-channel KV reuse with the real engine: warm turns, the byte budget, prompt stability."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from test_daemon import ask, daemon_for
+
+from bot.engine import Engine, Generation, GenerationRequest
+from bot.kv_cache import Rate, Snapshot, SnapshotCache, common_prefix, restore_wins
+from bot.personas import Sampling
+
+
+class RecordingEngine(Engine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.generations: list[Generation] = []
+
+    def start(self, request: GenerationRequest) -> Generation:
+        generation = super().start(request)
+        self.generations.append(generation)
+        return generation
+
+
+@pytest.fixture
+async def engine(tiny_model: Path) -> AsyncIterator[RecordingEngine]:
+    loaded = await RecordingEngine.load(tiny_model, n_ctx=4096, n_threads=2, kv_cache_mb=64)
+    yield loaded
+    await loaded.close()
+
+
+def conversation(channel: str, turns: int) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": f"You talk in channel {channel}."}]
+    for i in range(turns):
+        messages.append({"role": "user", "content": f"question {i} about water and fire " * 8})
+        messages.append({"role": "assistant", "content": f"answer {i} we can help you " * 8})
+    messages.append({"role": "user", "content": "and now?"})
+    return messages
+
+
+async def run(engine: Engine, messages: list[dict[str, str]], key: str | None) -> Generation:
+    req = GenerationRequest(
+        messages=messages, sampling=Sampling(max_tokens=4), seed=1, cache_key=key
+    )
+    generation = engine.start(req)
+    _ = [d async for d in generation]
+    return generation
+
+
+async def test_interleaved_channels_stay_warm(engine: RecordingEngine) -> None:
+    a, b = conversation("a", 20), conversation("b", 20)
+    await run(engine, a, "a")
+    await run(engine, b, "b")  # evicts a from the context: a is saved
+    assert "a" in engine._cache and engine.cache_state("a").startswith("warm")
+    follow_up = [*a, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "more"}]
+    generation = await run(engine, follow_up, "a")
+    previous = len(engine.prompt_tokens(a))
+    assert generation.result.reused_tokens >= previous - 1
+    assert generation.result.prompt_tokens - generation.result.reused_tokens < 40
+
+
+async def test_without_a_cache_only_the_resident_channel_is_warm(tiny_model: Path) -> None:
+    engine = await Engine.load(tiny_model, n_ctx=4096, n_threads=2, kv_cache_mb=0)
+    try:
+        a, b = conversation("a", 20), conversation("b", 20)
+        await run(engine, a, "a")
+        await run(engine, b, "b")
+        assert engine.cache_state("a") == "cold"
+        follow_up = [*a, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "x"}]
+        generation = await run(engine, follow_up, "a")
+        assert generation.result.reused_tokens < 20  # only the shared template start
+    finally:
+        await engine.close()
+
+
+async def test_the_byte_budget_is_kept(tiny_model: Path) -> None:
+    engine = await Engine.load(tiny_model, n_ctx=4096, n_threads=2, kv_cache_mb=1)
+    try:
+        for i in range(12):
+            await run(engine, conversation(f"c{i}", 25), f"c{i}")
+            assert engine._cache.total_bytes <= 2**20
+        assert 1 <= len(engine._cache) < 11  # some kept, the oldest evicted
+        assert "c0" not in engine._cache
+        assert sum(s.nbytes for s in map(engine._cache.peek, engine._cache.keys()) if s) == (
+            engine._cache.total_bytes
+        )
+    finally:
+        await engine.close()
+
+
+async def test_restored_state_gives_the_same_logits_path(engine: RecordingEngine) -> None:
+    """A restored snapshot must hold exactly what evaluating the prompt would: with greedy
+    sampling the warm and the cold continuation agree."""
+    greedy = Sampling(temperature=0.0, max_tokens=12)
+    a = conversation("a", 10)
+
+    async def greedy_run(key: str | None, cold: bool) -> str:
+        req = GenerationRequest(messages=a, sampling=greedy, seed=1, cache_key=key, cold=cold)
+        generation = engine.start(req)
+        return "".join([d async for d in generation])
+
+    cold = await greedy_run("a", cold=True)
+    await run(engine, conversation("b", 10), "b")
+    warm = await greedy_run("a", cold=False)
+    assert engine.generations[-1].result.reused_tokens > 100
+    assert warm == cold
+
+
+async def test_forget_drops_cached_state(engine: RecordingEngine) -> None:
+    await run(engine, conversation("a", 10), "a")
+    await run(engine, conversation("b", 10), "b")
+    await engine.forget("a")
+    assert engine.cache_state("a") == "cold"
+    assert engine.cache_state("b").startswith("warm")
+    await engine.forget()
+    assert engine.cache_state("b") == "cold" and len(engine._cache) == 0
+    generation = await run(engine, conversation("b", 10), "b")
+    assert generation.result.reused_tokens == 0
+
+
+# -- pure parts ---------------------------------------------------------------------------------
+
+
+def snap(n: int) -> Snapshot:
+    return Snapshot(tuple(range(n)), b"x" * n)
+
+
+def test_snapshot_cache_is_lru_within_budget() -> None:
+    cache = SnapshotCache(100)
+    assert cache.put("a", snap(40)) and cache.put("b", snap(40))
+    cache.peek("a")
+    assert cache.put("c", snap(40))  # evicts the least recently stored: a
+    assert cache.keys() == ["b", "c"] and cache.total_bytes == 80
+    assert not cache.put("huge", snap(101))
+    assert "huge" not in cache and cache.total_bytes == 80
+    assert cache.take("b") is not None and cache.total_bytes == 40
+    cache.put("c", snap(10))  # replacing counts the new size only
+    assert cache.total_bytes == 10
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "n"),
+    [
+        ((), (1,), 0),
+        ((1, 2, 3), (1, 2, 3), 3),
+        ((1, 2, 3), (1, 2), 2),
+        ((1, 2), (2, 2), 0),
+        ((5, 6, 7, 8), (5, 6, 9, 8), 2),
+    ],
+)
+def test_common_prefix(a: tuple[int, ...], b: tuple[int, ...], n: int) -> None:
+    assert common_prefix(a, b) == n
+
+
+@pytest.mark.parametrize(
+    ("nbytes", "saved", "wins"),
+    [
+        (18_000_000, 1500, True),  # 9 ms of copying against 7.5 s of prompt evaluation
+        (18_000_000, 1, False),  # copying 18 MB to save one token does not pay
+        (1_000, 0, False),
+    ],
+)
+def test_restore_only_when_it_wins(nbytes: int, saved: int, wins: bool) -> None:
+    assert restore_wins(nbytes, saved, Rate(2e9), Rate(200.0)) is wins
+
+
+SHORT_PERSONA = """description = "short replies"
+temperature = 0.8
+max_tokens = 48
+system_prompt = "You are a test."
+"""
+
+
+async def test_consecutive_prompts_share_their_prefix_until_a_trim(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    personas = tmp_path / "personas"
+    personas.mkdir()
+    (personas / "short.toml").write_text(SHORT_PERSONA)
+    async with daemon_for(
+        tmp_path,
+        tiny_model,
+        n_ctx=1024,
+        engine_cls=RecordingEngine,
+        kv_cache_mb=16,
+        bot={"personas_dir": personas, "default_persona": "short"},
+    ) as (daemon, adapter):
+        starts = []
+        for i in range(40):
+            await ask(daemon, adapter, f"message {i}: the water is cold", admin=True)
+            history = await daemon.store.history("test:c1")
+            starts.append(history[0].row)
+        engine = daemon.engine
+        assert isinstance(engine, RecordingEngine)
+        prompts = [list(g.request.prompt or ()) for g in engine.generations]
+        trims = [i for i in range(1, len(starts)) if starts[i] != starts[i - 1]]
+        assert trims, "the conversation should outgrow the context"
+        for i in range(1, len(prompts)):
+            if i in trims:
+                continue
+            previous, current = prompts[i - 1], prompts[i]
+            assert current[: len(previous)] == previous, f"turn {i} changed the prefix"
+            # And the engine reused it: only the new turn was evaluated.
+            assert engine.generations[i].result.reused_tokens >= len(previous) - 1
+        # Each trim leaves room for several more turns before the next one.
+        gaps = [b - a for a, b in zip(trims, trims[1:], strict=False)]
+        assert all(gap >= 3 for gap in gaps), gaps
