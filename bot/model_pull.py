@@ -1,27 +1,32 @@
 """`hearthbot model pull`: fetch a GGUF from the Hugging Face hub into data_dir/models/.
 
-huggingface_hub does the transfer (progress bar, the local_dir layout, and retries that resume
-a dropped connection with a Range request). Around it we add:
+A pull that is interrupted (Ctrl-C, a crash, a network outage) resumes on the next run:
 
-- one HEAD request first: it fails fast when the hub is unreachable (the library would retry
-  with backoff for ~20 s), gives us the file's sha256 (the hub's etag of an LFS file) and the
-  commit, which we pin so the checksum and the bytes come from the same commit;
-- a sha256 check of the finished file (the library only checks the size);
-- every failure as a one-line PullError, never a traceback, never a token.
+1. One HEAD request (no retries: fail fast when the hub is unreachable) gives the file's
+   checksum (the hub's etag: sha256 for LFS files), its size and the commit, which we pin so
+   the checksum and the bytes come from the same commit.
+2. A file already at models_dir/filename that matches the checksum is kept as it is.
+3. The bytes go to models_dir/.<filename>.part (hidden, so `find_local_model` ignores it). If
+   it exists, the transfer resumes with `Range: bytes=<size>-`; huggingface_hub's `http_get`
+   does the HTTP, its own in-run retries, the progress bar, and starts over when a server
+   ignores the Range. The .part is kept on any failure, so the next run carries on from it.
+4. The finished .part is checked against the checksum (and deleted if it does not match), then
+   renamed into place atomically.
 
-huggingface_hub is imported inside `pull()`: it takes a while to import and `find_local_model`
-is on the daemon's start-up path.
+Every failure is a one-line PullError, never a traceback, never a token. huggingface_hub is
+imported inside `pull()`: it takes a while to import and `find_local_model` is on the daemon's
+start-up path.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import inspect
 import os
 import re
+import shutil
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _GIT_SHA1 = re.compile(r"[0-9a-f]{40}")
@@ -38,8 +43,7 @@ class PullError(Exception):
 def find_local_model(models_dir: Path) -> Path | None:
     """The newest `*.gguf` directly in models_dir, or None.
 
-    Partial downloads never match: huggingface_hub writes them under models_dir/.cache/ with
-    an `.incomplete` suffix and renames them into place only when complete.
+    Partial downloads never match: they are hidden files (`.<name>.part`) until complete.
     """
     try:
         entries = list(models_dir.iterdir())
@@ -60,49 +64,46 @@ def find_local_model(models_dir: Path) -> Path | None:
     return max(found, key=lambda item: (item[0], item[1].name))[1]
 
 
+def partial_path(path: Path) -> Path:
+    """Where the download of `path` collects its bytes until it is complete and verified."""
+    return path.with_name(f".{path.name}.part")
+
+
 def pull(repo: str, filename: str, models_dir: Path, *, progress: bool = True) -> Path:
     """Download `filename` from hub repo `repo` into models_dir; return models_dir/filename.
 
     Honours HF_ENDPOINT (read now, not at import), HF_TOKEN and HF_HUB_OFFLINE. A file that is
-    already there and matches the hub's checksum is not downloaded again.
+    already there and matches the hub's checksum is not downloaded again; an interrupted
+    download resumes. `progress` shows a bar (on a terminal only).
     """
     _check_names(repo, filename)
-    where = f"{repo}/{filename}"
     if _offline():
-        raise PullError(f"HF_HUB_OFFLINE is set: cannot download {where} — unset it to pull")
+        raise PullError(
+            f"HF_HUB_OFFLINE is set: cannot download {repo}/{filename} — unset it to pull"
+        )
     try:
-        import huggingface_hub as hf
-        import huggingface_hub.errors  # makes hf.errors an attribute, for _classes
         from huggingface_hub import constants
     except ImportError:
         raise PullError("huggingface_hub is not installed — pip install huggingface_hub") from None
 
     endpoint = (os.environ.get("HF_ENDPOINT") or "").strip().rstrip("/") or constants.ENDPOINT
+    path = models_dir / filename
     try:
-        models_dir.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise PullError(f"cannot create {models_dir}: {_reason(e)}") from e
+        raise PullError(f"cannot create {path.parent}: {_reason(e)}") from e
 
     stage = "reach"
     try:
-        etag, commit = _remote_checksum(hf, repo, filename, endpoint)
+        etag, commit, size = _remote_file(repo, filename, endpoint)
+        if path.is_file() and _digest(path, etag) == etag:
+            return path
         stage = "download"
-        hf.hf_hub_download(
-            repo_id=repo,
-            filename=filename,
-            revision=commit,
-            local_dir=models_dir,
-            endpoint=endpoint,
-            etag_timeout=_etag_timeout(),
-            tqdm_class=None if progress else _silent_tqdm(),
-        )
+        _download(repo, filename, path, endpoint, commit, etag, size, progress)
     except PullError:
         raise
     except Exception as e:
-        raise _explain(e, hf, stage=stage, repo=repo, filename=filename, endpoint=endpoint) from e
-
-    path = models_dir / filename
-    _verify(path, etag, filename)
+        raise _explain(e, stage=stage, repo=repo, filename=filename, endpoint=endpoint) from e
     return path
 
 
@@ -129,16 +130,16 @@ def _etag_timeout() -> float:
         return 10.0
 
 
-def _remote_checksum(hf: Any, repo: str, filename: str, endpoint: str) -> tuple[str, str]:
-    """(etag, commit) of the file on the hub's main branch, from a single HEAD request."""
-    url = hf.hf_hub_url(repo, filename, endpoint=endpoint)
-    kwargs: dict[str, Any] = {"url": url, "timeout": _etag_timeout()}
-    params = inspect.signature(hf.get_hf_file_metadata).parameters
-    if "endpoint" in params:
-        kwargs["endpoint"] = endpoint
-    if "retry_on_errors" in params:
-        kwargs["retry_on_errors"] = False  # fail now; the user can simply run the command again
-    meta = hf.get_hf_file_metadata(**kwargs)
+def _remote_file(repo: str, filename: str, endpoint: str) -> tuple[str, str, int | None]:
+    """(etag, commit, size) of the file on the hub's main branch, from a single HEAD request."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    meta = get_hf_file_metadata(
+        hf_hub_url(repo, filename, endpoint=endpoint),
+        timeout=_etag_timeout(),
+        endpoint=endpoint,
+        retry_on_errors=False,  # fail now; the user can simply run the command again
+    )
     if not meta.commit_hash:
         raise PullError(
             f"{endpoint} did not answer like a Hugging Face hub (no X-Repo-Commit header) "
@@ -150,119 +151,137 @@ def _remote_checksum(hf: Any, repo: str, filename: str, endpoint: str) -> tuple[
             f"the hub at {endpoint} sent no checksum for {repo}/{filename}, "
             "so the download could not be verified — check HF_ENDPOINT"
         )
-    return etag, meta.commit_hash
+    return etag, meta.commit_hash, meta.size
 
 
-def _verify(path: Path, etag: str, filename: str) -> None:
-    """Compare the file with the hub's etag: sha256 for LFS files, git blob sha1 otherwise."""
+def _download(
+    repo: str,
+    filename: str,
+    path: Path,
+    endpoint: str,
+    commit: str,
+    etag: str,
+    size: int | None,
+    progress: bool,
+) -> None:
+    """Fill path's .part from where an earlier run stopped, verify it, move it to `path`."""
+    from huggingface_hub import file_download, hf_hub_url
+    from huggingface_hub.utils import build_hf_headers, silent_tqdm
+
+    part = partial_path(path)
+    headers = build_hf_headers()  # sends HF_TOKEN; httpx drops it on the redirect to the CDN
+    headers["Accept-Encoding"] = "identity"  # a compressed answer would ignore the Range
+    # Append mode never truncates what an earlier run left; http_get writes after it.
+    with part.open("ab") as f:
+        _lock(f, path)
+        done = f.seek(0, os.SEEK_END)  # measured under the lock
+        if size is None or done > size:  # nothing to check a prefix against, or not one
+            f.seek(0)
+            f.truncate()
+            done = 0
+        if size is not None:
+            _check_space(part.parent, size - done, filename)
+        file_download.http_get(
+            hf_hub_url(repo, filename, revision=commit, endpoint=endpoint),
+            f,
+            resume_size=done,
+            headers=headers,
+            expected_size=size,
+            displayed_filename=path.name,
+            tqdm_class=None if progress else silent_tqdm,  # the library's bar: a TTY only
+        )
+        f.flush()
+        actual = _digest(part, etag)  # still under the lock: no other pull touches the .part
+    if actual != etag:
+        with contextlib.suppress(OSError):  # the message below still says the file is bad
+            part.unlink()
+        kind = "sha256" if _SHA256.fullmatch(etag) else "git sha1"
+        raise PullError(
+            f"checksum mismatch for {filename}: expected {kind} {etag[:16]}…, got "
+            f"{actual[:16]}… — the download was corrupted and has been deleted; "
+            "run the command again"
+        )
+    os.replace(part, path)
+
+
+def _lock(f: IO[bytes], path: Path) -> None:
+    """Refuse a second pull of the same file at the same time: both would append to the .part."""
     try:
-        with path.open("rb") as f:
-            if _SHA256.fullmatch(etag):
-                kind, actual = "sha256", hashlib.file_digest(f, "sha256").hexdigest()
-            else:
-                # A non-LFS file's etag is its git blob id: sha1 of "blob <size>\0" + content.
-                digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
-                while chunk := f.read(1 << 20):
-                    digest.update(chunk)
-                kind, actual = "git sha1", digest.hexdigest()
-    except OSError as e:
-        raise PullError(f"cannot read {path} to verify it: {_reason(e)}") from e
-    if actual == etag:
+        import fcntl
+    except ImportError:  # Windows: no lock, the checksum still catches a mixed-up file
         return
-    with contextlib.suppress(OSError):  # the message below still says the file is bad
-        path.unlink()
-    raise PullError(
-        f"checksum mismatch for {filename}: expected {kind} {etag[:16]}…, got {actual[:16]}… "
-        "— the download was corrupted and has been deleted; run the command again"
-    )
-
-
-def _silent_tqdm() -> type:
-    from tqdm.auto import tqdm
-
-    class SilentTqdm(tqdm):  # type: ignore[misc, type-arg]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs.pop("name", None)  # huggingface_hub's own tqdm takes a name, plain tqdm not
-            kwargs["disable"] = True
-            super().__init__(*args, **kwargs)
-
-    return SilentTqdm
-
-
-def _classes(hf: Any, *names: str) -> tuple[type[BaseException], ...]:
-    """Exception classes by name, from whichever module this huggingface_hub version has."""
-    found: list[type[BaseException]] = []
-    for module_name in ("errors", "utils"):
-        module = getattr(hf, module_name, None)
-        for name in names:
-            cls = getattr(module, name, None)
-            if isinstance(cls, type) and issubclass(cls, BaseException) and cls not in found:
-                found.append(cls)
-    return tuple(found)
-
-
-def _network_errors() -> tuple[type[BaseException], ...]:
-    # huggingface_hub 2.x uses httpx2, 1.x httpx, 0.x requests: catch whichever is there.
-    found: list[type[BaseException]] = []
     try:
-        import httpx2
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise PullError(
+            f"another pull is already downloading {path.name} into {path.parent} — "
+            "wait for it to finish"
+        ) from None
+    except OSError:
+        pass  # a filesystem without locks (some NFS): go on unlocked
 
-        found.append(httpx2.RequestError)
-    except ImportError:
-        pass
+
+def _check_space(directory: Path, needed: int, filename: str) -> None:
     try:
-        import httpx
-
-        found.append(httpx.RequestError)
-    except ImportError:
-        pass
-    try:
-        import requests
-
-        found.append(requests.RequestException)
-    except ImportError:
-        pass
-    return tuple(found)
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return
+    if free < needed:
+        raise PullError(
+            f"not enough disk space for {filename}: {_size(needed)} more needed, only "
+            f"{_size(free)} free in {directory} — free some space and run the command again"
+        )
 
 
-def _explain(
-    e: BaseException, hf: Any, *, stage: str, repo: str, filename: str, endpoint: str
-) -> PullError:
+def _size(n: float) -> str:
+    """'812 bytes', '5.1 kB', '4.7 GB'."""
+    if n < 1000:
+        return f"{n:.0f} bytes"
+    for unit in ("kB", "MB", "GB"):
+        n /= 1000
+        if n < 999.95 or unit == "GB":
+            break
+    return f"{n:.1f} {unit}"
+
+
+def _digest(path: Path, etag: str) -> str:
+    """The file's digest in the etag's kind: sha256 for LFS files, git blob sha1 otherwise."""
+    with path.open("rb") as f:
+        if _SHA256.fullmatch(etag):
+            digest = hashlib.sha256()
+        else:  # a non-LFS file's etag is its git blob id: sha1 of "blob <size>\0" + content
+            digest = hashlib.sha1(f"blob {os.fstat(f.fileno()).st_size}\0".encode())
+        return hashlib.file_digest(f, lambda: digest).hexdigest()
+
+
+def _explain(e: BaseException, *, stage: str, repo: str, filename: str, endpoint: str) -> PullError:
     """Turn a huggingface_hub / network / OS error into a one-line PullError."""
+    import httpx2
+    from huggingface_hub import errors
+
     where = f"{repo}/{filename}"
-    unreachable = "check the network or set HF_ENDPOINT"
-    http_error = _classes(hf, "HfHubHTTPError")
-    if isinstance(e, _classes(hf, "OfflineModeIsEnabled")):
+    if isinstance(e, errors.OfflineModeIsEnabled):
         return PullError(f"HF_HUB_OFFLINE is set: cannot download {where} — unset it to pull")
-    if isinstance(e, _classes(hf, "GatedRepoError")):
+    if isinstance(e, errors.GatedRepoError):
         return PullError(
             f"repo {repo} is gated: accept its terms on the hub page, then set HF_TOKEN"
         )
-    if isinstance(e, _classes(hf, "RepositoryNotFoundError")):
+    if isinstance(e, errors.RepositoryNotFoundError):
         return PullError(f"repo {repo} not found on {endpoint} (if it is private, set HF_TOKEN)")
-    if isinstance(e, _classes(hf, "RevisionNotFoundError")):
+    if isinstance(e, errors.RevisionNotFoundError):
         return PullError(f"revision not found in repo {repo}")
-    if isinstance(e, _classes(hf, "RemoteEntryNotFoundError")) or (
-        isinstance(e, _classes(hf, "EntryNotFoundError")) and isinstance(e, http_error)
-    ):
+    if isinstance(e, errors.RemoteEntryNotFoundError):
         return PullError(f"file {filename} not found in repo {repo}")
-    if http_error and isinstance(e, http_error):
+    if isinstance(e, errors.HfHubHTTPError):
         return _http_status_error(e, repo=repo, where=where)
-    if isinstance(e, _classes(hf, "LocalEntryNotFoundError")):
-        # hf_hub_download's wrapper for "the hub could not be reached and nothing is cached".
-        cause = e.__cause__
-        reason = _reason(cause) if cause is not None else "no answer"
-        return PullError(
-            f"cannot reach the Hugging Face hub ({endpoint}): {reason} — {unreachable}"
-        )
-    network = _network_errors()
-    if network and isinstance(e, network):
+    if isinstance(e, httpx2.RequestError):
         reason = _reason(e) or type(e).__name__
         if stage == "reach":
             return PullError(
-                f"cannot reach the Hugging Face hub ({endpoint}): {reason} — {unreachable}"
+                f"cannot reach the Hugging Face hub ({endpoint}): {reason} "
+                "— check the network or set HF_ENDPOINT"
             )
-        return PullError(f"download of {where} failed: {reason} — run the command again")
+        return PullError(f"download of {where} failed: {reason} — run the command again to resume")
     if isinstance(e, OSError):
         return PullError(f"download of {where} failed: {_reason(e)}")
     if isinstance(e, ValueError):
@@ -270,9 +289,8 @@ def _explain(
     return PullError(f"download of {where} failed: {type(e).__name__}: {_reason(e)}")
 
 
-def _http_status_error(e: BaseException, *, repo: str, where: str) -> PullError:
-    response = getattr(e, "response", None)
-    status = getattr(response, "status_code", None)
+def _http_status_error(e: Any, *, repo: str, where: str) -> PullError:
+    status = getattr(e.response, "status_code", None)
     if status in (401, 403):
         return PullError(
             f"the hub refused access to {repo} (HTTP {status}) — set HF_TOKEN to a token "
@@ -282,8 +300,7 @@ def _http_status_error(e: BaseException, *, repo: str, where: str) -> PullError:
         return PullError(f"the hub is rate-limiting requests (HTTP 429) — try {where} again later")
     if status is not None and status >= 500:
         return PullError(f"the hub failed (HTTP {status}) while serving {where} — try again later")
-    server_message = getattr(e, "server_message", None)
-    detail = f": {_clean(server_message)}" if server_message else ""
+    detail = f": {_clean(e.server_message)}" if e.server_message else ""
     return PullError(f"the hub answered HTTP {status} for {where}{detail}")
 
 

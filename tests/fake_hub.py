@@ -1,12 +1,13 @@
-"""A tiny stand-in for the Hugging Face hub, enough for `huggingface_hub.hf_hub_download`.
+"""A tiny stand-in for the Hugging Face hub, enough for `bot.model_pull` (huggingface_hub's
+`get_hf_file_metadata` for the HEAD, `http_get` for the GET) and `hf_hub_download`.
 
 It serves `/{repo}/resolve/{revision}/{filename}` (HEAD and GET) like the hub does for LFS
 files, which is what GGUF files always are:
 
 - `X-Repo-Commit`: the library refuses a response without it ("not a Hub endpoint").
 - `X-Linked-Etag` / `ETag`: the sha256 of the file (for LFS files the hub's etag *is* the
-  sha256); the library keys its download on it and `bot.model_pull` verifies against it.
-- `X-Linked-Size` / `Content-Length`: the expected size (the library checks the final size).
+  sha256); `bot.model_pull` verifies the download against it.
+- `X-Linked-Size` / `Content-Length`: the expected size (checked when the transfer ends).
 - `Accept-Ranges` and `Range: bytes=N-` answered with 206 + `Content-Range`, so an interrupted
   transfer resumes instead of starting over.
 - No `X-Xet-Hash` / `Link: xet-auth`: without them the library never tries the Xet protocol.
@@ -19,8 +20,10 @@ origin) like the real hub redirects LFS files to its CDN; the library then reads
 from the 302 itself and must not forward the `Authorization` header to the CDN.
 
 Faults for tests: `drop_gets` GETs send only `drop_after` bytes of the body and then close
-the socket (a dropped connection); `corrupt` serves bytes that differ from the advertised
-sha256.
+the socket (a dropped connection); with `cut_at` set, every GET stops at that offset of the
+file and closes the socket (the network is down from there on: retries get nowhere);
+`ignore_range` answers a Range request with 200 and the whole file, like a proxy or CDN that
+does not do ranges; `corrupt` serves bytes that differ from the advertised sha256.
 """
 
 from __future__ import annotations
@@ -67,6 +70,8 @@ class FakeHub:
         # Fault injection, read by the handler on every request (tests may change them live).
         self.drop_gets = 0
         self.drop_after = 0
+        self.cut_at: int | None = None
+        self.ignore_range = False
         self.corrupt = False
         self.requests: list[Request] = []
         self._lock = threading.Lock()
@@ -235,7 +240,7 @@ class _Handler(BaseHTTPRequestHandler):
         served = self.fake._served_bytes(data)
         size = len(served)
         start, end = 0, size - 1
-        wanted = self.headers.get("Range")
+        wanted = None if self.fake.ignore_range else self.headers.get("Range")
         partial = False
         if wanted:
             match = _RANGE.match(wanted.strip())
@@ -267,6 +272,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
         if not send_body:
+            return
+        cut_at = self.fake.cut_at
+        if self.command == "GET" and cut_at is not None and cut_at <= end:
+            # The network goes down at byte `cut_at` of the file: send up to it, hang up.
+            self.wfile.write(body[: max(0, cut_at - start)])
+            self.wfile.flush()
+            self.close_connection = True
             return
         if self.command == "GET" and self.fake._take_drop():
             # Promise the whole body, send part of it, then hang up: a dropped connection.

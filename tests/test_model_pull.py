@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
-from bot.model_pull import PullError, find_local_model, pull
+from bot import model_pull
+from bot.model_pull import PullError, find_local_model, partial_path, pull
 from fake_hub import COMMIT, FakeHub
 
 REPO = "org/tiny-GGUF"
@@ -52,8 +56,27 @@ def models_dir(tmp_path: Path) -> Path:
     return tmp_path / "data" / "models"
 
 
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Transfers in 1 KB chunks, with no pause between the library's in-run retries.
+
+    http_get writes what it has read in chunks of DOWNLOAD_CHUNK_SIZE (10 MB by default); the
+    bytes of an unfinished chunk are lost when the transfer stops, so small chunks make the
+    size of a .part predictable. Its retries sleep 1 s each: skip that to keep the tests fast.
+    """
+    from huggingface_hub import constants, file_download
+
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 1024)
+    monkeypatch.setattr(file_download, "time", SimpleNamespace(sleep=lambda seconds: None))
+
+
 def use(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
+
+
+def ranges(hub: FakeHub, since: int = 0) -> list[str | None]:
+    """The Range header of each GET, from the `since`-th request on."""
+    return [r.range for r in hub.requests[since:] if r.method == "GET"]
 
 
 def test_pull_downloads_the_file(models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,13 +87,12 @@ def test_pull_downloads_the_file(models_dir: Path, monkeypatch: pytest.MonkeyPat
     assert path == models_dir / FILE
     assert path.read_bytes() == DATA
     assert find_local_model(models_dir) == path
-    # One HEAD of ours (checksum + commit), one of the library (pinned to that commit), one GET.
+    # One HEAD (checksum, size, commit), then one GET pinned to that commit.
     assert [(r.method, r.path) for r in hub.requests] == [
         ("HEAD", f"/{REPO}/resolve/main/{FILE}"),
-        ("HEAD", f"/{REPO}/resolve/{COMMIT}/{FILE}"),
         ("GET", f"/{REPO}/resolve/{COMMIT}/{FILE}"),
     ]
-    assert not [p for p in models_dir.rglob("*") if p.name.endswith(".incomplete")]
+    assert [p.name for p in models_dir.iterdir()] == [FILE]  # no .part, no .cache left
 
 
 def test_second_pull_does_not_download_again(
@@ -85,21 +107,210 @@ def test_second_pull_does_not_download_again(
     assert len(hub.gets()) == 1
 
 
+@pytest.mark.usefixtures("small_chunks")
 def test_pull_resumes_after_a_dropped_connection(
     models_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from huggingface_hub import constants
-
-    # The library writes what it has read in chunks of this size (10 MB by default); bytes of
-    # an unfinished chunk are lost when the connection drops, so make chunks small here.
-    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 1024)
     with FakeHub({(REPO, FILE): DATA}) as hub:
         use(hub, monkeypatch)
         hub.drop_gets, hub.drop_after = 1, 3 * 1024
         path = pull(REPO, FILE, models_dir, progress=False)
 
     assert path.read_bytes() == DATA
-    assert [g.range for g in hub.gets()] == [None, "bytes=3072-"]
+    assert ranges(hub) == [None, "bytes=3072-"]  # the library's in-run retry
+
+
+@pytest.mark.usefixtures("small_chunks")
+def test_a_failed_pull_resumes_on_the_next_run(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    part = partial_path(models_dir / FILE)
+    with FakeHub({(REPO, FILE): DATA}) as hub:
+        use(hub, monkeypatch)
+        hub.cut_at = 3 * 1024  # the network goes down there; the in-run retries give up
+        with pytest.raises(PullError) as caught:
+            pull(REPO, FILE, models_dir, progress=False)
+        first_run = len(hub.requests)
+
+        message = str(caught.value)
+        assert message.startswith(f"download of {REPO}/{FILE} failed: ")
+        assert message.endswith("run the command again to resume") and "\n" not in message
+        assert part.read_bytes() == DATA[:3072]
+        assert not (models_dir / FILE).exists()
+        assert find_local_model(models_dir) is None
+        assert ranges(hub)[0] is None and set(ranges(hub)[1:]) == {"bytes=3072-"}
+
+        hub.cut_at = None  # the network is back
+        path = pull(REPO, FILE, models_dir, progress=False)
+
+    assert path.read_bytes() == DATA
+    assert ranges(hub, since=first_run) == ["bytes=3072-"]
+    assert not part.exists()
+
+
+def test_a_part_larger_than_the_file_starts_over(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    part = partial_path(models_dir / FILE)
+    models_dir.mkdir(parents=True)
+    part.write_bytes(DATA + b"left over from something else")
+    with FakeHub({(REPO, FILE): DATA}) as hub:
+        use(hub, monkeypatch)
+        path = pull(REPO, FILE, models_dir, progress=False)
+
+    assert path.read_bytes() == DATA
+    assert ranges(hub) == [None]
+    assert not part.exists()
+
+
+def test_a_corrupt_part_is_deleted_and_the_next_pull_starts_over(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    part = partial_path(models_dir / FILE)
+    models_dir.mkdir(parents=True)
+    part.write_bytes(b"\0" * 1024)  # the right size for a prefix, the wrong bytes
+    with FakeHub({(REPO, FILE): DATA}) as hub:
+        use(hub, monkeypatch)
+        with pytest.raises(PullError, match=f"^checksum mismatch for {FILE}: .* deleted"):
+            pull(REPO, FILE, models_dir, progress=False)
+        assert not part.exists()
+        assert not (models_dir / FILE).exists()
+        assert ranges(hub) == ["bytes=1024-"]
+
+        path = pull(REPO, FILE, models_dir, progress=False)
+
+    assert path.read_bytes() == DATA
+    assert ranges(hub) == ["bytes=1024-", None]
+
+
+def test_a_server_that_ignores_range_gets_a_full_download(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    part = partial_path(models_dir / FILE)
+    models_dir.mkdir(parents=True)
+    part.write_bytes(DATA[:1024])
+    with FakeHub({(REPO, FILE): DATA}) as hub:
+        use(hub, monkeypatch)
+        hub.ignore_range = True  # 200 and the whole file: appending it would corrupt the file
+        path = pull(REPO, FILE, models_dir, progress=False)
+
+    assert path.read_bytes() == DATA
+    assert ranges(hub) == ["bytes=1024-"]
+    assert not part.exists()
+
+
+@pytest.mark.usefixtures("small_chunks")
+def test_ctrl_c_keeps_the_part_for_the_next_run(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import file_download
+
+    class CtrlCAt2K:
+        """A progress bar that presses Ctrl-C when the second KB arrives, before it is written."""
+
+        def __init__(self, *, initial: int = 0, **kwargs: Any) -> None:
+            self.n = initial
+
+        def __enter__(self) -> CtrlCAt2K:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def update(self, n: int) -> None:
+            self.n += n
+            if self.n >= 2048:
+                raise KeyboardInterrupt
+
+    real_http_get = file_download.http_get
+
+    def http_get_with_ctrl_c(*args: Any, **kwargs: Any) -> None:
+        real_http_get(*args, **{**kwargs, "tqdm_class": CtrlCAt2K})
+
+    part = partial_path(models_dir / FILE)
+    with FakeHub({(REPO, FILE): DATA}) as hub:
+        use(hub, monkeypatch)
+        with monkeypatch.context() as patch:
+            patch.setattr(file_download, "http_get", http_get_with_ctrl_c)
+            with pytest.raises(KeyboardInterrupt):
+                pull(REPO, FILE, models_dir, progress=False)
+        assert part.read_bytes() == DATA[:1024]
+        assert find_local_model(models_dir) is None
+
+        path = pull(REPO, FILE, models_dir, progress=False)
+
+    assert path.read_bytes() == DATA
+    assert ranges(hub) == [None, "bytes=1024-"]
+    assert not part.exists()
+
+
+def test_an_existing_correct_file_is_not_downloaded_again(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models_dir.mkdir(parents=True)
+    (models_dir / FILE).write_bytes(DATA)
+    with FakeHub({(REPO, FILE): DATA}) as hub:
+        use(hub, monkeypatch)
+        path = pull(REPO, FILE, models_dir, progress=False)
+
+    assert path.read_bytes() == DATA
+    assert [r.method for r in hub.requests] == ["HEAD"]
+
+
+def test_an_existing_wrong_file_is_downloaded_again(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models_dir.mkdir(parents=True)
+    (models_dir / FILE).write_bytes(DATA[:-1] + b"?")  # e.g. an older version of the model
+    with FakeHub({(REPO, FILE): DATA}) as hub:
+        use(hub, monkeypatch)
+        path = pull(REPO, FILE, models_dir, progress=False)
+
+    assert path.read_bytes() == DATA
+    assert ranges(hub) == [None]
+
+
+def test_not_enough_disk_space_is_refused_before_downloading(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models_dir.mkdir(parents=True)
+    part = partial_path(models_dir / FILE)
+    part.write_bytes(DATA[:1000])
+    usage = shutil.disk_usage(models_dir)
+    free = 4000
+    monkeypatch.setattr(model_pull.shutil, "disk_usage", lambda path: usage._replace(free=free))
+    with FakeHub({(REPO, FILE): DATA}) as hub:
+        use(hub, monkeypatch)
+        with pytest.raises(PullError) as caught:
+            pull(REPO, FILE, models_dir, progress=False)
+        message = str(caught.value)
+        assert message.startswith(
+            f"not enough disk space for {FILE}: 5.1 kB more needed, only 4.0 kB free in "
+        )
+        assert str(models_dir) in message and "\n" not in message
+        assert hub.gets() == []
+        assert part.read_bytes() == DATA[:1000]
+
+        # Only what is still missing has to fit, not the whole file (6.1 kB).
+        free = len(DATA) - 1000
+        path = pull(REPO, FILE, models_dir, progress=False)
+
+    assert path.read_bytes() == DATA
+
+
+def test_a_second_pull_of_the_same_file_at_once_is_refused(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fcntl = pytest.importorskip("fcntl")
+    models_dir.mkdir(parents=True)
+    part = partial_path(models_dir / FILE)
+    with FakeHub({(REPO, FILE): DATA}) as hub, part.open("ab") as other:
+        use(hub, monkeypatch)
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # a pull in another process
+        with pytest.raises(PullError, match="another pull is already downloading"):
+            pull(REPO, FILE, models_dir, progress=False)
+
+    assert hub.gets() == []
 
 
 def test_pull_through_a_cdn_redirect_keeps_the_token_on_the_hub(
@@ -112,9 +323,32 @@ def test_pull_through_a_cdn_redirect_keeps_the_token_on_the_hub(
         path = pull(REPO, FILE, models_dir, progress=False)
 
     assert path.read_bytes() == DATA
-    (get,) = hub.gets()
-    assert get.server == "cdn" and not get.authorized
+    # The GET goes to the hub (pinned commit), which redirects it to the CDN.
+    assert [(r.server, r.method) for r in hub.requests] == [
+        ("hub", "HEAD"),
+        ("hub", "GET"),
+        ("cdn", "GET"),
+    ]
     assert all(r.authorized for r in hub.requests if r.server == "hub")
+    assert not any(r.authorized for r in hub.requests if r.server == "cdn")
+
+
+def test_a_resume_through_a_cdn_redirect_asks_the_cdn_for_the_rest(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    part = partial_path(models_dir / FILE)
+    models_dir.mkdir(parents=True)
+    part.write_bytes(DATA[:1024])
+    with FakeHub({(REPO, FILE): DATA}, cdn=True) as hub:
+        use(hub, monkeypatch)
+        path = pull(REPO, FILE, models_dir, progress=False)
+
+    assert path.read_bytes() == DATA
+    assert [(r.server, r.range) for r in hub.gets()] == [
+        ("hub", "bytes=1024-"),
+        ("cdn", "bytes=1024-"),
+    ]
+    assert not part.exists()
 
 
 def test_checksum_mismatch_deletes_the_file(
@@ -213,6 +447,7 @@ def test_find_local_model_picks_the_newest_complete_gguf(tmp_path: Path) -> None
     partial.mkdir(parents=True)
     (partial / "abc.1234.incomplete").write_bytes(DATA)
     (tmp_path / "newest.gguf.incomplete").write_bytes(DATA)
+    partial_path(tmp_path / "newer.gguf").write_bytes(DATA)
     (tmp_path / "empty.gguf").write_bytes(b"")
     (tmp_path / "dir.gguf").mkdir()
 
