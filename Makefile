@@ -18,7 +18,17 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/hearthbot run --pull-missing
 
-test: $(STAMP)
+# The Matrix tests start a real Synapse from its own venv (the project never imports it).
+SYNAPSE_VENV := .venv-synapse
+SYNAPSE_STAMP := $(SYNAPSE_VENV)/.installed
+SYNAPSE_VERSION ?= 1.163.2
+
+$(SYNAPSE_STAMP):
+	test -x $(SYNAPSE_VENV)/bin/python || $(PYTHON) -m venv $(SYNAPSE_VENV)
+	$(SYNAPSE_VENV)/bin/python -m pip install --quiet "matrix-synapse==$(SYNAPSE_VERSION)"
+	touch $@
+
+test: $(STAMP) $(SYNAPSE_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -27,7 +37,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.run_all
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
+	$(BIN)/python -m bench.run_all --plot
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -16,7 +16,7 @@ from typing import Any
 from bot.engine import Engine, Generation, GenerationRequest
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+RESULTS = Path(os.environ.get("HEARTHBOT_BENCH_RESULTS") or ROOT / "bench" / "results")
 FETCH = ROOT.parent / "shared" / "bench-model" / "fetch"
 
 

@@ -1,0 +1,172 @@
+"""P2: time to first token of a follow-up in a long conversation, warm vs cold.
+
+Several channels take turns; each has a conversation of about `--length` tokens. A follow-up
+in one channel finds its KV state saved (per-channel reuse) or has to read the whole
+conversation again. P2 = warm TTFT ÷ the same prompt evaluated cold. Goal: ≤ 0.15 with 4
+channels and 1,500 tokens. `--sweep` measures TTFT against conversation length with and
+without reuse, for 1 and 4 channels, for docs/performance.md's plot.
+
+    python -m bench.kv_reuse [--model FILE | --tiny] [--length 1500] [--channels 4] [--sweep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+from pathlib import Path
+from typing import Any
+
+from bench.harness import real_model, summary, table, tiny_model, write
+from bot import logs
+from bot.engine import Engine, GenerationRequest
+from bot.personas import Sampling
+
+SYSTEM = "You are a helpful assistant in a busy group chat. Answer briefly."
+QUESTION = "Tell me about the history of the lighthouse on the northern cliff, please."
+ANSWER = "The lighthouse was built long ago by the fishing village to guide boats home."
+SAMPLING = Sampling(temperature=0.7, max_tokens=8)
+
+
+def conversation(engine: Engine, channel: int, length: int) -> list[dict[str, str]]:
+    """A conversation of about `length` prompt tokens, different per channel."""
+    messages = [{"role": "system", "content": f"{SYSTEM} (channel {channel})"}]
+    turn = 0
+    while len(engine.prompt_tokens(messages)) < length:
+        messages.append({"role": "user", "content": f"{QUESTION} ({channel}.{turn})"})
+        messages.append({"role": "assistant", "content": ANSWER})
+        turn += 1
+    messages.append({"role": "user", "content": f"{QUESTION} (first {channel})"})
+    return messages
+
+
+async def ttft(engine: Engine, messages: list[dict[str, str]], key: str, cold: bool) -> float:
+    request = GenerationRequest(
+        messages=messages, sampling=SAMPLING, seed=7, cache_key=key, cold=cold
+    )
+    generation = engine.start(request)
+    reply = "".join([d async for d in generation])
+    messages.append({"role": "assistant", "content": reply.strip() or ANSWER})
+    assert generation.result.first_token_s is not None
+    return generation.result.first_token_s
+
+
+async def rotation(
+    engine: Engine, channels: int, length: int, rounds: int, with_cold: bool = True
+) -> tuple[list[float], list[float]]:
+    """Channels take turns; returns (follow-up TTFTs, the same prompts evaluated cold)."""
+    talks = [conversation(engine, c, length) for c in range(channels)]
+    for c, talk in enumerate(talks):  # first turns: everyone's conversation gets read once
+        await ttft(engine, talk, f"c{c}", cold=False)
+    warm, cold = [], []
+    for r in range(rounds):
+        for c, talk in enumerate(talks):
+            talk.append({"role": "user", "content": f"And what happened next? ({r})"})
+            warm.append(await ttft(engine, talk, f"c{c}", cold=False))
+            if with_cold:
+                talk.pop()  # the reply just added: the cold run answers the same prompt
+                cold.append(await ttft(engine, list(talk), f"cold{c}", cold=True))
+                talk.append({"role": "assistant", "content": ANSWER})
+    return warm, cold
+
+
+async def load(model: Path, n_ctx: int, kv_cache_mb: int) -> Engine:
+    threads = os.cpu_count() or 1
+    return await Engine.load(model, n_ctx=n_ctx, n_threads=threads, kv_cache_mb=kv_cache_mb)
+
+
+async def measure(model: Path, length: int, channels: int, rounds: int) -> dict[str, Any]:
+    engine = await load(model, n_ctx=max(4096, length * 2), kv_cache_mb=1024)
+    try:
+        warm, cold = await rotation(engine, channels, length, rounds)
+    finally:
+        await engine.close()
+    ratios = [w / c for w, c in zip(warm, cold, strict=True)]
+    return {
+        "model": str(model),
+        "length": length,
+        "channels": channels,
+        "warm_ttft_s": summary(warm),
+        "cold_ttft_s": summary(cold),
+        "P2": statistics.median(ratios),
+        "ratios": ratios,
+    }
+
+
+async def sweep(model: Path, lengths: list[int], rounds: int) -> list[dict[str, Any]]:
+    """Per-channel reuse on (kv_cache_mb) and off (only llama.cpp's one resident sequence),
+    for 1 and 4 channels; plus the cold reference (the whole prompt read every time)."""
+    rows = []
+    for channels in (1, 4):
+        for reuse in (True, False):
+            engine = await load(
+                model, n_ctx=max(4096, max(lengths) * 2), kv_cache_mb=1024 if reuse else 0
+            )
+            try:
+                for length in lengths:
+                    with_cold = channels == 1 and reuse
+                    warm, cold = await rotation(engine, channels, length, rounds, with_cold)
+                    await engine.forget()
+                    label = f"{channels} channel{'s' if channels > 1 else ''}, " + (
+                        "per-channel reuse" if reuse else "no per-channel reuse"
+                    )
+                    rows.append(
+                        {"series": label, "length": length, "ttft_s": statistics.median(warm)}
+                    )
+                    if cold:
+                        rows.append(
+                            {
+                                "series": "cold (whole prompt)",
+                                "length": length,
+                                "ttft_s": statistics.median(cold),
+                            }
+                        )
+            finally:
+                await engine.close()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path)
+    parser.add_argument("--tiny", action="store_true", help="smoke run on the tiny test model")
+    parser.add_argument("--length", type=int, default=1500)
+    parser.add_argument("--channels", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sweep", action="store_true", help="TTFT against length, for the plot")
+    args = parser.parse_args()
+    logs.configure("warning")
+    model = tiny_model() if args.tiny else args.model or real_model()
+    suffix = "-tiny" if args.tiny else ""
+    if args.sweep:
+        lengths = [250, 500, 1000, 1500, 2000]
+        rows = asyncio.run(sweep(model, lengths, rounds=2))
+        print(
+            table(
+                [[r["series"], r["length"], f"{r['ttft_s']:.3f}"] for r in rows],
+                ["series", "tokens", "TTFT s"],
+            )
+        )
+        print(f"wrote {write('kv_sweep' + suffix, {'model': str(model), 'rows': rows})}")
+        return
+    result = asyncio.run(measure(model, args.length, args.channels, args.rounds))
+    w, c = result["warm_ttft_s"], result["cold_ttft_s"]
+    print(
+        f"{model.name}: {args.channels} channels taking turns, ~{args.length}-token conversations"
+    )
+    print(
+        table(
+            [
+                ["follow-up, warm", f"{w['p50']:.3f}", f"{w['max']:.3f}"],
+                ["same prompt, cold", f"{c['p50']:.3f}", f"{c['max']:.3f}"],
+            ],
+            ["TTFT (s)", "median", "max"],
+        )
+    )
+    print(f"P2 = warm ÷ cold: {result['P2']:.3f} (goal ≤ 0.15)")
+    print(f"wrote {write('kv_reuse' + suffix, result)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""CI runs every benchmark once on the tiny model: the scripts keep working and their figures
+come out (the numbers themselves are measured with the real model, see bench/README.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_benchmarks_run_on_the_tiny_model(tmp_path: Path) -> None:
+    env = os.environ | {"HEARTHBOT_BENCH_RESULTS": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.run_all", "--smoke"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(figures) == {"overhead_p50_ms", "P1", "P2", "P3", "P5_excess_mb"}
+    assert all(isinstance(v, float | int) for v in figures.values())
+    # Warm follow-ups beat cold prompts even on the tiny model.
+    assert figures["P2"] < 1
+    for name in ("overhead", "throughput-tiny", "kv_reuse-tiny", "fairness-tiny", "memory-tiny"):
+        assert (tmp_path / f"{name}.json").exists()
