@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import time
 from typing import TextIO
 
@@ -66,6 +67,9 @@ class ConsoleAdapter:
         user_name: str = "you",
         interactive: bool | None = None,
     ) -> None:
+        # A pipe may carry bytes that are not UTF-8: replace them rather than crash the reader.
+        if isinstance(stdin, io.TextIOWrapper):
+            stdin.reconfigure(errors="replace")
         self._stdin = stdin
         self._stdout = stdout
         self.user_name = user_name

@@ -38,8 +38,11 @@ from bot.personas import PersonaSet
 from bot.scheduler import FairQueue, Refusal, Ticket
 from bot.settings import Settings
 from bot.store import Store
+from bot.thinking import ThinkFilter, with_thinking
 
 log = structlog.get_logger(__name__)
+
+PURGE_EVERY_S = 3600.0
 
 
 @dataclass(slots=True)
@@ -93,6 +96,7 @@ class Daemon:
         self._current: Job | None = None
         self._generation: Generation | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._retention: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         self._stopping = False
@@ -102,6 +106,8 @@ class Daemon:
     async def start(self) -> None:
         await self._restore_pending()
         self._worker = asyncio.create_task(self._work(), name="hearthbot-worker")
+        if self.settings.bot.retention_days is not None:
+            self._retention = asyncio.create_task(self._purge_loop(), name="hearthbot-retention")
         for adapter in self.adapters.values():
             await adapter.start(self.handle)
         log.info("started", adapters=sorted(self.adapters), model=self.engine.info.name)
@@ -112,11 +118,32 @@ class Daemon:
         for adapter in self.adapters.values():
             with contextlib.suppress(Exception):
                 await adapter.stop()
+        if self._retention is not None:
+            self._retention.cancel()
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
         log.info("stopped", answered=self.answered, still_pending=len(self.queue))
+
+    async def purge_expired(self) -> int:
+        """Delete history older than `[bot] retention_days` (messages awaiting an answer stay)."""
+        days = self.settings.bot.retention_days
+        if days is None:
+            return 0
+        count = await self.store.purge(before=time.time() - days * 86400)
+        if count:
+            await self.engine.forget()  # purged words must not live on in cached KV state
+            log.info("purged old history", messages=count)
+        return count
+
+    async def _purge_loop(self) -> None:
+        while True:
+            try:
+                await self.purge_expired()
+            except Exception:
+                log.exception("purging old history failed")
+            await asyncio.sleep(PURGE_EVERY_S)
 
     async def wait_idle(self) -> None:
         """Until nothing is queued or being answered."""
@@ -297,9 +324,10 @@ class Daemon:
         generation = self.engine.start(request)
         self._generation = generation
         text = ""
+        thinking = ThinkFilter()  # a reasoning model's <think> block is never streamed
         try:
             async for delta in generation:
-                text += delta
+                text += thinking.feed(delta)
                 if shown := text.lstrip():  # models often open with a space or newline
                     await job.reply.update(shown)
         except asyncio.CancelledError:
@@ -311,7 +339,8 @@ class Daemon:
         result = generation.result
         if result.finish == "error":
             raise RuntimeError(result.error or "generation failed")
-        answer = result.text.strip()
+        thinking.flush()
+        answer = thinking.answer.strip()
         if not await self.store.complete(job.row, channel, answer):
             log.info("answer dropped: the message was forgotten meanwhile")
             await job.reply.fail(texts.CANCELLED)
@@ -328,14 +357,15 @@ class Daemon:
             first_token_s=round(result.first_token_s or 0, 3),
             total_s=round(result.total_s, 3),
         )
-        await job.reply.finish(
-            shown_answer(
-                answer,
-                cut_at=sampling.max_tokens if result.finish == "length" else None,
-                kept=prompt.turns_kept if prompt.window.trimmed else None,
-                stopped=result.finish == "cancelled",
-            )
+        final = shown_answer(
+            answer,
+            cut_at=sampling.max_tokens if result.finish == "length" else None,
+            kept=prompt.turns_kept if prompt.window.trimmed else None,
+            stopped=result.finish == "cancelled",
         )
+        if self.settings.bot.show_thinking:
+            final = with_thinking(final, thinking.thinking)
+        await job.reply.finish(final)
 
     def forget_queued(self, user_key: str) -> int:
         return self.queue.remove(lambda job: job.message.user_key != user_key)

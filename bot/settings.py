@@ -83,6 +83,12 @@ class BotSettings(Section):
     catch_up_window_s: float = Field(
         600, ge=0, description="After a restart, pending messages younger than this are answered."
     )
+    retention_days: float | None = Field(
+        None, gt=0, description="Delete history older than this many days. Empty: keep it."
+    )
+    show_thinking: bool = Field(
+        False, description="Show a reasoning model's <think> text above the answer."
+    )
 
 
 class QueueSettings(Section):

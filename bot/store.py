@@ -236,6 +236,15 @@ class Store:
         cur = await self._db.execute("DELETE FROM messages WHERE author_id = ?", (user_key,))
         return cur.rowcount
 
+    async def purge(self, before: float) -> int:
+        """Delete messages older than `before` (a Unix time), except those awaiting an answer."""
+        cur = await self._db.execute(
+            "DELETE FROM messages WHERE created_at < ?"
+            " AND id NOT IN (SELECT message_row FROM pending)",
+            (before,),
+        )
+        return cur.rowcount
+
     async def edit_message(self, channel: str, platform_message_id: str, text: str) -> bool:
         cur = await self._db.execute(
             "UPDATE messages SET text = ? WHERE channel = ? AND platform_message_id = ?",

@@ -381,3 +381,16 @@ async def test_reply_to_an_unknown_message_quotes_it(tmp_path: Path, tiny_model:
         users = [m.text for m in await daemon.store.history("test:c1") if m.role == "user"]
         assert users[0].startswith("(replying to:)\n> an old announcement")
         assert users[1] == "and this one?"  # the replied-to message is in the history already
+
+
+async def test_retention_purges_old_history(tmp_path: Path, tiny_model: Path) -> None:
+    async with daemon_for(tmp_path, tiny_model, bot={"retention_days": 1}) as (daemon, adapter):
+        old = message("from last week", received_at=time.time() - 8 * 86400, admin=True)
+        await daemon.handle(old)
+        await answered(adapter.for_message(old.message_id)[0])
+        await ask(daemon, adapter, "from today")
+        purged = await daemon.purge_expired()
+        assert purged == 1
+        texts_left = [m.text for m in await daemon.store.history("test:c1")]
+        assert "from last week" not in texts_left and "from today" in texts_left
+        assert daemon.engine.cache_state("test:c1") == "cold"
