@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from test_daemon import ask, daemon_for
 
 from bot.engine import Engine, Generation, GenerationRequest
 from bot.kv_cache import Rate, Snapshot, SnapshotCache, common_prefix, restore_wins
 from bot.personas import Sampling
+from test_daemon import ask, daemon_for
 
 
 class RecordingEngine(Engine):
@@ -205,5 +206,5 @@ async def test_consecutive_prompts_share_their_prefix_until_a_trim(
             # And the engine reused it: only the new turn was evaluated.
             assert engine.generations[i].result.reused_tokens >= len(previous) - 1
         # Each trim leaves room for several more turns before the next one.
-        gaps = [b - a for a, b in zip(trims, trims[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(trims)]
         assert all(gap >= 3 for gap in gaps), gaps
