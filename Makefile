@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # llama-cpp-python builds llama.cpp from source here; the multimodal part is not needed.
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean system-tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,12 @@ $(SYNAPSE_STAMP):
 	$(SYNAPSE_VENV)/bin/python -m pip install --quiet "matrix-synapse==$(SYNAPSE_VERSION)"
 	touch $@
 
-test: $(STAMP) $(SYNAPSE_STAMP)
+# System tools the tests use (strace: the no-network test). Installed only when missing.
+system-tools:
+	@command -v strace >/dev/null && command -v unshare >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq strace util-linux >/dev/null)
+
+test: $(STAMP) $(SYNAPSE_STAMP) system-tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
