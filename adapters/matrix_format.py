@@ -1,0 +1,68 @@
+"""Matrix message content: Markdown rendered to HTML (`formatted_body`) with the plain text in
+`body`, reply and thread relations, `m.replace` edits. `m.mentions` is always empty, so an
+answer never pings anyone (no @room, no user pills), whatever the model writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from markdown_it import MarkdownIt
+
+HTML_FORMAT = "org.matrix.custom.html"
+
+# Raw HTML in the model's output is shown as text, never passed through; single newlines are
+# line breaks, as people (and models) mean them in chat.
+_markdown = MarkdownIt("commonmark", {"html": False, "breaks": True}).enable(
+    ["table", "strikethrough"]
+)
+
+
+def render_html(text: str) -> str:
+    html = _markdown.render(text).strip()
+    # A single paragraph needs no <p>: clients then show it like any typed line.
+    if html.startswith("<p>") and html.endswith("</p>") and html.count("<p>") == 1:
+        html = html[3:-4]
+    return html
+
+
+def _body(text: str, msgtype: str) -> dict[str, Any]:
+    return {
+        "msgtype": msgtype,
+        "body": text,
+        "format": HTML_FORMAT,
+        "formatted_body": render_html(text),
+        "m.mentions": {},
+    }
+
+
+def message_content(
+    text: str,
+    *,
+    reply_to: str | None = None,
+    thread_root: str | None = None,
+    msgtype: str = "m.text",
+) -> dict[str, Any]:
+    """A new message, replying to `reply_to` (in the thread `thread_root`, if any)."""
+    content = _body(text, msgtype)
+    relation: dict[str, Any] = {}
+    if thread_root:
+        relation = {"rel_type": "m.thread", "event_id": thread_root}
+        if reply_to:
+            relation["is_falling_back"] = False
+    if reply_to:
+        relation["m.in_reply_to"] = {"event_id": reply_to}
+    if relation:
+        content["m.relates_to"] = relation
+    return content
+
+
+def edit_content(original: str, text: str, msgtype: str = "m.text") -> dict[str, Any]:
+    """Replace the text of our message `original`. The outer body is what clients without
+    edit support show; it carries no HTML, so the event stays well under the size limit."""
+    return {
+        "msgtype": msgtype,
+        "body": f"* {text}",
+        "m.new_content": _body(text, msgtype),
+        "m.relates_to": {"rel_type": "m.replace", "event_id": original},
+        "m.mentions": {},
+    }
