@@ -80,4 +80,4 @@ def test_invalid_utf8_on_stdin_does_not_crash(tmp_path: Path, tiny_model: Path) 
     )
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     assert b"Traceback" not in result.stderr
-    assert result.stderr.count(b"\"event\": \"answered\"") == 3
+    assert result.stderr.count(b'"event": "answered"') == 3
