@@ -28,10 +28,12 @@ $(SYNAPSE_STAMP):
 	$(SYNAPSE_VENV)/bin/python -m pip install --quiet "matrix-synapse==$(SYNAPSE_VERSION)"
 	touch $@
 
-# System tools the tests use (strace: the no-network test). Installed only when missing.
+# System tools the tests use (strace: the no-network test; systemd-analyze: the unit file's
+# verify and security tests). Installed only when missing.
 system-tools:
-	@command -v strace >/dev/null && command -v unshare >/dev/null || \
-		(apt-get update -qq && apt-get install -y -qq strace util-linux >/dev/null)
+	@command -v strace >/dev/null && command -v unshare >/dev/null && \
+		command -v systemd-analyze >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq strace util-linux systemd >/dev/null)
 
 test: $(STAMP) $(SYNAPSE_STAMP) system-tools
 	$(BIN)/ruff check .

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import threading
 import time
 from typing import TextIO
 
@@ -139,7 +140,7 @@ class ConsoleAdapter:
             while True:
                 if self.interactive:
                     self.write("you › ")
-                line = await loop.run_in_executor(None, self._stdin.readline)
+                line = await _read_line(loop, self._stdin)
                 if not line:
                     break
                 line = line.rstrip("\n")
@@ -156,3 +157,31 @@ class ConsoleAdapter:
             if self.interactive:
                 self.write("\n")
             self.finished.set()
+
+
+def _read_line(loop: asyncio.AbstractEventLoop, stream: TextIO) -> asyncio.Future[str]:
+    """`stream.readline()` on a daemon thread. Not the default executor: its threads are
+    joined at exit, so a SIGTERM while stdin stays open would wait for the next line."""
+    future: asyncio.Future[str] = loop.create_future()
+
+    def read() -> None:
+        line: str | None = None
+        error: BaseException | None = None
+        try:
+            line = stream.readline()
+        except BaseException as exc:  # handed to the awaiting coroutine
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            loop.call_soon_threadsafe(_settle, future, line, error)
+
+    threading.Thread(target=read, name="console-stdin", daemon=True).start()
+    return future
+
+
+def _settle(future: asyncio.Future[str], line: str | None, exc: BaseException | None) -> None:
+    if future.done():  # cancelled meanwhile: the reader was stopped
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(line or "")

@@ -10,9 +10,10 @@ import argparse
 import asyncio
 import contextlib
 import json
-import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from bot import logs
 from bot.model_file import ModelFileError
@@ -60,10 +61,16 @@ def checked_personas(settings: Settings) -> PersonaSet:
     return personas
 
 
-async def serve(settings: Settings, console_only: bool, pull_missing: bool = False) -> int:
+async def serve(
+    settings: Settings,
+    console_only: bool,
+    pull_missing: bool = False,
+    config_file: Path | None = None,
+) -> int:
     from adapters.registry import build_adapters
+    from bot.backend import load_backend
     from bot.daemon import Daemon
-    from bot.engine import Engine
+    from bot.service import Service
     from bot.store import Store
 
     personas = checked_personas(settings)
@@ -73,22 +80,20 @@ async def serve(settings: Settings, console_only: bool, pull_missing: bool = Fal
         if find_local_model(models_dir(settings)) is None:
             pull(settings, None, None)
     path = model_path(settings)
-    engine = await Engine.load(
-        path,
-        settings.model.n_ctx,
-        settings.model.threads(),
-        settings.model.n_batch,
-        kv_cache_mb=settings.model.kv_cache_mb,
-    )
+    service = Service(settings, config_file, checked_personas)  # systemd, signals, health
+    async with service.loading(f"model {path.name}"):
+        engine = await load_backend(settings.model, path)
     store = await Store.open(settings.bot.data_dir / DB_NAME)
     adapters = build_adapters(settings, console_only)
     daemon = Daemon(settings, store, engine, personas, adapters)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    service.handle_signals(stop)
     try:
+        # Health and metrics serve chat platforms; a console chat has none (and so never
+        # fights a running service for the port).
+        await service.attach(daemon, serve_health=set(adapters) != {"console"})
         await daemon.start()
+        service.ready()
         waits = [asyncio.ensure_future(stop.wait())]
         failures = {asyncio.ensure_future(a.failure): name for name, a in adapters.items()}
         waits += failures
@@ -101,10 +106,12 @@ async def serve(settings: Settings, console_only: bool, pull_missing: bool = Fal
         for task in done:
             if task in failures:
                 raise AdapterFailed(f"{failures[task]}: {task.result()}")
-        if not stop.is_set():
-            await daemon.wait_idle()
+        if not stop.is_set():  # stdin ended: answer what was asked, unless told to stop
+            await _first(daemon.wait_idle(), stop.wait())
     finally:
+        service.stopping()
         await daemon.stop()
+        await service.close()
         await store.close()
         await engine.close()
     return 0
@@ -119,29 +126,25 @@ async def _all_set(events: list[asyncio.Event]) -> None:
         await event.wait()
 
 
-async def check(settings: Settings, config_file: Path | None) -> int:
-    from bot.engine import Engine
+async def _first(*waits: Coroutine[Any, Any, object]) -> None:
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
-    personas = checked_personas(settings)
-    path = model_path(settings)
-    engine = await Engine.load(
-        path,
-        settings.model.n_ctx,
-        settings.model.threads(),
-        settings.model.n_batch,
-        kv_cache_mb=settings.model.kv_cache_mb,
-    )
-    info = engine.info
-    await engine.close()
-    print(f"config:   {config_file or '(none: defaults and environment)'}")
-    print(f"model:    {info.path} — {info.name}, {info.params_text} parameters, {info.description}")
-    print(f"          context {info.n_ctx:,} tokens, {info.n_threads} threads")
-    print(f"personas: {', '.join(personas.names())} (default {settings.bot.default_persona})")
-    print(f"data:     {settings.bot.data_dir}")
+
+async def check(settings: Settings, config_file: Path | None, online: bool = False) -> int:
+    """The effective settings, then the doctor (bot/doctor.py): a ✓/✗ line per check, and a
+    non-zero exit when one fails."""
+    from bot.doctor import diagnose
+
     print("settings (secrets masked):")
     print(json.dumps(settings.model_dump(mode="json"), indent=2, sort_keys=True))
-    print("ok")
-    return 0
+    report = await diagnose(settings, config_file, online=online)
+    print("\n".join(report.lines()))
+    return report.exit_code()
 
 
 def list_personas(settings: Settings) -> int:
@@ -179,7 +182,12 @@ def parser() -> argparse.ArgumentParser:
         help="download the default model first when none is configured or downloaded",
     )
     sub.add_parser("chat", help="chat in this terminal (or from piped stdin)")
-    sub.add_parser("check", help="validate config, personas and the model; print a summary")
+    check_cmd = sub.add_parser(
+        "check", help="check config, personas, model, data dir and platforms; ✓/✗ per check"
+    )
+    check_cmd.add_argument(
+        "--online", action="store_true", help="also log in to each chat platform (and out)"
+    )
     sub.add_parser("personas", help="list the personas")
     model = sub.add_parser("model", help="manage model files")
     model_sub = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)
@@ -211,11 +219,12 @@ def main(argv: list[str] | None = None) -> int:
                         settings,
                         console_only=command == "chat",
                         pull_missing=getattr(args, "pull_missing", False),
+                        config_file=config_file,
                     )
                 )
             return 0
         if command == "check":
-            return asyncio.run(check(settings, config_file))
+            return asyncio.run(check(settings, config_file, args.online))
         if command == "personas":
             return list_personas(settings)
         return pull(settings, args.repo, args.file)

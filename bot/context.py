@@ -6,8 +6,8 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bot.backend import Backend
 from bot.conversation import Turn, Window, chat_messages, choose_window, speaker_text
-from bot.engine import Engine
 from bot.store import Store, StoredMessage
 
 _FALLBACK_OVERHEAD = 8
@@ -34,7 +34,7 @@ class ContextBuilder:
     """Knows the model's tokenizer and context size; the trimming itself is pure
     (bot.conversation.choose_window)."""
 
-    def __init__(self, engine: Engine, store: Store, n_ctx: int) -> None:
+    def __init__(self, engine: Backend, store: Store, n_ctx: int) -> None:
         self.engine = engine
         self.store = store
         self.n_ctx = n_ctx

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 import structlog
 
 from bot import texts
+from bot.backend import Backend
 from bot.channel_settings import resolve_for
 from bot.command_runner import CommandRunner
 from bot.commands import Command, CommandError, parse_command
 from bot.context import ContextBuilder, TooLong
-from bot.engine import Engine, Generation, GenerationRequest, draw_seed
+from bot.engine import Generation, GenerationRequest, draw_seed
 from bot.events import (
     Adapter,
     ChatEvent,
@@ -34,6 +35,7 @@ from bot.events import (
     StopRequested,
     channel_key,
 )
+from bot.observer import Observer
 from bot.personas import PersonaSet
 from bot.scheduler import FairQueue, Refusal, Ticket
 from bot.settings import Settings
@@ -41,6 +43,11 @@ from bot.store import Store
 from bot.thinking import ThinkFilter, with_thinking
 
 log = structlog.get_logger(__name__)
+
+# Settings that SIGHUP applies at once (`Daemon.reload`); other changes need a restart.
+LIVE_BOT_SETTINGS = ("admins", "admin_commands", "default_persona", "personas_dir")
+# After the grace period: how long a stopped answer may take to show its final notice.
+ABANDON_S = 5.0
 
 PURGE_EVERY_S = 3600.0
 
@@ -77,7 +84,7 @@ class Daemon:
         self,
         settings: Settings,
         store: Store,
-        engine: Engine,
+        engine: Backend,
         personas: PersonaSet,
         adapters: dict[str, Adapter],
     ) -> None:
@@ -100,6 +107,8 @@ class Daemon:
         self._idle = asyncio.Event()
         self._idle.set()
         self._stopping = False
+        self._abandon = False  # shutting down without waiting for the answer in flight
+        self.observer = Observer()  # metrics, when served, replace this no-op
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -112,19 +121,67 @@ class Daemon:
             await adapter.start(self.handle)
         log.info("started", adapters=sorted(self.adapters), model=self.engine.info.name)
 
-    async def stop(self) -> None:
-        """Stop intake, stop the answer in flight (it stays pending), disconnect."""
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop intake; let the answer in flight finish within `grace` seconds (default
+        `[bot] shutdown_grace_s`), else stop it with a final notice (it stays pending, like
+        every queued message, and is answered after the restart); then disconnect."""
         self._stopping = True
+        if self._retention is not None:
+            self._retention.cancel()
+        worker = self._worker
+        if worker is not None and not worker.done():
+            if self._current is None:
+                worker.cancel()  # only waiting for work
+            else:
+                limit = self.settings.bot.shutdown_grace_s if grace is None else grace
+                log.info("finishing the answer in flight", grace_s=limit)
+                await asyncio.wait([worker], timeout=limit)
+                if not worker.done():
+                    log.info("grace period over: stopping the answer in flight")
+                    self.abandon()
+                    await asyncio.wait([worker], timeout=ABANDON_S)
+                if not worker.done():  # e.g. a platform call that hangs
+                    worker.cancel()
+            try:
+                await worker
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("the worker failed")
+        # Disconnect last: the answer just finished or stopped still had to be shown.
         for adapter in self.adapters.values():
             with contextlib.suppress(Exception):
                 await adapter.stop()
-        if self._retention is not None:
-            self._retention.cancel()
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
         log.info("stopped", answered=self.answered, still_pending=len(self.queue))
+
+    def abandon(self) -> None:
+        """Stop the answer in flight now instead of waiting out the grace period."""
+        self._abandon = True
+        if self._generation is not None:
+            self._generation.cancel()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def in_flight(self) -> Generation | None:
+        """The generation running now, if any (health checks watch its progress)."""
+        return self._generation
+
+    def reload(self, settings: Settings, personas: PersonaSet) -> None:
+        """SIGHUP: personas, admins and the platform sections take effect now. The rest of
+        `settings` (model, queue sizes, data_dir, ...) needs a restart and is left alone."""
+        bot = self.settings.bot.model_copy(
+            update={name: getattr(settings.bot, name) for name in LIVE_BOT_SETTINGS}
+        )
+        platforms = {
+            name: getattr(settings, name)
+            for name in self.adapters
+            if name in type(settings).model_fields
+        }
+        self.settings = self.settings.model_copy(update={"bot": bot, **platforms})
+        self.personas = personas
 
     async def purge_expired(self) -> int:
         """Delete history older than `[bot] retention_days` (messages awaiting an answer stay)."""
@@ -181,6 +238,7 @@ class Daemon:
             return await self._apply(event)
         except Exception:
             log.exception("could not handle an event", kind=type(event).__name__)
+            self.observer.error("event")
             return Outcome.IGNORED
 
     async def _apply(
@@ -220,7 +278,7 @@ class Daemon:
 
     async def _handle(self, message: Incoming) -> Outcome:
         if self._stopping:
-            return Outcome.IGNORED
+            return await self._defer(message)
         adapter = self.adapters[message.platform]
         text = clean_text(message.text)
         parsed = parse_command(text)
@@ -241,8 +299,17 @@ class Daemon:
                 notice = texts.BUSY if ticket is Refusal.BUSY else texts.RATE_LIMITED
                 await adapter.refuse(message, notice)
             log.info("refused", reason=ticket.value, platform=message.platform)
+            self.observer.refused(message.platform, ticket.value)
             return Outcome.REFUSED
         return await self._accept(message, text, ticket, adapter)
+
+    async def _defer(self, message: Incoming) -> Outcome:
+        """Shutting down: not answered now, but saved as pending, so the next start answers
+        it (within catch_up_window_s) instead of it being lost."""
+        text = clean_text(message.text)
+        if text and parse_command(text) is None:
+            await self.store.accept(message, text)
+        return Outcome.IGNORED
 
     async def _accept(
         self, message: Incoming, text: str, ticket: Ticket, adapter: Adapter
@@ -269,7 +336,7 @@ class Daemon:
     # -- the worker ---------------------------------------------------------------------------
 
     async def _work(self) -> None:
-        while True:
+        while not self._stopping:  # stopping: the rest stays pending for the next start
             if not len(self.queue):
                 self._idle.set()
             job = await self.queue.get()
@@ -281,6 +348,7 @@ class Daemon:
                 raise
             except Exception:
                 log.exception("answering failed", platform=job.message.platform)
+                self.observer.error("answer")
                 await self.store.drop_pending(job.row)
                 await job.reply.fail(texts.GENERATION_FAILED)
             finally:
@@ -323,6 +391,8 @@ class Daemon:
         )
         generation = self.engine.start(request)
         self._generation = generation
+        if self._abandon:
+            generation.cancel()
         text = ""
         thinking = ThinkFilter()  # a reasoning model's <think> block is never streamed
         try:
@@ -337,6 +407,10 @@ class Daemon:
         finally:
             self._generation = None
         result = generation.result
+        if self._abandon and result.finish == "cancelled":
+            # Shutting down: a final notice rather than a frozen half answer; still pending.
+            await job.reply.fail(texts.SHUTTING_DOWN)
+            return
         if result.finish == "error":
             raise RuntimeError(result.error or "generation failed")
         thinking.flush()
@@ -347,6 +421,7 @@ class Daemon:
             return
         self.answered += 1
         self.reused[channel] = result.reused_tokens
+        self.observer.answered(message.platform, result)
         log.info(
             "answered",
             platform=message.platform,

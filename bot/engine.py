@@ -22,8 +22,8 @@ from typing import Any, Literal
 import llama_cpp
 import structlog
 from llama_cpp._internals import LlamaSampler
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+from bot.chat_text import CHATML, ChatText
 from bot.kv_cache import Rate, Snapshot, SnapshotCache, common_prefix, restore_wins
 from bot.model_file import ModelFileError, available_memory, check_fits, inspect_model
 from bot.personas import Sampling
@@ -32,12 +32,6 @@ log = structlog.get_logger(__name__)
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
-# Used when a GGUF has no chat template; ChatML is what most small instruct models speak.
-CHATML = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
-    " + '<|im_end|>' + '\n'}}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 # Turn markers of common templates: if one shows up as text, the model is writing the next
 # speaker's turn.
 # Shorter sequences are cheaper to evaluate again than to save.
@@ -56,6 +50,7 @@ class ModelInfo:
     size_bytes: int
     n_ctx: int
     n_threads: int
+    quantization: str = ""  # e.g. "Q4_K_M", from the GGUF's file type
 
     @property
     def params_text(self) -> str:
@@ -182,15 +177,12 @@ class Engine:
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="hearthbot-model", daemon=True)
         self._llm: Any = None
-        self._formatter: Jinja2ChatFormatter | None = None
-        self._bos_text = ""
-        self._add_bos = True
+        self._text: ChatText
         self.info: ModelInfo
         self._abort_flag: threading.Event | None = None
         # Keep a reference: ctypes frees a callback that Python no longer holds.
         self._abort_cb = llama_cpp.ggml_abort_callback(self._should_abort)
         self._no_abort_cb = llama_cpp.ggml_abort_callback()  # NULL
-        self._eog: tuple[int, ...] | None = None
         self._cache = SnapshotCache(0)
         self._resident_key: str | None = None
         # Starting guesses; measured as the engine runs.
@@ -234,13 +226,7 @@ class Engine:
         )
         self._llm = llm
         meta = llm.metadata
-        template = meta.get("tokenizer.chat_template") or CHATML
-        vocab_bos, vocab_eos = llm.token_bos(), llm.token_eos()
-        self._bos_text = self._piece(vocab_bos) if vocab_bos >= 0 else ""
-        eos_text = self._piece(vocab_eos) if vocab_eos >= 0 else ""
-        self._formatter = Jinja2ChatFormatter(
-            template, eos_token=eos_text, bos_token=self._bos_text
-        )
+        self._text = ChatText(llm)
         desc = ctypes.create_string_buffer(256)
         llama_cpp.llama_model_desc(llm.model, desc, ctypes.sizeof(desc))
         self.info = ModelInfo(
@@ -251,10 +237,8 @@ class Engine:
             size_bytes=path.stat().st_size,
             n_ctx=llm.n_ctx(),
             n_threads=n_threads,
+            quantization=self._text.quantization,
         )
-
-    def _piece(self, token: int) -> str:
-        return self._llm.detokenize([token], special=True).decode("utf-8", errors="replace")
 
     async def close(self) -> None:
         if self._thread.is_alive():
@@ -303,20 +287,17 @@ class Engine:
     # -- text -----------------------------------------------------------------------------------
 
     def render(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        assert self._formatter is not None
-        self._formatter.add_generation_prompt = add_generation_prompt
-        return self._formatter(messages=list(messages)).prompt  # type: ignore[arg-type]
+        return self._text.render(messages, add_generation_prompt)
 
     def tokenize(self, text: str, special: bool = True) -> list[int]:
-        add_bos = not (self._bos_text and text.startswith(self._bos_text))
-        return self._llm.tokenize(text.encode("utf-8", errors="replace"), add_bos, special)
+        return self._text.tokenize(text, special)
 
     def count_tokens(self, text: str) -> int:
         """Tokens of plain message text (special-token syntax in user text stays text)."""
-        return len(self._llm.tokenize(text.encode("utf-8", errors="replace"), False, False))
+        return self._text.count_tokens(text)
 
     def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        return self.tokenize(self.render(messages))
+        return self._text.prompt_tokens(messages)
 
     # -- generation -----------------------------------------------------------------------------
 
@@ -501,12 +482,7 @@ class Engine:
         return chain
 
     def _eog_tokens(self) -> tuple[int, ...]:
-        if self._eog is None:
-            vocab = self._llm._model.vocab
-            self._eog = tuple(
-                t for t in range(self._llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)
-            )
-        return self._eog
+        return self._text.eog_tokens()
 
 
 def _settle(future: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:
@@ -519,6 +495,7 @@ def _settle(future: asyncio.Future[Any], value: Any, exc: BaseException | None) 
 
 
 __all__ = [
+    "CHATML",
     "Engine",
     "Generation",
     "GenerationRequest",

@@ -8,7 +8,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NestedSecretsSettingsSource,
@@ -56,6 +64,37 @@ class ModelSettings(Section):
     pull_file: str = Field(
         "qwen2.5-1.5b-instruct-q4_k_m.gguf", description="File in pull_repo for `model pull`."
     )
+    backend: Literal["llama_cpp", "openai"] = Field(
+        "llama_cpp",
+        description="llama_cpp: the model runs in this process. openai: an OpenAI-compatible "
+        "server generates (llama-server, vLLM, Ollama); `path` still names the same GGUF, for "
+        "its tokenizer and chat template, and n_ctx must not exceed the server's context.",
+    )
+    base_url: str | None = Field(
+        None, description='openai backend: the server, e.g. "http://gpu-box:8080/v1".'
+    )
+    api_key: SecretStr | None = Field(
+        None, description="openai backend: sent as a Bearer token (better: env or credentials)."
+    )
+    model: str | None = Field(
+        None, description="openai backend: the model name the server expects (Ollama, vLLM)."
+    )
+    timeout_s: float = Field(
+        60,
+        gt=0,
+        le=3600,
+        description="openai backend: seconds to wait for a connection or the next piece of text.",
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _server_named(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # backend is declared first, so it is validated by now.
+        if info.data.get("backend") == "openai" and not value:
+            raise ValueError('needed with backend = "openai", e.g. "http://127.0.0.1:8080/v1"')
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
 
     def threads(self) -> int:
         return self.n_threads or os.cpu_count() or 1
@@ -88,6 +127,13 @@ class BotSettings(Section):
     )
     show_thinking: bool = Field(
         False, description="Show a reasoning model's <think> text above the answer."
+    )
+    shutdown_grace_s: float = Field(
+        15,
+        ge=0,
+        le=3600,
+        description="On SIGTERM the answer in flight may finish for this long; then it is "
+        "stopped (it stays pending and is answered after the restart).",
     )
 
 
@@ -145,6 +191,40 @@ class MatrixSettings(Section):
         return bool(self.homeserver)
 
 
+class HealthSettings(Section):
+    """/healthz, /readyz and /metrics (Prometheus) for `hearthbot run` with a chat platform."""
+
+    listen: str = Field(
+        "127.0.0.1:9470",
+        description='host:port ("[::1]:9470" for IPv6) to serve on. Empty: off.',
+    )
+    stall_s: float = Field(
+        300,
+        gt=0,
+        le=86_400,
+        description="/healthz fails, and the systemd watchdog stops, when the model worker has "
+        "neither answered a ping nor produced a token for this long.",
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            cls.split_listen(value)
+        return value
+
+    @staticmethod
+    def split_listen(value: str) -> tuple[str, int]:
+        """ "127.0.0.1:9470" or "[::1]:9470" → (host, port). Raises ValueError."""
+        host, sep, port = value.strip().rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError('expected host:port, e.g. "127.0.0.1:9470" or "[::1]:9470"')
+        return host, int(port)
+
+
 class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     format: Literal["auto", "json", "console"] = Field(
@@ -167,6 +247,7 @@ class Settings(BaseSettings):
     queue: QueueSettings = Field(default_factory=QueueSettings)  # type: ignore[arg-type]
     discord: DiscordSettings = Field(default_factory=DiscordSettings)  # type: ignore[arg-type]
     matrix: MatrixSettings = Field(default_factory=MatrixSettings)  # type: ignore[arg-type]
+    health: HealthSettings = Field(default_factory=HealthSettings)  # type: ignore[arg-type]
     log: LogSettings = Field(default_factory=LogSettings)  # type: ignore[arg-type]
 
     # Set on a per-load subclass: pydantic-settings takes the TOML path from the class.

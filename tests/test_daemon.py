@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from bot import texts
+from bot.backend import Backend
 from bot.daemon import Daemon, clean_text, shown_answer
 from bot.engine import Engine
 from bot.events import (
@@ -44,10 +45,15 @@ async def daemon_for(
     n_ctx: int = 2048,
     engine_cls: type[Engine] = Engine,
     kv_cache_mb: int = 0,
+    backend: Backend | None = None,
     **sections: Any,
 ) -> AsyncIterator[tuple[Daemon, RecordingAdapter]]:
+    """`backend`: used instead of loading `engine_cls` (e.g. the openai backend); closed at
+    the end like the engine."""
     settings = make_settings(tmp_path, **sections)
-    engine = await engine_cls.load(model, n_ctx=n_ctx, n_threads=2, kv_cache_mb=kv_cache_mb)
+    engine = backend or await engine_cls.load(
+        model, n_ctx=n_ctx, n_threads=2, kv_cache_mb=kv_cache_mb
+    )
     store = await Store.open(tmp_path / DB)
     adapter = RecordingAdapter()
     personas = load_personas(settings.bot.personas_dir)

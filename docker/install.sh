@@ -1,0 +1,30 @@
+#!/bin/sh
+# Installs hearthbot into a fresh venv: the image's one install step (Dockerfile, builder
+# stage) and what CI runs to test it without a Docker engine (tests/test_docker.py).
+#
+#   docker/install.sh VENV [SOURCE]      SOURCE: the source tree (default: this checkout)
+#
+# A regular (non-editable) install, so the bundled personas ship as package data inside the
+# venv. llama-cpp-python compiles llama.cpp here unless pip's wheel cache has it already.
+set -eu
+
+venv="${1:?usage: install.sh VENV [SOURCE]}"
+source_dir="${2:-$(dirname "$0")/..}"
+python="${PYTHON:-python3}"
+# The multimodal part of llama.cpp is not needed.
+export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}"
+
+"$python" -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet --upgrade "pip>=24" "setuptools>=77"
+"$venv/bin/python" -m pip install --quiet "$source_dir"
+
+# Smoke check from outside the source tree: the package, llama.cpp and the bundled personas
+# load from the venv alone.
+cd /
+"$venv/bin/python" -c "import llama_cpp, aiohttp, prometheus_client"
+personas="$("$venv/bin/hearthbot" personas)"
+case "$personas" in
+    *assistant*) ;;
+    *) echo "install.sh: the bundled personas are missing" >&2; exit 1 ;;
+esac
+echo "hearthbot installed in $venv"
