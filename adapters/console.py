@@ -82,6 +82,7 @@ class ConsoleAdapter:
         self._reader: asyncio.Task[None] | None = None
         self._counter = 0
         self._failure: asyncio.Future[str] | None = None
+        self.closed = False  # stdout can no longer be written
 
     @property
     def failure(self) -> asyncio.Future[str]:
@@ -112,12 +113,29 @@ class ConsoleAdapter:
         self.flush()
 
     def write(self, text: str) -> None:
-        self._stdout.write(text)
-        if self.interactive:
-            self._stdout.flush()
+        if self.closed:
+            return
+        try:
+            self._stdout.write(text)
+            if self.interactive:
+                self._stdout.flush()
+        except (OSError, ValueError):
+            self._close_output()
 
     def flush(self) -> None:
-        self._stdout.flush()
+        if self.closed:
+            return
+        try:
+            self._stdout.flush()
+        except (OSError, ValueError):
+            self._close_output()
+
+    def _close_output(self) -> None:
+        """Whoever read our answers went away (a closed pipe): stop reading, end cleanly."""
+        self.closed = True
+        self.finished.set()
+        if self._reader is not None:
+            self._reader.cancel()
 
     def _message(self, line: str) -> Incoming:
         self._counter += 1

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -234,6 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelFileError, PullError, AdapterFailed) as exc:
         print(f"hearthbot: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    except BrokenPipeError:
+        # Whoever read our output went away (`hearthbot personas | head`): not an error.
+        # Point stdout at /dev/null so the interpreter's final flush does not complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

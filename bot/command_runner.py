@@ -90,7 +90,8 @@ class CommandRunner:
         seed = current.fixed_seed
         return "\n".join(
             [
-                f"Model: {info.name} — {info.params_text} parameters, {info.description}",
+                f"Model: {info.name} — {info.params_text} parameters, "
+                f"{info.quantization or 'unknown'} quantization ({info.description})",
                 f"Context: {used:,} / {info.n_ctx:,} tokens "
                 f"(up to {current.sampling.max_tokens:,} more for the reply)",
                 f"Persona: {current.persona.name} — {current.persona.description}",

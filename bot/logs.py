@@ -21,6 +21,11 @@ _SECRET_KEYS = re.compile(
 )
 _SECRET_PATTERNS = (
     re.compile(r"((?:access_token|token|password|api_key)=)[^&\s\"']+", re.IGNORECASE),
+    # A response or dict printed as text: 'access_token': 'syt_...' or "password": "..."
+    re.compile(
+        r"""(['"](?:access_token|token|password|api_key|refresh_token)['"]\s*:\s*['"])[^'"]+""",
+        re.IGNORECASE,
+    ),
     re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE),
     re.compile(r"(Bot\s+)[A-Za-z0-9._-]{20,}"),  # Discord's Authorization header
 )
@@ -41,12 +46,21 @@ def scrub(text: str) -> str:
     return text
 
 
+def _redacted(key: str, value: Any) -> Any:
+    if _SECRET_KEYS.search(key):
+        return REDACTED
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):  # e.g. headers={"Authorization": "Bearer ..."}
+        return {k: _redacted(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_redacted("", v) for v in value)
+    return value
+
+
 def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in list(event.items()):
-        if _SECRET_KEYS.search(key):
-            event[key] = REDACTED
-        elif isinstance(value, str):
-            event[key] = scrub(value)
+        event[key] = _redacted(key, value)
     return event
 
 

@@ -145,3 +145,36 @@ def test_model_in_data_dir_is_found(env: dict[str, str], tmp_path: Path, tiny_mo
     result = run(["check"], no_path)
     assert result.returncode == 0, result.stderr
     assert str(models / "tiny.gguf") in result.stdout
+
+
+def test_output_closed_early_is_not_a_traceback(env: dict[str, str]) -> None:
+    # `hearthbot personas | head -1`: the reader goes away after one line.
+    proc = subprocess.Popen(
+        [*CLI, "personas"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=env["HOME"],
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.readline()
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 0
+    assert b"Traceback" not in proc.stderr.read()
+
+
+def test_chat_ends_when_its_output_is_closed(env: dict[str, str]) -> None:
+    proc = subprocess.Popen(
+        [*CLI, "chat"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=env["HOME"],
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # nobody will read the answers
+    proc.stdin.write(b"hello\nare you there?\n")
+    proc.stdin.flush()
+    assert proc.wait(timeout=60) == 0  # no hang waiting for an answer nobody can see
+    assert b"Traceback" not in proc.stderr.read()

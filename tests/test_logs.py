@@ -176,3 +176,30 @@ def test_exception_text_is_scrubbed(
     assert "SECRET5" not in err
     [line] = json_lines(err)
     assert "RuntimeError" in line["exception"]
+
+
+@pytest.mark.parametrize(
+    ("text", "leaked"),
+    [
+        ("{'access_token': 'syt_abc_def', 'device_id': 'X'}", "syt_abc_def"),
+        ('{"password": "hunter2hunter2"}', "hunter2hunter2"),
+        ('response {"refresh_token" : "rt_secret_1"}', "rt_secret_1"),
+    ],
+)
+def test_scrub_redacts_secrets_printed_as_dicts(text: str, leaked: str) -> None:
+    assert leaked not in logs.scrub(text)
+    assert logs.REDACTED in logs.scrub(text)
+
+
+def test_redact_descends_into_nested_values() -> None:
+    event = {
+        "event": "request",
+        "headers": {"Authorization": "Bearer abc.def.ghi", "Accept": "json"},
+        "urls": ["https://h/x?access_token=zzz"],
+        "prompt_tokens": 12,
+    }
+    out = logs.redact(None, "info", event)
+    assert out["headers"]["Authorization"] == logs.REDACTED
+    assert out["headers"]["Accept"] == "json"
+    assert "zzz" not in out["urls"][0]
+    assert out["prompt_tokens"] == 12

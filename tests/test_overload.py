@@ -19,8 +19,16 @@ def rss_mb() -> float:
     raise AssertionError("no VmRSS")
 
 
+SHORT = 'description = "short"\nmax_tokens = 24\nsystem_prompt = "You are a test."\n'
+
+
 async def test_flood_is_bounded_and_answered_exactly_once(tmp_path: Path, tiny_model: Path) -> None:
-    async with daemon_for(tmp_path, tiny_model) as (daemon, adapter):
+    personas = tmp_path / "personas"
+    personas.mkdir()
+    (personas / "short.toml").write_text(SHORT)  # short replies: the queue is what is tested
+    async with daemon_for(
+        tmp_path, tiny_model, bot={"personas_dir": personas, "default_persona": "short"}
+    ) as (daemon, adapter):
         before = rss_mb()
         outcomes: Counter[Outcome] = Counter()
         accepted = []
