@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -32,6 +34,7 @@ async def test_flood_is_bounded_and_answered_exactly_once(tmp_path: Path, tiny_m
         before = rss_mb()
         outcomes: Counter[Outcome] = Counter()
         accepted = []
+        began = time.monotonic()
         for i in range(500):
             msg = message(
                 f"flood {i} from user {i % 50}", channel=f"c{i % 10}", author=f"u{i % 50}"
@@ -41,6 +44,7 @@ async def test_flood_is_bounded_and_answered_exactly_once(tmp_path: Path, tiny_m
             if outcome is Outcome.ACCEPTED:
                 accepted.append(msg)
             await asyncio.sleep(0.02)  # 500 messages over ~10 s
+        minutes = math.ceil((time.monotonic() - began) / 60)  # ~10 s, unless the box is busy
         await asyncio.wait_for(daemon.wait_idle(), 120)
         grown = rss_mb() - before
 
@@ -48,7 +52,7 @@ async def test_flood_is_bounded_and_answered_exactly_once(tmp_path: Path, tiny_m
         assert outcomes[Outcome.REFUSED] > 0  # 6 per user per minute: the flood is refused
         # At most one notice per user per minute, however much they sent.
         noticed = Counter(m.author_id for m, _ in adapter.refusals)
-        assert noticed and max(noticed.values()) == 1
+        assert noticed and max(noticed.values()) <= minutes
         # Every accepted message got exactly one answer (the adapter asserts "answered twice").
         for msg in accepted:
             (record,) = adapter.for_message(msg.message_id)
