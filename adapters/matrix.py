@@ -67,6 +67,7 @@ from adapters.matrix_rules import (
     matches,
     reply_target,
     room_allowed,
+    sent_by_a_bot,
     should_answer,
     strip_reply_fallback,
     thread_root,
@@ -478,6 +479,8 @@ class MatrixAdapter:
 
     async def _on_message(self, room: MatrixRoom, event: RoomMessageText) -> None:
         self._remember(event.event_id, event.sender, event.body)
+        if sent_by_a_bot(event.source.get("content") or {}):
+            return  # our own messages, or another hearthbot's: never a loop
         if event.sender != self.user_id:
             self._batch.items.append((room, event))
 

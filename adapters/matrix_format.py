@@ -9,6 +9,9 @@ from typing import Any
 from markdown_it import MarkdownIt
 
 HTML_FORMAT = "org.matrix.custom.html"
+# Marks every message hearthbot sends, so that another hearthbot in the same room ignores it:
+# two bots can never answer each other in a loop, even in a room where both answer everything.
+BOT_MARKER = "org.hearthbot.bot"
 
 # Raw HTML in the model's output is shown as text, never passed through; single newlines are
 # line breaks, as people (and models) mean them in chat.
@@ -32,6 +35,7 @@ def _body(text: str, msgtype: str) -> dict[str, Any]:
         "format": HTML_FORMAT,
         "formatted_body": render_html(text),
         "m.mentions": {},
+        BOT_MARKER: True,
     }
 
 
@@ -65,4 +69,5 @@ def edit_content(original: str, text: str, msgtype: str = "m.text") -> dict[str,
         "m.new_content": _body(text, msgtype),
         "m.relates_to": {"rel_type": "m.replace", "event_id": original},
         "m.mentions": {},
+        BOT_MARKER: True,
     }

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
+from adapters.matrix_format import BOT_MARKER
+
 # A thread is its own conversation: channel_id = room + this separator + the thread root.
 # Neither room ids nor event ids use it.
 THREAD_SEPARATOR = "|"
@@ -136,6 +138,11 @@ def strip_leading_mention(text: str, pattern: re.Pattern[str] | None) -> str:
         return text
     rest = text.lstrip()[found.end() :]
     return re.sub(r"^[\s:,]+", "", rest) if rest.strip() else ""
+
+
+def sent_by_a_bot(content: Mapping[str, Any]) -> bool:
+    """A hearthbot's own message (any instance): never answered, so bots cannot loop."""
+    return bool(content.get(BOT_MARKER))
 
 
 def should_answer(direct: bool, mentioned: bool, replies_to_bot: bool) -> bool:

@@ -202,3 +202,12 @@ def test_config_warnings(users: list[str], homeserver: str | None, warned: str |
         assert found == []
     else:
         assert len(found) == 1 and warned in found[0]
+
+
+def test_hearthbot_messages_are_marked_and_never_answered() -> None:
+    from adapters.matrix_format import edit_content, message_content
+    from adapters.matrix_rules import sent_by_a_bot
+
+    assert sent_by_a_bot(message_content("an answer", reply_to="$e"))
+    assert sent_by_a_bot(edit_content("$original", "a longer answer"))
+    assert not sent_by_a_bot({"msgtype": "m.text", "body": "a person typing"})

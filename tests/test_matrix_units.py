@@ -52,6 +52,7 @@ def test_message_content_reply_thread_and_notice() -> None:
         "format": "org.matrix.custom.html",
         "formatted_body": "<strong>hi</strong>",
         "m.mentions": {},
+        "org.hearthbot.bot": True,
         "m.relates_to": {"m.in_reply_to": {"event_id": "$q"}},
     }
     threaded = message_content("hi", reply_to="$q", thread_root="$root")
