@@ -63,6 +63,26 @@ class ChatText:
         return self._eog
 
 
+class UsesChatText:
+    """What a backend offers the core for prompts: rendering and counting with the model's own
+    template and vocabulary. Mixed into both backends, which set `_text` when they load."""
+
+    _text: ChatText
+
+    def render(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        return self._text.render(messages, add_generation_prompt)
+
+    def tokenize(self, text: str, special: bool = True) -> list[int]:
+        return self._text.tokenize(text, special)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of plain message text (special-token syntax in user text stays text)."""
+        return self._text.count_tokens(text)
+
+    def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        return self._text.prompt_tokens(messages)
+
+
 def quantization_name(file_type: object) -> str:
     """GGUF's `general.file_type` as llama.cpp names it, e.g. 15 → "Q4_K_M"."""
     try:

@@ -23,7 +23,7 @@ import llama_cpp
 import structlog
 from llama_cpp._internals import LlamaSampler
 
-from bot.chat_text import CHATML, ChatText
+from bot.chat_text import CHATML, ChatText, UsesChatText
 from bot.kv_cache import Rate, Snapshot, SnapshotCache, common_prefix, restore_wins
 from bot.model_file import ModelFileError, available_memory, check_fits, inspect_model
 from bot.personas import Sampling
@@ -170,7 +170,7 @@ def draw_seed() -> int:
     return random.SystemRandom().randrange(0, 2**32 - 1)
 
 
-class Engine:
+class Engine(UsesChatText):
     """Owns the model thread. Create with `await Engine.load(...)`."""
 
     def __init__(self) -> None:
@@ -283,21 +283,6 @@ class Engine:
         self._abort_flag = flag
         callback = self._abort_cb if flag is not None else self._no_abort_cb
         llama_cpp.llama_set_abort_callback(self._llm.ctx, callback, None)
-
-    # -- text -----------------------------------------------------------------------------------
-
-    def render(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        return self._text.render(messages, add_generation_prompt)
-
-    def tokenize(self, text: str, special: bool = True) -> list[int]:
-        return self._text.tokenize(text, special)
-
-    def count_tokens(self, text: str) -> int:
-        """Tokens of plain message text (special-token syntax in user text stays text)."""
-        return self._text.count_tokens(text)
-
-    def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        return self._text.prompt_tokens(messages)
 
     # -- generation -----------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ import structlog
 from llama_cpp._logger import llama_log_callback
 
 from bot import logs
-from bot.chat_text import ChatText
+from bot.chat_text import ChatText, UsesChatText
 from bot.engine import (
     TURN_MARKERS,
     FinishReason,
@@ -88,7 +88,7 @@ async def sse_data(stream: aiohttp.StreamReader) -> AsyncIterator[str]:
         yield "\n".join(data)
 
 
-class OpenAIBackend:
+class OpenAIBackend(UsesChatText):
     """Create with `await OpenAIBackend.load(...)`; satisfies bot.backend.Backend."""
 
     def __init__(
@@ -150,18 +150,6 @@ class OpenAIBackend:
         return cls(vocab, text, info, base_url, api_key, model, timeout_s)
 
     # -- text: the same template and vocabulary as the served GGUF --------------------------
-
-    def render(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        return self._text.render(messages, add_generation_prompt)
-
-    def tokenize(self, text: str, special: bool = True) -> list[int]:
-        return self._text.tokenize(text, special)
-
-    def count_tokens(self, text: str) -> int:
-        return self._text.count_tokens(text)
-
-    def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        return self._text.prompt_tokens(messages)
 
     def prompt_text(self, messages: Sequence[dict[str, str]]) -> str:
         """The rendered prompt as the server should get it: servers add BOS themselves when
