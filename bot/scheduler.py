@@ -1,16 +1,22 @@
 """The fair, bounded queue between the adapters and the one model worker.
 
-Round-robin across channels: a channel with one message waits at most one turn of each other
-channel, however many messages a busy channel has queued. The bound counts queued work; a
-per-user sliding-window rate limit keeps one person from filling it. Refused senders get at
-most one notice per `notice_interval_s`, so a flood never becomes a flood of notices.
+Fair across channels (start-time fair queuing with one unit per reply): every channel's next
+message carries a round number; the lowest is served first. A channel that just got a reply
+moves to the next round, and a channel that becomes active joins the round being served, so a
+channel with one message waits at most for the reply in progress, however many messages a busy
+channel has queued, and a channel cannot jump ahead by emptying and refilling. The bound counts
+queued work; a per-user sliding-window rate limit keeps one person from filling it. Refused
+senders get at most one notice per `notice_interval_s`, so a flood never becomes a flood of
+notices.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -47,7 +53,11 @@ class FairQueue(Generic[T]):
         self.per_user_per_minute = per_user_per_minute
         self.notice_interval_s = notice_interval_s
         self._clock = clock
-        self._channels: OrderedDict[str, deque[T]] = OrderedDict()
+        self._channels: dict[str, deque[T]] = {}
+        self._order: list[tuple[int, int, str]] = []  # heap of (round, arrival, channel)
+        self._round = 0  # round of the reply served last
+        self._last_round: dict[str, int] = {}  # rounds of channels that went empty
+        self._arrivals = itertools.count()
         self._queued = 0
         self._reserved = 0
         self._hits: dict[str, deque[float]] = {}
@@ -80,7 +90,14 @@ class FairQueue(Generic[T]):
 
     def restore(self, channel: str, job: T) -> None:
         """Queue work that was accepted before (pending after a restart): no bound, no limit."""
-        self._channels.setdefault(channel, deque()).append(job)
+        jobs = self._channels.get(channel)
+        if jobs is None:
+            # Joins the round being served, but never earlier than its own next round.
+            previous = self._last_round.pop(channel, None)
+            start = self._round if previous is None else max(self._round, previous + 1)
+            jobs = self._channels[channel] = deque()
+            heapq.heappush(self._order, (start, next(self._arrivals), channel))
+        jobs.append(job)
         self._queued += 1
         self._ready.set()
 
@@ -106,12 +123,17 @@ class FairQueue(Generic[T]):
 
     def next_nowait(self) -> T | None:
         """The next job in round-robin order, or None when nothing is queued."""
-        if not self._channels:
+        if not self._order:
             return None
-        channel, jobs = self._channels.popitem(last=False)
+        served_round, _, channel = heapq.heappop(self._order)
+        jobs = self._channels[channel]
         job = jobs.popleft()
+        self._round = served_round
         if jobs:
-            self._channels[channel] = jobs  # back of the line
+            heapq.heappush(self._order, (served_round + 1, next(self._arrivals), channel))
+        else:
+            del self._channels[channel]
+            self._last_round[channel] = served_round
         self._queued -= 1
         return job
 
@@ -133,6 +155,7 @@ class FairQueue(Generic[T]):
     def remove(self, keep: Callable[[T], bool]) -> int:
         """Drop queued jobs for which keep() is False (e.g. a user asked to be forgotten)."""
         removed = 0
+        rounds = {channel: r for r, _, channel in self._order}
         for channel in list(self._channels):
             jobs = self._channels[channel]
             kept = deque(job for job in jobs if keep(job))
@@ -141,6 +164,9 @@ class FairQueue(Generic[T]):
                 self._channels[channel] = kept
             else:
                 del self._channels[channel]
+                self._last_round[channel] = rounds[channel] - 1
+        self._order = [entry for entry in self._order if entry[2] in self._channels]
+        heapq.heapify(self._order)
         self._queued -= removed
         return removed
 
@@ -153,3 +179,5 @@ class FairQueue(Generic[T]):
         self._noticed = {
             user: at for user, at in self._noticed.items() if now - at < self.notice_interval_s
         }
+        # An idle channel's round only matters while it is ahead of the rounds being served.
+        self._last_round = {c: r for c, r in self._last_round.items() if r >= self._round}

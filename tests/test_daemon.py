@@ -68,7 +68,7 @@ async def daemon_for(
         await engine.close()
 
 
-async def answered(record: RecordedReply, timeout: float = 20) -> str:
+async def answered(record: RecordedReply, timeout: float = 90) -> str:
     await asyncio.wait_for(record.done.wait(), timeout)
     assert record.final is not None, record.failed
     return record.final

@@ -66,15 +66,28 @@ def test_busy_channel_does_not_starve_a_quiet_one(clock: Clock) -> None:
     assert [job for job in order if job.startswith("A")] == [f"A{i}" for i in range(20)]
 
 
-def test_quiet_channel_arriving_while_serving_waits_one_turn(clock: Clock) -> None:
+def test_quiet_channel_arriving_while_serving_is_next(clock: Clock) -> None:
+    """B arrives while A's backlog is being served: B waits only for the reply in progress."""
     q = make_queue(clock)
     for i in range(5):
         enqueue(q, "A", f"A{i}")
     assert q.next_nowait() == "A0"
     assert q.next_nowait() == "A1"
     enqueue(q, "B", "B0")
-    assert q.next_nowait() == "A2"
     assert q.next_nowait() == "B0"
+    assert q.next_nowait() == "A2"
+
+
+def test_emptying_and_refilling_does_not_jump_the_queue(clock: Clock) -> None:
+    q = make_queue(clock)
+    for channel in ("A", "B", "C"):
+        enqueue(q, channel, f"{channel}0")
+        enqueue(q, channel, f"{channel}1")
+    enqueue(q, "D", "D0")
+    assert [q.next_nowait() for _ in range(4)] == ["A0", "B0", "C0", "D0"]
+    enqueue(q, "D", "D1")  # D just had its turn: it waits for this round's A1, B1, C1
+    assert [q.next_nowait() for _ in range(4)] == ["A1", "B1", "C1", "D1"]
+    assert q.next_nowait() is None
 
 
 def test_round_robin_across_three_channels(clock: Clock) -> None:
