@@ -135,13 +135,14 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sweep", action="store_true", help="TTFT against length, for the plot")
+    parser.add_argument("--lengths", default="250,500,1000,1500,2000", help="for --sweep")
     args = parser.parse_args()
     logs.configure("warning")
     model = tiny_model() if args.tiny else args.model or real_model()
     suffix = "-tiny" if args.tiny else ""
     if args.sweep:
-        lengths = [250, 500, 1000, 1500, 2000]
-        rows = asyncio.run(sweep(model, lengths, rounds=2))
+        lengths = [int(n) for n in args.lengths.split(",")]
+        rows = asyncio.run(sweep(model, lengths, rounds=args.rounds))
         print(
             table(
                 [[r["series"], r["length"], f"{r['ttft_s']:.3f}"] for r in rows],

@@ -1,0 +1,102 @@
+"""Who the Discord adapter answers, decided by pure functions (table-tested).
+
+Access is by numeric IDs only: display names can be changed by anyone, IDs cannot. Empty
+allow lists mean "everyone in the servers the bot was invited to".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from bot.settings import BotSettings, DiscordSettings
+
+PLATFORM = "discord"
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    allowed_guilds: frozenset[int] = frozenset()
+    allowed_channels: frozenset[int] = frozenset()
+    allowed_users: frozenset[int] = frozenset()
+    blocked_users: frozenset[int] = frozenset()
+    admins: frozenset[int] = frozenset()
+    allow_dms: bool = True
+
+    @classmethod
+    def from_settings(cls, discord: DiscordSettings, bot: BotSettings | None = None) -> Access:
+        # `[bot] admins` names admins across platforms as "discord:1234"; both lists count.
+        prefix = f"{PLATFORM}:"
+        core_admins = [
+            int(entry[len(prefix) :])
+            for entry in (bot.admins if bot is not None else [])
+            if entry.startswith(prefix) and entry[len(prefix) :].isdecimal()
+        ]
+        return cls(
+            allowed_guilds=frozenset(discord.allowed_guilds),
+            allowed_channels=frozenset(discord.allowed_channels),
+            allowed_users=frozenset(discord.allowed_users),
+            blocked_users=frozenset(discord.blocked_users),
+            admins=frozenset([*discord.admins, *core_admins]),
+            allow_dms=discord.allow_dms,
+        )
+
+    def is_admin(self, user_id: int) -> bool:
+        return user_id in self.admins and user_id not in self.blocked_users
+
+    def allows_user(self, user_id: int) -> bool:
+        if user_id in self.blocked_users:
+            return False
+        return not self.allowed_users or user_id in self.allowed_users or user_id in self.admins
+
+    def allows(self, user_id: int, guild_id: int | None, channel_ids: Iterable[int]) -> bool:
+        """`channel_ids`: the channel and, for a thread, its parent (a thread of an allowed
+        channel is allowed). `guild_id` None means a direct message."""
+        if not self.allows_user(user_id):
+            return False
+        if guild_id is None:
+            return self.allow_dms
+        if self.allowed_guilds and guild_id not in self.allowed_guilds:
+            return False
+        return not self.allowed_channels or any(c in self.allowed_channels for c in channel_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class Addressing:
+    """What the adapter knows about a message when deciding whether it is for the bot."""
+
+    is_own: bool = False
+    author_is_bot: bool = False
+    is_webhook: bool = False
+    is_system: bool = False  # joins, pins, boosts: not something anyone said
+    is_dm: bool = False
+    mentions_bot: bool = False
+    replies_to_bot: bool = False
+
+
+def addressed(message: Addressing) -> bool:
+    """Answer mentions, replies to the bot and DMs; never bots, webhooks or ourselves, so two
+    bots can never talk each other into a loop."""
+    if message.is_own or message.author_is_bot or message.is_webhook or message.is_system:
+        return False
+    return message.is_dm or message.mentions_bot or message.replies_to_bot
+
+
+STOP_EMOJI = frozenset({"⏹️", "⏹", "🛑"})
+REGENERATE_EMOJI = frozenset({"🔁", "🔄"})
+
+
+def reaction_kind(emoji: str) -> str | None:
+    """'stop', 'regenerate' or None for a reaction on one of the bot's replies."""
+    if emoji in STOP_EMOJI:
+        return "stop"
+    if emoji in REGENERATE_EMOJI:
+        return "regenerate"
+    return None
+
+
+def may_steer(reactor_id: int, author_id: int | None, access: Access) -> bool:
+    """Only the person who asked (or an admin) may stop or regenerate an answer."""
+    if not access.allows_user(reactor_id):
+        return False
+    return reactor_id == author_id or access.is_admin(reactor_id)

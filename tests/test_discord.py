@@ -1,0 +1,505 @@
+"""hearthbot on Discord end to end: the real daemon (tiny GGUF through llama.cpp, SQLite),
+the real DiscordAdapter and discord.py, against the fake Discord in tests/fake_discord.py.
+Nothing leaves 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_discord import (
+    FakeDiscord,
+    Json,
+    RecordingSink,
+    ThreadedFake,
+    checked_calls,
+    connected,
+    discord_section,
+    make_adapter,
+    until,
+)
+
+import adapters.discord as discord_adapter
+from adapters.discord import DiscordAdapter
+from adapters.discord_text import NOT_ALLOWED
+from bot.cli import main
+from bot.daemon import Daemon
+from bot.engine import Engine
+from bot.personas import load_personas
+from bot.settings import load_settings
+from bot.store import Store
+
+MESSAGES = r"/channels/\d+/messages"
+ONE_MESSAGE = r"/channels/\d+/messages/\d+"
+TYPING = r"/channels/\d+/typing"
+# Greedy decoding that runs to max_tokens: long, deterministic answers from the tiny model.
+CHATTY = """description = "talks until max_tokens"
+temperature = 0.0
+max_tokens = {max_tokens}
+system_prompt = "You are a test."
+"""
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDiscord]:
+    fake = FakeDiscord()
+    await fake.start()
+    yield fake
+    await fake.close()
+    checked_calls(fake)  # allowed_mentions none on everything the bot sent, in every test
+
+
+@asynccontextmanager
+async def hearthbot(
+    tmp_path: Path,
+    model: Path,
+    fake: FakeDiscord,
+    *,
+    chatty_tokens: int = 40,
+    n_ctx: int = 2048,
+    bot: dict[str, Any] | None = None,
+    **discord: Any,
+) -> AsyncIterator[tuple[Daemon, DiscordAdapter]]:
+    # Short, deterministic answers unless a test needs long ones: the suite shares two cores.
+    personas = tmp_path / "personas"
+    personas.mkdir(exist_ok=True)
+    (personas / "chatty.toml").write_text(CHATTY.format(max_tokens=chatty_tokens))
+    bot_section = {
+        "data_dir": tmp_path,
+        "personas_dir": personas,
+        "default_persona": "chatty",
+        **(bot or {}),
+    }
+    settings = load_settings(
+        None, bot=bot_section, discord=discord_section(fake, **discord), queue={"max_pending": 8}
+    )
+    # One thread: llama.cpp's threads spin-wait for each other, which crawls when other
+    # processes hold the cores; the tiny model is fast enough on one.
+    engine = await Engine.load(model, n_ctx=n_ctx, n_threads=1)
+    store = await Store.open(tmp_path / "hearthbot.db")
+    adapter = DiscordAdapter(
+        settings.discord,
+        settings.bot,
+        guild_ready_timeout=0.05,
+        reidentify_delay_s=0.0,
+        retry_s=0.05,
+    )
+    personas = load_personas(settings.bot.personas_dir)
+    daemon = Daemon(settings, store, engine, personas, {"discord": adapter})
+    try:
+        await daemon.start()
+        await connected(adapter, fake)
+        yield daemon, adapter
+    finally:
+        await daemon.stop()
+        await store.close()
+        await engine.close()
+    # discord.py swallows handler exceptions into on_error; the adapter keeps them.
+    assert not adapter.errors, list(adapter.errors)
+
+
+async def answer(fake: FakeDiscord, daemon: Daemon, asked: Json, timeout: float = 20) -> str:
+    """The bot's whole answer to `asked`, once the daemon is done with it."""
+    await until(lambda: bool(fake.replies_to(asked)), timeout, "a reply")
+    await asyncio.wait_for(daemon.wait_idle(), timeout)
+    (first,) = fake.replies_to(asked)
+    later = [
+        m
+        for m in fake.bot_messages(fake.channels[int(asked["channel_id"])])
+        if int(m["id"]) > int(first["id"]) and "message_reference" not in m
+    ]
+    return "\n".join(m["content"] for m in [first, *later])
+
+
+async def nothing_happens(fake: FakeDiscord, daemon: Daemon) -> None:
+    await asyncio.sleep(0.3)
+    await daemon.wait_idle()
+    assert fake.calls_to("POST", MESSAGES) == []
+    assert fake.calls_to("POST", TYPING) == []
+
+
+def at(fake: FakeDiscord) -> str:
+    return fake.mention(fake.bot)
+
+
+async def texts_in(daemon: Daemon, channel: str) -> list[str]:
+    return [m.text for m in await daemon.store.history(channel) if m.role == "user"]
+
+
+async def eventually(
+    read: Callable[[], Awaitable[Any]], expected: Any, timeout: float = 10, what: str = ""
+) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (got := await read()) != expected:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{what}: {got!r} != {expected!r}")
+        await asyncio.sleep(0.01)
+
+
+async def test_mention_typing_reply_edits_final(
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord
+) -> None:
+    async with hearthbot(tmp_path, tiny_model, fake, chatty_tokens=450) as (daemon, adapter):
+        asked = await fake.say(fake.alice, fake.general, f"{at(fake)} tell me a story")
+        final = await answer(fake, daemon, asked)
+        typing = fake.calls_to("POST", TYPING)
+        (post,) = fake.calls_to("POST", MESSAGES)
+        edits = fake.calls_to("PATCH", ONE_MESSAGE)
+        # Typing first, then the reply (a real reply: message_reference to the question).
+        assert typing and typing[0].at < post.at
+        assert post.body["message_reference"]["message_id"] == int(asked["id"])
+        # Coalesced: edits at least edit_interval_s apart (the last, final one excepted).
+        gaps = [b.at - a.at for a, b in itertools.pairwise(edits[:-1])]
+        assert all(gap >= adapter.edit_interval_s * 0.9 for gap in gaps), gaps
+        generation = (edits[-1].at if edits else post.at) - post.at
+        assert len(edits) <= math.ceil(generation / adapter.edit_interval_s) + 1
+        # What users see is what was stored, plus the note that max_tokens cut it.
+        history = await daemon.store.history(f"discord:{fake.general['id']}")
+        assert [m.role for m in history] == ["user", "assistant"]
+        assert history[0].author_name == "Alice"  # the core names speakers in a channel
+        assert history[0].text == "tell me a story"  # the bot's mention is not part of it
+        assert final.startswith(history[1].text)
+        assert "reply cut at 450 tokens" in final
+        # The bot's own MESSAGE_CREATE and MESSAGE_UPDATE events came back and were ignored.
+        assert await daemon.store.count_messages() == 2
+
+
+async def test_direct_message_without_mention(
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord
+) -> None:
+    async with hearthbot(tmp_path, tiny_model, fake) as (daemon, _adapter):
+        dm = fake.dm_channel(fake.bob)
+        asked = await fake.say(fake.bob, dm, "hello, just us")
+        assert await answer(fake, daemon, asked)
+        history = await daemon.store.history(f"discord:{dm['id']}")
+        assert [m.text for m in history if m.role == "user"] == ["hello, just us"]
+
+
+async def test_thread_is_its_own_channel(
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord
+) -> None:
+    # Only #general is allowed: its thread is allowed too, #other is not.
+    async with hearthbot(
+        tmp_path, tiny_model, fake, allowed_channels=[int(fake.general["id"])]
+    ) as (daemon, _adapter):
+        in_thread = await fake.say(fake.alice, fake.thread, f"{at(fake)} in the thread")
+        await answer(fake, daemon, in_thread)
+        assert fake.bot_messages(fake.thread) and not fake.bot_messages(fake.general)
+        assert await daemon.store.count_messages(f"discord:{fake.thread['id']}") == 2
+        assert await daemon.store.count_messages(f"discord:{fake.general['id']}") == 0
+        await fake.say(fake.alice, fake.other, f"{at(fake)} not allowed here")
+        await asyncio.sleep(0.3)
+        assert not fake.bot_messages(fake.other)
+
+
+async def test_reply_to_the_bot_needs_no_mention(
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord
+) -> None:
+    async with hearthbot(tmp_path, tiny_model, fake) as (daemon, _adapter):
+        first = await fake.say(fake.alice, fake.general, f"{at(fake)} first")
+        await answer(fake, daemon, first)
+        (ours,) = fake.replies_to(first)
+        follow_up = await fake.say(fake.alice, fake.general, "and then?", reply_to=ours, ping=False)
+        await answer(fake, daemon, follow_up)
+        users = [m.text for m in await daemon.store.history(f"discord:{fake.general['id']}")]
+        assert "and then?" in users
+        # A reply to someone else, without a mention, is not for the bot.
+        chatter = await fake.say(fake.bob, fake.general, "unrelated", reply_to=first, ping=False)
+        await asyncio.sleep(0.3)
+        assert fake.replies_to(chatter) == []
+
+
+async def test_reply_to_an_unremembered_message_quotes_it(
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord
+) -> None:
+    async with hearthbot(tmp_path, tiny_model, fake) as (daemon, _adapter):
+        announcement = await fake.say(fake.bob, fake.general, f"the code is 42, ask {at(fake)}")
+        await answer(fake, daemon, announcement)
+        await daemon.store.reset_channel(f"discord:{fake.general['id']}")  # forgotten
+        asked = await fake.say(
+            fake.alice, fake.general, f"{at(fake)} what did he mean?", reply_to=announcement
+        )
+        await answer(fake, daemon, asked)
+        (user,) = [
+            m.text
+            for m in await daemon.store.history(f"discord:{fake.general['id']}")
+            if m.role == "user"
+        ]
+        assert user.startswith("(replying to:)\n> the code is 42, ask")
+        assert user.endswith("what did he mean?")
+
+
+async def test_bots_webhooks_and_itself_are_ignored(
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord
+) -> None:
+    async with hearthbot(tmp_path, tiny_model, fake) as (daemon, _adapter):
+        await fake.say(fake.other_bot, fake.general, f"{at(fake)} hello from a bot")
+        await fake.say(fake.other_bot, fake.dm_channel(fake.other_bot), "a bot in DMs")
+        await fake.say(fake.bob, fake.general, f"{at(fake)} via a webhook", webhook_id=77)
+        await fake.say(fake.bot, fake.general, f"{at(fake)} talking to myself")
+        await fake.say(fake.alice, fake.general, "not addressed to the bot at all")
+        await nothing_happens(fake, daemon)
+        assert await daemon.store.count_messages() == 0
+
+
+async def test_access_lists(tmp_path: Path, tiny_model: Path, fake: FakeDiscord) -> None:
+    async with hearthbot(
+        tmp_path,
+        tiny_model,
+        fake,
+        blocked_users=[int(fake.bob["id"])],
+        allow_dms=False,
+        allowed_guilds=[fake.guild_id],
+    ) as (daemon, _adapter):
+        await fake.say(fake.bob, fake.general, f"{at(fake)} I am blocked")
+        await fake.say(fake.alice, fake.dm_channel(fake.alice), "DMs are off")
+        await nothing_happens(fake, daemon)
+        interaction = await fake.slash(fake.bob, fake.general, "status")
+        await until(lambda: bool(fake.responses(interaction)), what="the refusal")
+        (response,) = fake.responses(interaction)
+        assert response["data"]["content"] == NOT_ALLOWED
+        assert response["data"]["flags"] & 64  # ephemeral: only bob sees it
+        allowed = await fake.say(fake.alice, fake.general, f"{at(fake)} but I may")
+        assert await answer(fake, daemon, allowed)
+
+
+async def test_text_attachment_is_read_and_others_named(
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord
+) -> None:
+    async with hearthbot(tmp_path, tiny_model, fake, attachment_max_kb=1) as (daemon, _adapter):
+        paste = fake.attachment("message.txt", b"line one\nline two\n", "text/plain; charset=utf-8")
+        big = fake.attachment("big.log", b"x" * 3000, "text/plain")
+        image = fake.attachment("cat.png", b"\x89PNG\x00" * 100, "image/png")
+        asked = await fake.say(
+            fake.alice, fake.general, f"{at(fake)} summarize", attachments=[paste, big, image]
+        )
+        await answer(fake, daemon, asked)
+        (user,) = [
+            m.text
+            for m in await daemon.store.history(f"discord:{fake.general['id']}")
+            if m.role == "user"
+        ]
+        assert user.startswith("summarize\n\n[attachment message.txt]\nline one\nline two\n\n[")
+        assert "[attachment big.log]\n" + "x" * 1024 + "\n[… cut at 1 KB]" in user
+        assert "x" * 1025 not in user
+        assert user.endswith("[attachment cat.png: image/png, 500 bytes, not read]")
+
+
+async def test_text_command_with_mention(
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord
+) -> None:
+    async with hearthbot(tmp_path, tiny_model, fake) as (daemon, _adapter):
+        asked = await fake.say(fake.alice, fake.general, f"{at(fake)} !persona")
+        listing = await answer(fake, daemon, asked)
+        assert "coder" in listing and "assistant" in listing
+        refused = await fake.say(fake.alice, fake.general, f"{at(fake)} !persona coder")
+        assert "Only an admin" in await answer(fake, daemon, refused)
+        assert await daemon.store.count_messages() == 0  # commands are not conversation
+
+
+async def test_slash_commands_and_autocomplete(
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord
+) -> None:
+    admin = int(fake.admin["id"])
+    async with hearthbot(tmp_path, tiny_model, fake, admins=[admin]) as (daemon, _adapter):
+        registered = {c["name"] for c in fake.commands["global"]}
+        assert registered == {"help", "status", "reset", "persona", "temperature", "seed", "forget"}
+
+        async def run(user: Json, name: str, *options: Json, where: Json | None = None) -> Json:
+            interaction = await fake.slash(user, where or fake.general, name, list(options))
+            await until(lambda: bool(fake.responses(interaction)), what=f"/{name} answered")
+            return fake.responses(interaction)[0]
+
+        typed = await fake.autocomplete(fake.alice, fake.general, "persona", "name", "co")
+        await until(lambda: bool(fake.responses(typed)), what="autocomplete")
+        assert fake.responses(typed)[0] == {
+            "type": 8,
+            "data": {"choices": [{"name": "coder", "value": "coder"}]},
+        }
+
+        coder = {"name": "name", "type": 3, "value": "coder"}
+        refused = await run(fake.alice, "persona", coder)  # not an admin
+        assert "Only an admin" in refused["data"]["content"]
+        changed = await run(fake.admin, "persona", coder)
+        assert changed["type"] == 4 and "Persona is now coder" in changed["data"]["content"]
+        assert not changed["data"].get("flags", 0) & 64  # the channel sees the change
+        status = await run(fake.alice, "status")
+        assert "Persona: coder" in status["data"]["content"]
+        assert status["data"]["flags"] & 64  # only the asker sees it
+        hot = await run(fake.admin, "temperature", {"name": "value", "type": 10, "value": 1.5})
+        assert "1.5" in hot["data"]["content"]
+        help_text = (await run(fake.bob, "help"))["data"]["content"]
+        assert "!forget" in help_text
+        # In a DM anyone may change their own chat.
+        dm = fake.dm_channel(fake.alice)
+        own = await run(fake.alice, "persona", coder, where=dm)
+        assert "Persona is now coder" in own["data"]["content"]
+        # /forget a named user is the admin's `!forget <id>`.
+        spoken = await fake.say(fake.bob, fake.general, f"{at(fake)} remember me")
+        await answer(fake, daemon, spoken)
+        bob = {"name": "user", "type": 6, "value": fake.bob["id"]}
+        forgot = await run(fake.admin, "forget", bob)
+        assert f"discord:{fake.bob['id']}" in forgot["data"]["content"]
+        assert await daemon.store.count_messages() == 1  # only the answer stays
+
+
+async def test_slow_command_is_deferred_then_answered(
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(discord_adapter, "DEFER_AFTER_S", 0.0)
+    async with hearthbot(tmp_path, tiny_model, fake) as (_daemon, _adapter):
+        interaction = await fake.slash(fake.alice, fake.general, "status")
+        await until(lambda: len(fake.responses(interaction)) == 2, what="defer and answer")
+        deferred, edited = fake.responses(interaction)
+        assert deferred["type"] == 5 and deferred["data"]["flags"] & 64
+        assert edited["type"] == "edit_original"
+        assert "Model: hearthbot-tiny-test" in edited["data"]["content"]
+
+
+async def test_stop_reaction(tmp_path: Path, tiny_model: Path, fake: FakeDiscord) -> None:
+    async with hearthbot(tmp_path, tiny_model, fake, chatty_tokens=4000, n_ctx=8192) as (
+        daemon,
+        _adapter,
+    ):
+        asked = await fake.say(fake.alice, fake.general, f"{at(fake)} go on forever")
+        await until(lambda: bool(fake.replies_to(asked)), what="the first text")
+        (ours,) = fake.replies_to(asked)
+        await fake.react(fake.alice, ours, "⏹️")
+        final = await answer(fake, daemon, asked)
+        assert "stopped on request" in final
+        (_, assistant) = await daemon.store.history(f"discord:{fake.general['id']}")
+        assert len(assistant.text) < 4000 * 3
+
+
+async def test_regenerate_reaction_edits_the_answer_in_place(
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord
+) -> None:
+    async with hearthbot(tmp_path, tiny_model, fake) as (daemon, _adapter):
+        asked = await fake.say(fake.alice, fake.general, f"{at(fake)} a question")
+        await answer(fake, daemon, asked)
+        (ours,) = fake.replies_to(asked)
+        posts = len(fake.calls_to("POST", MESSAGES))
+        edits_of_ours = f"/channels/\\d+/messages/{ours['id']}"
+        edits = len(fake.calls_to("PATCH", edits_of_ours))
+        await fake.react(fake.bob, ours, "🔁")  # not bob's question: ignored
+        await asyncio.sleep(0.2)
+        assert len(fake.calls_to("PATCH", edits_of_ours)) == edits
+        await fake.react(fake.alice, ours, "🔁")
+        await until(
+            lambda: len(fake.calls_to("PATCH", edits_of_ours)) > edits,
+            what="the old answer edited",
+        )
+        await daemon.wait_idle()
+        assert len(fake.calls_to("POST", MESSAGES)) == posts  # no new message
+        history = await daemon.store.history(f"discord:{fake.general['id']}")
+        assert [m.role for m in history] == ["user", "assistant"]
+        assert fake.messages[int(ours["id"])]["content"].startswith(history[1].text)
+
+
+async def test_edits_and_deletions_reach_the_store(
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord
+) -> None:
+    async with hearthbot(tmp_path, tiny_model, fake) as (daemon, _adapter):
+        channel = f"discord:{fake.general['id']}"
+        asked = await fake.say(fake.alice, fake.general, f"{at(fake)} my secret is 1234")
+        await answer(fake, daemon, asked)
+        await fake.user_edit(asked, f"{at(fake)} my secret is (redacted)")
+        await eventually(
+            lambda: texts_in(daemon, channel), ["my secret is (redacted)"], what="the edit"
+        )
+        await fake.user_delete(asked)
+        await eventually(lambda: texts_in(daemon, channel), [], what="the deletion")
+        assert [m.role for m in await daemon.store.history(channel)] == ["assistant"]
+
+
+async def test_gateway_drops_resume_without_loss_or_repeats(
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord
+) -> None:
+    async with hearthbot(tmp_path, tiny_model, fake) as (daemon, adapter):
+        for trouble in (fake.drop, fake.request_reconnect):  # close code 4000, then op 7
+            await trouble()
+            # Said while the bot is disconnected: Discord keeps it for the RESUME.
+            during = await fake.say(fake.alice, fake.general, f"{at(fake)} are you there?")
+            assert fake.connected is False
+            assert await answer(fake, daemon, during)
+        assert fake.identifies == 1 and len(fake.resumes) == 2
+        assert fake.gateway_paths == ["/gateway", "/resume", "/resume"]  # resume_gateway_url
+        assert adapter.is_connected()
+        # Discord may deliver an event twice: it is still answered once.
+        again = await fake.say(fake.bob, fake.general, f"{at(fake)} once please")
+        await answer(fake, daemon, again)
+        await fake.dispatch("MESSAGE_CREATE", again)
+        await asyncio.sleep(0.3)
+        await daemon.wait_idle()
+        assert len(fake.replies_to(again)) == 1
+        for asked in [m for m in fake.messages.values() if "are you there" in m["content"]]:
+            assert len(fake.replies_to(asked)) == 1
+
+
+async def test_missing_intent_resolves_failure(fake: FakeDiscord) -> None:
+    fake.message_content_enabled = False
+    adapter = make_adapter(fake)
+    try:
+        await adapter.start(RecordingSink())  # returns at once, before any connection
+        line = await asyncio.wait_for(adapter.failure, 10)
+    finally:
+        await adapter.stop()
+    assert "4014" in line and "Message Content" in line and "\n" not in line
+    assert not adapter.is_connected() and not adapter.errors
+
+
+async def test_bad_token_resolves_failure(fake: FakeDiscord) -> None:
+    adapter = make_adapter(fake, token="not-the-right-token")
+    try:
+        await adapter.start(RecordingSink())
+        line = await asyncio.wait_for(adapter.failure, 10)
+    finally:
+        await adapter.stop()
+    assert "token" in line and "401" in line and not adapter.errors
+    assert fake.calls_to("GET", "/users/@me")[0].status == 401
+
+
+async def test_discord_outage_does_not_block_start(unused_tcp_port: int) -> None:
+    fake = FakeDiscord()  # never started: nothing listens on the port
+    fake.port = unused_tcp_port
+    adapter = make_adapter(fake)
+    try:
+        await asyncio.wait_for(adapter.start(RecordingSink()), 1)
+        await asyncio.sleep(0.3)  # a few login attempts fail and are retried
+        assert not adapter.failure.done() and not adapter.is_connected()
+    finally:
+        await adapter.stop()
+
+
+@pytest.mark.parametrize(
+    ("content_intent", "token", "expected"),
+    [(False, None, "close code 4014"), (True, "wrong-token", "HTTP 401")],
+)
+def test_cli_exits_non_zero_with_one_line(
+    tmp_path: Path,
+    tiny_model: Path,
+    capsys: pytest.CaptureFixture[str],
+    content_intent: bool,
+    token: str | None,
+    expected: str,
+) -> None:
+    with ThreadedFake(message_content_enabled=content_intent) as fake:
+        config = tmp_path / "hearthbot.toml"
+        section = discord_section(fake, token=token or fake.token)
+        config.write_text(
+            f'[model]\npath = "{tiny_model}"\nn_ctx = 512\n'
+            f'[bot]\ndata_dir = "{tmp_path}"\n'
+            "[discord]\n"
+            + "".join(f'{k} = "{v}"\n' for k, v in section.items() if k != "edit_interval_s")
+        )
+        assert main(["--config", str(config), "run"]) == 1
+    err = capsys.readouterr().err
+    (line,) = [line for line in err.splitlines() if line.startswith("hearthbot: discord:")]
+    assert expected in line
+    assert fake.token not in err
