@@ -31,9 +31,8 @@ from bot.settings import load_settings
 from bot.store import Store
 
 sys.path.insert(0, str(ROOT / "tests"))
-from fake_discord import Call, FakeDiscord, connected, discord_section, until
-
 from adapters.discord import DiscordAdapter
+from fake_discord import Call, FakeDiscord, connected, discord_section, until
 
 PERSONA = """description = "benchmark"
 temperature = 0.7

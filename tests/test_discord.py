@@ -13,6 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+import adapters.discord as discord_adapter
+from adapters.discord import DiscordAdapter
+from adapters.discord_text import NOT_ALLOWED
+from bot.cli import main
+from bot.daemon import Daemon
+from bot.engine import Engine
+from bot.personas import load_personas
+from bot.settings import load_settings
+from bot.store import Store
 from fake_discord import (
     FakeDiscord,
     Json,
@@ -24,16 +34,6 @@ from fake_discord import (
     make_adapter,
     until,
 )
-
-import adapters.discord as discord_adapter
-from adapters.discord import DiscordAdapter
-from adapters.discord_text import NOT_ALLOWED
-from bot.cli import main
-from bot.daemon import Daemon
-from bot.engine import Engine
-from bot.personas import load_personas
-from bot.settings import load_settings
-from bot.store import Store
 
 MESSAGES = r"/channels/\d+/messages"
 ONE_MESSAGE = r"/channels/\d+/messages/\d+"

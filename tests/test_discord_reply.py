@@ -12,6 +12,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+
+import adapters.discord as discord_adapter
+import adapters.discord_reply as discord_reply
+from adapters.discord import DiscordAdapter
+from adapters.discord_reply import MessageReply
+from bot.events import Incoming, RegenerateRequested, StopRequested
 from fake_discord import (
     FakeDiscord,
     Json,
@@ -21,12 +27,6 @@ from fake_discord import (
     make_adapter,
     until,
 )
-
-import adapters.discord as discord_adapter
-import adapters.discord_reply as discord_reply
-from adapters.discord import DiscordAdapter
-from adapters.discord_reply import MessageReply
-from bot.events import Incoming, RegenerateRequested, StopRequested
 
 MESSAGES = r"/channels/\d+/messages"
 ONE_MESSAGE = r"/channels/\d+/messages/\d+"
