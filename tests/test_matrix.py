@@ -47,6 +47,7 @@ from bot.events import ChatEvent, Outcome
 from bot.personas import load_personas
 from bot.settings import load_settings
 from bot.store import Store
+from hostile import hostile_cases
 
 EVERYONE = [f"@*:{SERVER_NAME}"]
 # Passwords and tokens of the current test's accounts: none may appear in the logs.
@@ -818,3 +819,34 @@ async def test_an_admin_verifies_the_bots_device_with_emoji(
 
 def _to_device(peer: Peer, kind: str) -> bool:
     return any(isinstance(e, UnknownToDeviceEvent) and e.type == kind for e in peer.to_device)
+
+
+# -- hostile input ------------------------------------------------------------------------------
+
+
+MATRIX_BODY_BYTES = 16_000
+
+
+async def test_hostile_corpus_in_an_encrypted_dm(
+    synapse: Synapse, tmp_path: Path, tiny_model: Path
+) -> None:
+    """Every case of tests/data/hostile_inputs.json, sent by a real client into an encrypted DM:
+    each gets an answer or a clear refusal, m.mentions stays empty (nobody pinged), and the
+    bot still answers a normal message afterwards."""
+    account = await synapse.register("bot")
+    async with (
+        peer(synapse, tmp_path) as alice,
+        running_bot(tmp_path, tiny_model, synapse, account, edit_interval_s=0.2) as bot,
+    ):
+        bot.daemon.queue.per_user_per_minute = 10_000  # the rate limit is tested elsewhere
+        room = await dm_with(alice, bot, encrypted=True)
+        for case_id, text in hostile_cases():
+            # An event is at most 64 KiB (encrypted: less): send what a client can deliver.
+            while len(json.dumps(text)) > MATRIX_BODY_BYTES:  # as escaped, then encrypted
+                text = text[: len(text) // 2]
+            asked = await alice.send(room, text or " ")  # Matrix needs a non-empty body
+            reply = await answer_to(alice, bot, asked, timeout=60, command=True)
+            assert content_of(reply)["m.mentions"] == {}, case_id
+            assert alice.latest_text(reply.event.event_id).strip(), case_id
+        asked = await alice.send(room, "hello, still there?")
+        assert alice.latest_text((await answer_to(alice, bot, asked)).event.event_id).strip()
