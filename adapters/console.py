@@ -14,6 +14,7 @@ import threading
 import time
 from typing import TextIO
 
+from adapters.base import ReportsFailure
 from bot.events import Capabilities, Incoming, Outcome, Sink
 
 PLATFORM = "console"
@@ -57,7 +58,7 @@ class ConsoleReply:
         self.done.set()
 
 
-class ConsoleAdapter:
+class ConsoleAdapter(ReportsFailure):
     name = PLATFORM
     capabilities = Capabilities(can_edit=True, max_message_length=1_000_000, formatting="plain")
 
@@ -81,14 +82,7 @@ class ConsoleAdapter:
         self._awaited: tuple[str, ConsoleReply | None] = ("", None)
         self._reader: asyncio.Task[None] | None = None
         self._counter = 0
-        self._failure: asyncio.Future[str] | None = None
         self.closed = False  # stdout can no longer be written
-
-    @property
-    def failure(self) -> asyncio.Future[str]:
-        if self._failure is None:  # created lazily: it needs the running loop
-            self._failure = asyncio.get_running_loop().create_future()
-        return self._failure  # a terminal never refuses us
 
     async def start(self, sink: Sink) -> None:
         self._reader = asyncio.create_task(self._read(sink), name="console-reader")

@@ -21,6 +21,7 @@ import discord
 import structlog
 import yarl
 
+from adapters.base import ReportsFailure
 from adapters.discord_access import PLATFORM, Access, addressed, may_steer, reaction_kind
 from adapters.discord_commands import CommandTree
 from adapters.discord_incoming import Reader
@@ -141,7 +142,7 @@ class HearthClient(discord.Client):
         await self.adapter.on_reaction(payload)
 
 
-class DiscordAdapter:
+class DiscordAdapter(ReportsFailure):
     name = PLATFORM
     capabilities = Capabilities(can_edit=True, max_message_length=LIMIT, formatting="markdown")
 
@@ -167,7 +168,6 @@ class DiscordAdapter:
         self._reidentify_delay_s = reidentify_delay_s
         self._retry_s = retry_s
         self._sink: Sink | None = None
-        self._failure: asyncio.Future[str] | None = None
         self._runner: asyncio.Task[None] | None = None
         self._logged_in = asyncio.Event()
         self._stopping = False
@@ -178,12 +178,6 @@ class DiscordAdapter:
         self._forbidden: set[int] = set()
 
     # -- the Adapter protocol -------------------------------------------------------------------
-
-    @property
-    def failure(self) -> asyncio.Future[str]:
-        if self._failure is None:  # created lazily: it needs the running loop
-            self._failure = asyncio.get_running_loop().create_future()
-        return self._failure
 
     async def start(self, sink: Sink) -> None:
         if self.settings.token is None:

@@ -46,6 +46,7 @@ from nio import (
     ToDeviceEvent,
 )
 
+from adapters.base import ReportsFailure
 from adapters.matrix_format import message_content
 from adapters.matrix_login import (
     RETRY_MAX_S,
@@ -128,7 +129,7 @@ class Batch:
     initial: bool = False  # the first sync without a saved token: history, never answered
 
 
-class MatrixAdapter:
+class MatrixAdapter(ReportsFailure):
     name = PLATFORM
     capabilities = Capabilities(
         can_edit=True, max_message_length=MAX_MESSAGE_LENGTH, formatting="markdown"
@@ -144,7 +145,6 @@ class MatrixAdapter:
         self.client: AsyncClient | None = None
         self.user_id = settings.user_id or ""
         self._sink: Sink | None = None
-        self._failure: asyncio.Future[str] | None = None
         self._ready = asyncio.Event()
         self._connected = False
         self._stopping = False
@@ -168,12 +168,6 @@ class MatrixAdapter:
         self._noticed_sessions: set[tuple[str, str]] = set()
 
     # -- Adapter protocol -----------------------------------------------------------------------
-
-    @property
-    def failure(self) -> asyncio.Future[str]:
-        if self._failure is None:  # created lazily: it needs the running loop
-            self._failure = asyncio.get_running_loop().create_future()
-        return self._failure
 
     async def start(self, sink: Sink) -> None:
         """Returns at once: logging in and syncing happen in the background, so a homeserver

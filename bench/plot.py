@@ -40,11 +40,11 @@ def main() -> None:
         xs, ys = zip(*sorted(points), strict=True)
         ax.plot(xs, ys, line, color=color, marker="o", label=name)
     model = data["model"].rsplit("/", 1)[-1]
-    ax.set_title(f"Time to first token of a follow-up message ({model}, 2 CPU cores)")
+    ax.set_title(f"Follow-up time to first token\n{model}, 2 CPU cores", fontsize=11)
     ax.set_xlabel("conversation length (prompt tokens)")
     ax.set_ylabel("time to first token (s)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left", fontsize=9)
     out = ROOT / "docs" / "performance.png"
     fig.tight_layout()
     fig.savefig(out)
