@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import statistics
 import time
 from pathlib import Path
@@ -27,7 +28,10 @@ async def once(model: Path, queued: int) -> tuple[float, float, int]:
         flood = [bench.message("busy", "a", f"question {i} about the sea") for i in range(queued)]
         for message in flood:
             await daemon.handle(message)
-        await asyncio.sleep(0)  # the worker takes the first one
+        # B arrives while the busy channel's first reply is streaming (as in real life: at
+        # some point during a reply, not in the same instant the model starts one).
+        while not engine.generations or engine.generations[0].result.first_token_s is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.002)
         lonely = bench.message("quiet", "b", "a single question about the moon")
         sent = time.perf_counter()
         await daemon.handle(lonely)
@@ -37,12 +41,21 @@ async def once(model: Path, queued: int) -> tuple[float, float, int]:
             for g in engine.generations
             if g.request.cache_key == "bench:quiet"
         )
-        served_before = sum(1 for g in engine.generations if engine.started_at[id(g)] < started)
+        # Busy replies the model started after B arrived and before B: fair queuing allows
+        # none (the one in progress when B arrived started before it).
+        served_before = sum(
+            1 for g in engine.generations if sent < engine.started_at[id(g)] < started
+        )
         await daemon.wait_idle()
-        replies = [
-            g.result.total_s for g in engine.generations if g.request.cache_key == "bench:busy"
-        ]
-        return started - sent, statistics.median(replies), served_before
+        # One reply's time as the pipeline sees it: from one busy reply's start to the next
+        # (the model's time plus the daemon's work around it), skipping the gap B took.
+        busy = sorted(
+            engine.started_at[id(g)]
+            for g in engine.generations
+            if g.request.cache_key == "bench:busy"
+        )
+        periods = [b - a for a, b in itertools.pairwise(busy) if not a < started < b]
+        return started - sent, statistics.median(periods), served_before
 
 
 async def measure(model: Path, queued: int, repeats: int) -> dict[str, Any]:
