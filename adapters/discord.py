@@ -156,6 +156,7 @@ class DiscordAdapter(ReportsFailure):
         retry_s: float = 5.0,
     ) -> None:
         self.settings = settings
+        self.bot_settings = bot
         self.edit_interval_s = settings.edit_interval_s
         self.access = Access.from_settings(settings, bot)
         self.reader = Reader(self.access, settings.attachment_max_kb)
@@ -178,6 +179,15 @@ class DiscordAdapter(ReportsFailure):
         self._forbidden: set[int] = set()
 
     # -- the Adapter protocol -------------------------------------------------------------------
+
+    def update_settings(self, settings: DiscordSettings) -> None:
+        """SIGHUP: new access lists, edit interval and attachment cap, without reconnecting
+        (a new token or endpoint still needs a restart)."""
+        self.settings = settings
+        self.edit_interval_s = settings.edit_interval_s
+        self.access = Access.from_settings(settings, self.bot_settings)
+        self.reader.access = self.access
+        self.reader._attachment_max_kb = settings.attachment_max_kb
 
     async def start(self, sink: Sink) -> None:
         if self.settings.token is None:

@@ -169,6 +169,10 @@ class MatrixAdapter(ReportsFailure):
 
     # -- Adapter protocol -----------------------------------------------------------------------
 
+    def update_settings(self, settings: MatrixSettings) -> None:
+        """SIGHUP: new access lists (allowed users and rooms, admins) without a new login."""
+        self.settings = settings
+
     async def start(self, sink: Sink) -> None:
         """Returns at once: logging in and syncing happen in the background, so a homeserver
         that is down at boot delays Matrix only, never the daemon."""

@@ -1,0 +1,41 @@
+"""SIGHUP hands new platform sections to the adapters: access lists change without a restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from adapters.discord import DiscordAdapter
+from adapters.matrix import MatrixAdapter
+from adapters.matrix_rules import matches
+from bot.settings import load_settings
+
+
+def test_discord_takes_new_access_lists(tmp_path: Path) -> None:
+    before = load_settings(
+        None, bot={"data_dir": tmp_path}, discord={"token": "x" * 30, "allowed_users": [1]}
+    )
+    adapter = DiscordAdapter(before.discord, before.bot)
+    assert adapter.access.allows_user(1) and not adapter.access.allows_user(2)
+    after = load_settings(
+        None,
+        bot={"data_dir": tmp_path},
+        discord={"token": "x" * 30, "blocked_users": [1], "edit_interval_s": 2.5},
+    )
+    adapter.update_settings(after.discord)
+    assert adapter.access.allows_user(2) and not adapter.access.allows_user(1)
+    assert adapter.reader.access is adapter.access
+    assert adapter.edit_interval_s == 2.5
+
+
+def test_matrix_takes_new_access_lists(tmp_path: Path) -> None:
+    section = {"homeserver": "http://127.0.0.1:1", "user_id": "@bot:localhost"}
+    before = load_settings(
+        None, bot={"data_dir": tmp_path}, matrix={**section, "allowed_users": ["@a:localhost"]}
+    )
+    adapter = MatrixAdapter(before.matrix, before.bot)
+    assert not matches("@b:localhost", adapter.settings.allowed_users)
+    after = load_settings(
+        None, bot={"data_dir": tmp_path}, matrix={**section, "allowed_users": ["@*:localhost"]}
+    )
+    adapter.update_settings(after.matrix)
+    assert matches("@b:localhost", adapter.settings.allowed_users)
