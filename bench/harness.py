@@ -86,6 +86,14 @@ def write(name: str, data: dict[str, Any]) -> Path:
     return path
 
 
+def percentile_rows(named: dict[str, dict[str, float]], digits: int) -> list[list[str]]:
+    """[name, p50, p90, max] rows of `summary()` results, for `table()`."""
+    return [
+        [name, *(f"{s[key]:.{digits}f}" for key in ("p50", "p90", "max"))]
+        for name, s in named.items()
+    ]
+
+
 def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
     cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness import ROOT, summary, table, tiny_model, write
+from bench.harness import ROOT, percentile_rows, summary, table, tiny_model, write
 from bot import logs
 from bot.daemon import Daemon
 from bot.engine import Engine
@@ -138,14 +138,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args()
     result = asyncio.run(measure(args.messages, args.warmup))
-    rows = [
-        [name, f"{s['p50']:.0f}", f"{s['p90']:.0f}", f"{s['max']:.0f}"]
-        for name, s in (
-            ("first event (typing or reply)", result["first_event_ms"]),
-            ("first text of the reply", result["first_text_ms"]),
-            ("final text", result["final_text_ms"]),
-        )
-    ]
+    rows = percentile_rows(
+        {
+            "first event (typing or reply)": result["first_event_ms"],
+            "first text of the reply": result["first_text_ms"],
+            "final text": result["final_text_ms"],
+        },
+        0,
+    )
     print(f"{args.messages} messages, encrypted DM, real Synapse, tiny model (ms from send)")
     print(table(rows, ["", "p50", "p90", "max"]))
     p50 = result["first_event_ms"]["p50"]  # type: ignore[index]

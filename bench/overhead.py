@@ -13,7 +13,7 @@ import argparse
 import asyncio
 import time
 
-from bench.harness import summary, table, tiny_model, write
+from bench.harness import percentile_rows, summary, table, tiny_model, write
 from bench.pipeline import bench_daemon
 from bot import logs
 
@@ -49,14 +49,14 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=20)
     args = parser.parse_args()
     result = asyncio.run(measure(args.messages, args.channels))
-    rows = [
-        [name, f"{s['p50']:.2f}", f"{s['p90']:.2f}", f"{s['max']:.2f}"]
-        for name, s in (
-            ("daemon overhead", result["overhead_ms"]),
-            ("model (excluded)", result["model_ms"]),
-            ("end to end", result["total_ms"]),
-        )
-    ]
+    rows = percentile_rows(
+        {
+            "daemon overhead": result["overhead_ms"],
+            "model (excluded)": result["model_ms"],
+            "end to end": result["total_ms"],
+        },
+        2,
+    )
     print(f"{args.messages} messages over {args.channels} channels, tiny model (ms)")
     print(table(rows, ["", "p50", "p90", "max"]))
     p50 = result["overhead_ms"]["p50"]  # type: ignore[index]

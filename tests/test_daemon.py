@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from persona_files import only_persona
 
 from bot import texts
 from bot.backend import Backend
@@ -299,22 +300,12 @@ def test_clean_text(raw: str, clean: str) -> None:
     assert clean_text(raw) == clean
 
 
-LONG_PERSONA = """description = "never stops by itself"
-temperature = 0.0
-max_tokens = 4000
-system_prompt = "You are a test."
-"""
-
-
 async def test_stop_request_ends_the_answer_in_that_channel(
     tmp_path: Path, tiny_model: Path
 ) -> None:
-    personas = tmp_path / "personas"
-    personas.mkdir()
-    (personas / "long.toml").write_text(LONG_PERSONA)
-    async with daemon_for(
-        tmp_path, tiny_model, n_ctx=8192, bot={"personas_dir": personas, "default_persona": "long"}
-    ) as (daemon, adapter):
+    # Greedy decoding never stops by itself with the tiny model.
+    long = only_persona(tmp_path, "long", max_tokens=4000, temperature=0.0)
+    async with daemon_for(tmp_path, tiny_model, n_ctx=8192, bot=long) as (daemon, adapter):
         msg = message("go on forever")
         await daemon.handle(msg)
         (record,) = adapter.for_message(msg.message_id)

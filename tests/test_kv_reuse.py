@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from persona_files import only_persona
 
 from bot.engine import Engine, Generation, GenerationRequest
 from bot.kv_cache import Rate, Snapshot, SnapshotCache, common_prefix, restore_wins
@@ -167,26 +168,16 @@ def test_restore_only_when_it_wins(nbytes: int, saved: int, wins: bool) -> None:
     assert restore_wins(nbytes, saved, Rate(2e9), Rate(200.0)) is wins
 
 
-SHORT_PERSONA = """description = "short replies"
-temperature = 0.8
-max_tokens = 48
-system_prompt = "You are a test."
-"""
-
-
 async def test_consecutive_prompts_share_their_prefix_until_a_trim(
     tmp_path: Path, tiny_model: Path
 ) -> None:
-    personas = tmp_path / "personas"
-    personas.mkdir()
-    (personas / "short.toml").write_text(SHORT_PERSONA)
     async with daemon_for(
         tmp_path,
         tiny_model,
         n_ctx=1024,
         engine_cls=RecordingEngine,
         kv_cache_mb=16,
-        bot={"personas_dir": personas, "default_persona": "short"},
+        bot=only_persona(tmp_path, "short", max_tokens=48),
     ) as (daemon, adapter):
         starts = []
         for i in range(40):

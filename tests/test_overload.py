@@ -9,6 +9,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from persona_files import only_persona
+
 from bot.events import Outcome
 from recording_adapter import message
 from test_daemon import daemon_for
@@ -21,16 +23,10 @@ def rss_mb() -> float:
     raise AssertionError("no VmRSS")
 
 
-SHORT = 'description = "short"\nmax_tokens = 24\nsystem_prompt = "You are a test."\n'
-
-
 async def test_flood_is_bounded_and_answered_exactly_once(tmp_path: Path, tiny_model: Path) -> None:
-    personas = tmp_path / "personas"
-    personas.mkdir()
-    (personas / "short.toml").write_text(SHORT)  # short replies: the queue is what is tested
-    async with daemon_for(
-        tmp_path, tiny_model, bot={"personas_dir": personas, "default_persona": "short"}
-    ) as (daemon, adapter):
+    # Short replies: the queue is what is tested.
+    short = only_persona(tmp_path, "short", max_tokens=24, temperature=0.7)
+    async with daemon_for(tmp_path, tiny_model, bot=short) as (daemon, adapter):
         before = rss_mb()
         outcomes: Counter[Outcome] = Counter()
         accepted = []
