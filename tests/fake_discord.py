@@ -43,6 +43,9 @@ LOADING = 1 << 7
 ALL_PERMISSIONS = str((1 << 50) - 1)
 
 Json = dict[str, Any]
+REQUESTER: web.RequestKey[Json] = web.RequestKey(
+    "requester", dict
+)  # the bot whose token a REST call carries
 
 
 @dataclass
@@ -68,6 +71,7 @@ class Fault:
 @dataclass
 class Session:
     id: str
+    bot_id: str  # whose connection: several bots may share the fake
     seq: int = 0
     frames: list[Json] = field(default_factory=list)  # every dispatch, for RESUME replays
     ws: web.WebSocketResponse | None = None
@@ -146,10 +150,10 @@ class FakeDiscord:
         self.resumes: list[Json] = []
         self.gateway_paths: list[str] = []
         self.sessions: dict[str, Session] = {}
-        self.session: Session | None = None
+        self.current: dict[str, Session] = {}  # bot id → its live (or resumable) session
         self.forbidden_channels: set[int] = set()
         self.dms_closed: set[int] = set()
-        self.commands: dict[str, list[Json]] = {}
+        self.commands_of: dict[str, dict[str, list[Json]]] = {}  # bot id → scope → commands
         self.interactions: dict[int, Json] = {}
         self.attachments: dict[str, tuple[bytes, str]] = {}
         self.messages: dict[int, Json] = {}
@@ -162,6 +166,8 @@ class FakeDiscord:
 
         self.bot = self._user("hearthbot", bot=True)
         self.app_id = int(self.bot["id"])
+        self.bots: dict[str, Json] = {TOKEN: self.bot}  # token → bot user
+        self.users: list[Json] = []  # added by tests, beyond the fixed cast
         self.alice = self._user("alice", "Alice")
         self.bob = self._user("bob", "Bob")
         self.admin = self._user("root", "Admin Person")
@@ -174,6 +180,33 @@ class FakeDiscord:
         self.channels: dict[int, Json] = {
             int(c["id"]): c for c in (self.general, self.other, self.thread)
         }
+
+    @property
+    def session(self) -> Session | None:
+        """The first bot's session: most tests have one bot."""
+        return self.current.get(self.bot["id"])
+
+    @property
+    def commands(self) -> dict[str, list[Json]]:
+        return self.commands_of.setdefault(self.bot["id"], {})
+
+    def add_bot(self, username: str) -> tuple[str, Json]:
+        """Another bot account in the same guild (a second hearthbot): its token and user."""
+        user = self._user(username, bot=True)
+        token = f"{TOKEN}-{user['id']}"
+        self.bots[token] = user
+        return token, user
+
+    def add_user(self, username: str) -> Json:
+        user = self._user(username, username.title())
+        self.users.append(user)
+        return user
+
+    def add_channel(self, name: str) -> Json:
+        """A text channel, announced in GUILD_CREATE: add it before the client connects."""
+        channel = self._text_channel(name)
+        self.channels[int(channel["id"])] = channel
+        return channel
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -310,7 +343,7 @@ class FakeDiscord:
             member["user"] = user
         return member
 
-    def _guild(self) -> Json:
+    def _guild(self, bot: Json) -> Json:
         everyone = {
             "id": str(self.guild_id),
             "name": "@everyone",
@@ -340,8 +373,8 @@ class FakeDiscord:
             "stickers": [],
             "features": [],
             "member_count": 5,
-            "members": [self._member(self.bot, with_user=True)],
-            "channels": [self.general, self.other],
+            "members": [self._member(bot, with_user=True)],
+            "channels": [c for c in self.channels.values() if c["type"] == 0],
             "threads": [self.thread],
             "presences": [],
             "voice_states": [],
@@ -419,7 +452,7 @@ class FakeDiscord:
         return message
 
     def _everyone(self) -> list[Json]:
-        return [self.bot, self.alice, self.bob, self.admin, self.other_bot]
+        return [*self.bots.values(), self.alice, self.bob, self.admin, self.other_bot, *self.users]
 
     # -- what tests do as Discord users -------------------------------------------------------
 
@@ -608,18 +641,20 @@ class FakeDiscord:
         pattern = re.compile(path_pattern)
         return [c for c in self.calls if c.method == method and pattern.fullmatch(c.path)]
 
-    def bot_messages(self, channel: Json) -> list[Json]:
+    def bot_messages(self, channel: Json, bot: Json | None = None) -> list[Json]:
+        author = (bot or self.bot)["id"]
         return [
             m
             for m in self.messages.values()
-            if m["channel_id"] == channel["id"] and m["author"]["id"] == self.bot["id"]
+            if m["channel_id"] == channel["id"] and m["author"]["id"] == author
         ]
 
-    def replies_to(self, message: Json) -> list[Json]:
+    def replies_to(self, message: Json, bot: Json | None = None) -> list[Json]:
+        author = (bot or self.bot)["id"]
         return [
             m
             for m in self.messages.values()
-            if m["author"]["id"] == self.bot["id"]
+            if m["author"]["id"] == author
             and m.get("message_reference", {}).get("message_id") == message["id"]
         ]
 
@@ -630,9 +665,11 @@ class FakeDiscord:
     # -- gateway --------------------------------------------------------------------------------
 
     async def dispatch(self, event: str, data: Json) -> None:
-        session = self.session
-        if session is None:
-            return  # no client has identified yet: nobody to tell
+        """To every bot's session (none yet: nobody to tell)."""
+        for session in list(self.current.values()):
+            await self._dispatch_to(session, event, data)
+
+    async def _dispatch_to(self, session: Session, event: str, data: Json) -> None:
         session.seq += 1
         frame = {"op": 0, "t": event, "s": session.seq, "d": data}
         session.frames.append(frame)
@@ -676,42 +713,45 @@ class FakeDiscord:
 
     async def _identify(self, ws: web.WebSocketResponse, data: Json) -> None:
         self.identifies += 1
-        if data.get("token") != self.token:
+        bot = self.bots.get(data.get("token", ""))
+        if bot is None:
             await ws.close(code=4004, message=b"Authentication failed.")
             return
         if data.get("intents", 0) & MESSAGE_CONTENT_INTENT and not self.message_content_enabled:
             await ws.close(code=4014, message=b"Disallowed intent(s).")
             return
-        session = Session(id=f"session-{self.snowflake()}", ws=ws)
+        session = Session(id=f"session-{self.snowflake()}", bot_id=bot["id"], ws=ws)
         self.sessions[session.id] = session
-        self.session = session
-        await self.dispatch(
+        self.current[bot["id"]] = session
+        await self._dispatch_to(
+            session,
             "READY",
             {
                 "v": 10,
-                "user": self.bot,
+                "user": bot,
                 "guilds": [{"id": str(self.guild_id), "unavailable": True}],
                 "session_id": session.id,
                 "resume_gateway_url": f"ws://127.0.0.1:{self.port}/resume",
-                "application": {"id": str(self.app_id), "flags": 0},
+                "application": {"id": bot["id"], "flags": 0},
                 "private_channels": [],
                 "relationships": [],
             },
         )
-        await self.dispatch("GUILD_CREATE", self._guild())
+        await self._dispatch_to(session, "GUILD_CREATE", self._guild(bot))
 
     async def _resume(self, ws: web.WebSocketResponse, data: Json) -> None:
         self.resumes.append({k: v for k, v in data.items() if k != "token"})
         session = self.sessions.get(data.get("session_id", ""))
-        if session is None or data.get("token") != self.token:
+        bot = self.bots.get(data.get("token", ""))
+        if session is None or bot is None or bot["id"] != session.bot_id:
             await ws.send_str(json.dumps({"op": 9, "d": False, "s": None, "t": None}))
             return
         session.ws = ws
-        self.session = session
+        self.current[session.bot_id] = session
         for frame in session.frames:
             if frame["s"] > (data.get("seq") or 0):
                 await self._send(ws, frame)
-        await self.dispatch("RESUMED", {})
+        await self._dispatch_to(session, "RESUMED", {})
 
     # -- REST -----------------------------------------------------------------------------------
 
@@ -749,8 +789,11 @@ class FakeDiscord:
         path: str,
     ) -> web.StreamResponse:
         needs_auth = not path.startswith(("/interactions/", "/webhooks/"))
-        if needs_auth and request.headers.get("Authorization") != f"Bot {self.token}":
+        auth = request.headers.get("Authorization", "")
+        bot = self.bots.get(auth.removeprefix("Bot ")) if auth.startswith("Bot ") else None
+        if needs_auth and bot is None:
             return json_response({"message": "401: Unauthorized", "code": 0}, 401)
+        request[REQUESTER] = bot or self.bot
         try:
             return await handler(request)
         except web.HTTPException:
@@ -783,13 +826,13 @@ class FakeDiscord:
         return message
 
     async def _me(self, request: web.Request) -> web.Response:
-        return json_response(self.bot)
+        return json_response(request[REQUESTER])
 
     async def _application(self, request: web.Request) -> web.Response:
         return json_response(
             {
-                "id": str(self.app_id),
-                "name": "hearthbot",
+                "id": request[REQUESTER]["id"],
+                "name": request[REQUESTER]["username"],
                 "icon": None,
                 "description": "",
                 "bot_public": True,
@@ -821,7 +864,8 @@ class FakeDiscord:
                 raise form_error(
                     "message_reference", "MESSAGE_REFERENCE_UNKNOWN_MESSAGE", "Unknown message"
                 )
-        message = self._message(channel, self.bot, body.get("content") or "", reference=reference)
+        author = request[REQUESTER]
+        message = self._message(channel, author, body.get("content") or "", reference=reference)
         await self.dispatch("MESSAGE_CREATE", message)
         return json_response(message)
 
@@ -831,7 +875,7 @@ class FakeDiscord:
     async def _edit_message(self, request: web.Request) -> web.Response:
         channel = self._channel(request)
         message = self._stored(channel, request)
-        if message["author"]["id"] != self.bot["id"]:
+        if message["author"]["id"] != request[REQUESTER]["id"]:
             raise DiscordError(403, 50005, "Cannot edit a message authored by another user")
         self._writable(channel)
         body = await request.json()
@@ -844,7 +888,7 @@ class FakeDiscord:
     async def _delete_message(self, request: web.Request) -> web.Response:
         channel = self._channel(request)
         message = self._stored(channel, request)
-        if message["author"]["id"] != self.bot["id"]:
+        if message["author"]["id"] != request[REQUESTER]["id"]:
             raise DiscordError(403, 50013, "Missing Permissions")
         self.messages.pop(int(message["id"]))
         return web.Response(status=204)
@@ -856,7 +900,7 @@ class FakeDiscord:
         return web.Response(status=204)
 
     async def _put_commands(self, request: web.Request) -> web.Response:
-        if int(request.match_info["aid"]) != self.app_id:
+        if request.match_info["aid"] != request[REQUESTER]["id"]:
             raise DiscordError(403, 50001, "Missing Access")
         body = await request.json()
         for command in body:
@@ -879,7 +923,7 @@ class FakeDiscord:
             }
             for command in body
         ]
-        self.commands[scope] = registered
+        self.commands_of.setdefault(request[REQUESTER]["id"], {})[scope] = registered
         return json_response(registered)
 
     def _interaction_for(self, request: web.Request) -> Json:
@@ -1035,7 +1079,10 @@ async def connected(adapter: Any, fake: FakeDiscord) -> None:
     that makes discord.py dispatch it on a closed client) and slash commands are registered."""
     await until(adapter.is_connected, what="the gateway READY")
     await until(lambda: adapter.client.is_ready(), what="on_ready")
-    await until(lambda: bool(fake.commands), what="slash commands synced")
+    await until(
+        lambda: bool(fake.commands_of.get(str(adapter.client.user.id))),
+        what="slash commands synced",
+    )
 
 
 class ThreadedFake:

@@ -28,7 +28,6 @@ from fake_discord import (
     Json,
     RecordingSink,
     ThreadedFake,
-    checked_calls,
     connected,
     discord_section,
     make_adapter,
@@ -46,15 +45,6 @@ system_prompt = "You are a test."
 """
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeDiscord]:
-    fake = FakeDiscord()
-    await fake.start()
-    yield fake
-    await fake.close()
-    checked_calls(fake)  # allowed_mentions none on everything the bot sent, in every test
-
-
 @asynccontextmanager
 async def hearthbot(
     tmp_path: Path,
@@ -64,6 +54,7 @@ async def hearthbot(
     chatty_tokens: int = 40,
     n_ctx: int = 2048,
     bot: dict[str, Any] | None = None,
+    queue: dict[str, Any] | None = None,
     **discord: Any,
 ) -> AsyncIterator[tuple[Daemon, DiscordAdapter]]:
     # Short, deterministic answers unless a test needs long ones: the suite shares two cores.
@@ -77,7 +68,10 @@ async def hearthbot(
         **(bot or {}),
     }
     settings = load_settings(
-        None, bot=bot_section, discord=discord_section(fake, **discord), queue={"max_pending": 8}
+        None,
+        bot=bot_section,
+        discord=discord_section(fake, **discord),
+        queue=queue or {"max_pending": 8},
     )
     # One thread: llama.cpp's threads spin-wait for each other, which crawls when other
     # processes hold the cores; the tiny model is fast enough on one.
@@ -246,6 +240,52 @@ async def test_bots_webhooks_and_itself_are_ignored(
         await fake.say(fake.alice, fake.general, "not addressed to the bot at all")
         await nothing_happens(fake, daemon)
         assert await daemon.store.count_messages() == 0
+
+
+async def test_two_hearthbots_in_one_channel_never_talk_to_each_other(
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord
+) -> None:
+    """Two daemons, two bot accounts, one channel. Each answers the person who speaks to it.
+    Whatever one's model writes — here a mention of the other and a reply to the other's
+    answer, sent through its own discord.py client — the other never answers."""
+    token_b, bot_b = fake.add_bot("hearthbot-two")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    async with (
+        hearthbot(tmp_path / "a", tiny_model, fake) as (daemon_a, adapter_a),
+        hearthbot(tmp_path / "b", tiny_model, fake, token=token_b) as (daemon_b, _adapter_b),
+    ):
+        both = f"{at(fake)} {fake.mention(bot_b)}"
+        hello = await fake.say(fake.alice, fake.general, f"{both} hello, both of you")
+        for bot in (fake.bot, bot_b):
+            await until(lambda bot=bot: bool(fake.replies_to(hello, bot)), 20, "both answers")
+        (answer_b,) = fake.replies_to(hello, bot_b)
+        # Alice answers B's reply and mentions A: both are spoken to again.
+        again = await fake.say(fake.alice, fake.general, f"{at(fake)} and you?", reply_to=answer_b)
+        for bot in (fake.bot, bot_b):
+            await until(lambda bot=bot: bool(fake.replies_to(again, bot)), 20, "both answers")
+        # A's model addresses B, once by mention and once as a reply to B's answer.
+        general = adapter_a.client.get_channel(int(fake.general["id"]))
+        written = [
+            await general.send(f"{fake.mention(bot_b)} what do you think?"),
+            await general.send(
+                "over to you", reference=general.get_partial_message(answer_b["id"])
+            ),
+        ]
+        await asyncio.sleep(1.0)  # room for a loop to start, if there were one
+        for daemon in (daemon_a, daemon_b):
+            await asyncio.wait_for(daemon.wait_idle(), 20)
+            first, second = await texts_in(daemon, f"discord:{fake.general['id']}")  # Alice's
+            assert "hello, both of you" in first and second.endswith("and you?")
+    for bot in (fake.bot, bot_b):
+        answers = [
+            m
+            for m in fake.bot_messages(fake.general, bot)
+            if "message_reference" in m and int(m["id"]) not in {w.id for w in written}
+        ]
+        replied_to = {m["message_reference"]["message_id"] for m in answers}
+        assert replied_to <= {hello["id"], again["id"]}, "a bot answered a bot"
+    assert fake.calls_to("PUT", r"/channels/\d+/messages/\d+/reactions/.+") == []
 
 
 async def test_access_lists(tmp_path: Path, tiny_model: Path, fake: FakeDiscord) -> None:

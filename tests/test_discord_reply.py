@@ -22,7 +22,6 @@ from fake_discord import (
     FakeDiscord,
     Json,
     RecordingSink,
-    checked_calls,
     connected,
     make_adapter,
     until,
@@ -30,15 +29,6 @@ from fake_discord import (
 
 MESSAGES = r"/channels/\d+/messages"
 ONE_MESSAGE = r"/channels/\d+/messages/\d+"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeDiscord]:
-    fake = FakeDiscord()
-    await fake.start()
-    yield fake
-    await fake.close()
-    checked_calls(fake)
 
 
 @pytest.fixture

@@ -6,14 +6,11 @@ the bot made.)"""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from fake_discord import FakeDiscord, Json, until
 from hostile import hostile_cases
-from test_discord import at, checked_calls, hearthbot
+from test_discord import at, hearthbot
 
 # Discord delivers at most 4,000 characters as content; longer pastes arrive as message.txt.
 CONTENT_LIMIT = 4000
@@ -22,15 +19,6 @@ CONTENT_LIMIT = 4000
 def responded(fake: FakeDiscord, asked: Json) -> bool:
     reacted = fake.calls_to("PUT", rf"/channels/\d+/messages/{asked['id']}/reactions/.+")
     return bool(fake.replies_to(asked) or reacted)
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeDiscord]:
-    fake = FakeDiscord()
-    await fake.start()
-    yield fake
-    await fake.close()
-    checked_calls(fake)  # allowed_mentions none on everything the bot sent
 
 
 async def test_every_case_through_discord(

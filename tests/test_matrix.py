@@ -496,6 +496,37 @@ async def test_group_room_answers_only_mentions_and_replies_to_the_bot(
         }
 
 
+async def test_two_hearthbots_in_one_room_never_talk_to_each_other(
+    synapse: Synapse, tmp_path: Path, tiny_model: Path
+) -> None:
+    """Alice starts one direct chat with two hearthbots (Element's "start chat" with two
+    people). To both it is a DM, where every message is answered: without the marker on what
+    hearthbot sends, each would answer the other's answer, for ever. Each answers Alice once."""
+    accounts = [await synapse.register("bot"), await synapse.register("bot")]
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    async with (
+        peer(synapse, tmp_path) as alice,
+        running_bot(tmp_path / "a", tiny_model, synapse, accounts[0], edit_interval_s=0.2) as a,
+        running_bot(tmp_path / "b", tiny_model, synapse, accounts[1], edit_interval_s=0.2) as b,
+    ):
+        for bot in (a, b):
+            await bot.ready()
+        room = await alice.create_room(invite=[a.user_id, b.user_id], direct=True, encrypted=True)
+        await alice.wait_for(
+            lambda: alice.joined(room, a.user_id) and alice.joined(room, b.user_id)
+        )
+        asked = await alice.send(room, "hello, both of you")
+        for bot in (a, b):
+            answer = await answer_to(alice, bot, asked)
+            assert answer.event.decrypted
+        await asyncio.sleep(3)  # room for a loop to start, if there were one
+        for bot in (a, b):
+            await asyncio.wait_for(bot.daemon.wait_idle(), 20)
+            assert [role for role, _ in await bot.history(room)] == ["user", "assistant"]
+            assert len(alice.messages_from(bot.user_id, room)) == 1  # the answer, nothing else
+
+
 async def test_a_thread_is_its_own_conversation_answered_in_the_thread(
     synapse: Synapse, tmp_path: Path, tiny_model: Path
 ) -> None:
