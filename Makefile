@@ -28,12 +28,13 @@ $(SYNAPSE_STAMP):
 	$(SYNAPSE_VENV)/bin/python -m pip install --quiet "matrix-synapse==$(SYNAPSE_VERSION)"
 	touch $@
 
-# System tools the tests use (strace: the no-network test; systemd-analyze: the unit file's
-# verify and security tests). Installed only when missing.
+# System tools the tests use (strace, unshare, ip: the no-network tests; systemd-analyze: the
+# unit file's verify and security tests). Installed only when missing.
 system-tools:
 	@command -v strace >/dev/null && command -v unshare >/dev/null && \
-		command -v systemd-analyze >/dev/null || \
-		(apt-get update -qq && apt-get install -y -qq strace util-linux systemd >/dev/null)
+		command -v ip >/dev/null && command -v systemd-analyze >/dev/null || \
+		(apt-get update -qq && \
+		apt-get install -y -qq strace util-linux iproute2 systemd >/dev/null)
 
 test: $(STAMP) $(SYNAPSE_STAMP) system-tools
 	$(BIN)/ruff check .

@@ -91,6 +91,18 @@ def synapse_python() -> Path:
     return python
 
 
+def require_synapse() -> None:
+    """In a test: skip without Synapse, but in CI (`CI=true`) fail, never skip."""
+    import pytest  # only tests call this; the benchmarks import this module without pytest
+
+    try:
+        synapse_python()
+    except SynapseMissing as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the Matrix tests: {exc}")
+        pytest.skip(str(exc))
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

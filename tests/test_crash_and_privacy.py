@@ -1,33 +1,27 @@
 """Whole-process behaviour: kill -9 mid-answer, secrets never leak, no network but the chat
-platform. These run `hearthbot chat` as a user would, with the real tiny model."""
+platform. These run `hearthbot chat` (or `run`, on Discord and Matrix) as a user would, with
+the real tiny model."""
 
 from __future__ import annotations
 
-import os
-import re
+import json
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+from synapse import require_synapse
+
+from netns_conversation import chat_env, inet_connects, traced
 
 LONG_PERSONA = """description = "talks until stopped"
 temperature = 0.0
 max_tokens = 3000
 system_prompt = "You are a test."
 """
-
-
-def chat_env(tmp_path: Path, model: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEARTHBOT_")}
-    env.pop("CREDENTIALS_DIRECTORY", None)
-    return env | {
-        "HEARTHBOT_MODEL__PATH": str(model),
-        "HEARTHBOT_MODEL__N_CTX": "8192",
-        "HEARTHBOT_BOT__DATA_DIR": str(tmp_path / "data"),
-        **extra,
-    }
 
 
 def answered_events(stderr: str) -> int:
@@ -122,27 +116,12 @@ def test_secrets_never_show_in_logs_check_or_database(tmp_path: Path, tiny_model
 
 def test_a_whole_conversation_opens_no_connection(tmp_path: Path, tiny_model: Path) -> None:
     """Run in a network namespace with nothing but loopback, under strace: the console
-    conversation makes no connect() at all (Discord and Matrix tests show theirs go only to
-    the chat platform)."""
-    strace, unshare = shutil.which("strace"), shutil.which("unshare")
-    assert strace and unshare, "make test installs strace and util-linux"
+    conversation makes no connect() at all (Discord and Matrix below: only to the platform)."""
+    unshare = shutil.which("unshare")
+    assert unshare, "make test installs util-linux"
     log = tmp_path / "strace.log"
     result = subprocess.run(
-        [
-            unshare,
-            "--net",
-            strace,
-            "-f",
-            "-qq",
-            "-e",
-            "trace=connect",
-            "-o",
-            str(log),
-            sys.executable,
-            "-m",
-            "bot.cli",
-            "chat",
-        ],
+        [unshare, "--net", *traced(log, sys.executable, "-m", "bot.cli", "chat")],
         env=chat_env(tmp_path, tiny_model),
         input="hello\n!status\nhow are you?\n",
         capture_output=True,
@@ -151,6 +130,49 @@ def test_a_whole_conversation_opens_no_connection(tmp_path: Path, tiny_model: Pa
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stderr.count('"event": "answered"') == 2
-    calls = [line for line in log.read_text().splitlines() if "connect(" in line]
-    inet = [line for line in calls if re.search(r"AF_INET6?\b", line)]
-    assert inet == [], inet
+    assert inet_connects(log) == []
+
+
+def conversation_in_netns(platform: str, tmp_path: Path, model: Path) -> dict[str, Any]:
+    """tests/netns_conversation.py in a network namespace with only loopback (up, for the
+    servers it starts there); its result, with `connects` from the bot's strace log. Its own
+    PID namespace too: should the timeout kill it, the bot and Synapse die with it."""
+    unshare = shutil.which("unshare")
+    assert unshare, "make test installs util-linux"
+    script = Path(__file__).with_name("netns_conversation.py")
+    namespaces = ("--net", "--pid", "--fork", "--kill-child", "--mount-proc")
+    run = subprocess.run(
+        [
+            *(unshare, *namespaces, "sh", "-c", 'ip link set lo up && exec "$@"', "sh"),
+            *(sys.executable, str(script), platform, str(model), str(tmp_path)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    bot_log = tmp_path / "bot.log"
+    logs = bot_log.read_text(errors="replace")[-3000:] if bot_log.exists() else ""
+    assert run.returncode == 0, run.stderr[-3000:] + "\n--- bot:\n" + logs
+    result: dict[str, Any] = json.loads((tmp_path / "result.json").read_text())
+    assert result["returncode"] == 0, logs  # SIGTERM: a clean exit
+    return result | {"connects": inet_connects(tmp_path / "strace.log")}
+
+
+def assert_only_the_platform(result: dict[str, Any]) -> None:
+    hello, status, help_, again = result["replies"]
+    assert hello.strip() and again.strip()
+    assert "Context:" in status and "Commands:" in help_
+    platform = {("127.0.0.1", result["port"]), ("::1", result["port"])}
+    assert result["connects"], "no connect() seen: the trace would prove nothing"
+    assert set(result["connects"]) <= platform, result["connects"]
+
+
+def test_a_discord_conversation_connects_only_to_discord(tmp_path: Path, tiny_model: Path) -> None:
+    assert_only_the_platform(conversation_in_netns("discord", tmp_path, tiny_model))
+
+
+def test_a_matrix_conversation_connects_only_to_the_homeserver(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    require_synapse()
+    assert_only_the_platform(conversation_in_netns("matrix", tmp_path, tiny_model))

@@ -32,9 +32,8 @@ from synapse import (
     Peer,
     Seen,
     Synapse,
-    SynapseMissing,
     free_port,
-    synapse_python,
+    require_synapse,
 )
 
 from adapters.matrix import UNDECRYPTABLE_NOTICE, MatrixAdapter
@@ -56,12 +55,7 @@ SECRETS: list[str] = []
 
 @pytest.fixture(scope="session")
 def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synapse]:
-    try:
-        synapse_python()
-    except SynapseMissing as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run the Matrix tests: {exc}")
-        pytest.skip(str(exc))
+    require_synapse()
     server = Synapse(tmp_path_factory.mktemp("synapse"))
     server.start()
     yield server
@@ -698,12 +692,7 @@ async def test_default_rate_limits_slow_the_edits_but_the_answer_completes(
     tmp_path: Path, tiny_model: Path
 ) -> None:
     # Synapse exactly as shipped (rc_message: 0.2/s, burst 10), in its own instance.
-    try:
-        synapse_python()
-    except SynapseMissing as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
+    require_synapse()
     server = Synapse(tmp_path / "synapse-default", rate_limits="default")
     await asyncio.to_thread(server.start)
     try:
