@@ -28,9 +28,8 @@ from bot.settings import load_settings
 from bot.store import Store
 
 sys.path.insert(0, str(ROOT / "tests"))
-from synapse import Peer, Seen, Synapse
-
 from adapters.matrix import MatrixAdapter
+from synapse import Peer, Seen, Synapse
 
 PERSONA = """description = "benchmark"
 temperature = 0.7

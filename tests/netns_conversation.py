@@ -25,9 +25,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from synapse import Peer, Synapse
-
 from fake_discord import FakeDiscord, discord_section, until
+from synapse import Peer, Synapse
 
 # Questions go to the model; `!` lines are commands, answered without it.
 CONVERSATION = ["hello, who are you?", "!status", "!help", "and what can you do?"]

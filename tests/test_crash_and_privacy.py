@@ -13,9 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from synapse import require_synapse
-
 from netns_conversation import chat_env, inet_connects, traced
+from synapse import require_synapse
 
 LONG_PERSONA = """description = "talks until stopped"
 temperature = 0.0

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from persona_files import only_persona
 
 from bot import texts
 from bot.backend import Backend
@@ -27,6 +26,7 @@ from bot.events import (
 from bot.personas import load_personas
 from bot.settings import Settings, load_settings
 from bot.store import Store
+from persona_files import only_persona
 from recording_adapter import RecordedReply, RecordingAdapter, message
 
 DB = "hearthbot.db"

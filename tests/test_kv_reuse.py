@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from persona_files import only_persona
 
 from bot.engine import Engine, Generation, GenerationRequest
 from bot.kv_cache import Rate, Snapshot, SnapshotCache, common_prefix, restore_wins
 from bot.personas import Sampling
+from persona_files import only_persona
 from test_daemon import ask, daemon_for
 
 

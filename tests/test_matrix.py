@@ -26,15 +26,6 @@ import pytest
 import structlog
 from nio import KeyVerificationKey, KeyVerificationMac, ToDeviceMessage, UnknownToDeviceEvent
 from nio.crypto import Sas
-from synapse import (
-    SERVER_NAME,
-    Account,
-    Peer,
-    Seen,
-    Synapse,
-    free_port,
-    require_synapse,
-)
 
 from adapters.matrix import UNDECRYPTABLE_NOTICE, MatrixAdapter
 from adapters.matrix_format import render_html
@@ -47,6 +38,15 @@ from bot.personas import load_personas
 from bot.settings import load_settings
 from bot.store import Store
 from hostile import hostile_cases
+from synapse import (
+    SERVER_NAME,
+    Account,
+    Peer,
+    Seen,
+    Synapse,
+    free_port,
+    require_synapse,
+)
 
 EVERYONE = [f"@*:{SERVER_NAME}"]
 # Passwords and tokens of the current test's accounts: none may appear in the logs.

@@ -11,12 +11,11 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from persona_files import only_persona
-
 from bot.engine import GenerationResult
 from bot.events import Outcome
 from bot.observer import Observer
 from fake_discord import FakeDiscord, Json, until
+from persona_files import only_persona
 from recording_adapter import message
 from test_daemon import daemon_for
 from test_discord import at, hearthbot
