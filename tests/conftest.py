@@ -1,14 +1,15 @@
-"""Shared fixtures: the tiny generated GGUF (real llama.cpp, real weights, a few hundred KB)
-and the fake Discord."""
+"""Shared fixtures: the tiny generated GGUF (real llama.cpp, real weights, a few hundred KB),
+the fake Discord and a real Synapse."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from fake_discord import FakeDiscord, checked_calls
+from synapse import Synapse, require_synapse
 from tinymodel import tiny_model_path
 
 
@@ -26,3 +27,13 @@ async def fake() -> AsyncIterator[FakeDiscord]:
     yield fake
     await fake.close()
     checked_calls(fake)
+
+
+@pytest.fixture(scope="session")
+def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synapse]:
+    """One real Synapse on 127.0.0.1 for the session (a fresh SQLite db starts in ~1.5 s)."""
+    require_synapse()
+    server = Synapse(tmp_path_factory.mktemp("synapse"))
+    server.start()
+    yield server
+    server.stop()

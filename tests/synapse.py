@@ -282,6 +282,18 @@ class Seen:
     at: float  # time.monotonic() when this client's sync delivered it
 
 
+def matrix_section(server: Synapse, account: Account, **matrix: Any) -> dict[str, Any]:
+    """A `[matrix]` config section: `account` on `server`, everyone there allowed unless
+    `allowed_users` says otherwise."""
+    return {
+        "homeserver": server.url,
+        "user_id": account.user_id,
+        "password": account.password,
+        "allowed_users": [f"@*:{SERVER_NAME}"],
+        **matrix,
+    }
+
+
 class Peer:
     """A person's client (real matrix-nio, encryption on) that records what it sees."""
 

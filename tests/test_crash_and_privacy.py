@@ -4,17 +4,23 @@ the real tiny model."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from netns_conversation import chat_env, inet_connects, traced
-from synapse import require_synapse
+from adapters.matrix_state import SESSION_FILE
+from bot_process import BotProcess, chat_env, inet_connects, settings_env, traced
+from fake_discord import FakeDiscord, discord_section
+from persona_files import only_persona
+from synapse import Peer, Synapse, matrix_section, require_synapse
 
 LONG_PERSONA = """description = "talks until stopped"
 temperature = 0.0
@@ -175,3 +181,113 @@ def test_a_matrix_conversation_connects_only_to_the_homeserver(
 ) -> None:
     require_synapse()
     assert_only_the_platform(conversation_in_netns("matrix", tmp_path, tiny_model))
+
+
+# -- kill -9 on Discord and Matrix: `hearthbot run` as a process, the platforms in this loop ----
+
+
+def counts(db: Path) -> tuple[int, int, int]:
+    """(questions, answers, pending) as SQLite holds them: read as a separate connection."""
+    with sqlite3.connect(db) as conn:
+        questions, answers = (
+            conn.execute("SELECT count(*) FROM messages WHERE role = ?", (role,)).fetchone()[0]
+            for role in ("user", "assistant")
+        )
+        (pending,) = conn.execute("SELECT count(*) FROM pending").fetchone()
+    return questions, answers, pending
+
+
+@dataclass
+class Platform:
+    """What the crash test needs of a platform: connect the bot, say something to it, count
+    its replies to a message."""
+
+    env: dict[str, str]
+    ready: Callable[[BotProcess], Awaitable[None]]
+    say: Callable[[str], Awaitable[str]]  # → the message's id
+    replies: Callable[[str], int]
+
+
+async def kill_9_mid_answer_then_restart(tmp_path: Path, model: Path, platform: Platform) -> str:
+    """A question answered; a second one killed mid-answer with kill -9; a restart. The
+    restart answers the interrupted one once, as a new reply, and nothing else: the platform
+    may show it old events again, and they stay answered. Returns the bots' output."""
+    personas = {
+        name: settings_env("bot", only_persona(tmp_path, name, max_tokens=tokens, temperature=0))
+        for name, tokens in (("short", 16), ("long", 3000))
+    }
+    run = {"out": tmp_path, "model": model, **platform.env}
+    async with BotProcess(**run, log_name="1.log", **personas["short"]) as bot:
+        await platform.ready(bot)
+        earlier = await platform.say("a short question")
+        await bot.until(lambda: bot.logged("answered") == 1, "the first answer")
+    async with BotProcess(**run, log_name="2.log", **personas["long"]) as bot:
+        await platform.ready(bot)
+        asked = await platform.say("please talk for a long time")
+        await bot.until(lambda: platform.replies(asked), "the long answer streaming")
+        await bot.kill()
+    db = tmp_path / "data" / "hearthbot.db"
+    assert counts(db) == (2, 1, 1)  # WAL: the question survived; its answer never finished
+    async with BotProcess(**run, log_name="3.log", **personas["short"]) as bot:
+        await platform.ready(bot)
+        await bot.until(lambda: bot.logged("answered") == 1, "the interrupted one answered")
+        await asyncio.sleep(1.5)  # room for old events to be answered again, if they were
+    assert bot.returncode == 0 and bot.logged("answered") == 1
+    # The frozen half answer and the new one; the earlier question still has one answer.
+    assert (platform.replies(earlier), platform.replies(asked)) == (1, 2)
+    assert counts(db) == (2, 2, 0)
+    return "".join((tmp_path / f"{n}.log").read_text() for n in (1, 2, 3))
+
+
+async def test_kill_9_on_discord_then_restart_answers_once(
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord
+) -> None:
+    async def ready(bot: BotProcess) -> None:
+        await bot.until(lambda: bot.logged("discord ready"), "the gateway READY")
+
+    async def say(text: str) -> str:
+        message = await fake.say(fake.alice, fake.general, f"{fake.mention(fake.bot)} {text}")
+        return str(message["id"])
+
+    def replies(message_id: str) -> int:
+        return len(fake.replies_to({"id": message_id}))
+
+    env = settings_env("discord", discord_section(fake))
+    output = await kill_9_mid_answer_then_restart(
+        tmp_path, tiny_model, Platform(env, ready, say, replies)
+    )
+    assert fake.token not in output
+
+
+async def test_kill_9_on_matrix_then_restart_answers_once(
+    tmp_path: Path, tiny_model: Path, synapse: Synapse
+) -> None:
+    account, person = await synapse.register("bot"), await synapse.register("alice")
+    alice = await Peer(synapse, person, tmp_path / "alice").start()
+    rooms: list[str] = []
+
+    async def ready(bot: BotProcess) -> None:
+        await bot.until(lambda: bot.logged("matrix connected"), "the first sync")
+        if not rooms:  # an encrypted DM, as clients open one
+            rooms.append(await alice.create_room([account.user_id], direct=True, encrypted=True))
+            await bot.until(lambda: alice.joined(rooms[0], account.user_id), "the bot to join")
+
+    async def say(text: str) -> str:
+        return await alice.send(rooms[0], text)
+
+    def replies(event_id: str) -> int:
+        return sum(
+            (s.event.source["content"].get("m.relates_to") or {}).get("m.in_reply_to")
+            == {"event_id": event_id}
+            for s in alice.messages_from(account.user_id, rooms[0])
+        )
+
+    env = settings_env("matrix", matrix_section(synapse, account, edit_interval_s=0.2))
+    try:
+        output = await kill_9_mid_answer_then_restart(
+            tmp_path, tiny_model, Platform(env, ready, say, replies)
+        )
+    finally:
+        await alice.stop()
+    session = json.loads((tmp_path / "data" / "matrix" / SESSION_FILE).read_text())
+    assert all(secret not in output for secret in (account.password, session["access_token"]))

@@ -45,21 +45,12 @@ from synapse import (
     Seen,
     Synapse,
     free_port,
+    matrix_section,
     require_synapse,
 )
 
-EVERYONE = [f"@*:{SERVER_NAME}"]
 # Passwords and tokens of the current test's accounts: none may appear in the logs.
 SECRETS: list[str] = []
-
-
-@pytest.fixture(scope="session")
-def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synapse]:
-    require_synapse()
-    server = Synapse(tmp_path_factory.mktemp("synapse"))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -105,16 +96,6 @@ class Bot:
         return [(m.role, m.text) for m in await self.store.history(f"matrix:{room_id}")]
 
 
-def matrix_settings(server: Synapse, account: Account, **matrix: Any) -> dict[str, Any]:
-    return {
-        "homeserver": server.url,
-        "user_id": account.user_id,
-        "password": account.password,
-        "allowed_users": EVERYONE,
-        **matrix,
-    }
-
-
 @asynccontextmanager
 async def running_bot(
     tmp_path: Path,
@@ -128,7 +109,7 @@ async def running_bot(
     pending, typing shown) but nothing answers them: a bot stopped mid-queue."""
     SECRETS.extend([account.password, account.access_token])
     settings = load_settings(
-        None, bot={"data_dir": tmp_path}, matrix=matrix_settings(server, account, **matrix)
+        None, bot={"data_dir": tmp_path}, matrix=matrix_section(server, account, **matrix)
     )
     engine = await Engine.load(model, n_ctx=2048, n_threads=2)
     store = await Store.open(tmp_path / "hearthbot.db")
@@ -745,7 +726,7 @@ async def test_wrong_password_and_bad_token_fail_with_one_clear_line(
         settings = load_settings(
             None,
             bot={"data_dir": tmp_path / str(i)},
-            matrix=matrix_settings(synapse, account, **credentials),
+            matrix=matrix_section(synapse, account, **credentials),
         )
         if settings.matrix.access_token:
             SECRETS.append(settings.matrix.access_token.get_secret_value())
