@@ -23,6 +23,7 @@ import yarl
 
 from adapters.base import ReportsFailure
 from adapters.discord_access import PLATFORM, Access, addressed, may_steer, reaction_kind
+from adapters.discord_catch_up import SeenChannels, missed
 from adapters.discord_commands import CommandTree
 from adapters.discord_incoming import Reader
 from adapters.discord_reply import NONE, InteractionReply, MessageReply
@@ -62,6 +63,8 @@ FATAL_CLOSE = {
 # Discord answers an interaction within 3 s or shows "The application did not respond".
 DEFER_AFTER_S = 2.0
 REMEMBERED_REPLIES = 2000  # bot message id → its reply, for ⏹/🔁 reactions
+REMEMBERED_MESSAGES = 5000  # ids already handled: a caught-up message may also arrive live
+SAVE_SEEN_S = 5.0  # how often where each channel was left is written down
 RETRY_MAX_S = 300.0
 # hearthbot never joins voice: don't warn at every start that voice libraries are missing.
 discord.VoiceClient.warn_nacl = False
@@ -114,7 +117,9 @@ class HearthClient(discord.Client):
             self.adapter.failed(error)
 
     async def on_connect(self) -> None:
+        # discord.py dispatches "connect" on READY: a fresh session, nothing replayed.
         self.adapter.connected = True
+        self.adapter.session_started(self)
 
     async def on_resumed(self) -> None:
         self.adapter.connected = True
@@ -177,6 +182,8 @@ class DiscordAdapter(ReportsFailure):
         self._interactions: dict[str, InteractionReply] = {}
         self._regenerating: dict[str, list[int]] = {}
         self._forbidden: set[int] = set()
+        self._seen: SeenChannels | None = None  # loaded once the bot's user id is known
+        self._handled: OrderedDict[int, None] = OrderedDict()
 
     # -- the Adapter protocol -------------------------------------------------------------------
 
@@ -197,6 +204,7 @@ class DiscordAdapter(ReportsFailure):
         point_at(self.settings.api_base, self.settings.gateway_url)
         _ = self.failure
         self._runner = asyncio.create_task(self._run(), name="discord-client")
+        self.spawn(self._save_seen_often(), "discord-save-seen")
 
     async def stop(self) -> None:
         self._stopping = True
@@ -222,6 +230,7 @@ class DiscordAdapter(ReportsFailure):
         if handlers:
             await asyncio.wait(handlers, timeout=2)
         await self.reader.close()
+        await self._save_seen()
         self.connected = False
 
     def is_connected(self) -> bool:
@@ -347,6 +356,52 @@ class DiscordAdapter(ReportsFailure):
         except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
             log.warning("discord: could not sync slash commands", error=str(exc))
 
+    # -- catching up after a fresh session (adapters.discord_catch_up) -------------------------
+
+    def session_started(self, client: HearthClient) -> None:
+        """Where each channel was left, taken now, before this session's first message
+        moves it on; read once the guilds are in."""
+        assert client.user is not None
+        if self._seen is None or self._seen.user_id != client.user.id:
+            folder = self.bot_settings.data_dir / "discord"
+            self._seen = SeenChannels.load(folder, client.user.id)
+        self.spawn(self._catch_up(client, self._seen.to_read()), "discord-catch-up")
+
+    async def _catch_up(
+        self, client: HearthClient, to_read: list[tuple[int, int, int | None]]
+    ) -> None:
+        await client.wait_until_ready()
+        found = 0
+        async for message in missed(client, to_read, self.settings.catch_up_window_s):
+            found += 1
+            await self.on_message(message)
+        if found:
+            log.info("discord: caught up on messages from while away", messages=found)
+
+    def _first_time(self, message: discord.Message) -> bool:
+        """Whether this message is new here (a caught-up one may also arrive live)."""
+        if message.id in self._handled:
+            return False
+        self._handled[message.id] = None
+        while len(self._handled) > REMEMBERED_MESSAGES:
+            self._handled.popitem(last=False)
+        if self._seen is not None:
+            guild_id = message.guild.id if message.guild else None
+            self._seen.saw(message.channel.id, guild_id, message.id)
+        return True
+
+    async def _save_seen(self) -> None:
+        if self._seen is not None and self._seen.dirty:
+            try:
+                await asyncio.to_thread(self._seen.save)
+            except OSError as exc:
+                log.warning("discord: could not save where channels were left", error=str(exc))
+
+    async def _save_seen_often(self) -> None:
+        while True:
+            await asyncio.sleep(SAVE_SEEN_S)
+            await self._save_seen()
+
     async def _deliver(self, event: ChatEvent) -> None:
         if self._sink is not None and not self._stopping:
             await self._sink(event)
@@ -356,7 +411,7 @@ class DiscordAdapter(ReportsFailure):
     async def on_message(self, message: discord.Message) -> None:
         client = self.client
         me = client.user if client is not None else None
-        if client is None or me is None:
+        if client is None or me is None or not self._first_time(message):
             return
         if not addressed(self.reader.addressing(message, me)):
             return

@@ -74,8 +74,9 @@ from adapters.matrix_rules import (
     thread_root,
     within_window,
 )
-from adapters.matrix_state import STATE_FILE, Session, SyncState, write_private
+from adapters.matrix_state import STATE_FILE, Session, SyncState
 from adapters.matrix_verify import Verifier
+from adapters.state_file import write_private
 from bot import logs
 from bot.events import (
     Capabilities,

@@ -10,43 +10,17 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapters.state_file import read_json, write_private
+
 SESSION_FILE = "session.json"
 STATE_FILE = "state.json"
 # Thread membership of this many recent messages is remembered (a few hundred KB at most).
 MAX_THREAD_EVENTS = 5000
-
-
-def write_private(path: Path, data: dict[str, Any]) -> None:
-    """Atomically replace `path` with `data` as JSON, readable by the owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(data, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +32,7 @@ class Session:
 
     @classmethod
     def load(cls, store_dir: Path) -> Session | None:
-        data = _read(store_dir / SESSION_FILE)
+        data = read_json(store_dir / SESSION_FILE)
         if data is None:
             return None
         try:
@@ -97,7 +71,7 @@ class SyncState:
 
     @classmethod
     def load(cls, store_dir: Path, user_id: str) -> SyncState:
-        data = _read(store_dir / STATE_FILE)
+        data = read_json(store_dir / STATE_FILE)
         # A sync token belongs to one account: another account starts afresh.
         if data is None or data.get("user_id") != user_id:
             return cls()

@@ -159,6 +159,9 @@ class DiscordSettings(Section):
         default_factory=list, description="Sync slash commands to these servers only (fast)."
     )
     attachment_max_kb: int = Field(256, ge=0, le=8192, description="Text attachments read up to.")
+    catch_up_window_s: float = Field(
+        600, ge=0, description="Messages sent while the bot was away are answered if this young."
+    )
     api_base: str = Field("https://discord.com/api/v10", description="REST base (proxies).")
     gateway_url: str = Field("wss://gateway.discord.gg/", description="Gateway URL (proxies).")
 

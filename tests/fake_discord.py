@@ -222,6 +222,7 @@ class FakeDiscord:
             ("GET", "/channels/{cid}", self._get_channel),
             ("POST", "/channels/{cid}/typing", self._typing),
             ("POST", "/channels/{cid}/messages", self._create_message),
+            ("GET", "/channels/{cid}/messages", self._history),
             ("GET", "/channels/{cid}/messages/{mid}", self._get_message),
             ("PATCH", "/channels/{cid}/messages/{mid}", self._edit_message),
             ("DELETE", "/channels/{cid}/messages/{mid}", self._delete_message),
@@ -629,6 +630,11 @@ class FakeDiscord:
         ws, self.session.ws = self.session.ws, None
         await ws.close(code=code, message=b"dropped by the fake")
 
+    def forget_sessions(self) -> None:
+        """Discord forgets every session (a gap too long): a RESUME gets op 9, the client
+        must IDENTIFY afresh, and what was dispatched meanwhile is never delivered."""
+        self.sessions.clear()
+
     async def request_reconnect(self) -> None:
         """Op 7: Discord asks the client to reconnect and resume."""
         assert self.session is not None and self.session.ws is not None
@@ -868,6 +874,21 @@ class FakeDiscord:
         message = self._message(channel, author, body.get("content") or "", reference=reference)
         await self.dispatch("MESSAGE_CREATE", message)
         return json_response(message)
+
+    async def _history(self, request: web.Request) -> web.Response:
+        """Like Discord: newest first, at most `limit` (1–100); with `after`, the messages
+        right after it; else the newest (before `before`, if given)."""
+        channel = self._channel(request)
+        limit = int(request.query.get("limit", "50"))
+        if not 1 <= limit <= 100:
+            raise form_error("limit", "NUMBER_TYPE_MAX", "limit must be 1 to 100")
+        ids = sorted(i for i, m in self.messages.items() if m["channel_id"] == channel["id"])
+        if "after" in request.query:
+            chosen = [i for i in ids if i > int(request.query["after"])][:limit]
+        else:
+            before = int(request.query.get("before", str(1 << 63)))
+            chosen = [i for i in ids if i < before][-limit:]
+        return json_response([self.messages[i] for i in reversed(chosen)])
 
     async def _get_message(self, request: web.Request) -> web.Response:
         return json_response(self._stored(self._channel(request), request))

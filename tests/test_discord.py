@@ -482,6 +482,54 @@ async def test_gateway_drops_resume_without_loss_or_repeats(
             assert len(fake.replies_to(asked)) == 1
 
 
+async def test_a_new_session_catches_up_on_what_it_missed(
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord
+) -> None:
+    """Discord replays nothing to a fresh session (after a gap too long to RESUME): the bot
+    reads each channel's history from the last message it saw."""
+    async with hearthbot(tmp_path, tiny_model, fake) as (daemon, _adapter):
+        seen = await fake.say(fake.alice, fake.general, f"{at(fake)} hello")
+        await answer(fake, daemon, seen)
+        await fake.drop()
+        fake.forget_sessions()
+        during = await fake.say(fake.alice, fake.general, f"{at(fake)} are you there?")
+        assert fake.connected is False  # said in the gap, and lost with the session
+        assert await answer(fake, daemon, during)
+        assert fake.identifies == 2 and fake.resumes  # it tried to resume first
+        await asyncio.sleep(0.3)
+        await daemon.wait_idle()
+        assert (len(fake.replies_to(seen)), len(fake.replies_to(during))) == (1, 1)
+
+
+async def test_a_restart_answers_what_was_asked_while_away_once(
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord
+) -> None:
+    window = 3.0
+    dm = fake.dm_channel(fake.alice)
+    async with hearthbot(tmp_path, tiny_model, fake, catch_up_window_s=window) as (daemon, _):
+        before = [
+            await fake.say(fake.alice, fake.general, f"{at(fake)} before the restart"),
+            await fake.say(fake.alice, dm, "a DM before the restart"),
+        ]
+        for asked in before:
+            await answer(fake, daemon, asked)
+    # hearthbot is down: one question that will be too old, chatter, then fresh questions.
+    too_old = await fake.say(fake.alice, fake.general, f"{at(fake)} asked long ago")
+    await fake.say(fake.bob, fake.general, "chatter, not for the bot")
+    await asyncio.sleep(window + 0.2)
+    fresh = [
+        await fake.say(fake.alice, fake.general, f"{at(fake)} asked while you were away"),
+        await fake.say(fake.bob, fake.general, f"{at(fake)} !status"),
+        await fake.say(fake.alice, dm, "and a DM while you were away"),
+    ]
+    async with hearthbot(tmp_path, tiny_model, fake, catch_up_window_s=window) as (daemon, _):
+        for asked in fresh:
+            await until(lambda asked=asked: bool(fake.replies_to(asked)), 20, "a caught-up answer")
+        await asyncio.sleep(0.3)
+        await daemon.wait_idle()
+    assert [len(fake.replies_to(m)) for m in [*before, too_old, *fresh]] == [1, 1, 0, 1, 1, 1]
+
+
 async def test_missing_intent_resolves_failure(fake: FakeDiscord) -> None:
     fake.message_content_enabled = False
     adapter = make_adapter(fake)

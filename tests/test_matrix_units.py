@@ -20,8 +20,8 @@ from adapters.matrix_state import (
     STATE_FILE,
     Session,
     SyncState,
-    write_private,
 )
+from adapters.state_file import write_private
 from bot.events import Incoming
 from bot.settings import load_settings
 
