@@ -28,6 +28,7 @@ from adapters.discord_commands import CommandTree
 from adapters.discord_incoming import Reader
 from adapters.discord_reply import NONE, InteractionReply, MessageReply
 from adapters.discord_text import LIMIT, NOT_ALLOWED, NOT_NOW, REFUSED_EMOJI
+from bot.commands import Command, may_use, parse_command
 from bot.events import (
     Capabilities,
     ChatEvent,
@@ -187,14 +188,16 @@ class DiscordAdapter(ReportsFailure):
 
     # -- the Adapter protocol -------------------------------------------------------------------
 
-    def update_settings(self, settings: DiscordSettings) -> None:
-        """SIGHUP: new access lists, edit interval and attachment cap, without reconnecting
-        (a new token or endpoint still needs a restart)."""
+    def update_settings(self, settings: DiscordSettings, bot: BotSettings) -> None:
+        """SIGHUP: new access lists (`[bot] admins` too), edit interval, attachment cap and
+        persona names, without reconnecting (a new token or endpoint needs a restart)."""
         self.settings = settings
+        self.bot_settings = bot
         self.edit_interval_s = settings.edit_interval_s
-        self.access = Access.from_settings(settings, self.bot_settings)
+        self.access = Access.from_settings(settings, bot)
         self.reader.access = self.access
         self.reader._attachment_max_kb = settings.attachment_max_kb
+        self.persona_names[:] = load_personas(bot.personas_dir).names()  # autocomplete's list
 
     async def start(self, sink: Sink) -> None:
         if self.settings.token is None:
@@ -499,6 +502,11 @@ class DiscordAdapter(ReportsFailure):
             server_id=str(guild_id) if guild_id else None,
             is_admin=self.access.is_admin(user.id),
         )
+        command = parse_command(text)
+        if isinstance(command, Command) and not may_use(
+            command.name, self.bot_settings.admin_commands, incoming.is_direct, incoming.is_admin
+        ):
+            reply.ephemeral = True  # "only an admin can": for the asker's eyes alone
         self._interactions[incoming.message_id] = reply
         try:
             handled = asyncio.ensure_future(self._deliver(incoming))

@@ -170,8 +170,9 @@ class MatrixAdapter(ReportsFailure):
 
     # -- Adapter protocol -----------------------------------------------------------------------
 
-    def update_settings(self, settings: MatrixSettings) -> None:
-        """SIGHUP: new access lists (allowed users and rooms, admins) without a new login."""
+    def update_settings(self, settings: MatrixSettings, bot: BotSettings) -> None:
+        """SIGHUP: new access lists (allowed users and rooms, admins) without a new login.
+        (`[bot]` admins are the core's to check.)"""
         self.settings = settings
 
     async def start(self, sink: Sink) -> None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from bot import texts
 from bot.channel_settings import Resolved, resolve_for
-from bot.commands import Command, help_text
+from bot.commands import Command, help_text, may_use
 from bot.events import Incoming
 from bot.store import RANDOM_SEED
 
@@ -19,14 +19,11 @@ class CommandRunner:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
 
-    def may_use(self, name: str, message: Incoming) -> bool:
-        """Admin commands are open to admins, and to anyone in their own direct chat."""
-        restricted = name in self.daemon.settings.bot.admin_commands
-        return not restricted or message.is_direct or self.daemon.is_admin(message)
-
     async def run(self, command: Command, message: Incoming) -> str:
         changes = command.arg is not None
-        if changes and not self.may_use(command.name, message):
+        admin_commands = self.daemon.settings.bot.admin_commands
+        is_admin = self.daemon.is_admin(message)
+        if changes and not may_use(command.name, admin_commands, message.is_direct, is_admin):
             return texts.NOT_ADMIN.format(name=command.name)
         handler = getattr(self, f"_{command.name}")
         return await handler(command, message)

@@ -113,6 +113,11 @@ def parse_command(text: str) -> Command | CommandError | None:
     return Command(name, arg)
 
 
+def may_use(name: str, admin_commands: list[str], is_direct: bool, is_admin: bool) -> bool:
+    """Admin commands are open to admins, and to anyone in their own direct chat."""
+    return name not in admin_commands or is_direct or is_admin
+
+
 def help_text(admin_commands: frozenset[str] | set[str]) -> str:
     lines = ["Commands:"]
     for spec in COMMANDS.values():

@@ -193,7 +193,7 @@ class Service:
             section = getattr(settings, name, None)
             if callable(hook) and isinstance(section, BaseModel):
                 try:
-                    if inspect.isawaitable(outcome := hook(section)):
+                    if inspect.isawaitable(outcome := hook(section, daemon.settings.bot)):
                         await outcome
                     updated.append(name)
                 except Exception:

@@ -8,6 +8,7 @@ from adapters.discord import DiscordAdapter
 from adapters.matrix import MatrixAdapter
 from adapters.matrix_rules import matches
 from bot.settings import load_settings
+from persona_files import only_persona
 
 
 def test_discord_takes_new_access_lists(tmp_path: Path) -> None:
@@ -16,15 +17,19 @@ def test_discord_takes_new_access_lists(tmp_path: Path) -> None:
     )
     adapter = DiscordAdapter(before.discord, before.bot)
     assert adapter.access.allows_user(1) and not adapter.access.allows_user(2)
+    personas = only_persona(tmp_path, "newcomer", max_tokens=8)
     after = load_settings(
         None,
-        bot={"data_dir": tmp_path},
+        bot={"data_dir": tmp_path, "admins": ["discord:3"], **personas},
         discord={"token": "x" * 30, "blocked_users": [1], "edit_interval_s": 2.5},
     )
-    adapter.update_settings(after.discord)
+    names = adapter.persona_names  # the list slash-command autocomplete reads
+    adapter.update_settings(after.discord, after.bot)
     assert adapter.access.allows_user(2) and not adapter.access.allows_user(1)
     assert adapter.reader.access is adapter.access
     assert adapter.edit_interval_s == 2.5
+    assert adapter.access.is_admin(3)  # `[bot] admins` reach Discord's access too
+    assert "newcomer" in names
 
 
 def test_matrix_takes_new_access_lists(tmp_path: Path) -> None:
@@ -37,5 +42,5 @@ def test_matrix_takes_new_access_lists(tmp_path: Path) -> None:
     after = load_settings(
         None, bot={"data_dir": tmp_path}, matrix={**section, "allowed_users": ["@*:localhost"]}
     )
-    adapter.update_settings(after.matrix)
+    adapter.update_settings(after.matrix, after.bot)
     assert matches("@b:localhost", adapter.settings.allowed_users)

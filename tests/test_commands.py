@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.commands import COMMANDS, Command, CommandError, help_text, parse_command
+from bot.commands import COMMANDS, Command, CommandError, help_text, may_use, parse_command
 
 RANGE_ERROR = "!temperature [x] needs a number from 0 to 2, e.g. !temperature 0.7."
 SEED_ERROR = "!seed [n|random] needs a whole number from 0 to 4294967295, or `random`."
@@ -132,3 +132,16 @@ def test_help_lists_every_command_and_marks_admin_ones() -> None:
 
 def test_help_without_admin_commands_marks_nothing() -> None:
     assert "(admin)" not in help_text(frozenset())
+
+
+@pytest.mark.parametrize(
+    ("name", "is_direct", "is_admin", "allowed"),
+    [
+        ("status", False, False, True),  # not an admin command
+        ("persona", False, False, False),
+        ("persona", False, True, True),
+        ("persona", True, False, True),  # anyone may change their own direct chat
+    ],
+)
+def test_may_use(name: str, is_direct: bool, is_admin: bool, allowed: bool) -> None:
+    assert may_use(name, ["persona", "seed"], is_direct, is_admin) is allowed

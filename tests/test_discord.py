@@ -366,6 +366,7 @@ async def test_slash_commands_and_autocomplete(
         coder = {"name": "name", "type": 3, "value": "coder"}
         refused = await run(fake.alice, "persona", coder)  # not an admin
         assert "Only an admin" in refused["data"]["content"]
+        assert refused["data"]["flags"] & 64  # a refusal is for the asker alone
         changed = await run(fake.admin, "persona", coder)
         assert changed["type"] == 4 and "Persona is now coder" in changed["data"]["content"]
         assert not changed["data"].get("flags", 0) & 64  # the channel sees the change

@@ -17,7 +17,7 @@ from bot.daemon import Daemon
 from bot.events import Incoming, Outcome
 from bot.personas import load_personas
 from bot.service import Service, changed_fields
-from bot.settings import load_settings
+from bot.settings import BotSettings, load_settings
 from bot.store import Store
 from bot.systemd import Notifier
 from recording_adapter import RecordedReply, RecordingAdapter, message
@@ -139,8 +139,9 @@ class Reloadable(RecordingAdapter):
         super().__init__()
         self.sections: list[Any] = []
 
-    async def update_settings(self, section: BaseModel) -> None:
+    async def update_settings(self, section: BaseModel, bot: BotSettings) -> None:
         self.sections.append(section)
+        self.bot = bot
 
 
 async def test_reload_swaps_personas_and_access_lists(tmp_path: Path, tiny_model: Path) -> None:
@@ -171,6 +172,7 @@ async def test_reload_swaps_personas_and_access_lists(tmp_path: Path, tiny_model
         assert daemon.settings.bot.default_persona == "second"
         assert daemon.is_admin(_from_discord("42")) and not daemon.is_admin(_from_discord("1"))
         assert [s.admins for s in adapter.sections] == [[1, 2]]
+        assert adapter.bot.admins == ["discord:42"]  # the live [bot] settings come along
         assert daemon.settings.queue.max_pending == 64  # needs a restart: unchanged
 
         # A broken config changes nothing.
