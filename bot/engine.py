@@ -257,6 +257,10 @@ class Engine(UsesChatText):
         while (job := self._jobs.get()) is not None:
             job()
 
+    async def ping(self) -> None:
+        """A trivial job through the model thread: returns once the worker takes jobs."""
+        await self._call(lambda: None)
+
     async def _call(self, fn: Callable[[], Any]) -> Any:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()

@@ -20,12 +20,10 @@ Ping = Callable[[], Awaitable[object]]
 
 
 def worker_ping(backend: object) -> Ping | None:
-    """A trivial job through the backend's model thread, if it has one (the in-process
-    engine does; a remote server's health is its own)."""
-    call = getattr(backend, "_call", None)
-    if call is None:
-        return None
-    return lambda: call(lambda: None)
+    """The backend's `ping` (a trivial job through its model thread), if it has a thread:
+    the in-process engine does; a remote server's health is its own."""
+    ping = getattr(backend, "ping", None)
+    return ping if callable(ping) else None
 
 
 class WorkerProbe:
