@@ -28,7 +28,7 @@ from adapters.discord_commands import CommandTree
 from adapters.discord_incoming import Reader
 from adapters.discord_reply import NONE, InteractionReply, MessageReply
 from adapters.discord_text import LIMIT, NOT_ALLOWED, NOT_NOW, REFUSED_EMOJI
-from bot.commands import Command, may_use, parse_command
+from bot.commands import Command, may_run, parse_command
 from bot.events import (
     Capabilities,
     ChatEvent,
@@ -503,8 +503,8 @@ class DiscordAdapter(ReportsFailure):
             is_admin=self.access.is_admin(user.id),
         )
         command = parse_command(text)
-        if isinstance(command, Command) and not may_use(
-            command.name, self.bot_settings.admin_commands, incoming.is_direct, incoming.is_admin
+        if isinstance(command, Command) and not may_run(
+            command, self.bot_settings.admin_commands, incoming.is_direct, incoming.is_admin
         ):
             reply.ephemeral = True  # "only an admin can": for the asker's eyes alone
         self._interactions[incoming.message_id] = reply

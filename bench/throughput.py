@@ -178,6 +178,7 @@ async def measure(model: Path, max_tokens: int, repeats: int, n_ctx: int) -> dic
         "max_tokens": max_tokens,
         "repeats": repeats,
         "threads": threads,
+        "prompt_tokens": len(prompt),
         "tokens_per_s": {name: summary(values) for name, values in runs.items()},
         "ratio_vs_create_completion": summary(ratios),
         "ratio_vs_bare": summary(ratios_bare),

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from bot import texts
 from bot.channel_settings import Resolved, resolve_for
-from bot.commands import Command, help_text, may_use
+from bot.commands import Command, help_text, may_run
 from bot.events import Incoming
 from bot.store import RANDOM_SEED
 
@@ -20,10 +20,9 @@ class CommandRunner:
         self.daemon = daemon
 
     async def run(self, command: Command, message: Incoming) -> str:
-        changes = command.arg is not None
         admin_commands = self.daemon.settings.bot.admin_commands
         is_admin = self.daemon.is_admin(message)
-        if changes and not may_use(command.name, admin_commands, message.is_direct, is_admin):
+        if not may_run(command, admin_commands, message.is_direct, is_admin):
             return texts.NOT_ADMIN.format(name=command.name)
         handler = getattr(self, f"_{command.name}")
         return await handler(command, message)

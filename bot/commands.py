@@ -72,13 +72,14 @@ class CommandSpec:
     usage: str
     summary: str
     parse_arg: Callable[[str], str | float | int | None]
+    changes_bare: bool = False  # changes something even without an argument
 
 
 COMMANDS: dict[str, CommandSpec] = {
     spec.name: spec
     for spec in (
         CommandSpec("help", "!help", "list the commands", _none),
-        CommandSpec("reset", "!reset", "clear this channel's history", _none),
+        CommandSpec("reset", "!reset", "clear this channel's history", _none, changes_bare=True),
         CommandSpec(
             "persona", "!persona [name]", "list personas, or switch to one", _optional_word
         ),
@@ -113,9 +114,12 @@ def parse_command(text: str) -> Command | CommandError | None:
     return Command(name, arg)
 
 
-def may_use(name: str, admin_commands: list[str], is_direct: bool, is_admin: bool) -> bool:
-    """Admin commands are open to admins, and to anyone in their own direct chat."""
-    return name not in admin_commands or is_direct or is_admin
+def may_run(command: Command, admin_commands: list[str], is_direct: bool, is_admin: bool) -> bool:
+    """An admin command changes things only for admins, and for anyone in their own direct
+    chat; showing the current value (no argument) is open to all."""
+    spec = COMMANDS.get(command.name)
+    changes = command.arg is not None or (spec is not None and spec.changes_bare)
+    return not changes or command.name not in admin_commands or is_direct or is_admin
 
 
 def help_text(admin_commands: frozenset[str] | set[str]) -> str:

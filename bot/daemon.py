@@ -304,12 +304,17 @@ class Daemon:
         return await self._accept(message, text, ticket, adapter)
 
     async def _defer(self, message: Incoming) -> Outcome:
-        """Shutting down: not answered now, but saved as pending, so the next start answers
-        it (within catch_up_window_s) instead of it being lost."""
+        """Shutting down: a question is not answered now, but saved as pending, so the next
+        start answers it (within catch_up_window_s) instead of it being lost. A command is
+        not kept: its sender is told to try again."""
         text = clean_text(message.text)
-        if text and parse_command(text) is None:
+        if not text:
+            return Outcome.IGNORED
+        if parse_command(text) is None:
             await self.store.accept(message, text)
-        return Outcome.IGNORED
+            return Outcome.IGNORED
+        await self.adapters[message.platform].open_reply(message).finish(texts.TRY_AGAIN)
+        return Outcome.COMMAND
 
     async def _accept(
         self, message: Incoming, text: str, ticket: Ticket, adapter: Adapter

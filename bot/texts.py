@@ -12,6 +12,7 @@ TOO_LONG = (
     "Please shorten it."
 )
 MISSED_WHILE_DOWN = "Sorry, I was offline when this arrived and it is too old to answer now."
+TRY_AGAIN = "hearthbot is restarting; please try that again in a minute."
 SHUTTING_DOWN = "(Stopped: hearthbot is shutting down. I'll answer when I'm back.)"
 CANCELLED = "(stopped)"
 NOT_ADMIN = "Only an admin can use !{name} here."

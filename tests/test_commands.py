@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.commands import COMMANDS, Command, CommandError, help_text, may_use, parse_command
+from bot.commands import COMMANDS, Command, CommandError, help_text, may_run, parse_command
 
 RANGE_ERROR = "!temperature [x] needs a number from 0 to 2, e.g. !temperature 0.7."
 SEED_ERROR = "!seed [n|random] needs a whole number from 0 to 4294967295, or `random`."
@@ -135,13 +135,16 @@ def test_help_without_admin_commands_marks_nothing() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "is_direct", "is_admin", "allowed"),
+    ("command", "is_direct", "is_admin", "allowed"),
     [
-        ("status", False, False, True),  # not an admin command
-        ("persona", False, False, False),
-        ("persona", False, True, True),
-        ("persona", True, False, True),  # anyone may change their own direct chat
+        (Command("status"), False, False, True),  # not an admin command
+        (Command("persona"), False, False, True),  # showing is open to all
+        (Command("persona", "coder"), False, False, False),
+        (Command("persona", "coder"), False, True, True),
+        (Command("persona", "coder"), True, False, True),  # anyone in their own direct chat
+        (Command("reset"), False, False, False),  # changes things without an argument
+        (Command("reset"), True, False, True),
     ],
 )
-def test_may_use(name: str, is_direct: bool, is_admin: bool, allowed: bool) -> None:
-    assert may_use(name, ["persona", "seed"], is_direct, is_admin) is allowed
+def test_may_run(command: Command, is_direct: bool, is_admin: bool, allowed: bool) -> None:
+    assert may_run(command, ["persona", "reset"], is_direct, is_admin) is allowed

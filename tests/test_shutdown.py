@@ -101,6 +101,11 @@ async def test_after_the_grace_period_a_notice_and_the_message_stays_pending(
         assert await daemon.handle(late) is Outcome.IGNORED
         assert late.message_id in [p.message.message_id for p in await daemon.store.pending()]
         assert not adapter.for_message(late.message_id)
+        # A command then is not kept (commands never are): its sender is told to try again.
+        status = message("!status", channel="c9")
+        assert await daemon.handle(status) is Outcome.COMMAND
+        (told,) = adapter.for_message(status.message_id)
+        assert told.final == texts.TRY_AGAIN
 
 
 async def test_a_second_signal_skips_the_grace_period(tmp_path: Path, tiny_model: Path) -> None:
