@@ -23,7 +23,7 @@ import yarl
 
 from adapters.base import ReportsFailure
 from adapters.discord_access import PLATFORM, Access, addressed, may_steer, reaction_kind
-from adapters.discord_catch_up import SeenChannels, missed
+from adapters.discord_catch_up import CatchUp
 from adapters.discord_commands import CommandTree
 from adapters.discord_incoming import Reader
 from adapters.discord_reply import NONE, InteractionReply, MessageReply
@@ -64,8 +64,6 @@ FATAL_CLOSE = {
 # Discord answers an interaction within 3 s or shows "The application did not respond".
 DEFER_AFTER_S = 2.0
 REMEMBERED_REPLIES = 2000  # bot message id → its reply, for ⏹/🔁 reactions
-REMEMBERED_MESSAGES = 5000  # ids already handled: a caught-up message may also arrive live
-SAVE_SEEN_S = 5.0  # how often where each channel was left is written down
 RETRY_MAX_S = 300.0
 # hearthbot never joins voice: don't warn at every start that voice libraries are missing.
 discord.VoiceClient.warn_nacl = False
@@ -118,9 +116,10 @@ class HearthClient(discord.Client):
             self.adapter.failed(error)
 
     async def on_connect(self) -> None:
-        # discord.py dispatches "connect" on READY: a fresh session, nothing replayed.
+        # discord.py dispatches "connect" on READY: a fresh session, nothing replayed. Where
+        # each channel was left is taken now, before this session's first message.
         self.adapter.connected = True
-        self.adapter.session_started(self)
+        self.adapter.catch_up.session_started(self)
 
     async def on_resumed(self) -> None:
         self.adapter.connected = True
@@ -130,7 +129,9 @@ class HearthClient(discord.Client):
         self.adapter.connected = False
 
     async def on_ready(self) -> None:
+        # After every READY, once the guilds are in (their roles decide what is addressed).
         log.info("discord ready", user_id=self.user.id if self.user else None)
+        self.adapter.spawn(self.adapter.read_back_missed(self), "discord-read-back")
 
     async def on_message(self, message: discord.Message) -> None:
         await self.adapter.on_message(message)
@@ -183,21 +184,24 @@ class DiscordAdapter(ReportsFailure):
         self._interactions: dict[str, InteractionReply] = {}
         self._regenerating: dict[str, list[int]] = {}
         self._forbidden: set[int] = set()
-        self._seen: SeenChannels | None = None  # loaded once the bot's user id is known
-        self._handled: OrderedDict[int, None] = OrderedDict()
+        self.catch_up = CatchUp(
+            bot.data_dir / "discord", settings.catch_up_window_s, self.on_message, self.failed
+        )
 
     # -- the Adapter protocol -------------------------------------------------------------------
 
     def update_settings(self, settings: DiscordSettings, bot: BotSettings) -> None:
         """SIGHUP: new access lists (`[bot] admins` too), edit interval, attachment cap and
         persona names, without reconnecting (a new token or endpoint needs a restart)."""
+        names = load_personas(bot.personas_dir).names()  # can fail: before anything changes
         self.settings = settings
         self.bot_settings = bot
         self.edit_interval_s = settings.edit_interval_s
         self.access = Access.from_settings(settings, bot)
         self.reader.access = self.access
         self.reader._attachment_max_kb = settings.attachment_max_kb
-        self.persona_names[:] = load_personas(bot.personas_dir).names()  # autocomplete's list
+        self.catch_up.window_s = settings.catch_up_window_s
+        self.persona_names[:] = names  # the list slash-command autocomplete reads
 
     async def start(self, sink: Sink) -> None:
         if self.settings.token is None:
@@ -207,7 +211,7 @@ class DiscordAdapter(ReportsFailure):
         point_at(self.settings.api_base, self.settings.gateway_url)
         _ = self.failure
         self._runner = asyncio.create_task(self._run(), name="discord-client")
-        self.spawn(self._save_seen_often(), "discord-save-seen")
+        self.spawn(self.catch_up.save_often(), "discord-save-positions")
 
     async def stop(self) -> None:
         self._stopping = True
@@ -233,7 +237,7 @@ class DiscordAdapter(ReportsFailure):
         if handlers:
             await asyncio.wait(handlers, timeout=2)
         await self.reader.close()
-        await self._save_seen()
+        await self.catch_up.save()
         self.connected = False
 
     def is_connected(self) -> bool:
@@ -359,70 +363,48 @@ class DiscordAdapter(ReportsFailure):
         except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
             log.warning("discord: could not sync slash commands", error=str(exc))
 
-    # -- catching up after a fresh session (adapters.discord_catch_up) -------------------------
+    # -- reading back what a fresh session missed (adapters.discord_catch_up) ----------------
 
-    def session_started(self, client: HearthClient) -> None:
-        """Where each channel was left, taken now, before this session's first message
-        moves it on; read once the guilds are in."""
-        assert client.user is not None
-        if self._seen is None or self._seen.user_id != client.user.id:
-            folder = self.bot_settings.data_dir / "discord"
-            self._seen = SeenChannels.load(folder, client.user.id)
-        self.spawn(self._catch_up(client, self._seen.to_read()), "discord-catch-up")
+    async def read_back_missed(self, client: HearthClient) -> None:
+        def current() -> bool:  # a newer session, or a stop, takes over
+            return client is self.client and not self._stopping
 
-    async def _catch_up(
-        self, client: HearthClient, to_read: list[tuple[int, int, int | None]]
-    ) -> None:
-        await client.wait_until_ready()
-        found = 0
-        async for message in missed(client, to_read, self.settings.catch_up_window_s):
-            found += 1
-            await self.on_message(message)
-        if found:
-            log.info("discord: caught up on messages from while away", messages=found)
+        to_read = self.catch_up.to_read_now(client)
+        if to_read:
+            await self.catch_up.read_back(client, to_read, current)
 
-    def _first_time(self, message: discord.Message) -> bool:
-        """Whether this message is new here (a caught-up one may also arrive live)."""
-        if message.id in self._handled:
+    async def _deliver(self, event: ChatEvent) -> bool:
+        """False when it could not be delivered (stopping): nothing was done with it."""
+        if self._sink is None or self._stopping:
             return False
-        self._handled[message.id] = None
-        while len(self._handled) > REMEMBERED_MESSAGES:
-            self._handled.popitem(last=False)
-        if self._seen is not None:
-            guild_id = message.guild.id if message.guild else None
-            self._seen.saw(message.channel.id, guild_id, message.id)
+        await self._sink(event)
         return True
-
-    async def _save_seen(self) -> None:
-        if self._seen is not None and self._seen.dirty:
-            try:
-                await asyncio.to_thread(self._seen.save)
-            except OSError as exc:
-                log.warning("discord: could not save where channels were left", error=str(exc))
-
-    async def _save_seen_often(self) -> None:
-        while True:
-            await asyncio.sleep(SAVE_SEEN_S)
-            await self._save_seen()
-
-    async def _deliver(self, event: ChatEvent) -> None:
-        if self._sink is not None and not self._stopping:
-            await self._sink(event)
 
     # -- events in ------------------------------------------------------------------------------
 
     async def on_message(self, message: discord.Message) -> None:
         client = self.client
         me = client.user if client is not None else None
-        if client is None or me is None or not self._first_time(message):
-            return
+        if client is None or me is None or self._stopping:
+            return  # not looked at: a read-back after the restart will
+        guild_id = message.guild.id if message.guild else None
+        channel_id = message.channel.id
+        if message.author.id == me.id:
+            self.catch_up.saw_own(channel_id, guild_id, message.id)
         if not addressed(self.reader.addressing(message, me)):
             return
-        guild_id = message.guild.id if message.guild else None
-        channels = await self.reader.channel_and_parent(client, message.channel, guild_id)
-        if not self.access.allows(message.author.id, guild_id, channels):
+        if not self.catch_up.first_time(message.id):
             return
-        await self._deliver(await self.reader.incoming(message, me))
+        self.catch_up.begin(channel_id, message.id)
+        done = False
+        try:
+            channels = await self.reader.channel_and_parent(client, message.channel, guild_id)
+            if self.access.allows(message.author.id, guild_id, channels):
+                done = await self._deliver(await self.reader.incoming(message, me))
+            else:
+                done = True
+        finally:
+            self.catch_up.end(channel_id, guild_id, message.id, done)
 
     async def on_edit(self, message: discord.Message, data: Any) -> None:
         client = self.client

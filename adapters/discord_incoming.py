@@ -98,6 +98,7 @@ class Reader:
             reply_to_text=quoted or None,
             server_id=str(guild_id) if guild_id else None,
             is_admin=self.access.is_admin(message.author.id),
+            received_at=message.created_at.timestamp(),  # a message read back is older
         )
 
     def plain(self, message: discord.Message, me: discord.ClientUser) -> str:

@@ -138,10 +138,13 @@ def check_content(body: Json, creating: bool) -> None:
 
 
 class FakeDiscord:
-    """One guild with two text channels and a thread, a few users, DMs on demand."""
+    """One guild with two text channels and a thread, a few users, DMs on demand. More bot
+    accounts can join (`add_bot`): each gets its own session and what Discord would send it
+    (a DM only to the bot in it); slash commands are the first bot's alone."""
 
     def __init__(self, message_content_enabled: bool = True) -> None:
         self.token = TOKEN
+        self.clock_offset_s = 0.0  # < 0: what happens now is dated in the past
         self.message_content_enabled = message_content_enabled
         self.calls: list[Call] = []
         self.errors: list[str] = []  # exceptions inside the fake: bugs in the test, not the bot
@@ -151,6 +154,7 @@ class FakeDiscord:
         self.gateway_paths: list[str] = []
         self.sessions: dict[str, Session] = {}
         self.current: dict[str, Session] = {}  # bot id → its live (or resumable) session
+        self._dm_bots: dict[int, str] = {}  # DM channel → the bot in it
         self.forbidden_channels: set[int] = set()
         self.dms_closed: set[int] = set()
         self.commands_of: dict[str, dict[str, list[Json]]] = {}  # bot id → scope → commands
@@ -260,9 +264,15 @@ class FakeDiscord:
 
     # -- the world ----------------------------------------------------------------------------
 
+    def now(self) -> float:
+        return time.time() + self.clock_offset_s
+
     def snowflake(self) -> int:
-        now = ((int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22) | (next(self._ids) & 0xFFF)
-        self._last_id = max(now, self._last_id + 1)
+        now = ((int(self.now() * 1000) - DISCORD_EPOCH_MS) << 22) | (next(self._ids) & 0xFFF)
+        if now < self._last_id - (60_000 << 22):  # a test set the clock back: ids follow it
+            self._last_id = now
+        else:  # ever increasing, also within one millisecond
+            self._last_id = max(now, self._last_id + 1)
         return self._last_id
 
     def _user(self, username: str, global_name: str | None = None, bot: bool = False) -> Json:
@@ -312,7 +322,7 @@ class FakeDiscord:
             "thread_metadata": {
                 "archived": False,
                 "auto_archive_duration": 1440,
-                "archive_timestamp": iso(),
+                "archive_timestamp": iso(self.now()),
                 "locked": False,
             },
         }
@@ -323,18 +333,22 @@ class FakeDiscord:
         self.channels[int(thread["id"])] = thread
         return thread
 
-    def dm_channel(self, user: Json) -> Json:
-        for channel in self.channels.values():
-            if channel["type"] == 1 and channel["recipients"][0]["id"] == user["id"]:
+    def dm_channel(self, user: Json, bot: Json | None = None) -> Json:
+        """The DM between `user` and a bot (the first one unless named)."""
+        bot_id = (bot or self.bot)["id"]
+        for channel_id, dm_bot in self._dm_bots.items():
+            channel = self.channels[channel_id]
+            if dm_bot == bot_id and channel["recipients"][0]["id"] == user["id"]:
                 return channel
         channel = {"id": str(self.snowflake()), "type": 1, "recipients": [user]}
         self.channels[int(channel["id"])] = channel
+        self._dm_bots[int(channel["id"])] = bot_id
         return channel
 
     def _member(self, user: Json, with_user: bool = False) -> Json:
         member: Json = {
             "roles": [str(self.bot_role_id)] if user is self.bot else [],
-            "joined_at": iso(),
+            "joined_at": iso(self.now()),
             "deaf": False,
             "mute": False,
             "flags": 0,
@@ -384,7 +398,7 @@ class FakeDiscord:
             "soundboard_sounds": [],
             "unavailable": False,
             "large": False,
-            "joined_at": iso(),
+            "joined_at": iso(self.now()),
             "afk_timeout": 300,
             "verification_level": 0,
             "default_message_notifications": 0,
@@ -422,7 +436,7 @@ class FakeDiscord:
             "channel_id": channel["id"],
             "author": author,
             "content": content,
-            "timestamp": iso(),
+            "timestamp": iso(self.now()),
             "edited_timestamp": None,
             "tts": False,
             "mention_everyone": False,
@@ -489,7 +503,7 @@ class FakeDiscord:
         return message
 
     async def user_edit(self, message: Json, content: str) -> Json:
-        message.update(content=content, edited_timestamp=iso())
+        message.update(content=content, edited_timestamp=iso(self.now()))
         await self.dispatch("MESSAGE_UPDATE", message)
         return message
 
@@ -671,9 +685,15 @@ class FakeDiscord:
     # -- gateway --------------------------------------------------------------------------------
 
     async def dispatch(self, event: str, data: Json) -> None:
-        """To every bot's session (none yet: nobody to tell)."""
-        for session in list(self.current.values()):
-            await self._dispatch_to(session, event, data)
+        """To every bot's session (none yet: nobody to tell); an event in a DM only to the
+        bot in it, an interaction only to its application's bot."""
+        channel_id = data.get("channel_id")
+        only = self._dm_bots.get(int(channel_id)) if channel_id else None
+        if event == "INTERACTION_CREATE":
+            only = data["application_id"]
+        for bot_id, session in list(self.current.items()):
+            if only is None or bot_id == only:
+                await self._dispatch_to(session, event, data)
 
     async def _dispatch_to(self, session: Session, event: str, data: Json) -> None:
         session.seq += 1
@@ -879,10 +899,16 @@ class FakeDiscord:
         """Like Discord: newest first, at most `limit` (1–100); with `after`, the messages
         right after it; else the newest (before `before`, if given)."""
         channel = self._channel(request)
+        if int(channel["id"]) in self.forbidden_channels:
+            raise DiscordError(403, 50001, "Missing Access")
         limit = int(request.query.get("limit", "50"))
         if not 1 <= limit <= 100:
             raise form_error("limit", "NUMBER_TYPE_MAX", "limit must be 1 to 100")
-        ids = sorted(i for i, m in self.messages.items() if m["channel_id"] == channel["id"])
+        ids = sorted(
+            i
+            for i, m in self.messages.items()
+            if m["channel_id"] == channel["id"] and not m["flags"] & EPHEMERAL  # never listed
+        )
         if "after" in request.query:
             chosen = [i for i in ids if i > int(request.query["after"])][:limit]
         else:
@@ -902,7 +928,7 @@ class FakeDiscord:
         body = await request.json()
         check_content(body, creating=False)
         if "content" in body:
-            message.update(content=body["content"], edited_timestamp=iso())
+            message.update(content=body["content"], edited_timestamp=iso(self.now()))
         await self.dispatch("MESSAGE_UPDATE", message)
         return json_response(message)
 

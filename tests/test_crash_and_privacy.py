@@ -223,6 +223,9 @@ async def kill_9_mid_answer_then_restart(tmp_path: Path, model: Path, platform: 
         await bot.until(lambda: bot.logged("answered") == 1, "the first answer")
     async with BotProcess(**run, log_name="2.log", **personas["long"]) as bot:
         await platform.ready(bot)
+        # A command is answered but never stored: only the platform shows it was answered.
+        command = await platform.say("!status")
+        await bot.until(lambda: platform.replies(command), "the command's answer")
         asked = await platform.say("please talk for a long time")
         await bot.until(lambda: platform.replies(asked), "the long answer streaming")
         await bot.kill()
@@ -233,8 +236,9 @@ async def kill_9_mid_answer_then_restart(tmp_path: Path, model: Path, platform: 
         await bot.until(lambda: bot.logged("answered") == 1, "the interrupted one answered")
         await asyncio.sleep(1.5)  # room for old events to be answered again, if they were
     assert bot.returncode == 0 and bot.logged("answered") == 1
-    # The frozen half answer and the new one; the earlier question still has one answer.
-    assert (platform.replies(earlier), platform.replies(asked)) == (1, 2)
+    # The frozen half answer and the new one; the earlier question and the command still
+    # have one answer each.
+    assert [platform.replies(m) for m in (earlier, command, asked)] == [1, 1, 2]
     assert counts(db) == (2, 2, 0)
     return "".join((tmp_path / f"{n}.log").read_text() for n in (1, 2, 3))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -487,26 +488,32 @@ async def test_a_new_session_catches_up_on_what_it_missed(
     tmp_path: Path, tiny_model: Path, fake: FakeDiscord
 ) -> None:
     """Discord replays nothing to a fresh session (after a gap too long to RESUME): the bot
-    reads each channel's history from the last message it saw."""
+    reads each channel back from the last message it was done with."""
     async with hearthbot(tmp_path, tiny_model, fake) as (daemon, _adapter):
         seen = await fake.say(fake.alice, fake.general, f"{at(fake)} hello")
         await answer(fake, daemon, seen)
+        fake.forget_sessions()  # first: the client may try to RESUME at once
         await fake.drop()
-        fake.forget_sessions()
-        during = await fake.say(fake.alice, fake.general, f"{at(fake)} are you there?")
+        missed = [
+            await fake.say(fake.alice, fake.general, f"{at(fake)} are you there?"),
+            # Addressed by the bot's role: only known once the guild is back after READY.
+            await fake.say(fake.bob, fake.general, f"<@&{fake.bot_role_id}> and now?"),
+        ]
         assert fake.connected is False  # said in the gap, and lost with the session
-        assert await answer(fake, daemon, during)
+        for asked in missed:
+            assert await answer(fake, daemon, asked)
         assert fake.identifies == 2 and fake.resumes  # it tried to resume first
         await asyncio.sleep(0.3)
         await daemon.wait_idle()
-        assert (len(fake.replies_to(seen)), len(fake.replies_to(during))) == (1, 1)
+        assert [len(fake.replies_to(m)) for m in [seen, *missed]] == [1, 1, 1]
 
 
 async def test_a_restart_answers_what_was_asked_while_away_once(
     tmp_path: Path, tiny_model: Path, fake: FakeDiscord
 ) -> None:
-    window = 3.0
+    window = 60.0
     dm = fake.dm_channel(fake.alice)
+    fake.clock_offset_s = -600  # the first run, and what follows it, were 10 minutes ago
     async with hearthbot(tmp_path, tiny_model, fake, catch_up_window_s=window) as (daemon, _):
         before = [
             await fake.say(fake.alice, fake.general, f"{at(fake)} before the restart"),
@@ -514,10 +521,10 @@ async def test_a_restart_answers_what_was_asked_while_away_once(
         ]
         for asked in before:
             await answer(fake, daemon, asked)
-    # hearthbot is down: one question that will be too old, chatter, then fresh questions.
+    # hearthbot is down: a question that will be too old, chatter, then fresh questions.
     too_old = await fake.say(fake.alice, fake.general, f"{at(fake)} asked long ago")
+    fake.clock_offset_s = 0
     await fake.say(fake.bob, fake.general, "chatter, not for the bot")
-    await asyncio.sleep(window + 0.2)
     fresh = [
         await fake.say(fake.alice, fake.general, f"{at(fake)} asked while you were away"),
         await fake.say(fake.bob, fake.general, f"{at(fake)} !status"),
@@ -525,9 +532,15 @@ async def test_a_restart_answers_what_was_asked_while_away_once(
     ]
     async with hearthbot(tmp_path, tiny_model, fake, catch_up_window_s=window) as (daemon, _):
         for asked in fresh:
-            await until(lambda asked=asked: bool(fake.replies_to(asked)), 20, "a caught-up answer")
+            await until(lambda asked=asked: bool(fake.replies_to(asked)), 20, "a read-back answer")
         await asyncio.sleep(0.3)
         await daemon.wait_idle()
+        # Stored with when it was asked, not when it was read back.
+        with sqlite3.connect(tmp_path / "hearthbot.db") as db:
+            ((created_at,),) = db.execute(
+                "SELECT created_at FROM messages WHERE platform_message_id = ?", (fresh[0]["id"],)
+            )
+        assert abs(created_at - fake.now()) < 30
     assert [len(fake.replies_to(m)) for m in [*before, too_old, *fresh]] == [1, 1, 0, 1, 1, 1]
 
 
