@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import time
 from collections import OrderedDict, deque
 from collections.abc import Coroutine, Iterable
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -366,12 +368,17 @@ class DiscordAdapter(ReportsFailure):
     # -- reading back what a fresh session missed (adapters.discord_catch_up) ----------------
 
     async def read_back_missed(self, client: HearthClient) -> None:
-        def current() -> bool:  # a newer session, or a stop, takes over
-            return client is self.client and not self._stopping
+        def current() -> bool:  # a stop, or a client given up on, ends it
+            return client is self.client and not client.is_closed() and not self._stopping
 
-        to_read = self.catch_up.to_read_now(client)
-        if to_read:
-            await self.catch_up.read_back(client, to_read, current)
+        snapshot = self.catch_up.to_read_now(client)
+        if snapshot is None:
+            return
+        try:
+            await self.catch_up.read_back(client, snapshot, current)
+        except Exception as exc:  # a spawned task: nobody else would see it
+            log.exception("discord: reading back failed")
+            self.failed(exc)
 
     async def _deliver(self, event: ChatEvent) -> bool:
         """False when it could not be delivered (stopping): nothing was done with it."""
@@ -396,15 +403,13 @@ class DiscordAdapter(ReportsFailure):
         if not self.catch_up.first_time(message.id):
             return
         self.catch_up.begin(channel_id, message.id)
-        done = False
+        left = False  # not passed on because we are stopping: read back after the restart
         try:
             channels = await self.reader.channel_and_parent(client, message.channel, guild_id)
             if self.access.allows(message.author.id, guild_id, channels):
-                done = await self._deliver(await self.reader.incoming(message, me))
-            else:
-                done = True
+                left = not await self._deliver(await self.reader.incoming(message, me))
         finally:
-            self.catch_up.end(channel_id, guild_id, message.id, done)
+            self.catch_up.end(channel_id, guild_id, message.id, left)
 
     async def on_edit(self, message: discord.Message, data: Any) -> None:
         client = self.client
@@ -515,7 +520,8 @@ class DiscordAdapter(ReportsFailure):
             asked = await channel.fetch_message(ours.reference.message_id)
         except (discord.HTTPException, aiohttp.ClientError, OSError):
             return None
-        return await self.reader.incoming(asked, me)
+        # Regenerated now: the question's own time would count against the catch-up window.
+        return replace(await self.reader.incoming(asked, me), received_at=time.time())
 
 
 def _int(value: str | None) -> int | None:

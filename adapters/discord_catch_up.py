@@ -38,6 +38,8 @@ PER_CHANNEL = 100  # the newest messages within the window, at most (one REST ca
 KEPT_CHANNELS = 1000
 REMEMBERED_MESSAGES = 5000  # asked-message ids handled: a read-back one may also come live
 SAVE_EVERY_S = 5.0
+READ_ATTEMPTS = 3  # a channel's history, with 1 s and 2 s between tries
+CLOCK_SKEW = timedelta(seconds=60)  # ours against Discord's: read back a little past READY
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,26 @@ def read_after(position: int, now: datetime, window_s: float) -> int:
     """Where reading a channel back starts: after the position, but no earlier than the
     window (an older message would not be answered anyway)."""
     return max(position, discord.utils.time_snowflake(now - timedelta(seconds=window_s)))
+
+
+@dataclass(eq=False, slots=True)
+class Hold:
+    """A channel to read back after `after`; its position stays there until released.
+    Compared by identity: two snapshots may hold the same channel at the same place."""
+
+    channel_id: int
+    after: int
+    guild_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What one fresh session reads back: everything before `until` (READY, give or take
+    clock skew); what comes later arrives live."""
+
+    generation: int
+    until: int
+    holds: list[Hold]
 
 
 @dataclass(slots=True)
@@ -98,12 +120,14 @@ class Positions:
     def begin(self, channel_id: int, message_id: int) -> None:
         self.open.setdefault(channel_id, Counter())[message_id] += 1
 
-    def end(self, channel_id: int, guild_id: int | None, message_id: int, done: bool) -> None:
-        """`done`: handled (answered, refused, not for the bot); else left for a read-back
-        (the adapter was stopping)."""
+    def end(self, channel_id: int, guild_id: int | None, message_id: int, left: bool) -> None:
+        """Done with a message (answered, refused, not for the bot, or failed: a message
+        that breaks the handling must not come back at every start). `left`: not passed on
+        because the adapter is stopping: its mark stays, so the next start reads it back."""
+        if left:
+            return
         self._close(channel_id, message_id)
-        if done:
-            self.saw(channel_id, guild_id, message_id)
+        self.saw(channel_id, guild_id, message_id)
 
     def saw(self, channel_id: int, guild_id: int | None, message_id: int) -> None:
         """A message there is done with (the bot's own, say)."""
@@ -112,14 +136,15 @@ class Positions:
             self.done[channel_id] = (message_id, guild_id)
             self.dirty = True
 
-    def to_read(self) -> list[tuple[int, int, int | None]]:
-        """(channel, read after this message, server), most recently talked in first; each
-        held (see `release`) so the position stays until that channel has been read."""
-        ranked = sorted(self.done.items(), key=lambda item: item[1][0], reverse=True)
-        chosen = [(c, self.position(c), guild) for c, (_, guild) in ranked[:MAX_CHANNELS]]
-        for channel, at, _ in chosen:
-            self.begin(channel, at + 1)
-        return chosen
+    def to_read(self, also: Iterable[int] = ()) -> list[Hold]:
+        """The channels talked in most recently (and `also` these), each held at its
+        position until released, so reading it back starts there."""
+        ranked = sorted(self.done, key=lambda c: self.done[c][0], reverse=True)
+        chosen = ranked[:MAX_CHANNELS] + [c for c in also if c in self.done]
+        holds = [Hold(c, self.position(c), self.done[c][1]) for c in dict.fromkeys(chosen)]
+        for hold in holds:
+            self.begin(hold.channel_id, hold.after + 1)
+        return holds
 
     def position(self, channel_id: int) -> int:
         """The newest message done with, held back before any not done with yet."""
@@ -127,8 +152,8 @@ class Positions:
         pending = self.open.get(channel_id)
         return min(at, min(pending) - 1) if pending else at
 
-    def release(self, channel_id: int, after: int) -> None:
-        self._close(channel_id, after + 1)
+    def release(self, hold: Hold) -> None:
+        self._close(hold.channel_id, hold.after + 1)
 
     def forget(self, channel_id: int) -> None:
         """A channel that is gone, or closed to the bot: not worth a call at every start."""
@@ -159,19 +184,22 @@ class Positions:
 
 
 async def missed_in(
-    client: discord.Client, channel_id: int, after: int, guild_id: int | None, window_s: float
+    client: discord.Client, hold: Hold, until: int, window_s: float
 ) -> list[discord.Message]:
-    """The messages worth passing on from a channel, oldest first. Raises what discord.py
-    raises (NotFound, Forbidden: a channel gone or closed)."""
-    channel = client.get_channel(channel_id) or client.get_partial_messageable(
-        channel_id, guild_id=guild_id
+    """The messages worth passing on from a held channel, oldest first. Raises what
+    discord.py raises (NotFound, Forbidden: a channel gone or closed)."""
+    channel = client.get_channel(hold.channel_id) or client.get_partial_messageable(
+        hold.channel_id, guild_id=hold.guild_id
     )
     if not isinstance(channel, discord.abc.Messageable):
         return []  # a category or forum id: nothing to read
     now = discord.utils.utcnow()
-    start = discord.Object(read_after(after, now, window_s))
-    # Newest first from Discord: a busy channel's latest messages are the ones read.
-    history = [m async for m in channel.history(limit=PER_CHANNEL, after=start, oldest_first=False)]
+    start = discord.Object(read_after(hold.after, now, window_s))
+    # Newest first from `until` back: the gap's latest messages are the ones read.
+    pages = channel.history(
+        limit=PER_CHANNEL, after=start, before=discord.Object(until), oldest_first=False
+    )
+    history = [m async for m in pages]
     me = client.user
     wanted = set(
         to_answer(
@@ -188,9 +216,6 @@ async def missed_in(
         )
     )
     return sorted((m for m in history if m.id in wanted), key=lambda m: m.id)
-
-
-Hold = tuple[int, int, int | None]  # (channel, read after, server)
 
 
 class CatchUp:
@@ -212,7 +237,8 @@ class CatchUp:
         self._failed = failed
         self._handled: OrderedDict[int, None] = OrderedDict()
         self._held: list[Hold] = []  # the latest snapshot's channels not read back yet
-        self._to_read: tuple[discord.Client, list[Hold]] | None = None
+        self._snapshot: tuple[discord.Client, Snapshot] | None = None  # taken, not yet read
+        self.generation = 0  # of the latest snapshot: an older read-back stops
         self._write: asyncio.Future[None] | None = None
 
     # -- a fresh session ------------------------------------------------------------------------
@@ -223,54 +249,79 @@ class CatchUp:
         if self.positions is None or self.positions.user_id != client.user.id:
             self.positions = Positions.load(self.folder, client.user.id)
             self._held = []
-        taken = self.positions.to_read()  # an earlier, unfinished read-back still holds
-        for channel_id, after, _ in self._held:
-            self.positions.release(channel_id, after)
-        self._held = list(taken)
-        self._to_read = (client, taken)
+        self.generation += 1
+        # Channels an earlier read-back did not finish are read again; their old holds go
+        # only once the new ones are in place.
+        holds = self.positions.to_read(also=[hold.channel_id for hold in self._held])
+        for hold in self._held:
+            self.positions.release(hold)
+        self._held = list(holds)
+        until = discord.utils.time_snowflake(discord.utils.utcnow() + CLOCK_SKEW)
+        self._snapshot = (client, Snapshot(self.generation, until, holds))
 
-    def to_read_now(self, client: discord.Client) -> list[Hold]:
+    def to_read_now(self, client: discord.Client) -> Snapshot | None:
         """Once the guilds are in (discord.py's ready): what to read back, once."""
-        if self._to_read is None or self._to_read[0] is not client:
-            return []
-        to_read, self._to_read = self._to_read[1], None
-        return to_read
+        if self._snapshot is None or self._snapshot[0] is not client:
+            return None
+        snapshot, self._snapshot = self._snapshot[1], None
+        return snapshot
 
     async def read_back(
-        self, client: discord.Client, to_read: list[Hold], current: Callable[[], bool]
+        self, client: discord.Client, snapshot: Snapshot, current: Callable[[], bool]
     ) -> None:
-        """Channel by channel; stops when `current()` turns false (a newer session or a stop
-        takes over, and the holds left keep those positions)."""
+        """Channel by channel, while `current()` holds (and no newer snapshot was taken).
+        A channel is released once read; one that could not be read keeps its hold, so the
+        next session, or the next start, reads it again."""
         found = 0
-        for hold in to_read:
-            if not current():
-                return
-            channel_id, after, guild_id = hold
-            try:
-                messages = await missed_in(client, channel_id, after, guild_id, self.window_s)
-            except (discord.NotFound, discord.Forbidden):
-                messages = []
-                if self.positions is not None:
-                    self.positions.forget(channel_id)
-            except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
-                log.info(
-                    "discord: could not read a channel back", channel=channel_id, error=str(exc)
-                )
-                messages = []
+
+        def still() -> bool:
+            return current() and snapshot.generation == self.generation
+
+        for hold in snapshot.holds:
+            if not still():
+                break
+            messages = await self._missed(client, hold, snapshot.until, still)
+            if messages is None:
+                continue
             for message in messages:
-                if not current():
-                    return
+                if not still():
+                    break
                 found += 1
                 try:
                     await self._pass_on(message)
                 except Exception as exc:  # one bad message must not end the read-back
                     log.exception("discord: a message read back could not be handled")
                     self._failed(exc)
-            if current() and self.positions is not None and hold in self._held:
-                self._held.remove(hold)
-                self.positions.release(channel_id, after)
+            if still() and self.positions is not None and hold in self._held:
+                self._held.remove(hold)  # all of it passed on
+                self.positions.release(hold)
         if found:
             log.info("discord: read back messages from while away", messages=found)
+
+    async def _missed(
+        self, client: discord.Client, hold: Hold, until: int, still: Callable[[], bool]
+    ) -> list[discord.Message] | None:
+        """None: not readable now (the hold stays). A channel gone or closed to the bot is
+        forgotten, with nothing to read."""
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                return await missed_in(client, hold, until, self.window_s)
+            except (discord.NotFound, discord.Forbidden):
+                if self.positions is not None:
+                    self.positions.forget(hold.channel_id)
+                return []
+            except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
+                if attempt + 1 == READ_ATTEMPTS or not still():
+                    log.info(
+                        "discord: could not read back", channel=hold.channel_id, error=str(exc)
+                    )
+                    return None
+                await asyncio.sleep(2**attempt)
+            except Exception as exc:  # a bug: seen in the logs and by the tests, never fatal
+                log.exception("discord: reading back failed", channel=hold.channel_id)
+                self._failed(exc)
+                return None
+        return None
 
     # -- each message -----------------------------------------------------------------------------
 
@@ -287,9 +338,9 @@ class CatchUp:
         if self.positions is not None:
             self.positions.begin(channel_id, message_id)
 
-    def end(self, channel_id: int, guild_id: int | None, message_id: int, done: bool) -> None:
+    def end(self, channel_id: int, guild_id: int | None, message_id: int, left: bool) -> None:
         if self.positions is not None:
-            self.positions.end(channel_id, guild_id, message_id, done)
+            self.positions.end(channel_id, guild_id, message_id, left)
 
     def saw_own(self, channel_id: int, guild_id: int | None, message_id: int) -> None:
         if self.positions is not None:
@@ -311,7 +362,7 @@ class CatchUp:
             asyncio.to_thread(write_private, self.positions.path, payload)
         )
         self._write.add_done_callback(self._written)
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(Exception):  # reported by _written
             await asyncio.shield(self._write)
 
     async def save_often(self) -> None:

@@ -144,7 +144,7 @@ class FakeDiscord:
 
     def __init__(self, message_content_enabled: bool = True) -> None:
         self.token = TOKEN
-        self.clock_offset_s = 0.0  # < 0: what happens now is dated in the past
+        self._clock_offset_s = 0.0
         self.message_content_enabled = message_content_enabled
         self.calls: list[Call] = []
         self.errors: list[str] = []  # exceptions inside the fake: bugs in the test, not the bot
@@ -265,14 +265,22 @@ class FakeDiscord:
     # -- the world ----------------------------------------------------------------------------
 
     def now(self) -> float:
-        return time.time() + self.clock_offset_s
+        return time.time() + self._clock_offset_s
+
+    @property
+    def clock_offset_s(self) -> float:
+        return self._clock_offset_s
+
+    @clock_offset_s.setter
+    def clock_offset_s(self, value: float) -> None:
+        """< 0: what happens from now on is dated that far in the past, ids too (discord.py
+        reads a message's time from its id). A test must keep its own timeline in order."""
+        self._clock_offset_s = value
+        self._last_id = 0
 
     def snowflake(self) -> int:
         now = ((int(self.now() * 1000) - DISCORD_EPOCH_MS) << 22) | (next(self._ids) & 0xFFF)
-        if now < self._last_id - (60_000 << 22):  # a test set the clock back: ids follow it
-            self._last_id = now
-        else:  # ever increasing, also within one millisecond
-            self._last_id = max(now, self._last_id + 1)
+        self._last_id = max(now, self._last_id + 1)  # ever increasing, also within one ms
         return self._last_id
 
     def _user(self, username: str, global_name: str | None = None, bot: bool = False) -> Json:

@@ -206,6 +206,7 @@ class Platform:
     ready: Callable[[BotProcess], Awaitable[None]]
     say: Callable[[str], Awaitable[str]]  # → the message's id
     replies: Callable[[str], int]
+    after_crash: Callable[[], None] = lambda: None  # what a crash may also have cost
 
 
 async def kill_9_mid_answer_then_restart(tmp_path: Path, model: Path, platform: Platform) -> str:
@@ -231,6 +232,7 @@ async def kill_9_mid_answer_then_restart(tmp_path: Path, model: Path, platform: 
         await bot.kill()
     db = tmp_path / "data" / "hearthbot.db"
     assert counts(db) == (2, 1, 1)  # WAL: the question survived; its answer never finished
+    platform.after_crash()
     async with BotProcess(**run, log_name="3.log", **personas["short"]) as bot:
         await platform.ready(bot)
         await bot.until(lambda: bot.logged("answered") == 1, "the interrupted one answered")
@@ -256,9 +258,19 @@ async def test_kill_9_on_discord_then_restart_answers_once(
     def replies(message_id: str) -> int:
         return len(fake.replies_to({"id": message_id}))
 
+    def positions_lost() -> None:
+        """As if the kill came before the adapter ever saved where channels were left: the
+        restart reads all of the window back, the answered question and command too."""
+        state = tmp_path / "data" / "discord" / "state.json"
+        saved = json.loads(state.read_text())
+        saved["channels"] = {
+            channel: [0, guild] for channel, (_, guild) in saved["channels"].items()
+        }
+        state.write_text(json.dumps(saved))
+
     env = settings_env("discord", discord_section(fake))
     output = await kill_9_mid_answer_then_restart(
-        tmp_path, tiny_model, Platform(env, ready, say, replies)
+        tmp_path, tiny_model, Platform(env, ready, say, replies, positions_lost)
     )
     assert fake.token not in output
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import math
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -511,37 +512,59 @@ async def test_a_new_session_catches_up_on_what_it_missed(
 async def test_a_restart_answers_what_was_asked_while_away_once(
     tmp_path: Path, tiny_model: Path, fake: FakeDiscord
 ) -> None:
-    window = 60.0
+    """Three runs on the fake's clock (seconds before now): -400 a question in #other; the
+    bot down; -350 a question there that will be too old; -100 a run answering questions in
+    #general and a DM, whose positions are then lost (a kill -9 between saves); the bot down;
+    -40 and 0 fresh questions. The last run answers the fresh ones, once, and nothing else."""
+    window = 300.0
+
+    def running() -> Any:
+        return hearthbot(tmp_path, tiny_model, fake, catch_up_window_s=window)
+
     dm = fake.dm_channel(fake.alice)
-    fake.clock_offset_s = -600  # the first run, and what follows it, were 10 minutes ago
-    async with hearthbot(tmp_path, tiny_model, fake, catch_up_window_s=window) as (daemon, _):
+    fake.clock_offset_s = -400
+    async with running() as (daemon, _):
+        early = await fake.say(fake.alice, fake.other, f"{at(fake)} long ago")
+        await answer(fake, daemon, early)
+    fake.clock_offset_s = -350
+    too_old = await fake.say(fake.alice, fake.other, f"{at(fake)} asked while away, long ago")
+    fake.clock_offset_s = -100
+    async with running() as (daemon, _):
         before = [
             await fake.say(fake.alice, fake.general, f"{at(fake)} before the restart"),
+            await fake.say(fake.alice, fake.general, f"{at(fake)} !help"),  # never stored
             await fake.say(fake.alice, dm, "a DM before the restart"),
         ]
         for asked in before:
             await answer(fake, daemon, asked)
-    # hearthbot is down: a question that will be too old, chatter, then fresh questions.
-    too_old = await fake.say(fake.alice, fake.general, f"{at(fake)} asked long ago")
+    state = tmp_path / "discord" / "state.json"
+    positions = json.loads(state.read_text())
+    for asked in before:  # as if killed before the last save: these are read back
+        channel = positions["channels"][asked["channel_id"]]
+        channel[0] = min(channel[0], int(asked["id"]) - 1)
+    state.write_text(json.dumps(positions))
+    fake.clock_offset_s = -40
+    fresh = [await fake.say(fake.alice, fake.general, f"{at(fake)} asked while you were away")]
+    asked_at = fake.now()
     fake.clock_offset_s = 0
     await fake.say(fake.bob, fake.general, "chatter, not for the bot")
-    fresh = [
-        await fake.say(fake.alice, fake.general, f"{at(fake)} asked while you were away"),
+    fresh += [
         await fake.say(fake.bob, fake.general, f"{at(fake)} !status"),
         await fake.say(fake.alice, dm, "and a DM while you were away"),
     ]
-    async with hearthbot(tmp_path, tiny_model, fake, catch_up_window_s=window) as (daemon, _):
+    async with running() as (daemon, _):
         for asked in fresh:
             await until(lambda asked=asked: bool(fake.replies_to(asked)), 20, "a read-back answer")
         await asyncio.sleep(0.3)
         await daemon.wait_idle()
-        # Stored with when it was asked, not when it was read back.
-        with sqlite3.connect(tmp_path / "hearthbot.db") as db:
-            ((created_at,),) = db.execute(
-                "SELECT created_at FROM messages WHERE platform_message_id = ?", (fresh[0]["id"],)
-            )
-        assert abs(created_at - fake.now()) < 30
-    assert [len(fake.replies_to(m)) for m in [*before, too_old, *fresh]] == [1, 1, 0, 1, 1, 1]
+    replies = [len(fake.replies_to(m)) for m in [early, too_old, *before, *fresh]]
+    assert replies == [1, 0, 1, 1, 1, 1, 1, 1]
+    # Stored with when it was asked, not when it was read back.
+    with sqlite3.connect(tmp_path / "hearthbot.db") as db:
+        ((created_at,),) = db.execute(
+            "SELECT created_at FROM messages WHERE platform_message_id = ?", (fresh[0]["id"],)
+        )
+    assert abs(created_at - asked_at) < 1 and fake.now() - created_at > 30
 
 
 async def test_missing_intent_resolves_failure(fake: FakeDiscord) -> None:
