@@ -402,7 +402,7 @@ class DiscordAdapter(ReportsFailure):
             return
         if not self.catch_up.first_time(message.id):
             return
-        self.catch_up.begin(channel_id, message.id)
+        self.catch_up.begin(channel_id, guild_id, message.id)
         left = False  # not passed on because we are stopping: read back after the restart
         try:
             channels = await self.reader.channel_and_parent(client, message.channel, guild_id)

@@ -117,7 +117,10 @@ class Positions:
                 positions.done[int(key)] = (message_id, guild_id)
         return positions
 
-    def begin(self, channel_id: int, message_id: int) -> None:
+    def begin(self, channel_id: int, guild_id: int | None, message_id: int) -> None:
+        if channel_id not in self.done:  # a new channel: known from here on, this included
+            self.done[channel_id] = (message_id - 1, guild_id)
+            self.dirty = True
         self.open.setdefault(channel_id, Counter())[message_id] += 1
 
     def end(self, channel_id: int, guild_id: int | None, message_id: int, left: bool) -> None:
@@ -143,7 +146,7 @@ class Positions:
         chosen = ranked[:MAX_CHANNELS] + [c for c in also if c in self.done]
         holds = [Hold(c, self.position(c), self.done[c][1]) for c in dict.fromkeys(chosen)]
         for hold in holds:
-            self.begin(hold.channel_id, hold.after + 1)
+            self.begin(hold.channel_id, hold.guild_id, hold.after + 1)
         return holds
 
     def position(self, channel_id: int) -> int:
@@ -334,9 +337,9 @@ class CatchUp:
             self._handled.popitem(last=False)
         return True
 
-    def begin(self, channel_id: int, message_id: int) -> None:
+    def begin(self, channel_id: int, guild_id: int | None, message_id: int) -> None:
         if self.positions is not None:
-            self.positions.begin(channel_id, message_id)
+            self.positions.begin(channel_id, guild_id, message_id)
 
     def end(self, channel_id: int, guild_id: int | None, message_id: int, left: bool) -> None:
         if self.positions is not None:

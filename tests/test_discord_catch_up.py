@@ -87,14 +87,21 @@ def test_positions_keep_the_newest_done_per_channel_and_round_trip(tmp_path: Pat
 def test_a_position_never_passes_a_message_not_done_with(tmp_path: Path) -> None:
     positions = Positions.load(tmp_path, user_id=7)
     positions.saw(100, 1, 10)
-    positions.begin(100, 20)  # slow: an attachment being read
-    positions.begin(100, 30)
+    positions.begin(100, 1, 20)  # slow: an attachment being read
+    positions.begin(100, 1, 30)
     positions.end(100, 1, 30, left=False)
     assert saved(positions)["100"] == [19, 1]  # a crash now reads 20 back
     positions.end(100, 1, 20, left=True)  # not passed on: the adapter was stopping
-    positions.begin(100, 40)
+    positions.begin(100, 1, 40)
     positions.end(100, 1, 40, left=False)
     assert saved(positions)["100"] == [19, 1]  # 20 is read back after the restart
+
+
+def test_a_new_channels_first_message_left_at_stop_is_read_back(tmp_path: Path) -> None:
+    positions = Positions.load(tmp_path, user_id=7)
+    positions.begin(300, None, 70)  # a first DM, arriving as the bot stops
+    positions.end(300, None, 70, left=True)
+    assert saved(positions) == {"300": [69, None]}
 
 
 def test_a_read_back_holds_its_channel_until_released(tmp_path: Path) -> None:
