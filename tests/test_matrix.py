@@ -142,6 +142,19 @@ async def peer(server: Synapse, tmp_path: Path, prefix: str = "alice") -> AsyncI
         await person.stop()
 
 
+@asynccontextmanager
+async def alice_and_bot(
+    server: Synapse, tmp_path: Path, model: Path, **matrix: Any
+) -> AsyncIterator[tuple[Peer, Bot]]:
+    """Where most tests start: Alice's client and a bot running on a fresh account."""
+    account = await server.register("bot")
+    async with (
+        peer(server, tmp_path) as alice,
+        running_bot(tmp_path, model, server, account, **matrix) as bot,
+    ):
+        yield alice, bot
+
+
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while not await check():
@@ -208,11 +221,7 @@ def replies_from(alice: Peer, bot: Bot, event_id: str) -> list[Seen]:
 async def test_dm_is_answered_by_a_reply_streamed_in_edits_with_typing_and_html(
     synapse: Synapse, tmp_path: Path, tiny_model: Path, captured_logs: io.StringIO
 ) -> None:
-    account = await synapse.register("bot")
-    async with (
-        peer(synapse, tmp_path) as alice,
-        running_bot(tmp_path, tiny_model, synapse, account, edit_interval_s=0.2) as bot,
-    ):
+    async with alice_and_bot(synapse, tmp_path, tiny_model, edit_interval_s=0.2) as (alice, bot):
         room = await dm_with(alice, bot)  # invite → join
         asked = await alice.send(room, "hello, who are you?")
         answer = await answer_to(alice, bot, asked)
@@ -290,11 +299,7 @@ async def test_encrypted_dm_restart_keeps_the_device_and_catches_up_within_the_w
 async def test_redactions_and_edits_reach_the_store(
     synapse: Synapse, tmp_path: Path, tiny_model: Path
 ) -> None:
-    account = await synapse.register("bot")
-    async with (
-        peer(synapse, tmp_path) as alice,
-        running_bot(tmp_path, tiny_model, synapse, account) as bot,
-    ):
+    async with alice_and_bot(synapse, tmp_path, tiny_model) as (alice, bot):
         room = await dm_with(alice, bot)
         asked = await alice.send(room, "remember the word apple")
         await answer_to(alice, bot, asked)
@@ -322,11 +327,7 @@ async def test_redactions_and_edits_reach_the_store(
 async def test_undecryptable_message_gets_one_notice_and_the_bot_stays(
     synapse: Synapse, tmp_path: Path, tiny_model: Path
 ) -> None:
-    account = await synapse.register("bot")
-    async with (
-        peer(synapse, tmp_path) as alice,
-        running_bot(tmp_path, tiny_model, synapse, account) as bot,
-    ):
+    async with alice_and_bot(synapse, tmp_path, tiny_model) as (alice, bot):
         room = await dm_with(alice, bot, encrypted=True)
         bogus_session = "hearthbot-test-session-" + uuid.uuid4().hex
         sent = [await send_undecryptable(synapse, alice, room, bogus_session) for _ in range(2)]
@@ -349,11 +350,7 @@ async def test_undecryptable_message_gets_one_notice_and_the_bot_stays(
 async def test_a_message_whose_key_arrives_late_is_answered_then(
     synapse: Synapse, tmp_path: Path, tiny_model: Path
 ) -> None:
-    account = await synapse.register("bot")
-    async with (
-        peer(synapse, tmp_path) as alice,
-        running_bot(tmp_path, tiny_model, synapse, account) as bot,
-    ):
+    async with alice_and_bot(synapse, tmp_path, tiny_model) as (alice, bot):
         room = await dm_with(alice, bot, encrypted=True)
         await answer_to(alice, bot, await alice.send(room, "hello"))  # an Olm session exists
         client, olm = alice.client, alice.client.olm
@@ -631,11 +628,7 @@ async def test_users_not_allowed_are_ignored_and_their_invites_not_joined(
 async def test_synapse_restart_mid_answer_the_bot_recovers(
     synapse: Synapse, tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    account = await synapse.register("bot")
-    async with (
-        peer(synapse, tmp_path) as alice,
-        running_bot(tmp_path, tiny_model, synapse, account, edit_interval_s=0.2) as bot,
-    ):
+    async with alice_and_bot(synapse, tmp_path, tiny_model, edit_interval_s=0.2) as (alice, bot):
         room = await dm_with(alice, bot, encrypted=True)
         # Hold the answer until the homeserver is down, so it is written during the outage.
         gate = asyncio.Event()
@@ -834,11 +827,7 @@ async def test_hostile_corpus_in_an_encrypted_dm(
     """Every case of tests/data/hostile_inputs.json, sent by a real client into an encrypted DM:
     each gets an answer or a clear refusal, m.mentions stays empty (nobody pinged), and the
     bot still answers a normal message afterwards."""
-    account = await synapse.register("bot")
-    async with (
-        peer(synapse, tmp_path) as alice,
-        running_bot(tmp_path, tiny_model, synapse, account, edit_interval_s=0.2) as bot,
-    ):
+    async with alice_and_bot(synapse, tmp_path, tiny_model, edit_interval_s=0.2) as (alice, bot):
         bot.daemon.queue.per_user_per_minute = 10_000  # the rate limit is tested elsewhere
         room = await dm_with(alice, bot, encrypted=True)
         for case_id, text in hostile_cases():
