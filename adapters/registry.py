@@ -13,11 +13,11 @@ from bot.settings import Settings
 def build_adapters(settings: Settings, console_only: bool = False) -> dict[str, Adapter]:
     adapters: dict[str, Adapter] = {}
     if not console_only and settings.discord.enabled:
-        from adapters.discord import DiscordAdapter
+        from adapters.discord.adapter import DiscordAdapter
 
         adapters["discord"] = DiscordAdapter(settings.discord, settings.bot)
     if not console_only and settings.matrix.enabled:
-        from adapters.matrix import MatrixAdapter
+        from adapters.matrix.adapter import MatrixAdapter
 
         adapters["matrix"] = MatrixAdapter(settings.matrix, settings.bot)
     if not adapters:

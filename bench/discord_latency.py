@@ -1,6 +1,6 @@
 """Discord latency: a MESSAGE_CREATE from the gateway → the bot's first REST call for it.
 
-The fake Discord (tests/fake_discord.py) on 127.0.0.1, the real discord.py client inside the
+The fake Discord (tests/support/fake_discord.py) on 127.0.0.1, the real discord.py client inside the
 real adapter, the daemon with the tiny model and SQLite. Per message: from just before the
 fake sends the MESSAGE_CREATE frame to the first REST request it receives for that channel
 (the typing indicator, or the reply itself). Goal: p50 ≤ 50 ms.
@@ -31,8 +31,8 @@ from bot.settings import load_settings
 from bot.store import Store
 
 sys.path.insert(0, str(ROOT / "tests"))
-from adapters.discord import DiscordAdapter
-from fake_discord import Call, FakeDiscord, connected, discord_section, until
+from adapters.discord.adapter import DiscordAdapter
+from support.fake_discord import Call, FakeDiscord, connected, discord_section, until
 
 PERSONA = """description = "benchmark"
 temperature = 0.7

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bot.engine import Engine, Generation, GenerationRequest
+from bot.model.llama_cpp.backend import LlamaCppBackend
+from bot.model.types import Generation, GenerationRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(os.environ.get("HEARTHBOT_BENCH_RESULTS") or ROOT / "bench" / "results")
@@ -23,7 +24,7 @@ FETCH = ROOT.parent / "shared" / "bench-model" / "fetch"
 def tiny_model() -> Path:
     """The test suite's generated GGUF (for smoke runs and model-excluded overhead)."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from tinymodel import tiny_model_path
+    from support.tinymodel import tiny_model_path
 
     return tiny_model_path(RESULTS / "models")
 
@@ -38,7 +39,7 @@ def real_model() -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
-class RecordingEngine(Engine):
+class RecordingEngine(LlamaCppBackend):
     """The real engine, keeping each generation so a benchmark can read its timings."""
 
     def __init__(self) -> None:

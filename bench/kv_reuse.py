@@ -20,7 +20,8 @@ from typing import Any
 
 from bench.harness import real_model, summary, table, tiny_model, write
 from bot import logs
-from bot.engine import Engine, GenerationRequest
+from bot.model.llama_cpp.backend import LlamaCppBackend
+from bot.model.types import GenerationRequest
 from bot.personas import Sampling
 
 SYSTEM = "You are a helpful assistant in a busy group chat. Answer briefly."
@@ -29,7 +30,7 @@ ANSWER = "The lighthouse was built long ago by the fishing village to guide boat
 SAMPLING = Sampling(temperature=0.7, max_tokens=8)
 
 
-def conversation(engine: Engine, channel: int, length: int) -> list[dict[str, str]]:
+def conversation(engine: LlamaCppBackend, channel: int, length: int) -> list[dict[str, str]]:
     """A conversation of about `length` prompt tokens, different per channel."""
     messages = [{"role": "system", "content": f"{SYSTEM} (channel {channel})"}]
     turn = 0
@@ -41,7 +42,9 @@ def conversation(engine: Engine, channel: int, length: int) -> list[dict[str, st
     return messages
 
 
-async def ttft(engine: Engine, messages: list[dict[str, str]], key: str, cold: bool) -> float:
+async def ttft(
+    engine: LlamaCppBackend, messages: list[dict[str, str]], key: str, cold: bool
+) -> float:
     request = GenerationRequest(
         messages=messages, sampling=SAMPLING, seed=7, cache_key=key, cold=cold
     )
@@ -53,7 +56,7 @@ async def ttft(engine: Engine, messages: list[dict[str, str]], key: str, cold: b
 
 
 async def rotation(
-    engine: Engine, channels: int, length: int, rounds: int, with_cold: bool = True
+    engine: LlamaCppBackend, channels: int, length: int, rounds: int, with_cold: bool = True
 ) -> tuple[list[float], list[float]]:
     """Channels take turns; returns (follow-up TTFTs, the same prompts evaluated cold)."""
     talks = [conversation(engine, c, length) for c in range(channels)]
@@ -71,9 +74,11 @@ async def rotation(
     return warm, cold
 
 
-async def load(model: Path, n_ctx: int, kv_cache_mb: int) -> Engine:
+async def load(model: Path, n_ctx: int, kv_cache_mb: int) -> LlamaCppBackend:
     threads = os.cpu_count() or 1
-    return await Engine.load(model, n_ctx=n_ctx, n_threads=threads, kv_cache_mb=kv_cache_mb)
+    return await LlamaCppBackend.load(
+        model, n_ctx=n_ctx, n_threads=threads, kv_cache_mb=kv_cache_mb
+    )
 
 
 async def measure(model: Path, length: int, channels: int, rounds: int) -> dict[str, Any]:

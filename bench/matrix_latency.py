@@ -1,6 +1,6 @@
 """Matrix latency: Alice's send → the bot's first event in the room (typing notice or reply).
 
-A real Synapse (tests/synapse.py, from `.venv-synapse`) on 127.0.0.1, the daemon with the
+A real Synapse (tests/support/synapse.py, from `.venv-synapse`) on 127.0.0.1, the daemon with the
 Matrix adapter and the tiny model, and Alice as a real matrix-nio client in an encrypted DM.
 Per message: from just before Alice's `room_send` (encryption included) to the moment her sync
 delivers the bot's first event after it; also to the first text and to the final edit.
@@ -22,14 +22,14 @@ from typing import Any
 from bench.harness import ROOT, percentile_rows, summary, table, tiny_model, write
 from bot import logs
 from bot.daemon import Daemon
-from bot.engine import Engine
+from bot.model.llama_cpp.backend import LlamaCppBackend
 from bot.personas import load_personas
 from bot.settings import load_settings
 from bot.store import Store
 
 sys.path.insert(0, str(ROOT / "tests"))
-from adapters.matrix import MatrixAdapter
-from synapse import Peer, Seen, Synapse
+from adapters.matrix.adapter import MatrixAdapter
+from support.synapse import Peer, Seen, Synapse
 
 PERSONA = """description = "benchmark"
 temperature = 0.7
@@ -71,7 +71,7 @@ async def _measure(server: Synapse, tmp: Path, messages: int, warmup: int) -> di
             "allowed_users": [alice.user_id],
         },
     )
-    engine = await Engine.load(tiny_model(), n_ctx=2048, n_threads=2)
+    engine = await LlamaCppBackend.load(tiny_model(), n_ctx=2048, n_threads=2)
     store = await Store.open(tmp / "bot" / "hearthbot.db")
     adapter = MatrixAdapter(settings.matrix, settings.bot)
     daemon = Daemon(settings, store, engine, load_personas(personas), {"matrix": adapter})  # type: ignore[dict-item]

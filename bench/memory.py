@@ -21,7 +21,7 @@ from typing import Any
 from bench.harness import real_model, table, tiny_model, write
 from bench.pipeline import bench_daemon
 from bot import logs
-from bot.model_file import inspect_model
+from bot.model.gguf import inspect_model
 
 MB = 2**20
 

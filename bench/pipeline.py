@@ -14,8 +14,8 @@ from pathlib import Path
 
 from bench.harness import RecordingEngine
 from bot.daemon import Daemon
-from bot.engine import Generation, GenerationRequest
 from bot.events import Capabilities, Incoming
+from bot.model.types import Generation, GenerationRequest
 from bot.personas import load_personas
 from bot.settings import load_settings
 from bot.store import Store

@@ -17,12 +17,8 @@ from dataclasses import dataclass
 import structlog
 
 from bot import texts
-from bot.backend import Backend
-from bot.channel_settings import resolve_for
-from bot.command_runner import CommandRunner
-from bot.commands import Command, CommandError, parse_command
-from bot.context import ContextBuilder, TooLong
-from bot.engine import Generation, GenerationRequest, draw_seed
+from bot.commands.parse import Command, CommandError, parse_command
+from bot.commands.runner import CommandRunner
 from bot.events import (
     Adapter,
     ChatEvent,
@@ -35,12 +31,16 @@ from bot.events import (
     StopRequested,
     channel_key,
 )
+from bot.model.backend import Backend
+from bot.model.types import Generation, GenerationRequest, draw_seed
 from bot.observer import Observer
 from bot.personas import PersonaSet
+from bot.prompt.builder import ContextBuilder, TooLong
+from bot.prompt.thinking import ThinkFilter, with_thinking
 from bot.scheduler import FairQueue, Refusal, Ticket
+from bot.scopes import resolve_for
 from bot.settings import Settings
 from bot.store import Store
-from bot.thinking import ThinkFilter, with_thinking
 
 log = structlog.get_logger(__name__)
 

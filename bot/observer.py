@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bot.engine import GenerationResult
+    from bot.model.types import GenerationResult
 
 
 class Observer:

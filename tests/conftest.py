@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from fake_discord import FakeDiscord, checked_calls
-from synapse import Synapse, require_synapse
-from tinymodel import tiny_model_path
+from support.fake_discord import FakeDiscord, checked_calls
+from support.synapse import Synapse, require_synapse
+from support.tinymodel import tiny_model_path
 
 
 @pytest.fixture(scope="session")

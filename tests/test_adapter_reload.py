@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adapters.discord import DiscordAdapter
-from adapters.matrix import MatrixAdapter
-from adapters.matrix_rules import matches
+from adapters.discord.adapter import DiscordAdapter
+from adapters.matrix.adapter import MatrixAdapter
+from adapters.matrix.rules import matches
 from bot.settings import load_settings
-from persona_files import only_persona
+from support.persona_files import only_persona
 
 
 def test_discord_takes_new_access_lists(tmp_path: Path) -> None:

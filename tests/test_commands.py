@@ -1,4 +1,4 @@
-"""bot.commands: what a message means (pure parsing, table-driven)."""
+"""bot.commands.parse: what a message means (pure parsing, table-driven)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.commands import COMMANDS, Command, CommandError, help_text, may_run, parse_command
+from bot.commands.parse import COMMANDS, Command, CommandError, help_text, may_run, parse_command
 
 RANGE_ERROR = "!temperature [x] needs a number from 0 to 2, e.g. !temperature 0.7."
 SEED_ERROR = "!seed [n|random] needs a whole number from 0 to 4294967295, or `random`."

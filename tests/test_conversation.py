@@ -1,4 +1,4 @@
-"""bot.conversation: the rolling context window (properties of choose_window)."""
+"""bot.prompt.window: the rolling context window (properties of choose_window)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from bot.conversation import (
+from bot.prompt.window import (
     TRIM_SLACK,
     Turn,
     Window,

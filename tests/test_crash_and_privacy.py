@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adapters.matrix_state import SESSION_FILE
-from bot_process import BotProcess, chat_env, inet_connects, settings_env, traced
-from fake_discord import FakeDiscord, discord_section
-from persona_files import only_persona
-from synapse import Peer, Synapse, matrix_section, require_synapse
+from adapters.matrix.state import SESSION_FILE
+from support.bot_process import BotProcess, chat_env, inet_connects, settings_env, traced
+from support.fake_discord import FakeDiscord, discord_section
+from support.persona_files import only_persona
+from support.synapse import Peer, Synapse, matrix_section, require_synapse
 
 LONG_PERSONA = """description = "talks until stopped"
 temperature = 0.0
@@ -43,7 +43,7 @@ def test_kill_9_mid_answer_then_restart_answers_once(tmp_path: Path, tiny_model:
         HEARTHBOT_BOT__PERSONAS_DIR=str(personas),
         HEARTHBOT_BOT__DEFAULT_PERSONA="long",
     )
-    cmd = [sys.executable, "-m", "bot.cli", "chat"]
+    cmd = [sys.executable, "-m", "bot.app.cli", "chat"]
     proc = subprocess.Popen(
         cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
@@ -96,7 +96,7 @@ def test_secrets_never_show_in_logs_check_or_database(tmp_path: Path, tiny_model
         "bye",
     ]
     chat = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "chat"],
+        [sys.executable, "-m", "bot.app.cli", "chat"],
         env=env,
         input="\n".join(commands) + "\n",
         capture_output=True,
@@ -105,7 +105,7 @@ def test_secrets_never_show_in_logs_check_or_database(tmp_path: Path, tiny_model
     )
     assert chat.returncode == 0, chat.stderr[-2000:]
     check = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "check"],
+        [sys.executable, "-m", "bot.app.cli", "check"],
         env=env,
         capture_output=True,
         text=True,
@@ -126,7 +126,7 @@ def test_a_whole_conversation_opens_no_connection(tmp_path: Path, tiny_model: Pa
     assert unshare, "make test installs util-linux"
     log = tmp_path / "strace.log"
     result = subprocess.run(
-        [unshare, "--net", *traced(log, sys.executable, "-m", "bot.cli", "chat")],
+        [unshare, "--net", *traced(log, sys.executable, "-m", "bot.app.cli", "chat")],
         env=chat_env(tmp_path, tiny_model),
         input="hello\n!status\nhow are you?\n",
         capture_output=True,
@@ -139,18 +139,19 @@ def test_a_whole_conversation_opens_no_connection(tmp_path: Path, tiny_model: Pa
 
 
 def conversation_in_netns(platform: str, tmp_path: Path, model: Path) -> dict[str, Any]:
-    """tests/netns_conversation.py in a network namespace with only loopback (up, for the
+    """tests/support/netns_conversation.py in a network namespace with only loopback (up, for the
     servers it starts there); its result, with `connects` from the bot's strace log. Its own
     PID namespace too: should the timeout kill it, the bot and Synapse die with it."""
     unshare = shutil.which("unshare")
     assert unshare, "make test installs util-linux"
-    script = Path(__file__).with_name("netns_conversation.py")
     namespaces = ("--net", "--pid", "--fork", "--kill-child", "--mount-proc")
     run = subprocess.run(
         [
             *(unshare, *namespaces, "sh", "-c", 'ip link set lo up && exec "$@"', "sh"),
-            *(sys.executable, str(script), platform, str(model), str(tmp_path)),
+            *(sys.executable, "-m", "support.netns_conversation", platform),
+            *(str(model), str(tmp_path)),
         ],
+        cwd=Path(__file__).parent,
         capture_output=True,
         text=True,
         timeout=600,

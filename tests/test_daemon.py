@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from bot import texts
-from bot.backend import Backend
-from bot.daemon import Daemon, clean_text, shown_answer
-from bot.engine import Engine
+from bot.daemon import clean_text, shown_answer
 from bot.events import (
     MessageDeleted,
     MessageEdited,
@@ -23,64 +18,9 @@ from bot.events import (
     RegenerateRequested,
     StopRequested,
 )
-from bot.personas import load_personas
-from bot.settings import Settings, load_settings
-from bot.store import Store
-from persona_files import only_persona
-from recording_adapter import RecordedReply, RecordingAdapter, message
-
-DB = "hearthbot.db"
-
-
-def make_settings(tmp_path: Path, **sections: dict[str, Any]) -> Settings:
-    sections.setdefault("bot", {})
-    sections["bot"] = {"data_dir": tmp_path, **sections["bot"]}
-    return load_settings(None, **sections)
-
-
-@asynccontextmanager
-async def daemon_for(
-    tmp_path: Path,
-    model: Path,
-    start: bool = True,
-    n_ctx: int = 2048,
-    engine_cls: type[Engine] = Engine,
-    kv_cache_mb: int = 0,
-    backend: Backend | None = None,
-    **sections: Any,
-) -> AsyncIterator[tuple[Daemon, RecordingAdapter]]:
-    """`backend`: used instead of loading `engine_cls` (e.g. the openai backend); closed at
-    the end like the engine."""
-    settings = make_settings(tmp_path, **sections)
-    engine = backend or await engine_cls.load(
-        model, n_ctx=n_ctx, n_threads=2, kv_cache_mb=kv_cache_mb
-    )
-    store = await Store.open(tmp_path / DB)
-    adapter = RecordingAdapter()
-    personas = load_personas(settings.bot.personas_dir)
-    daemon = Daemon(settings, store, engine, personas, {"test": adapter})  # type: ignore[dict-item]
-    try:
-        if start:
-            await daemon.start()
-        yield daemon, adapter
-    finally:
-        await daemon.stop()
-        await store.close()
-        await engine.close()
-
-
-async def answered(record: RecordedReply, timeout: float = 90) -> str:
-    await asyncio.wait_for(record.done.wait(), timeout)
-    assert record.final is not None, record.failed
-    return record.final
-
-
-async def ask(daemon: Daemon, adapter: RecordingAdapter, text: str, **kw: Any) -> str:
-    msg = message(text, **kw)
-    outcome = await daemon.handle(msg)
-    assert outcome in (Outcome.ACCEPTED, Outcome.COMMAND)
-    (record,) = adapter.for_message(msg.message_id)
-    return await answered(record)
+from support.daemons import answered, ask, daemon_for
+from support.persona_files import only_persona
+from support.recording_adapter import message
 
 
 async def test_a_message_is_answered_once_and_stored(tmp_path: Path, tiny_model: Path) -> None:

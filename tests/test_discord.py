@@ -1,5 +1,5 @@
 """hearthbot on Discord end to end: the real daemon (tiny GGUF through llama.cpp, SQLite),
-the real DiscordAdapter and discord.py, against the fake Discord in tests/fake_discord.py.
+the real DiscordAdapter and discord.py, against the fake Discord in tests/support/fake_discord.py.
 Nothing leaves 127.0.0.1."""
 
 from __future__ import annotations
@@ -9,123 +9,34 @@ import itertools
 import json
 import math
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import adapters.discord as discord_adapter
-from adapters.discord import DiscordAdapter
-from adapters.discord_text import NOT_ALLOWED
-from bot.cli import main
-from bot.daemon import Daemon
-from bot.engine import Engine
-from bot.personas import load_personas
-from bot.settings import load_settings
-from bot.store import Store
-from fake_discord import (
+import adapters.discord.adapter as discord_adapter
+from adapters.discord.text import NOT_ALLOWED
+from bot.app.cli import main
+from support.discord_bot import (
+    MESSAGES,
+    ONE_MESSAGE,
+    TYPING,
+    answer,
+    at,
+    hearthbot,
+    nothing_happens,
+    texts_in,
+)
+from support.fake_discord import (
     FakeDiscord,
     Json,
     RecordingSink,
     ThreadedFake,
-    connected,
     discord_section,
     make_adapter,
     until,
 )
-
-MESSAGES = r"/channels/\d+/messages"
-ONE_MESSAGE = r"/channels/\d+/messages/\d+"
-TYPING = r"/channels/\d+/typing"
-# Greedy decoding that runs to max_tokens: long, deterministic answers from the tiny model.
-CHATTY = """description = "talks until max_tokens"
-temperature = 0.0
-max_tokens = {max_tokens}
-system_prompt = "You are a test."
-"""
-
-
-@asynccontextmanager
-async def hearthbot(
-    tmp_path: Path,
-    model: Path,
-    fake: FakeDiscord,
-    *,
-    chatty_tokens: int = 40,
-    n_ctx: int = 2048,
-    bot: dict[str, Any] | None = None,
-    queue: dict[str, Any] | None = None,
-    **discord: Any,
-) -> AsyncIterator[tuple[Daemon, DiscordAdapter]]:
-    # Short, deterministic answers unless a test needs long ones: the suite shares two cores.
-    personas = tmp_path / "personas"
-    personas.mkdir(exist_ok=True)
-    (personas / "chatty.toml").write_text(CHATTY.format(max_tokens=chatty_tokens))
-    bot_section = {
-        "data_dir": tmp_path,
-        "personas_dir": personas,
-        "default_persona": "chatty",
-        **(bot or {}),
-    }
-    settings = load_settings(
-        None,
-        bot=bot_section,
-        discord=discord_section(fake, **discord),
-        queue=queue or {"max_pending": 8},
-    )
-    # One thread: llama.cpp's threads spin-wait for each other, which crawls when other
-    # processes hold the cores; the tiny model is fast enough on one.
-    engine = await Engine.load(model, n_ctx=n_ctx, n_threads=1)
-    store = await Store.open(tmp_path / "hearthbot.db")
-    adapter = DiscordAdapter(
-        settings.discord,
-        settings.bot,
-        guild_ready_timeout=0.05,
-        reidentify_delay_s=0.0,
-        retry_s=0.05,
-    )
-    personas = load_personas(settings.bot.personas_dir)
-    daemon = Daemon(settings, store, engine, personas, {"discord": adapter})
-    try:
-        await daemon.start()
-        await connected(adapter, fake)
-        yield daemon, adapter
-    finally:
-        await daemon.stop()
-        await store.close()
-        await engine.close()
-    # discord.py swallows handler exceptions into on_error; the adapter keeps them.
-    assert not adapter.errors, list(adapter.errors)
-
-
-async def answer(fake: FakeDiscord, daemon: Daemon, asked: Json, timeout: float = 20) -> str:
-    """The bot's whole answer to `asked`, once the daemon is done with it."""
-    await until(lambda: bool(fake.replies_to(asked)), timeout, "a reply")
-    await asyncio.wait_for(daemon.wait_idle(), timeout)
-    (first,) = fake.replies_to(asked)
-    later = [
-        m
-        for m in fake.bot_messages(fake.channels[int(asked["channel_id"])])
-        if int(m["id"]) > int(first["id"]) and "message_reference" not in m
-    ]
-    return "\n".join(m["content"] for m in [first, *later])
-
-
-async def nothing_happens(fake: FakeDiscord, daemon: Daemon) -> None:
-    await asyncio.sleep(0.3)
-    await daemon.wait_idle()
-    assert fake.calls_to("POST", MESSAGES) == []
-    assert fake.calls_to("POST", TYPING) == []
-
-
-def at(fake: FakeDiscord) -> str:
-    return fake.mention(fake.bot)
-
-
-async def texts_in(daemon: Daemon, channel: str) -> list[str]:
-    return [m.text for m in await daemon.store.history(channel) if m.role == "user"]
 
 
 async def eventually(

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.discord_access import Access, Addressing, addressed, may_steer, reaction_kind
-from adapters.discord_commands import matching
-from adapters.discord_text import (
+from adapters.discord.access import Access, Addressing, addressed, may_steer, reaction_kind
+from adapters.discord.slash import matching
+from adapters.discord.text import (
     attachment_named,
     attachment_read,
     command_text,

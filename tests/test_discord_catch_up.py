@@ -1,4 +1,4 @@
-"""adapters.discord_catch_up: which missed messages to pass on, and where channels were left."""
+"""adapters.discord.catch_up: which missed messages to pass on, and where channels were left."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from typing import Any
 import discord
 import pytest
 
-import adapters.discord_catch_up as catch_up_module
-from adapters.discord_catch_up import (
+import adapters.discord.catch_up as catch_up_module
+from adapters.common.state_file import write_private
+from adapters.discord.catch_up import (
     MAX_CHANNELS,
     STATE_FILE,
     CatchUp,
@@ -22,7 +23,6 @@ from adapters.discord_catch_up import (
     read_after,
     to_answer,
 )
-from adapters.state_file import write_private
 
 ME = True
 WINDOW = 600.0
@@ -138,7 +138,7 @@ def test_a_channel_gone_is_forgotten(tmp_path: Path) -> None:
 
 
 class Reads:
-    """Stands in for reading a channel's history (adapters.discord_catch_up.missed_in): per
+    """Stands in for reading a channel's history (adapters.discord.catch_up.missed_in): per
     channel, the messages there or the error Discord answers with."""
 
     def __init__(self, answers: dict[int, list[int] | Exception]) -> None:

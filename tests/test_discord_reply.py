@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-import adapters.discord as discord_adapter
-import adapters.discord_reply as discord_reply
-from adapters.discord import DiscordAdapter
-from adapters.discord_reply import MessageReply
+import adapters.discord.adapter as discord_adapter
+import adapters.discord.reply as discord_reply
+from adapters.discord.adapter import DiscordAdapter
+from adapters.discord.reply import MessageReply
 from bot.events import Incoming, RegenerateRequested, StopRequested
-from fake_discord import (
+from support.fake_discord import (
     FakeDiscord,
     Json,
     RecordingSink,

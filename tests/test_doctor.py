@@ -1,4 +1,4 @@
-"""`hearthbot check` (bot/doctor.py): good and bad setups with the real tiny model, a real
+"""`hearthbot check` (bot/app/doctor.py): good and bad setups with the real tiny model, a real
 llama_cpp.server for the openai backend, and fake login endpoints on 127.0.0.1 for --online."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from bot.doctor import Report, diagnose, port_free, secrets_in_file
+from bot.app.doctor import Report, diagnose, port_free, secrets_in_file
 from bot.settings import Settings, load_settings
-from llama_server import free_port, llama_server
+from support.llama_server import free_port, llama_server
 
 TOKEN = "discord-token-0123456789abcdef"
 PASSWORD = "matrix-password-0123"
@@ -316,7 +316,7 @@ def test_check_command_exits_non_zero_with_a_cross(tmp_path: Path, tiny_model: P
         "HEARTHBOT_DISCORD__TOKEN": TOKEN,
     }
     result = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "check"],
+        [sys.executable, "-m", "bot.app.cli", "check"],
         capture_output=True,
         text=True,
         env=env,

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.engine import Engine, GenerationRequest, StopScanner
-from bot.model_file import GgufSummary, ModelFileError, check_fits, inspect_model
+from bot.model.gguf import GgufSummary, ModelFileError, check_fits, inspect_model
+from bot.model.llama_cpp.backend import LlamaCppBackend
+from bot.model.types import GenerationRequest, StopScanner
 from bot.personas import Sampling
 
 MESSAGES = [
@@ -21,8 +22,8 @@ MESSAGES = [
 
 
 @pytest.fixture
-async def engine(tiny_model: Path) -> AsyncIterator[Engine]:
-    loaded = await Engine.load(tiny_model, n_ctx=2048, n_threads=2, n_batch=512)
+async def engine(tiny_model: Path) -> AsyncIterator[LlamaCppBackend]:
+    loaded = await LlamaCppBackend.load(tiny_model, n_ctx=2048, n_threads=2, n_batch=512)
     yield loaded
     await loaded.close()
 
@@ -32,13 +33,13 @@ def request(seed: int, max_tokens: int = 48, **extra: object) -> GenerationReque
     return GenerationRequest(messages=MESSAGES, sampling=sampling, seed=seed, **extra)  # type: ignore[arg-type]
 
 
-async def collect(engine: Engine, req: GenerationRequest) -> tuple[list[str], str, str]:
+async def collect(engine: LlamaCppBackend, req: GenerationRequest) -> tuple[list[str], str, str]:
     generation = engine.start(req)
     deltas = [delta async for delta in generation]
     return deltas, generation.result.text, generation.result.finish
 
 
-async def test_model_info_and_template(engine: Engine) -> None:
+async def test_model_info_and_template(engine: LlamaCppBackend) -> None:
     info = engine.info
     assert info.name == "hearthbot-tiny-test"
     assert info.n_ctx == 2048 and info.n_threads == 2
@@ -50,7 +51,7 @@ async def test_model_info_and_template(engine: Engine) -> None:
     assert engine.count_tokens("<|im_end|>") > 1
 
 
-async def test_streams_deltas_that_add_up_to_the_text(engine: Engine) -> None:
+async def test_streams_deltas_that_add_up_to_the_text(engine: LlamaCppBackend) -> None:
     deltas, text, finish = await collect(engine, request(seed=3, max_tokens=64, ban_eos=True))
     assert finish == "length"
     assert len(deltas) >= 1
@@ -58,14 +59,14 @@ async def test_streams_deltas_that_add_up_to_the_text(engine: Engine) -> None:
     assert text.strip()
 
 
-async def test_max_tokens_is_respected(engine: Engine) -> None:
+async def test_max_tokens_is_respected(engine: LlamaCppBackend) -> None:
     generation = engine.start(request(seed=1, max_tokens=7, ban_eos=True))
     _ = [d async for d in generation]
     assert generation.result.finish == "length"
     assert generation.result.generated_tokens == 7
 
 
-async def test_end_token_stops_generation(engine: Engine) -> None:
+async def test_end_token_stops_generation(engine: LlamaCppBackend) -> None:
     finishes = set()
     for seed in range(12):
         generation = engine.start(request(seed=seed, max_tokens=64))
@@ -75,7 +76,7 @@ async def test_end_token_stops_generation(engine: Engine) -> None:
     assert "stop" in finishes  # the tiny model emits its end token for some seeds
 
 
-async def test_same_seed_cold_gives_same_text(engine: Engine) -> None:
+async def test_same_seed_cold_gives_same_text(engine: LlamaCppBackend) -> None:
     _, first, _ = await collect(engine, request(seed=42, cold=True))
     await collect(engine, request(seed=7))  # leave other state in the cache
     _, again, _ = await collect(engine, request(seed=42, cold=True))
@@ -84,7 +85,7 @@ async def test_same_seed_cold_gives_same_text(engine: Engine) -> None:
     assert len(texts) > 1  # different seeds draw different replies
 
 
-async def test_stop_string_ends_the_reply_and_is_not_shown(engine: Engine) -> None:
+async def test_stop_string_ends_the_reply_and_is_not_shown(engine: LlamaCppBackend) -> None:
     _, free, _ = await collect(engine, request(seed=5, max_tokens=64, ban_eos=True))
     words = free.split()
     assert len(words) > 3
@@ -99,7 +100,7 @@ async def test_stop_string_ends_the_reply_and_is_not_shown(engine: Engine) -> No
     assert "".join(deltas) == text
 
 
-async def test_cancel_during_generation(engine: Engine) -> None:
+async def test_cancel_during_generation(engine: LlamaCppBackend) -> None:
     generation = engine.start(request(seed=2, max_tokens=100_000 // 100, ban_eos=True))
     seen = 0
     async for _ in generation:
@@ -112,7 +113,7 @@ async def test_cancel_during_generation(engine: Engine) -> None:
     assert finish == "length" and text
 
 
-class AbortingEngine(Engine):
+class AbortingEngine(LlamaCppBackend):
     """Cancels a generation from inside llama.cpp's abort callback, i.e. while the prompt is
     being evaluated: the real abort path of llama_decode."""
 
@@ -151,7 +152,7 @@ async def test_cancel_interrupts_prompt_evaluation(tiny_model: Path) -> None:
 async def test_prompt_evaluation_watches_the_abort_flag(tiny_model: Path) -> None:
     """The abort callback is installed during prompt evaluation and removed afterwards."""
     calls = {"during": 0}
-    engine = await Engine.load(tiny_model, n_ctx=4096, n_threads=2, n_batch=2048)
+    engine = await LlamaCppBackend.load(tiny_model, n_ctx=4096, n_threads=2, n_batch=2048)
     original = engine._should_abort
 
     def counting(data: ctypes.c_void_p) -> bool:
@@ -176,7 +177,7 @@ async def test_prompt_evaluation_watches_the_abort_flag(tiny_model: Path) -> Non
         await engine.close()
 
 
-async def test_prefix_of_previous_prompt_is_reused(engine: Engine) -> None:
+async def test_prefix_of_previous_prompt_is_reused(engine: LlamaCppBackend) -> None:
     generation = engine.start(request(seed=4, max_tokens=8))
     _ = [d async for d in generation]
     longer = [
@@ -191,7 +192,7 @@ async def test_prefix_of_previous_prompt_is_reused(engine: Engine) -> None:
     assert generation.result.reused_tokens >= len(engine.prompt_tokens(MESSAGES)) - 2
 
 
-async def test_generations_from_two_tasks_are_serialized(engine: Engine) -> None:
+async def test_generations_from_two_tasks_are_serialized(engine: LlamaCppBackend) -> None:
     async def run(seed: int) -> str:
         return (await collect(engine, request(seed=seed, max_tokens=16, cold=True)))[1]
 
@@ -219,7 +220,7 @@ async def test_corrupt_model_file_is_a_clear_error(
     path = tmp_path / "broken.gguf"
     path.write_bytes(content)
     with pytest.raises(ModelFileError) as err:
-        await Engine.load(path, n_ctx=512, n_threads=1)
+        await LlamaCppBackend.load(path, n_ctx=512, n_threads=1)
     assert expected in str(err.value) and str(path) in str(err.value)
 
 
@@ -227,13 +228,13 @@ async def test_truncated_model_is_a_clear_error(tmp_path: Path, tiny_model: Path
     path = tmp_path / "truncated.gguf"
     path.write_bytes(tiny_model.read_bytes()[:20_000])
     with pytest.raises(ModelFileError) as err:
-        await Engine.load(path, n_ctx=512, n_threads=1)
+        await LlamaCppBackend.load(path, n_ctx=512, n_threads=1)
     assert str(path) in str(err.value)
 
 
 async def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match="not found"):
-        await Engine.load(tmp_path / "nope.gguf", n_ctx=512, n_threads=1)
+        await LlamaCppBackend.load(tmp_path / "nope.gguf", n_ctx=512, n_threads=1)
 
 
 def test_memory_check_counts_weights_and_kv(tiny_model: Path) -> None:

@@ -16,15 +16,15 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.cli import checked_personas
+from bot.app.cli import checked_personas
+from bot.app.health import HealthError, HealthServer
+from bot.app.liveness import WorkerProbe
+from bot.app.service import Service
+from bot.app.systemd import Notifier
 from bot.daemon import Daemon
-from bot.health import HealthError, HealthServer
-from bot.liveness import WorkerProbe
-from bot.service import Service
 from bot.settings import ConfigError, load_settings
-from bot.systemd import Notifier
-from recording_adapter import RecordingAdapter, message
-from test_daemon import answered, daemon_for
+from support.daemons import answered, daemon_for
+from support.recording_adapter import RecordingAdapter, message
 
 LOCAL = "127.0.0.1:0"
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 from adapters.console import ConsoleAdapter
 from bot.daemon import Daemon
-from bot.engine import Engine
 from bot.events import ChatEvent, Incoming, Outcome
+from bot.model.llama_cpp.backend import LlamaCppBackend
 from bot.personas import load_personas
 from bot.settings import load_settings
 from bot.store import Store
-from hostile import hostile_cases
+from support.hostile import hostile_cases
 
 
 def test_corpus_is_big_enough() -> None:
@@ -33,7 +33,7 @@ async def test_every_case_through_the_console(tmp_path: Path, tiny_model: Path) 
     stdin = io.StringIO("\n".join(lines) + "\n")
     stdout = io.StringIO()
     settings = load_settings(None, bot={"data_dir": tmp_path})
-    engine = await Engine.load(tiny_model, n_ctx=2048, n_threads=2)
+    engine = await LlamaCppBackend.load(tiny_model, n_ctx=2048, n_threads=2)
     store = await Store.open(tmp_path / "db.sqlite")
     console = ConsoleAdapter(stdin, stdout, interactive=False)
     daemon = Daemon(settings, store, engine, load_personas(), {"console": console})  # type: ignore[dict-item]
@@ -72,7 +72,7 @@ def test_invalid_utf8_on_stdin_does_not_crash(tmp_path: Path, tiny_model: Path) 
     }
     payload = b"bad bytes \xff\xfe\xc3\x28 here\n\xed\xa0\x80 lone surrogate\nstill there?\n"
     result = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "chat"],
+        [sys.executable, "-m", "bot.app.cli", "chat"],
         input=payload,
         capture_output=True,
         env=env,

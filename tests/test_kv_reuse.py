@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from bot.engine import Engine, Generation, GenerationRequest
-from bot.kv_cache import Rate, Snapshot, SnapshotCache, common_prefix, restore_wins
+from bot.model.llama_cpp.backend import LlamaCppBackend
+from bot.model.llama_cpp.kv_cache import Rate, Snapshot, SnapshotCache, common_prefix, restore_wins
+from bot.model.types import Generation, GenerationRequest
 from bot.personas import Sampling
-from persona_files import only_persona
-from test_daemon import ask, daemon_for
+from support.daemons import ask, daemon_for
+from support.persona_files import only_persona
 
 
-class RecordingEngine(Engine):
+class RecordingEngine(LlamaCppBackend):
     def __init__(self) -> None:
         super().__init__()
         self.generations: list[Generation] = []
@@ -42,7 +43,9 @@ def conversation(channel: str, turns: int) -> list[dict[str, str]]:
     return messages
 
 
-async def run(engine: Engine, messages: list[dict[str, str]], key: str | None) -> Generation:
+async def run(
+    engine: LlamaCppBackend, messages: list[dict[str, str]], key: str | None
+) -> Generation:
     req = GenerationRequest(
         messages=messages, sampling=Sampling(max_tokens=4), seed=1, cache_key=key
     )
@@ -64,7 +67,7 @@ async def test_interleaved_channels_stay_warm(engine: RecordingEngine) -> None:
 
 
 async def test_without_a_cache_only_the_resident_channel_is_warm(tiny_model: Path) -> None:
-    engine = await Engine.load(tiny_model, n_ctx=4096, n_threads=2, kv_cache_mb=0)
+    engine = await LlamaCppBackend.load(tiny_model, n_ctx=4096, n_threads=2, kv_cache_mb=0)
     try:
         a, b = conversation("a", 20), conversation("b", 20)
         await run(engine, a, "a")
@@ -78,7 +81,7 @@ async def test_without_a_cache_only_the_resident_channel_is_warm(tiny_model: Pat
 
 
 async def test_the_byte_budget_is_kept(tiny_model: Path) -> None:
-    engine = await Engine.load(tiny_model, n_ctx=4096, n_threads=2, kv_cache_mb=1)
+    engine = await LlamaCppBackend.load(tiny_model, n_ctx=4096, n_threads=2, kv_cache_mb=1)
     try:
         for i in range(12):
             await run(engine, conversation(f"c{i}", 25), f"c{i}")

@@ -1,5 +1,6 @@
-"""The Matrix adapter against a real Synapse (tests/synapse.py), with the real daemon, the tiny
-real model and a real Store. The other side of every conversation is a real matrix-nio client.
+"""The Matrix adapter against a real Synapse (tests/support/synapse.py), with the real daemon,
+the tiny real model and a real Store. The other side of every conversation is a real
+matrix-nio client.
 
 Every test here runs with the logs captured at debug level (ours, nio's, aiohttp's) and ends
 by checking that no password or access token of the test's accounts appears in them.
@@ -27,18 +28,18 @@ import structlog
 from nio import KeyVerificationKey, KeyVerificationMac, ToDeviceMessage, UnknownToDeviceEvent
 from nio.crypto import Sas
 
-from adapters.matrix import UNDECRYPTABLE_NOTICE, MatrixAdapter
-from adapters.matrix_format import render_html
-from adapters.matrix_state import SESSION_FILE
+from adapters.matrix.adapter import UNDECRYPTABLE_NOTICE, MatrixAdapter
+from adapters.matrix.format import render_html
+from adapters.matrix.state import SESSION_FILE
 from bot import logs, texts
 from bot.daemon import Daemon
-from bot.engine import Engine
 from bot.events import ChatEvent, Outcome
+from bot.model.llama_cpp.backend import LlamaCppBackend
 from bot.personas import load_personas
 from bot.settings import load_settings
 from bot.store import Store
-from hostile import hostile_cases
-from synapse import (
+from support.hostile import hostile_cases
+from support.synapse import (
     SERVER_NAME,
     Account,
     Peer,
@@ -111,7 +112,7 @@ async def running_bot(
     settings = load_settings(
         None, bot={"data_dir": tmp_path}, matrix=matrix_section(server, account, **matrix)
     )
-    engine = await Engine.load(model, n_ctx=2048, n_threads=2)
+    engine = await LlamaCppBackend.load(model, n_ctx=2048, n_threads=2)
     store = await Store.open(tmp_path / "hearthbot.db")
     adapter = MatrixAdapter(settings.matrix, settings.bot)
     daemon = Daemon(settings, store, engine, load_personas(None), {"matrix": adapter})  # type: ignore[dict-item]

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from adapters.matrix_rules import (
+from adapters.matrix.rules import (
     ReplyTarget,
     addressing,
     channel_id,
@@ -205,8 +205,8 @@ def test_config_warnings(users: list[str], homeserver: str | None, warned: str |
 
 
 def test_hearthbot_messages_are_marked_and_never_answered() -> None:
-    from adapters.matrix_format import edit_content, message_content
-    from adapters.matrix_rules import sent_by_a_bot
+    from adapters.matrix.format import edit_content, message_content
+    from adapters.matrix.rules import sent_by_a_bot
 
     assert sent_by_a_bot(message_content("an answer", reply_to="$e"))
     assert sent_by_a_bot(edit_content("$original", "a longer answer"))

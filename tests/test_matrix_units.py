@@ -12,16 +12,16 @@ from typing import Any
 import pytest
 from nio import RoomSendError
 
-from adapters.matrix import MatrixAdapter
-from adapters.matrix_format import edit_content, message_content, render_html
-from adapters.matrix_reply import MatrixReply
-from adapters.matrix_state import (
+from adapters.common.state_file import write_private
+from adapters.matrix.adapter import MatrixAdapter
+from adapters.matrix.format import edit_content, message_content, render_html
+from adapters.matrix.reply import MatrixReply
+from adapters.matrix.state import (
     MAX_THREAD_EVENTS,
     STATE_FILE,
     Session,
     SyncState,
 )
-from adapters.state_file import write_private
 from bot.events import Incoming
 from bot.settings import load_settings
 

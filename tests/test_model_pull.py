@@ -1,4 +1,4 @@
-"""`bot.model_pull` against a fake hub on 127.0.0.1: download, resume, checksum, errors."""
+"""`bot.model.pull` against a fake hub on 127.0.0.1: download, resume, checksum, errors."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from bot import model_pull
-from bot.model_pull import PullError, find_local_model, partial_path, pull
-from fake_hub import COMMIT, FakeHub
+from bot.model.pull import PullError, find_local_model, partial_path, pull
+from support.fake_hub import COMMIT, FakeHub
 
 REPO = "org/tiny-GGUF"
 FILE = "tiny-q4_k_m.gguf"

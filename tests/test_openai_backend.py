@@ -14,14 +14,15 @@ import pytest
 from structlog.testing import capture_logs
 
 from bot import logs, texts
-from bot.backend import Backend, load_backend
-from bot.engine import Engine, GenerationRequest
-from bot.openai_backend import OpenAIBackend, api_root
+from bot.model.backend import Backend, load_backend
+from bot.model.llama_cpp.backend import LlamaCppBackend
+from bot.model.openai.backend import OpenAIBackend, api_root
+from bot.model.types import GenerationRequest
 from bot.personas import Sampling
 from bot.settings import load_settings
-from llama_server import free_port, llama_server
-from recording_adapter import message
-from test_daemon import answered, ask, daemon_for
+from support.daemons import answered, ask, daemon_for
+from support.llama_server import free_port, llama_server
+from support.recording_adapter import message
 
 MESSAGES = [
     {"role": "system", "content": "You are a test."},
@@ -422,7 +423,7 @@ def test_both_backends_have_what_the_daemon_uses() -> None:
         "cache_state",
         "close",
     }
-    for cls in (Engine, OpenAIBackend):
+    for cls in (LlamaCppBackend, OpenAIBackend):
         assert used - {"info"} <= set(dir(cls)), cls  # info is set when loaded
 
 
@@ -432,7 +433,7 @@ async def test_load_backend_picks_the_configured_one(tiny_model: Path, kind: str
     settings = load_settings(None, model={"backend": kind, "base_url": url, "n_ctx": 1024})
     loaded = await load_backend(settings.model, tiny_model)
     try:
-        assert type(loaded) is (OpenAIBackend if kind == "openai" else Engine)
+        assert type(loaded) is (OpenAIBackend if kind == "openai" else LlamaCppBackend)
         assert loaded.info.n_ctx == 1024 and loaded.info.name == "hearthbot-tiny-test"
     finally:
         await loaded.close()

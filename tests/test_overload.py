@@ -11,14 +11,14 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from bot.engine import GenerationResult
 from bot.events import Outcome
+from bot.model.types import GenerationResult
 from bot.observer import Observer
-from fake_discord import FakeDiscord, Json, until
-from persona_files import only_persona
-from recording_adapter import message
-from test_daemon import daemon_for
-from test_discord import at, hearthbot
+from support.daemons import daemon_for
+from support.discord_bot import at, hearthbot
+from support.fake_discord import FakeDiscord, Json, until
+from support.persona_files import only_persona
+from support.recording_adapter import message
 
 MESSAGES, USERS, CHANNELS, SECONDS = 500, 50, 10, 10
 REACTIONS = r"/channels/\d+/messages/(\d+)/reactions/.+/@me"

@@ -1,4 +1,4 @@
-"""The daemon as systemd runs it: a real `python -m bot.cli chat` subprocess, a real
+"""The daemon as systemd runs it: a real `python -m bot.app.cli chat` subprocess, a real
 NOTIFY_SOCKET bound by the test, WATCHDOG_USEC, and real signals (SIGTERM mid-answer, SIGHUP).
 """
 
@@ -25,7 +25,7 @@ import pytest
 
 from bot import texts
 
-CLI = [sys.executable, "-m", "bot.cli", "chat"]
+CLI = [sys.executable, "-m", "bot.app.cli", "chat"]
 LONG_PERSONA = """description = "never stops by itself"
 temperature = 0.0
 max_tokens = 8000

@@ -254,7 +254,7 @@ def test_loads_do_not_leak_the_toml_path(tmp_path: Path) -> None:
 def run_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     # os.environ is already cleaned of HEARTHBOT_* by the autouse fixture.
     return subprocess.run(
-        [sys.executable, "-m", "bot.cli", *args],
+        [sys.executable, "-m", "bot.app.cli", *args],
         capture_output=True,
         text=True,
         cwd=cwd,

@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot.settings import load_settings
-from bot.settings_doc import DOC, EXAMPLE, example_toml, settings_markdown
+from tools.settings_doc import DOC, EXAMPLE, example_toml, settings_markdown
 
 
 def test_reference_is_up_to_date() -> None:
     assert DOC.read_text(encoding="utf-8") == settings_markdown(), (
-        "docs/settings.md is stale: run `python -m bot.settings_doc`"
+        "docs/settings.md is stale: run `python -m tools.settings_doc`"
     )
     assert EXAMPLE.read_text(encoding="utf-8") == example_toml(), (
-        "config.example.toml is stale: run `python -m bot.settings_doc`"
+        "config.example.toml is stale: run `python -m tools.settings_doc`"
     )
 
 

@@ -12,16 +12,16 @@ from typing import Any
 from pydantic import BaseModel
 
 from bot import texts
-from bot.cli import checked_personas
+from bot.app.cli import checked_personas
+from bot.app.service import Service, changed_fields
+from bot.app.systemd import Notifier
 from bot.daemon import Daemon
 from bot.events import Incoming, Outcome
 from bot.personas import load_personas
-from bot.service import Service, changed_fields
 from bot.settings import BotSettings, load_settings
 from bot.store import Store
-from bot.systemd import Notifier
-from recording_adapter import RecordedReply, RecordingAdapter, message
-from test_daemon import answered, daemon_for
+from support.daemons import answered, daemon_for
+from support.recording_adapter import RecordedReply, RecordingAdapter, message
 
 PERSONA = """description = "{name}"
 temperature = 0.0

@@ -1,4 +1,4 @@
-"""adapters.base: splitting long answers into platform-sized messages without breaking code."""
+"""adapters.common.split: long answers split into platform-sized messages, code kept whole."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.base import FENCE, fence_state, split_message
+from adapters.common.split import FENCE, fence_state, split_message
 
 
 def is_fence_line(line: str) -> bool:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.app.systemd import Notifier, watchdog_interval
 from bot.settings import BotSettings
-from bot.systemd import Notifier, watchdog_interval
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "hearthbot.service"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.thinking import ThinkFilter, with_thinking
+from bot.prompt.thinking import ThinkFilter, with_thinking
 
 
 def run(chunks: list[str]) -> tuple[str, str, str]:

@@ -11,7 +11,7 @@ import llama_cpp
 import pytest
 from llama_cpp import Llama
 
-from tinymodel import (
+from support.tinymodel import (
     CHAT_TEMPLATE,
     IM_END_ID,
     IM_START_ID,

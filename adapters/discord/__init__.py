@@ -1,0 +1,1 @@
+"""Discord (discord.py): one platform, split by job."""

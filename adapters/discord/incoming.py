@@ -1,0 +1,148 @@
+"""Discord messages as the core's events: whether a message is for the bot, its channel and
+thread parent (for access), and its text as the model should read it (the bot's mention
+removed, other mentions as names, text attachments read up to a cap, others named)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import discord
+import structlog
+
+from adapters.discord.access import PLATFORM, Access, Addressing
+from adapters.discord.text import (
+    attachment_named,
+    attachment_read,
+    decode_text,
+    is_text_attachment,
+    plain_text,
+    with_attachments,
+    without_footnote,
+)
+from bot.events import Incoming
+
+log = structlog.get_logger(__name__)
+
+MAX_ATTACHMENTS = 10
+MESSAGE_TYPES = (discord.MessageType.default, discord.MessageType.reply)
+
+
+class Reader:
+    def __init__(self, access: Access, attachment_max_kb: int) -> None:
+        self.access = access
+        self._attachment_max_kb = attachment_max_kb
+        self._http: aiohttp.ClientSession | None = None  # for reading attachments
+        self._parents: dict[int, int | None] = {}  # thread → parent, for uncached threads
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    def addressing(self, message: discord.Message, me: discord.ClientUser) -> Addressing:
+        resolved = message.reference.resolved if message.reference else None
+        guild = message.guild
+        bot_role = guild.self_role.id if guild is not None and guild.self_role else None
+        return Addressing(
+            is_own=message.author.id == me.id,
+            author_is_bot=message.author.bot,
+            is_webhook=message.webhook_id is not None,
+            is_system=message.type not in MESSAGE_TYPES,
+            is_dm=guild is None,
+            mentions_bot=me.id in message.raw_mentions
+            or (bot_role is not None and bot_role in message.raw_role_mentions),
+            replies_to_bot=isinstance(resolved, discord.Message) and resolved.author.id == me.id,
+        )
+
+    async def channel_and_parent(
+        self, client: discord.Client, channel: Any, guild_id: int | None
+    ) -> tuple[int, ...]:
+        """The channel and, for a thread, its parent: a thread of an allowed channel is
+        allowed. A thread missing from discord.py's cache is looked up once."""
+        if channel is None:
+            return ()
+        if isinstance(channel, discord.Thread):
+            return (channel.id, channel.parent_id)
+        if guild_id is None or not self.access.allowed_channels:
+            return (channel.id,)
+        if channel.id not in self._parents:
+            try:
+                fetched = await client.fetch_channel(channel.id)
+                self._parents[channel.id] = getattr(fetched, "parent_id", None)
+            except (discord.HTTPException, aiohttp.ClientError, OSError):
+                return (channel.id,)
+        parent = self._parents.get(channel.id)
+        return (channel.id,) if parent is None else (channel.id, parent)
+
+    async def incoming(self, message: discord.Message, me: discord.ClientUser) -> Incoming:
+        resolved = message.reference.resolved if message.reference else None
+        quoted = None
+        if isinstance(resolved, discord.Message):
+            quoted = self.plain(resolved, me)
+            if resolved.author.id == me.id:  # compare our answer as the core stored it
+                quoted = without_footnote(quoted)
+        guild_id = message.guild.id if message.guild else None
+        return Incoming(
+            platform=PLATFORM,
+            channel_id=str(message.channel.id),  # a thread is its own channel
+            message_id=str(message.id),
+            author_id=str(message.author.id),
+            author_name=message.author.display_name,
+            text=await self.text(message, me),
+            is_direct=guild_id is None,
+            mentions_bot=True,
+            reply_to_id=str(message.reference.message_id)
+            if message.reference and message.reference.message_id
+            else None,
+            reply_to_text=quoted or None,
+            server_id=str(guild_id) if guild_id else None,
+            is_admin=self.access.is_admin(message.author.id),
+            received_at=message.created_at.timestamp(),  # a message read back is older
+        )
+
+    def plain(self, message: discord.Message, me: discord.ClientUser) -> str:
+        guild = message.guild
+        return plain_text(
+            message.content,
+            me.id,
+            users={user.id: user.display_name for user in message.mentions},
+            roles={role.id: role.name for role in message.role_mentions},
+            channels={c.id: c.name for c in message.channel_mentions},
+            bot_role_id=guild.self_role.id if guild is not None and guild.self_role else None,
+        )
+
+    async def text(self, message: discord.Message, me: discord.ClientUser) -> str:
+        parts = [await self._attachment(a) for a in message.attachments[:MAX_ATTACHMENTS]]
+        return with_attachments(self.plain(message, me), parts)
+
+    async def _attachment(self, attachment: discord.Attachment) -> str:
+        """A text file (a long paste becomes message.txt) is read up to attachment_max_kb;
+        anything else is only named."""
+        cap_kb = self._attachment_max_kb
+        if cap_kb and is_text_attachment(attachment.filename, attachment.content_type):
+            got = await self._download(attachment.url, cap_kb * 1024)
+            if got is not None:
+                body, truncated = got
+                text = decode_text(body)
+                if text is not None:
+                    return attachment_read(attachment.filename, text, cap_kb if truncated else None)
+        return attachment_named(attachment.filename, attachment.content_type, attachment.size)
+
+    async def _download(self, url: str, cap: int) -> tuple[bytes, bool] | None:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+        try:
+            async with self._http.get(url) as response:
+                if response.status != 200:
+                    return None
+                body = b""
+                while len(body) <= cap:
+                    chunk = await response.content.read(cap + 1 - len(body))
+                    if not chunk:
+                        break
+                    body += chunk
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.warning("discord attachment unreadable", error=str(exc))
+            return None
+        return body[:cap], len(body) > cap

@@ -1,0 +1,1 @@
+"""Matrix (matrix-nio, end-to-end encrypted): one platform, split by job."""

@@ -1,0 +1,1 @@
+"""The process around the core: CLI, service, systemd, health, metrics, check."""

@@ -1,0 +1,246 @@
+"""`hearthbot run | chat | check | personas | model pull`.
+
+Every expected failure (bad config, a broken persona, a model that cannot load, no network
+for a pull) is one clear message on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from bot import logs
+from bot.model.gguf import ModelFileError
+from bot.personas import PersonaError, PersonaSet, load_personas
+from bot.settings import (
+    ConfigError,
+    Settings,
+    find_config_file,
+    load_settings,
+    secret_values,
+)
+
+EXIT_CONFIG = 2
+EXIT_FAILURE = 1
+DB_NAME = "hearthbot.db"
+
+
+def models_dir(settings: Settings) -> Path:
+    return settings.bot.data_dir / "models"
+
+
+def model_path(settings: Settings) -> Path:
+    """The configured model, else the newest GGUF in data_dir/models/."""
+    if settings.model.path is not None:
+        return settings.model.path.expanduser()
+    from bot.model.pull import find_local_model  # huggingface_hub is slow to import
+
+    found = find_local_model(models_dir(settings))
+    if found is None:
+        raise ModelFileError(
+            f"no model: set [model] path (or HEARTHBOT_MODEL__PATH), or run `hearthbot model "
+            f"pull` to download {settings.model.pull_repo}/{settings.model.pull_file} into "
+            f"{models_dir(settings)}"
+        )
+    return found
+
+
+def checked_personas(settings: Settings) -> PersonaSet:
+    personas = load_personas(settings.bot.personas_dir)
+    if personas.get(settings.bot.default_persona) is None:
+        raise ConfigError(
+            f"bot.default_persona: no persona named {settings.bot.default_persona!r} "
+            f"(have: {', '.join(personas.names())})"
+        )
+    return personas
+
+
+async def serve(
+    settings: Settings,
+    console_only: bool,
+    pull_missing: bool = False,
+    config_file: Path | None = None,
+) -> int:
+    from adapters.registry import build_adapters
+    from bot.app.service import Service
+    from bot.daemon import Daemon
+    from bot.model.backend import load_backend
+    from bot.store import Store
+
+    personas = checked_personas(settings)
+    if pull_missing and settings.model.path is None:
+        from bot.model.pull import find_local_model
+
+        if find_local_model(models_dir(settings)) is None:
+            pull(settings, None, None)
+    path = model_path(settings)
+    service = Service(settings, config_file, checked_personas)  # systemd, signals, health
+    async with service.loading(f"model {path.name}"):
+        engine = await load_backend(settings.model, path)
+    store = await Store.open(settings.bot.data_dir / DB_NAME)
+    adapters = build_adapters(settings, console_only)
+    daemon = Daemon(settings, store, engine, personas, adapters)
+    stop = asyncio.Event()
+    service.handle_signals(stop)
+    try:
+        # Health and metrics serve chat platforms; a console chat has none (and so never
+        # fights a running service for the port).
+        await service.attach(daemon, serve_health=set(adapters) != {"console"})
+        await daemon.start()
+        service.ready()
+        waits = [asyncio.ensure_future(stop.wait())]
+        failures = {asyncio.ensure_future(a.failure): name for name, a in adapters.items()}
+        waits += failures
+        finished = [a.finished for a in adapters.values() if hasattr(a, "finished")]
+        if finished and len(finished) == len(adapters):  # only the console: ends with stdin
+            waits.append(asyncio.ensure_future(_all_set(finished)))
+        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        for task in done:
+            if task in failures:
+                raise AdapterFailed(f"{failures[task]}: {task.result()}")
+        if not stop.is_set():  # stdin ended: answer what was asked, unless told to stop
+            await _first(daemon.wait_idle(), stop.wait())
+    finally:
+        service.stopping()
+        await daemon.stop()
+        await service.close()
+        await store.close()
+        await engine.close()
+    return 0
+
+
+class AdapterFailed(Exception):
+    """A platform refused the bot for good; the message says which and why."""
+
+
+async def _all_set(events: list[asyncio.Event]) -> None:
+    for event in events:
+        await event.wait()
+
+
+async def _first(*waits: Coroutine[Any, Any, object]) -> None:
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def check(settings: Settings, config_file: Path | None, online: bool = False) -> int:
+    """The effective settings, then the doctor (bot/app/doctor.py): a ✓/✗ line per check, and a
+    non-zero exit when one fails."""
+    from bot.app.doctor import diagnose
+
+    print("settings (secrets masked):")
+    print(json.dumps(settings.model_dump(mode="json"), indent=2, sort_keys=True))
+    report = await diagnose(settings, config_file, online=online)
+    print("\n".join(report.lines()))
+    return report.exit_code()
+
+
+def list_personas(settings: Settings) -> int:
+    personas = checked_personas(settings)
+    for name in personas.names():
+        persona = personas.personas[name]
+        default = " (default)" if name == settings.bot.default_persona else ""
+        print(f"{name:<14} temperature {persona.temperature:<4g} {persona.description}{default}")
+    return 0
+
+
+def pull(settings: Settings, repo: str | None, filename: str | None) -> int:
+    from bot.model.pull import pull as download
+
+    path = download(
+        repo or settings.model.pull_repo,
+        filename or settings.model.pull_file,
+        models_dir(settings),
+        progress=sys.stderr.isatty(),
+    )
+    print(path)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="hearthbot", description="A self-hosted chatbot answered by a local model."
+    )
+    top.add_argument("--config", metavar="FILE", help="TOML config (default: $HEARTHBOT_CONFIG)")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser("run", help="start every configured adapter (the console if none)")
+    run.add_argument(
+        "--pull-missing",
+        action="store_true",
+        help="download the default model first when none is configured or downloaded",
+    )
+    sub.add_parser("chat", help="chat in this terminal (or from piped stdin)")
+    check_cmd = sub.add_parser(
+        "check", help="check config, personas, model, data dir and platforms; ✓/✗ per check"
+    )
+    check_cmd.add_argument(
+        "--online", action="store_true", help="also log in to each chat platform (and out)"
+    )
+    sub.add_parser("personas", help="list the personas")
+    model = sub.add_parser("model", help="manage model files")
+    model_sub = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    pull_cmd = model_sub.add_parser("pull", help="download a GGUF from the Hugging Face hub")
+    pull_cmd.add_argument("repo", nargs="?", help="e.g. Qwen/Qwen2.5-1.5B-Instruct-GGUF")
+    pull_cmd.add_argument("file", nargs="?", help="e.g. qwen2.5-1.5b-instruct-q4_k_m.gguf")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    command = args.command or "run"
+    try:
+        config_file = find_config_file(args.config)
+        settings = load_settings(config_file)
+    except ConfigError as exc:
+        print(f"hearthbot: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    logs.configure(settings.log.level, settings.log.format)
+    for secret in secret_values(settings):
+        logs.register_secret(secret)
+    from bot.model.pull import PullError
+
+    try:
+        if command in ("run", "chat"):
+            with contextlib.suppress(KeyboardInterrupt):
+                return asyncio.run(
+                    serve(
+                        settings,
+                        console_only=command == "chat",
+                        pull_missing=getattr(args, "pull_missing", False),
+                        config_file=config_file,
+                    )
+                )
+            return 0
+        if command == "check":
+            return asyncio.run(check(settings, config_file, args.online))
+        if command == "personas":
+            return list_personas(settings)
+        return pull(settings, args.repo, args.file)
+    except (ConfigError, PersonaError) as exc:
+        print(f"hearthbot: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (ModelFileError, PullError, AdapterFailed) as exc:
+        print(f"hearthbot: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except BrokenPipeError:
+        # Whoever read our output went away (`hearthbot personas | head`): not an error.
+        # Point stdout at /dev/null so the interpreter's final flush does not complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Is the model worker alive? Asked by /healthz and before each systemd watchdog ping.
+
+A trivial job through the worker's thread answers it. A job waits behind the reply being
+generated, though, so while one is, the worker also counts as alive as long as its token
+count moves. Only a worker that has done neither for `stall_s` is reported stuck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.model.types import Generation
+
+Ping = Callable[[], Awaitable[object]]
+
+
+def worker_ping(backend: object) -> Ping | None:
+    """The backend's `ping` (a trivial job through its model thread), if it has a thread:
+    the in-process engine does; a remote server's health is its own."""
+    ping = getattr(backend, "ping", None)
+    return ping if callable(ping) else None
+
+
+class WorkerProbe:
+    """Whether the model worker still works. One ping is in flight at a time, so probing
+    often costs nothing; a ping waits behind a reply being generated, so while one is, the
+    worker counts as alive as long as its token count moves."""
+
+    def __init__(
+        self, ping: Ping | None, in_flight: Callable[[], Generation | None], stall_s: float
+    ) -> None:
+        self._ping = ping
+        self._in_flight = in_flight
+        self.stall_s = stall_s
+        self._pending: asyncio.Future[object] | None = None
+        self._sent = 0.0
+        self._seen: tuple[int, int] = (0, -1)  # (id of the generation, its token count)
+        self._seen_at = 0.0
+
+    async def check(self, wait: float = 0.0) -> str | None:
+        """None when alive, else why not. Waits up to `wait` seconds for the ping."""
+        if self._ping is None:
+            return None
+        if self._pending is None or self._pending.done():
+            self._pending = asyncio.ensure_future(self._ping())
+            self._sent = time.monotonic()
+        if wait > 0 and not self._pending.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._pending), wait)
+        if self._pending.done():
+            if self._pending.cancelled() or self._pending.exception() is not None:
+                return "the model worker failed a ping"
+            return None
+        waited = time.monotonic() - self._sent
+        if waited < self.stall_s or self._progressing():
+            return None
+        return f"the model worker has not answered for {waited:.0f} s"
+
+    def _progressing(self) -> bool:
+        generation = self._in_flight()
+        if generation is None:
+            return False
+        now = time.monotonic()
+        seen = (id(generation), generation.result.generated_tokens)
+        if seen != self._seen:
+            self._seen, self._seen_at = seen, now
+        return now - self._seen_at < self.stall_s
+
+    def close(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()

@@ -1,0 +1,136 @@
+"""Prometheus metrics: what the daemon did, counted once per reply (never per token).
+
+The daemon reports through a `bot.observer.Observer`; `Metrics` is the one that counts.
+Values that are state rather than events (queue depth, adapter connections) are read when
+scraped, so they can never go stale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from bot.observer import Observer
+from bot.scheduler import Refusal
+
+if TYPE_CHECKING:
+    from bot.daemon import Daemon
+    from bot.model.types import GenerationResult
+
+# Seconds: a small model on a fast box answers in tens of ms; a big prompt on a Pi in minutes.
+FIRST_TOKEN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
+TOKENS_PER_S_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
+
+
+class Metrics(Observer):
+    """Counters and histograms in a registry of their own (not prometheus_client's global
+    one, so two daemons in one process, as in the tests, never collide)."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self._answered = Counter(
+            "hearthbot_messages_answered", "Messages answered.", ["platform"], registry=r
+        )
+        self._refused = Counter(
+            "hearthbot_messages_refused",
+            "Messages refused (queue full or rate limited).",
+            ["platform", "reason"],
+            registry=r,
+        )
+        self._generated = Counter(
+            "hearthbot_tokens_generated", "Tokens generated in answers.", registry=r
+        )
+        self._evaluated = Counter(
+            "hearthbot_prompt_tokens_evaluated",
+            "Prompt tokens the model had to evaluate.",
+            registry=r,
+        )
+        self._reused = Counter(
+            "hearthbot_prompt_tokens_reused",
+            "Prompt tokens reused from the KV cache instead of evaluated.",
+            registry=r,
+        )
+        self._first_token = Histogram(
+            "hearthbot_time_to_first_token_seconds",
+            "From the start of generation (prompt evaluation included) to the first token.",
+            buckets=FIRST_TOKEN_BUCKETS,
+            registry=r,
+        )
+        self._speed = Histogram(
+            "hearthbot_tokens_per_second",
+            "Generation speed of one answer, after its first token.",
+            buckets=TOKENS_PER_S_BUCKETS,
+            registry=r,
+        )
+        self._errors = Counter(
+            "hearthbot_errors", "Errors by kind (answer, event, reload).", ["kind"], registry=r
+        )
+        r.register(_StateCollector(daemon))
+        # Zero-valued series from the start: a rate() over a series that appears late is wrong.
+        for platform in daemon.adapters:
+            self._answered.labels(platform)
+            for refusal in Refusal:
+                self._refused.labels(platform, refusal.value)
+        for kind in ("answer", "event", "reload"):
+            self._errors.labels(kind)
+
+    def answered(self, platform: str, result: GenerationResult) -> None:
+        self._answered.labels(platform).inc()
+        self._generated.inc(result.generated_tokens)
+        self._evaluated.inc(max(0, result.prompt_tokens - result.reused_tokens))
+        self._reused.inc(result.reused_tokens)
+        if result.first_token_s is not None:
+            self._first_token.observe(result.first_token_s)
+            streaming = result.total_s - result.first_token_s
+            if result.generated_tokens > 1 and streaming > 0:
+                self._speed.observe((result.generated_tokens - 1) / streaming)
+
+    def refused(self, platform: str, reason: str) -> None:
+        self._refused.labels(platform, reason).inc()
+
+    def error(self, kind: str) -> None:
+        self._errors.labels(kind).inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _StateCollector(Collector):
+    """Read at scrape time from the daemon itself."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+
+    def collect(self) -> Iterator[Metric]:
+        daemon = self._daemon
+        yield GaugeMetricFamily(
+            "hearthbot_queue_depth", "Messages waiting for an answer.", value=len(daemon.queue)
+        )
+        yield GaugeMetricFamily(
+            "hearthbot_generating",
+            "1 while an answer is being generated.",
+            value=int(daemon.in_flight is not None),
+        )
+        connected = GaugeMetricFamily(
+            "hearthbot_adapter_connected",
+            "1 when the chat platform connection is up.",
+            labels=["platform"],
+        )
+        for name, adapter in sorted(daemon.adapters.items()):
+            connected.add_metric([name], int(_is_connected(adapter)))
+        yield connected
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # state changes shape (adapters); never pre-described
+
+
+def _is_connected(adapter: object) -> bool:
+    try:
+        return bool(adapter.is_connected())  # type: ignore[attr-defined]
+    except Exception:  # a broken adapter is a disconnected one, not a failed scrape
+        return False

@@ -1,0 +1,1 @@
+"""Commands: one syntax on every platform; parsing is pure, handlers act."""

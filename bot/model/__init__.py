@@ -1,0 +1,1 @@
+"""What generates text: backend-neutral types, the backend protocol, and the backends."""

@@ -1,0 +1,69 @@
+"""What the daemon needs from a model, wherever it runs, and the one place that picks one.
+
+`llama_cpp` (bot.model.llama_cpp.backend.LlamaCppBackend) runs the model in this process; `openai`
+(bot.model.openai.backend.OpenAIBackend) sends prompts to an OpenAI-compatible server. Both render
+and count with the same GGUF's template and vocabulary (bot.model.template), so trimming to the
+context window stays exact whichever one generates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from bot.model.types import Generation, GenerationRequest, ModelInfo
+from bot.settings import ModelSettings
+
+
+class Backend(Protocol):
+    @property
+    def info(self) -> ModelInfo: ...
+
+    def start(self, request: GenerationRequest) -> Generation:
+        """Begin generating; iterate the Generation for text, read `.result` when it ends."""
+        ...
+
+    def render(
+        self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True
+    ) -> str: ...
+
+    def tokenize(self, text: str, special: bool = True) -> list[int]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]: ...
+
+    async def forget(self, key: str | None = None) -> None:
+        """Drop whatever the backend keeps of a channel's conversation (all when None)."""
+        ...
+
+    def cache_state(self, key: str) -> str: ...
+
+    async def close(self) -> None: ...
+
+
+async def load_backend(model: ModelSettings, path: Path) -> Backend:
+    """The configured backend, ready to answer. `path` is the GGUF: the model itself for
+    llama_cpp, its tokenizer and chat template for openai. Raises ModelFileError."""
+    if model.backend == "openai":
+        from bot.model.openai.backend import OpenAIBackend
+
+        assert model.base_url is not None  # ModelSettings validates this
+        return await OpenAIBackend.load(
+            path,
+            base_url=model.base_url,
+            n_ctx=model.n_ctx,
+            api_key=model.api_key.get_secret_value() if model.api_key else None,
+            model=model.model,
+            timeout_s=model.timeout_s,
+        )
+    from bot.model.llama_cpp.backend import LlamaCppBackend
+
+    return await LlamaCppBackend.load(
+        path,
+        model.n_ctx,
+        model.threads(),
+        model.n_batch,
+        kv_cache_mb=model.kv_cache_mb,
+    )

@@ -1,0 +1,1 @@
+"""The scale-out backend: an OpenAI-compatible server generates."""

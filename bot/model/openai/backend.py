@@ -1,0 +1,377 @@
+"""The scale-out backend: an OpenAI-compatible server generates, everything else stays here.
+
+The prompt is rendered and counted locally with the GGUF's own template and vocabulary
+(opened `vocab_only`: no weights in memory) and sent as text to `/v1/completions`, so a
+server that serves the same GGUF evaluates exactly the tokens the context builder counted.
+`/v1/chat/completions` would let the server template the messages its own way, and trimming
+to the context window would become a guess.
+
+Text streams back as server-sent events into the same `Generation` the in-process engine
+uses. Stop strings go to the server and are also scanned here, so another speaker's turn
+never shows even where a server ignores them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import llama_cpp
+import structlog
+from llama_cpp._logger import llama_log_callback
+
+from bot import logs
+from bot.model.gguf import ModelFileError, inspect_model
+from bot.model.template import ChatText, UsesChatText
+from bot.model.types import (
+    TURN_MARKERS,
+    FinishReason,
+    Generation,
+    GenerationRequest,
+    GenerationResult,
+    ModelInfo,
+    StopScanner,
+)
+
+log = structlog.get_logger(__name__)
+
+# Enough to rule a token out on any server (OpenAI's logit_bias range is -100..100).
+BANNED = -100
+
+
+class ServerError(Exception):
+    """The model server could not be used; the message is one line for the log."""
+
+
+@dataclass(eq=False)
+class StreamingGeneration(Generation):
+    """A Generation fed by an HTTP stream: cancelling also cancels the request, which closes
+    the connection, and the server stops generating."""
+
+    task: asyncio.Task[None] | None = None
+
+    def cancel(self) -> None:
+        super().cancel()
+        if self.task is not None:
+            # Like the engine's cancel, safe from any thread.
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing runs anyway
+                self.loop.call_soon_threadsafe(self.task.cancel)
+
+
+def api_root(base_url: str) -> str:
+    """`http://host:8080` and `http://host:8080/v1/` both mean `http://host:8080/v1`."""
+    root = base_url.rstrip("/")
+    return root if root.endswith("/v1") else root + "/v1"
+
+
+async def sse_data(stream: aiohttp.StreamReader) -> AsyncIterator[str]:
+    """The `data` of each server-sent event; comments (keep-alive pings) are skipped."""
+    data: list[str] = []
+    async for raw in stream:
+        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+    if data:
+        yield "\n".join(data)
+
+
+class OpenAIBackend(UsesChatText):
+    """Create with `await OpenAIBackend.load(...)`; satisfies bot.model.backend.Backend."""
+
+    def __init__(
+        self,
+        vocab: llama_cpp.Llama,
+        text: ChatText,
+        info: ModelInfo,
+        base_url: str,
+        api_key: str | None,
+        model: str | None,
+        timeout_s: float,
+    ) -> None:
+        self._vocab = vocab
+        self._text = text
+        self.info = info
+        self.base_url = base_url
+        self.root = api_root(base_url)
+        self.model = model
+        self.timeout_s = timeout_s
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # sock_read bounds the wait for every piece, so a stalled server is noticed mid-reply
+        # too; there is no total limit, since a long reply legitimately takes minutes.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s)
+        # trust_env=False: no proxy from the environment; only base_url is ever contacted.
+        self._session = aiohttp.ClientSession(headers=headers, timeout=timeout, trust_env=False)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._count_warned = False
+
+    @classmethod
+    async def load(
+        cls,
+        path: Path,
+        base_url: str,
+        n_ctx: int,
+        api_key: str | None = None,
+        model: str | None = None,
+        timeout_s: float = 60.0,
+    ) -> OpenAIBackend:
+        """Open the GGUF's vocabulary (fast, no weights). The server is not contacted: a
+        server that is down at start is reported per reply, not as a failed start."""
+        logs.register_secret(api_key)
+        summary = await asyncio.to_thread(inspect_model, path)
+        try:
+            vocab = await asyncio.to_thread(_open_vocab, path)
+        except Exception as exc:
+            problem = f"llama.cpp could not read the vocabulary of {path}: {exc}"
+            raise ModelFileError(problem) from None
+        text = ChatText(vocab)
+        info = ModelInfo(
+            path=path,
+            name=model or vocab.metadata.get("general.name") or path.stem,
+            description=f"served by {base_url}",
+            n_params=int(llama_cpp.llama_model_n_params(vocab.model)),
+            size_bytes=summary.size_bytes,
+            n_ctx=n_ctx,
+            n_threads=0,  # the server's business
+            quantization=text.quantization,
+        )
+        return cls(vocab, text, info, base_url, api_key, model, timeout_s)
+
+    # -- text: the same template and vocabulary as the served GGUF --------------------------
+
+    def prompt_text(self, messages: Sequence[dict[str, str]]) -> str:
+        """The rendered prompt as the server should get it: servers add BOS themselves when
+        the vocabulary asks for it (as our tokenize does), so a BOS the template wrote is
+        dropped rather than doubled."""
+        text = self.render(messages)
+        bos = self._text.bos_text
+        return text.removeprefix(bos) if bos else text
+
+    # -- the server's side of the cache ------------------------------------------------------
+
+    async def forget(self, key: str | None = None) -> None:
+        """Nothing of a conversation is kept here; the server's prompt cache is its own."""
+
+    def cache_state(self, key: str) -> str:
+        return "kept by the model server"
+
+    # -- generation ------------------------------------------------------------------------
+
+    def payload(self, request: GenerationRequest) -> dict[str, Any]:
+        """The /v1/completions body for a request."""
+        sampling = request.sampling
+        body: dict[str, Any] = {
+            "prompt": self.prompt_text(request.messages),
+            "max_tokens": sampling.max_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "seed": request.seed,
+            "stream": True,
+            # A last chunk with token counts (llama-server, vLLM); others ignore it.
+            "stream_options": {"include_usage": True},
+            # llama.cpp servers' sampling fields (vLLM knows top_k and min_p as well).
+            "top_k": sampling.top_k,
+            "min_p": sampling.min_p,
+            "repeat_penalty": sampling.repeat_penalty,
+        }
+        if self.model:
+            body["model"] = self.model
+        if request.stop:
+            body["stop"] = list(request.stop)
+        if request.cold:
+            body["cache_prompt"] = False  # llama-server: evaluate afresh, so a seed reproduces
+        if request.ban_eos:
+            body["logit_bias"] = {str(t): BANNED for t in self._text.eog_tokens()}
+        return body
+
+    def start(self, request: GenerationRequest) -> Generation:
+        generation = StreamingGeneration(request, asyncio.get_running_loop())
+        task = asyncio.create_task(self._generate(generation), name="hearthbot-openai")
+        generation.task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return generation
+
+    async def _generate(self, gen: StreamingGeneration) -> None:
+        req, result = gen.request, gen.result
+        result.seed = req.seed
+        started = time.perf_counter()
+        scanner = StopScanner((*req.stop, *TURN_MARKERS))
+        try:
+            tokens = req.prompt if req.prompt is not None else self.prompt_tokens(req.messages)
+            result.prompt_tokens = len(tokens)
+            result.finish = await self._stream(gen, scanner, started)
+        except asyncio.CancelledError:  # gen.cancel(), or shutting down
+            result.finish = "cancelled"
+        except ServerError as exc:
+            if gen.cancelled:
+                result.finish = "cancelled"
+            else:
+                log.error("generation failed", error=str(exc))
+                result.finish, result.error = "error", str(exc)
+        finally:
+            if tail := scanner.flush():
+                gen._emit(tail)
+            result.text = scanner.text
+            result.total_s = time.perf_counter() - started
+            gen._done()
+
+    async def _stream(
+        self, gen: StreamingGeneration, scanner: StopScanner, started: float
+    ) -> FinishReason:
+        """Read the reply; `generated_tokens` is the server's count when it reports one, else
+        the streamed pieces (servers send one per token, or fewer while holding back text)."""
+        finish: FinishReason = "stop"
+        pieces = 0
+        with self._errors():
+            async with self._session.post(
+                f"{self.root}/completions", json=self.payload(gen.request)
+            ) as response:
+                if response.status != 200:
+                    raise ServerError(await self._refusal(response, "completions"))
+                async for data in sse_data(response.content):
+                    if data == "[DONE]":
+                        break
+                    chunk = _json(data, self.base_url)
+                    if error := chunk.get("error"):
+                        raise ServerError(
+                            f"the model server at {self.base_url} failed: {_message(error)}"
+                        )
+                    for choice in chunk.get("choices") or ():
+                        piece = choice.get("text") or ""
+                        if piece:
+                            pieces += 1
+                            gen.result.generated_tokens = pieces
+                            if gen.result.first_token_s is None:
+                                gen.result.first_token_s = time.perf_counter() - started
+                        shown, hit = scanner.feed(piece)
+                        if shown:
+                            gen._emit(shown)
+                        if hit:  # the model began another turn: hang up, the server stops
+                            response.close()
+                            return "stop"
+                        if reason := choice.get("finish_reason"):
+                            finish = "length" if reason == "length" else "stop"
+                    if usage := chunk.get("usage"):
+                        self._note_usage(gen.result, usage)
+                    if gen.cancelled:
+                        response.close()
+                        return "cancelled"
+        return finish
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """aiohttp's exceptions as one line that says what happened and where."""
+        where = f"the model server at {self.base_url}"
+        try:
+            yield
+        except aiohttp.ClientConnectorError as exc:
+            raise ServerError(f"cannot reach {where}: {connect_reason(exc)}") from None
+        except TimeoutError:
+            raise ServerError(f"{where} did not answer within {self.timeout_s:g}s") from None
+        except aiohttp.ClientError as exc:  # e.g. the connection dropped mid-reply
+            raise ServerError(f"{where} failed: {exc or type(exc).__name__}") from None
+
+    async def _refusal(self, response: aiohttp.ClientResponse, endpoint: str) -> str:
+        body = (await response.text(errors="replace"))[:2000]
+        try:
+            detail = _message(json.loads(body))
+        except ValueError:
+            detail = body.strip() or response.reason or ""
+        detail = detail[:300]
+        where = f"the model server at {self.base_url}"
+        if response.status in (401, 403):
+            return f"{where} refused the API key (HTTP {response.status}: {detail})"
+        if response.status == 404:
+            return f"{where} has no {self.root}/{endpoint} (HTTP 404): check base_url"
+        return f"{where} answered HTTP {response.status}: {detail}"
+
+    def _note_usage(self, result: GenerationResult, usage: dict[str, Any]) -> None:
+        if isinstance(n := usage.get("completion_tokens"), int):
+            result.generated_tokens = n
+        details = usage.get("prompt_tokens_details") or {}
+        if isinstance(cached := details.get("cached_tokens"), int):
+            result.reused_tokens = cached
+        counted = usage.get("prompt_tokens")
+        if isinstance(counted, int) and counted != result.prompt_tokens and not self._count_warned:
+            # Another model or tokenizer on the server: trimming is an estimate now.
+            self._count_warned = True
+            log.warning(
+                "the model server counts prompts differently; is it serving the same GGUF?",
+                server_count=counted,
+                local_count=result.prompt_tokens,
+            )
+
+    async def models(self) -> list[str]:
+        """The model names the server lists (GET /v1/models). Raises ServerError."""
+        with self._errors():
+            async with self._session.get(f"{self.root}/models") as response:
+                if response.status != 200:
+                    raise ServerError(await self._refusal(response, "models"))
+                listing = _json(await response.text(), self.base_url)
+        return [str(m.get("id")) for m in listing.get("data") or () if isinstance(m, dict)]
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._session.close()
+        self._vocab.close()
+
+
+@llama_cpp.llama_log_callback
+def _quiet(_level: int, _text: bytes, _data: ctypes.c_void_p) -> None:
+    pass
+
+
+def _open_vocab(path: Path) -> llama_cpp.Llama:
+    """A vocabulary-only Llama. It has no training context, so llama.cpp would warn about a
+    "possible training context overflow" on every start; its log is muted meanwhile."""
+    llama_cpp.llama_log_set(_quiet, ctypes.c_void_p(0))
+    try:
+        return llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    finally:
+        llama_cpp.llama_log_set(llama_log_callback, ctypes.c_void_p(0))
+
+
+def _json(data: str, base_url: str) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except ValueError:
+        raise ServerError(
+            f"the model server at {base_url} sent something that is not JSON: {data[:80]!r}"
+        ) from None
+    if not isinstance(value, dict):
+        raise ServerError(f"the model server at {base_url} sent unexpected JSON: {data[:80]!r}")
+    return value
+
+
+def _message(error: object) -> str:
+    """The human part of an error body: OpenAI's {"error": {"message"}}, FastAPI's
+    {"detail"}, or whatever it is."""
+    if isinstance(error, dict):
+        inner = error.get("error", error)
+        if isinstance(inner, dict):
+            return str(inner.get("message") or inner.get("detail") or inner)
+        return str(error.get("detail") or inner)
+    return str(error)
+
+
+def connect_reason(exc: aiohttp.ClientConnectorError) -> str:
+    """E.g. "connection refused", not asyncio's "Connect call failed (...)"."""
+    errno = exc.os_error.errno
+    text = os.strerror(errno) if errno else str(exc.os_error) or type(exc.os_error).__name__
+    return text[:1].lower() + text[1:]

@@ -1,0 +1,152 @@
+"""What every backend speaks: the request, the running generation and its result, model facts.
+
+Backend-neutral: nothing here imports llama_cpp, so the core can use these types without
+loading the model library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from bot.personas import Sampling
+
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+
+# Turn markers of common templates: if one shows up as text, the model is writing the next
+# speaker's turn.
+TURN_MARKERS = ("<|im_start|>", "<|im_end|>", "<|start_header_id|>", "<|eot_id|>", "</s>")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    path: Path
+    name: str
+    description: str  # llama.cpp's own summary, e.g. "qwen2 1.5B Q4_K - Medium"
+    n_params: int
+    size_bytes: int
+    n_ctx: int
+    n_threads: int
+    quantization: str = ""  # e.g. "Q4_K_M", from the GGUF's file type
+
+    @property
+    def params_text(self) -> str:
+        n = self.n_params
+        return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n:,}"
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    messages: Sequence[dict[str, str]]
+    sampling: Sampling
+    seed: int  # resolved: a fixed seed, or a freshly drawn one
+    stop: tuple[str, ...] = ()
+    # Evaluate the prompt from scratch: the same seed and history then give the same text
+    # (a different batch split of a reused cache can change the logits slightly).
+    cold: bool = False
+    # For benchmarks: end-of-generation tokens can never be drawn (every reply is max_tokens).
+    ban_eos: bool = False
+    # The rendered, tokenized messages, when the caller already has them (it measured them).
+    prompt: Sequence[int] | None = None
+    # Whose conversation this is (the channel): its KV state is kept warm between turns.
+    cache_key: str | None = None
+
+
+@dataclass(slots=True)
+class GenerationResult:
+    text: str = ""
+    finish: FinishReason = "stop"
+    prompt_tokens: int = 0
+    reused_tokens: int = 0
+    generated_tokens: int = 0
+    seed: int = 0
+    first_token_s: float | None = None
+    total_s: float = 0.0
+    error: str | None = None
+
+
+@dataclass(eq=False)
+class Generation:
+    """A running generation: iterate it for text deltas; `result` is set when it ends."""
+
+    request: GenerationRequest
+    loop: asyncio.AbstractEventLoop
+    result: GenerationResult = field(default_factory=GenerationResult)
+    _cancel: threading.Event = field(default_factory=threading.Event)
+    _deltas: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
+
+    def cancel(self) -> None:
+        """Stop as soon as possible, also in the middle of evaluating a long prompt."""
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    # Called from the worker thread.
+    def _emit(self, delta: str | None) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self._deltas.put_nowait, delta)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            self._cancel.set()
+
+    def _done(self) -> None:
+        self._emit(None)
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        while True:
+            delta = await self._deltas.get()
+            # Coalesce what arrived meanwhile: fewer, larger updates for the adapter.
+            parts = [delta] if delta is not None else []
+            while delta is not None and not self._deltas.empty():
+                delta = self._deltas.get_nowait()
+                if delta is not None:
+                    parts.append(delta)
+            if parts:
+                yield "".join(parts)
+            if delta is None:
+                return
+
+
+class StopScanner:
+    """Finds stop strings in streamed text and holds back a tail that could start one."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = tuple(s for s in stops if s)
+        self._hold = max((len(s) - 1 for s in self.stops), default=0)
+        self.text = ""
+        self._sent = 0
+
+    def feed(self, piece: str) -> tuple[str, bool]:
+        """Add text; return (text safe to show now, whether a stop string was hit)."""
+        scan_from = max(0, len(self.text) - self._hold)
+        self.text += piece
+        hits = [i for s in self.stops if (i := self.text.find(s, scan_from)) >= 0]
+        if hits:
+            self.text = self.text[: min(hits)]
+            return self._release(len(self.text)), True
+        safe = len(self.text)
+        for stop in self.stops:
+            for n in range(min(len(stop) - 1, len(self.text)), 0, -1):
+                if self.text.endswith(stop[:n]):
+                    safe = min(safe, len(self.text) - n)
+                    break
+        return self._release(safe), False
+
+    def flush(self) -> str:
+        return self._release(len(self.text))
+
+    def _release(self, upto: int) -> str:
+        out = self.text[self._sent : upto] if upto > self._sent else ""
+        self._sent = max(self._sent, upto)
+        return out
+
+
+def draw_seed() -> int:
+    """A fresh seed per reply (not derived from the last one, so restarts do not repeat)."""
+    return random.SystemRandom().randrange(0, 2**32 - 1)

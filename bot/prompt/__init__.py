@@ -1,0 +1,1 @@
+"""From stored history to prompt tokens: the window, the builder, `<think>` handling."""

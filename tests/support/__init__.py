@@ -1,0 +1,1 @@
+"""Test support: fakes at the network edge, the tiny model, shared helpers."""
