@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.app.cli import checked_personas
+from bot.app.bootstrap import checked_personas
 from bot.app.health import HealthError, HealthServer
 from bot.app.liveness import WorkerProbe
 from bot.app.service import Service

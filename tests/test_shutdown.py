@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from bot import texts
-from bot.app.cli import checked_personas
+from bot.app.bootstrap import checked_personas
 from bot.app.service import Service, changed_fields
 from bot.app.systemd import Notifier
 from bot.daemon import Daemon

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from bot import logs
+from bot.app.bootstrap import checked_personas, database_path, find_model, model_path, models_dir
 from bot.model.gguf import ModelFileError
-from bot.personas import PersonaError, PersonaSet, load_personas
+from bot.personas import PersonaError
 from bot.settings import (
     ConfigError,
     Settings,
@@ -29,37 +30,6 @@ from bot.settings import (
 
 EXIT_CONFIG = 2
 EXIT_FAILURE = 1
-DB_NAME = "hearthbot.db"
-
-
-def models_dir(settings: Settings) -> Path:
-    return settings.bot.data_dir / "models"
-
-
-def model_path(settings: Settings) -> Path:
-    """The configured model, else the newest GGUF in data_dir/models/."""
-    if settings.model.path is not None:
-        return settings.model.path.expanduser()
-    from bot.model.pull import find_local_model  # huggingface_hub is slow to import
-
-    found = find_local_model(models_dir(settings))
-    if found is None:
-        raise ModelFileError(
-            f"no model: set [model] path (or HEARTHBOT_MODEL__PATH), or run `hearthbot model "
-            f"pull` to download {settings.model.pull_repo}/{settings.model.pull_file} into "
-            f"{models_dir(settings)}"
-        )
-    return found
-
-
-def checked_personas(settings: Settings) -> PersonaSet:
-    personas = load_personas(settings.bot.personas_dir)
-    if personas.get(settings.bot.default_persona) is None:
-        raise ConfigError(
-            f"bot.default_persona: no persona named {settings.bot.default_persona!r} "
-            f"(have: {', '.join(personas.names())})"
-        )
-    return personas
 
 
 async def serve(
@@ -75,16 +45,13 @@ async def serve(
     from bot.store import Store
 
     personas = checked_personas(settings)
-    if pull_missing and settings.model.path is None:
-        from bot.model.pull import find_local_model
-
-        if find_local_model(models_dir(settings)) is None:
-            pull(settings, None, None)
+    if pull_missing and find_model(settings) is None:
+        pull(settings, None, None)
     path = model_path(settings)
     service = Service(settings, config_file, checked_personas)  # systemd, signals, health
     async with service.loading(f"model {path.name}"):
         engine = await load_backend(settings.model, path)
-    store = await Store.open(settings.bot.data_dir / DB_NAME)
+    store = await Store.open(database_path(settings))
     adapters = build_adapters(settings, console_only)
     daemon = Daemon(settings, store, engine, personas, adapters)
     stop = asyncio.Event()
@@ -137,7 +104,7 @@ async def _first(*waits: Coroutine[Any, Any, object]) -> None:
 
 
 async def check(settings: Settings, config_file: Path | None, online: bool = False) -> int:
-    """The effective settings, then the doctor (bot/app/doctor.py): a ✓/✗ line per check, and a
+    """The effective settings, then the doctor (bot/app/doctor.py): a ✓/✗ line each, and a
     non-zero exit when one fails."""
     from bot.app.doctor import diagnose
 

@@ -134,7 +134,7 @@ def config_file_warnings(config_file: Path | None) -> list[str]:
 
 
 def personas_check(settings: Settings) -> Check:
-    from bot.app.cli import checked_personas
+    from bot.app.bootstrap import checked_personas
     from bot.personas import PersonaError
 
     try:
@@ -191,7 +191,7 @@ def port_free(listen: str) -> Check:
 
 
 async def model_checks(settings: Settings, report: Report) -> None:
-    from bot.app.cli import model_path
+    from bot.app.bootstrap import model_path
     from bot.model.backend import load_backend
     from bot.model.openai.backend import OpenAIBackend
 
