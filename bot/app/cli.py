@@ -104,9 +104,9 @@ async def _first(*waits: Coroutine[Any, Any, object]) -> None:
 
 
 async def check(settings: Settings, config_file: Path | None, online: bool = False) -> int:
-    """The effective settings, then the doctor (bot/app/doctor.py): a ✓/✗ line each, and a
+    """The effective settings, then every check (bot/app/check/): a ✓/✗ line each, and a
     non-zero exit when one fails."""
-    from bot.app.doctor import diagnose
+    from bot.app.check import diagnose
 
     print("settings (secrets masked):")
     print(json.dumps(settings.model_dump(mode="json"), indent=2, sort_keys=True))

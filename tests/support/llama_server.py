@@ -1,5 +1,5 @@
 """A real `python -m llama_cpp.server` (the llama-cpp-python[server] extra) serving a GGUF on
-127.0.0.1, for the openai backend's tests and the doctor's."""
+127.0.0.1, for the openai backend's tests and `hearthbot check`'s."""
 
 from __future__ import annotations
 

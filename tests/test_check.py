@@ -1,4 +1,4 @@
-"""`hearthbot check` (bot/app/doctor.py): good and bad setups with the real tiny model, a real
+"""`hearthbot check` (bot/app/check/): good and bad setups with the real tiny model, a real
 llama_cpp.server for the openai backend, and fake login endpoints on 127.0.0.1 for --online."""
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from bot.app.doctor import Report, diagnose, port_free, secrets_in_file
+from bot.app.check import diagnose
+from bot.app.check.config import secrets_in_file
+from bot.app.check.host import port_free
+from bot.app.check.report import Report
 from bot.settings import Settings, load_settings
 from support.llama_server import free_port, llama_server
 
