@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.app.cli import parser
+
 CLI = [sys.executable, "-m", "bot.app.cli"]
 
 
@@ -88,6 +90,32 @@ def test_personas_lists_bundled_ones(env: dict[str, str]) -> None:
         assert name in result.stdout
 
 
+COMMANDS = [["run"], ["chat"], ["check"], ["personas"], ["model", "pull"]]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        *(["--config", "my.toml", *command] for command in COMMANDS),
+        *([*command, "--config", "my.toml"] for command in COMMANDS),
+        ["model", "--config", "my.toml", "pull"],
+        ["run", "--pull-missing", "--config", "my.toml"],
+        ["check", "--config", "my.toml", "--online"],
+        ["model", "pull", "--config", "my.toml", "some/repo", "some.gguf"],
+    ],
+    ids=" ".join,
+)
+def test_global_options_go_before_or_after_the_command(argv: list[str]) -> None:
+    args = parser().parse_args(argv)
+    assert args.config == "my.toml"
+    assert args.command in argv
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_a_command_without_global_options_keeps_the_defaults(command: list[str]) -> None:
+    assert parser().parse_args(command).config is None
+
+
 @pytest.mark.parametrize(
     ("config", "field"),
     [
@@ -111,8 +139,10 @@ def test_bad_config_names_the_field(
     assert "Traceback" not in result.stderr
 
 
-def test_missing_config_file_is_an_error(env: dict[str, str], tmp_path: Path) -> None:
-    result = run(["--config", str(tmp_path / "nope.toml"), "check"], env)
+@pytest.mark.parametrize("before", [True, False], ids=["before", "after"])
+def test_missing_config_file_is_an_error(env: dict[str, str], tmp_path: Path, before: bool) -> None:
+    option = ["--config", str(tmp_path / "nope.toml")]
+    result = run([*option, "check"] if before else ["check", *option], env)
     assert result.returncode == 2 and "not found" in result.stderr
     env_named = env | {"HEARTHBOT_CONFIG": str(tmp_path / "gone.toml")}
     result = run(["check"], env_named)

@@ -137,29 +137,51 @@ def pull(settings: Settings, repo: str | None, filename: str | None) -> int:
     return 0
 
 
+def _global_options(default: object) -> argparse.ArgumentParser:
+    """The options every command takes, before or after its name."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--config",
+        metavar="FILE",
+        default=default,
+        help="TOML config (default: $HEARTHBOT_CONFIG)",
+    )
+    return options
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
-        prog="hearthbot", description="A self-hosted chatbot answered by a local model."
+        prog="hearthbot",
+        description="A self-hosted chatbot answered by a local model.",
+        parents=[_global_options(None)],
     )
-    top.add_argument("--config", metavar="FILE", help="TOML config (default: $HEARTHBOT_CONFIG)")
+    # A command's copy of an option sets it only when given there: with a default it would
+    # overwrite the value given before the command (`hearthbot --config FILE run`).
+    anywhere = [_global_options(argparse.SUPPRESS)]
     sub = top.add_subparsers(dest="command", metavar="COMMAND")
-    run = sub.add_parser("run", help="start every configured adapter (the console if none)")
+    run = sub.add_parser(
+        "run", parents=anywhere, help="start every configured adapter (the console if none)"
+    )
     run.add_argument(
         "--pull-missing",
         action="store_true",
         help="download the default model first when none is configured or downloaded",
     )
-    sub.add_parser("chat", help="chat in this terminal (or from piped stdin)")
+    sub.add_parser("chat", parents=anywhere, help="chat in this terminal (or from piped stdin)")
     check_cmd = sub.add_parser(
-        "check", help="check config, personas, model, data dir and platforms; ✓/✗ per check"
+        "check",
+        parents=anywhere,
+        help="check config, personas, model, data dir and platforms; ✓/✗ per check",
     )
     check_cmd.add_argument(
         "--online", action="store_true", help="also log in to each chat platform (and out)"
     )
-    sub.add_parser("personas", help="list the personas")
-    model = sub.add_parser("model", help="manage model files")
+    sub.add_parser("personas", parents=anywhere, help="list the personas")
+    model = sub.add_parser("model", parents=anywhere, help="manage model files")
     model_sub = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)
-    pull_cmd = model_sub.add_parser("pull", help="download a GGUF from the Hugging Face hub")
+    pull_cmd = model_sub.add_parser(
+        "pull", parents=anywhere, help="download a GGUF from the Hugging Face hub"
+    )
     pull_cmd.add_argument("repo", nargs="?", help="e.g. Qwen/Qwen2.5-1.5B-Instruct-GGUF")
     pull_cmd.add_argument("file", nargs="?", help="e.g. qwen2.5-1.5b-instruct-q4_k_m.gguf")
     return top
