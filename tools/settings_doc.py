@@ -1,8 +1,10 @@
 """Generates docs/settings.md and config.example.toml from the settings models, so the
-reference can never drift from the code. `python -m tools.settings_doc` rewrites both."""
+reference can never drift from the code. `python -m tools.settings_doc` (from the repository
+root) rewrites both; with `--check` it only says which are stale (exit 1)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Iterator
@@ -93,12 +95,33 @@ def example_toml() -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.settings_doc",
+        description="Rewrite docs/settings.md and config.example.toml from the settings models.",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 when a file is stale"
+    )
+    args = parser.parse_args(argv)
+    generated = {DOC: settings_markdown(), EXAMPLE: example_toml()}
+    if args.check:
+        stale = [p for p, text in generated.items() if _read(p) != text]
+        for path in stale:
+            print(f"{path} is stale: run `python -m tools.settings_doc`", file=sys.stderr)
+        return 1 if stale else 0
     DOC.parent.mkdir(exist_ok=True)
-    DOC.write_text(settings_markdown(), encoding="utf-8")
-    EXAMPLE.write_text(example_toml(), encoding="utf-8")
+    for path, text in generated.items():
+        path.write_text(text, encoding="utf-8")
     print(f"wrote {DOC} and {EXAMPLE}")
     return 0
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return None
 
 
 if __name__ == "__main__":
