@@ -13,16 +13,16 @@ import ctypes
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import llama_cpp
 import structlog
-from llama_cpp._internals import LlamaSampler
 
 from bot.model.gguf import ModelFileError, available_memory, check_fits, inspect_model
 from bot.model.llama_cpp.kv_cache import Rate, Snapshot, SnapshotCache, common_prefix, restore_wins
+from bot.model.llama_cpp.sampler import sampler_chain
 from bot.model.template import ChatText, UsesChatText
 from bot.model.types import (
     TURN_MARKERS,
@@ -31,14 +31,11 @@ from bot.model.types import (
     ModelInfo,
     StopScanner,
 )
-from bot.personas import Sampling
 
 log = structlog.get_logger(__name__)
 
 # Shorter sequences are cheaper to evaluate again than to save.
 MIN_SNAPSHOT_TOKENS = 32
-# llama-cpp-python's default window for the repeat penalty.
-PENALTY_LAST_N = 64
 
 
 class LlamaCppBackend(UsesChatText):
@@ -199,7 +196,8 @@ class LlamaCppBackend(UsesChatText):
         result.prompt_tokens = len(tokens)
         reuse = self._prepare_cache(req.cache_key, tokens, req.cold)
         result.reused_tokens = reuse
-        sampler = self._sampler(req.sampling, req.seed, self._eog_tokens() if req.ban_eos else ())
+        banned = self._text.eog_tokens() if req.ban_eos else ()
+        sampler = sampler_chain(req.sampling, req.seed, llm.n_vocab(), banned)
         self._watch_abort(gen._cancel)
         evaluated = time.perf_counter()
         llm.eval(tokens[reuse:])
@@ -322,27 +320,6 @@ class LlamaCppBackend(UsesChatText):
         if snapshot is not None:
             return f"warm ({len(snapshot.tokens):,} tokens saved, {snapshot.nbytes / 2**20:.1f} MB)"
         return "cold"
-
-    def _sampler(self, sampling: Sampling, seed: int, banned: Sequence[int]) -> LlamaSampler:
-        """The same chain llama-cpp-python builds for create_completion (penalties, top-k,
-        top-p, min-p, temperature, seeded draw), plus an optional ban done in C."""
-        n_vocab = self._llm.n_vocab()
-        chain = LlamaSampler()
-        if banned:
-            chain.add_logit_bias(n_vocab, dict.fromkeys(banned, float("-inf")))
-        chain.add_penalties(n_vocab, PENALTY_LAST_N, sampling.repeat_penalty, 0.0, 0.0)
-        if sampling.temperature == 0:
-            chain.add_greedy()
-            return chain
-        chain.add_top_k(sampling.top_k)
-        chain.add_top_p(sampling.top_p, 1)
-        chain.add_min_p(sampling.min_p, 1)
-        chain.add_temp(sampling.temperature)
-        chain.add_dist(seed)
-        return chain
-
-    def _eog_tokens(self) -> tuple[int, ...]:
-        return self._text.eog_tokens()
 
 
 def _settle(future: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:
