@@ -261,7 +261,7 @@ def memory_check(summary: GgufSummary, model: ModelSettings) -> Check:
 
 
 async def server_checks(backend: OpenAIBackend, settings: Settings, report: Report) -> None:
-    from bot.model.openai.backend import ServerError
+    from bot.model.openai.errors import ServerError
 
     model = settings.model
     try:
@@ -312,7 +312,7 @@ async def _session(headers: dict[str, str] | None = None) -> AsyncIterator[aioht
 
 
 def _unreachable(name: str, url: str, exc: Exception) -> Check:
-    from bot.model.openai.backend import connect_reason
+    from bot.model.openai.errors import connect_reason
 
     if isinstance(exc, TimeoutError):
         return Check(name, False, f"{url} did not answer within {ONLINE_TIMEOUT_S:g}s")

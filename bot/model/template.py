@@ -8,9 +8,12 @@ the same GGUF.
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Sequence
+from pathlib import Path
 
 import llama_cpp
+from llama_cpp._logger import llama_log_callback
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 # Used when a GGUF has no chat template; ChatML is what most small instruct models speak.
@@ -95,3 +98,19 @@ def quantization_name(file_type: object) -> str:
             if short != "GUESSED":
                 return short.removeprefix("MOSTLY_").removeprefix("ALL_")
     return "unknown"
+
+
+@llama_cpp.llama_log_callback
+def _quiet(_level: int, _text: bytes, _data: ctypes.c_void_p) -> None:
+    pass
+
+
+def open_vocab(path: Path) -> llama_cpp.Llama:
+    """A vocabulary-only Llama: enough to render and count, no weights in memory. It has no
+    training context, so llama.cpp would warn about a "possible training context overflow"
+    on every start; its log is muted meanwhile."""
+    llama_cpp.llama_log_set(_quiet, ctypes.c_void_p(0))
+    try:
+        return llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    finally:
+        llama_cpp.llama_log_set(llama_log_callback, ctypes.c_void_p(0))
