@@ -12,7 +12,7 @@ import pytest
 
 from bot.model.gguf import GgufSummary, ModelFileError, check_fits, inspect_model
 from bot.model.llama_cpp.backend import LlamaCppBackend
-from bot.model.types import GenerationRequest, StopScanner
+from bot.model.types import GenerationRequest
 from bot.personas import Sampling
 
 MESSAGES = [
@@ -253,31 +253,3 @@ def test_big_model_estimate_is_plausible() -> None:
     # Qwen2.5-0.5B: 24 layers, 896 hidden, 14 heads, 2 KV heads → ~12 KiB of KV per token.
     summary = GgufSummary(Path("x.gguf"), 491_400_064, "qwen2", 24, 896, 14, 2)
     assert summary.kv_bytes(1) == 12_288
-
-
-# -- stop strings (pure) ------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("stops", "pieces", "shown", "text", "hit"),
-    [
-        ((), ["ab", "c"], "abc", "abc", False),
-        (("\nBob:",), ["hi", "\nBo", "b: yo"], "hi", "hi", True),
-        (("\nBob:",), ["hi", "\nBo", "ok"], "hi\nBook", "hi\nBook", False),
-        (("<|im_start|>",), ["x<|im_", "start|>user"], "x", "x", True),
-        (("END",), ["aEN", "D tail"], "a", "a", True),
-        (("END", "STOP"), ["xSTO", "P"], "x", "x", True),
-    ],
-)
-def test_stop_scanner(
-    stops: tuple[str, ...], pieces: list[str], shown: str, text: str, hit: bool
-) -> None:
-    scanner = StopScanner(stops)
-    out, stopped = "", False
-    for piece in pieces:
-        part, stopped = scanner.feed(piece)
-        out += part
-        if stopped:
-            break
-    out += scanner.flush()
-    assert (out, scanner.text, stopped) == (shown, text, hit)

@@ -16,6 +16,8 @@ import llama_cpp
 from llama_cpp._logger import llama_log_callback
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+from bot.model.types import GenerationRequest
+
 # Used when a GGUF has no chat template; ChatML is what most small instruct models speak.
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
@@ -84,6 +86,12 @@ class UsesChatText:
 
     def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]:
         return self._text.prompt_tokens(messages)
+
+    def request_tokens(self, request: GenerationRequest) -> list[int]:
+        """A request's prompt: as the caller measured it, or rendered and tokenized now."""
+        if request.prompt is not None:
+            return list(request.prompt)
+        return self.prompt_tokens(request.messages)
 
 
 def quantization_name(file_type: object) -> str:

@@ -18,21 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp
-import structlog
 
 from bot.model.gguf import ModelFileError, available_memory, check_fits, inspect_model
 from bot.model.llama_cpp.kv_cache import Rate, Snapshot, SnapshotCache, common_prefix, restore_wins
 from bot.model.llama_cpp.sampler import sampler_chain
 from bot.model.template import ChatText, UsesChatText
-from bot.model.types import (
-    TURN_MARKERS,
-    Generation,
-    GenerationRequest,
-    ModelInfo,
-    StopScanner,
-)
-
-log = structlog.get_logger(__name__)
+from bot.model.types import Generation, GenerationRequest, ModelInfo
+from bot.model.writer import GenerationWriter
 
 # Shorter sequences are cheaper to evaluate again than to save.
 MIN_SNAPSHOT_TOKENS = 32
@@ -165,32 +157,25 @@ class LlamaCppBackend(UsesChatText):
         return generation
 
     def _generate(self, gen: Generation) -> None:
-        result, req = gen.result, gen.request
-        result.seed = req.seed
-        started = time.perf_counter()
+        writer = GenerationWriter(gen)
         try:
             if gen.cancelled:
-                result.finish = "cancelled"
+                gen.result.finish = "cancelled"
                 return
-            self._stream(gen, started)
+            self._stream(gen, writer)
         except Exception as exc:  # a broken generation must not kill the worker
-            if gen.cancelled:
-                result.finish = "cancelled"
-            else:
-                log.error("generation failed", error=str(exc))
-                result.finish, result.error = "error", str(exc)
+            writer.fail(str(exc))
             self._llm.reset()  # the KV cache may hold a half-evaluated batch
         finally:
             self._watch_abort(None)
-            result.total_s = time.perf_counter() - started
-            gen._done()
+            writer.close()
 
-    def _stream(self, gen: Generation, started: float) -> None:
+    def _stream(self, gen: Generation, writer: GenerationWriter) -> None:
         """Evaluate the prompt (reusing the cached prefix unless cold), then sample token by
         token. Driven directly rather than through `Llama.generate`: one sampler chain per
         reply, no per-token keyword plumbing, and a cancel check between tokens."""
         llm, req, result = self._llm, gen.request, gen.result
-        tokens = list(req.prompt) if req.prompt is not None else self.prompt_tokens(req.messages)
+        tokens = self.request_tokens(req)
         if not tokens:
             raise ValueError("empty prompt")
         result.prompt_tokens = len(tokens)
@@ -206,7 +191,6 @@ class LlamaCppBackend(UsesChatText):
         vocab = llm._model.vocab
         ctx = llm._ctx
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        scanner = StopScanner((*req.stop, *TURN_MARKERS))
         max_tokens = req.sampling.max_tokens
         try:
             while True:
@@ -214,16 +198,11 @@ class LlamaCppBackend(UsesChatText):
                     result.finish = "cancelled"
                     break
                 token = sampler.sample(ctx, -1)
-                if result.first_token_s is None:
-                    result.first_token_s = time.perf_counter() - started
+                writer.first_token()
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
                     result.finish = "stop"
                     break
-                result.generated_tokens += 1
-                shown, hit = scanner.feed(decoder.decode(llm.detokenize([token])))
-                if shown:
-                    gen._emit(shown)
-                if hit:
+                if writer.write(decoder.decode(llm.detokenize([token]))):
                     result.finish = "stop"
                     break
                 if result.generated_tokens >= max_tokens:
@@ -235,9 +214,6 @@ class LlamaCppBackend(UsesChatText):
                 llm.eval([token])
         finally:
             sampler.close()
-        if tail := scanner.flush():
-            gen._emit(tail)
-        result.text = scanner.text
 
     # -- per-channel KV state --------------------------------------------------------------------
 

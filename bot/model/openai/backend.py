@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,14 +30,13 @@ from bot.model.openai.errors import ServerError, refusal, server_errors
 from bot.model.openai.sse import json_object, read_chunk, sse_data
 from bot.model.template import ChatText, UsesChatText, open_vocab
 from bot.model.types import (
-    TURN_MARKERS,
     FinishReason,
     Generation,
     GenerationRequest,
     GenerationResult,
     ModelInfo,
-    StopScanner,
 )
+from bot.model.writer import GenerationWriter
 
 log = structlog.get_logger(__name__)
 
@@ -184,36 +182,21 @@ class OpenAIBackend(UsesChatText):
         return generation
 
     async def _generate(self, gen: StreamingGeneration) -> None:
-        req, result = gen.request, gen.result
-        result.seed = req.seed
-        started = time.perf_counter()
-        scanner = StopScanner((*req.stop, *TURN_MARKERS))
+        writer = GenerationWriter(gen)
         try:
-            tokens = req.prompt if req.prompt is not None else self.prompt_tokens(req.messages)
-            result.prompt_tokens = len(tokens)
-            result.finish = await self._stream(gen, scanner, started)
+            gen.result.prompt_tokens = len(self.request_tokens(gen.request))
+            gen.result.finish = await self._stream(gen, writer)
         except asyncio.CancelledError:  # gen.cancel(), or shutting down
-            result.finish = "cancelled"
+            gen.result.finish = "cancelled"
         except ServerError as exc:
-            if gen.cancelled:
-                result.finish = "cancelled"
-            else:
-                log.error("generation failed", error=str(exc))
-                result.finish, result.error = "error", str(exc)
+            writer.fail(str(exc))
         finally:
-            if tail := scanner.flush():
-                gen._emit(tail)
-            result.text = scanner.text
-            result.total_s = time.perf_counter() - started
-            gen._done()
+            writer.close()
 
-    async def _stream(
-        self, gen: StreamingGeneration, scanner: StopScanner, started: float
-    ) -> FinishReason:
+    async def _stream(self, gen: StreamingGeneration, writer: GenerationWriter) -> FinishReason:
         """Read the reply; `generated_tokens` is the server's count when it reports one, else
         the streamed pieces (servers send one per token, or fewer while holding back text)."""
         finish: FinishReason = "stop"
-        pieces = 0
         with server_errors(self.base_url, self.timeout_s):
             async with self._session.post(
                 f"{self.root}/completions", json=self.payload(gen.request)
@@ -225,14 +208,8 @@ class OpenAIBackend(UsesChatText):
                     if chunk is None:
                         break
                     for piece in chunk.texts:
-                        pieces += 1
-                        gen.result.generated_tokens = pieces
-                        if gen.result.first_token_s is None:
-                            gen.result.first_token_s = time.perf_counter() - started
-                        shown, hit = scanner.feed(piece)
-                        if shown:
-                            gen._emit(shown)
-                        if hit:  # the model began another turn: hang up, the server stops
+                        if writer.write(piece):
+                            # The model began another turn: hang up, the server stops.
                             response.close()
                             return "stop"
                     finish = chunk.finish or finish
