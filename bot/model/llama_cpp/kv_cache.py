@@ -48,9 +48,6 @@ class SnapshotCache:
     def __contains__(self, key: str) -> bool:
         return key in self._items
 
-    def keys(self) -> list[str]:
-        return list(self._items)
-
     def put(self, key: str, snapshot: Snapshot) -> bool:
         """Keep `snapshot` for `key`, evicting the least recently used ones to stay within the
         budget. False (and nothing kept) when it alone is larger than the budget."""
