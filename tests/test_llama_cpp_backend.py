@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from bot.model.gguf import GgufSummary, ModelFileError, check_fits, inspect_model
 from bot.model.llama_cpp.backend import LlamaCppBackend
-from bot.model.types import GenerationRequest
+from bot.model.types import Generation, GenerationRequest
 from bot.personas import Sampling
 
 MESSAGES = [
@@ -194,14 +195,40 @@ async def test_prefix_of_previous_prompt_is_reused(backend: LlamaCppBackend) -> 
     assert generation.result.reused_tokens >= len(backend.prompt_tokens(MESSAGES)) - 2
 
 
-async def test_generations_from_two_tasks_are_serialized(backend: LlamaCppBackend) -> None:
-    async def run(seed: int) -> str:
-        return (await collect(backend, request(seed=seed, max_tokens=16, cold=True)))[1]
+class TimedBackend(LlamaCppBackend):
+    """Records on which thread each generation starts and ends. Each one lingers at its start,
+    so two generations running at the same time would overlap for sure."""
 
-    together = await asyncio.gather(run(11), run(12))
-    alone = [await run(11), await run(12)]
-    assert together == alone
-    assert threading.active_count() >= 2
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[tuple[str, str]] = []
+
+    def _generate(self, gen: Generation) -> None:
+        self.events.append(("start", threading.current_thread().name))
+        time.sleep(0.05)
+        try:
+            super()._generate(gen)
+        finally:
+            self.events.append(("end", threading.current_thread().name))
+
+
+async def test_generations_from_two_tasks_are_serialized(tiny_model: Path) -> None:
+    backend = await TimedBackend.load(tiny_model, n_ctx=2048, n_threads=2)
+    try:
+
+        async def run(seed: int) -> str:
+            return (await collect(backend, request(seed=seed, max_tokens=16, cold=True)))[1]
+
+        together = await asyncio.gather(run(11), run(12))
+        await backend.ping()  # the worker is done with both
+        events = list(backend.events)
+        alone = [await run(11), await run(12)]
+    finally:
+        await backend.close()
+    # One after the other on the model thread, never at the same time.
+    assert [kind for kind, _ in events] == ["start", "end", "start", "end"]
+    assert {thread for _, thread in events} == {"hearthbot-model"}
+    assert together == alone  # neither disturbed the other
 
 
 # -- model file checks ----------------------------------------------------------------------
