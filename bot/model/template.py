@@ -1,6 +1,6 @@
 """A model's chat template and tokenizer, from its GGUF.
 
-Both backends render and count through this one class: the in-process engine with its loaded
+Both backends render and count through this one class: the in-process backend with its loaded
 model, the OpenAI-compatible backend with the same GGUF opened `vocab_only`. The prompt a
 server evaluates is then the text we rendered and counted, token for token, when it serves
 the same GGUF.
@@ -27,7 +27,9 @@ CHATML = (
 
 
 class ChatText:
-    """Rendering and tokenizing only read the vocabulary: safe from any thread."""
+    """A model's chat template and tokenizer: renders messages and counts tokens.
+
+    Rendering and tokenizing only read the vocabulary: safe from any thread."""
 
     def __init__(self, llm: llama_cpp.Llama) -> None:
         self._llm = llm

@@ -31,7 +31,8 @@ MIN_SNAPSHOT_TOKENS = 32
 
 
 class LlamaCppBackend(UsesChatText):
-    """Owns the model thread. Create with `await LlamaCppBackend.load(...)`."""
+    """The in-process backend: owns the model and its thread. Create with
+    `await LlamaCppBackend.load(...)`."""
 
     def __init__(self) -> None:
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
@@ -45,7 +46,7 @@ class LlamaCppBackend(UsesChatText):
         self._no_abort_cb = llama_cpp.ggml_abort_callback()  # NULL
         self._cache = SnapshotCache(0)
         self._resident_key: str | None = None
-        # Starting guesses; measured as the engine runs.
+        # Starting guesses; measured as the backend runs.
         self._prompt_rate = Rate(200.0)  # prompt tokens per second
         self._copy_rate = Rate(2e9)  # snapshot bytes per second
 
@@ -63,17 +64,17 @@ class LlamaCppBackend(UsesChatText):
         summary = await asyncio.to_thread(inspect_model, path)
         if check_memory:
             check_fits(summary, n_ctx, available_memory(), extra_bytes=kv_cache_mb * 2**20)
-        engine = cls()
-        engine._cache.budget_bytes = kv_cache_mb * 2**20
-        engine._thread.start()
+        backend = cls()
+        backend._cache.budget_bytes = kv_cache_mb * 2**20
+        backend._thread.start()
         try:
-            await engine._call(lambda: engine._open(path, n_ctx, n_threads, n_batch))
+            await backend._call(lambda: backend._open(path, n_ctx, n_threads, n_batch))
         except Exception as exc:
-            engine._jobs.put(None)
+            backend._jobs.put(None)
             if isinstance(exc, ModelFileError):
                 raise
             raise ModelFileError(f"llama.cpp could not load {path}: {exc}") from None
-        return engine
+        return backend
 
     def _open(self, path: Path, n_ctx: int, n_threads: int, n_batch: int) -> None:
         llm = llama_cpp.Llama(

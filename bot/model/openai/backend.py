@@ -6,7 +6,7 @@ server that serves the same GGUF evaluates exactly the tokens the context builde
 `/v1/chat/completions` would let the server template the messages its own way, and trimming
 to the context window would become a guess.
 
-Text streams back as server-sent events into the same `Generation` the in-process engine
+Text streams back as server-sent events into the same `Generation` the in-process backend
 uses. Stop strings go to the server and are also scanned here, so another speaker's turn
 never shows even where a server ignores them.
 """
@@ -54,7 +54,7 @@ class StreamingGeneration(Generation):
     def cancel(self) -> None:
         super().cancel()
         if self.task is not None:
-            # Like the engine's cancel, safe from any thread.
+            # Like Generation.cancel, safe from any thread.
             with contextlib.suppress(RuntimeError):  # the loop is closed: nothing runs anyway
                 self.loop.call_soon_threadsafe(self.task.cancel)
 
@@ -66,7 +66,8 @@ def api_root(base_url: str) -> str:
 
 
 class OpenAIBackend(UsesChatText):
-    """Create with `await OpenAIBackend.load(...)`; satisfies bot.model.backend.Backend."""
+    """The backend that has an OpenAI-compatible server generate. Create with
+    `await OpenAIBackend.load(...)`."""
 
     def __init__(
         self,
