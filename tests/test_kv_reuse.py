@@ -1,4 +1,5 @@
-"""Per-channel KV reuse with the real engine: warm turns, the byte budget, prompt stability."""
+"""Per-channel KV reuse with the real llama.cpp backend: warm turns, the byte budget, and
+prompt stability."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from support.daemons import ask, daemon_for
 from support.persona_files import only_persona
 
 
-class RecordingEngine(LlamaCppBackend):
+class RecordingBackend(LlamaCppBackend):
     def __init__(self) -> None:
         super().__init__()
         self.generations: list[Generation] = []
@@ -28,8 +29,8 @@ class RecordingEngine(LlamaCppBackend):
 
 
 @pytest.fixture
-async def engine(tiny_model: Path) -> AsyncIterator[RecordingEngine]:
-    loaded = await RecordingEngine.load(tiny_model, n_ctx=4096, n_threads=2, kv_cache_mb=64)
+async def backend(tiny_model: Path) -> AsyncIterator[RecordingBackend]:
+    loaded = await RecordingBackend.load(tiny_model, n_ctx=4096, n_threads=2, kv_cache_mb=64)
     yield loaded
     await loaded.close()
 
@@ -44,58 +45,58 @@ def conversation(channel: str, turns: int) -> list[dict[str, str]]:
 
 
 async def run(
-    engine: LlamaCppBackend, messages: list[dict[str, str]], key: str | None
+    backend: LlamaCppBackend, messages: list[dict[str, str]], key: str | None
 ) -> Generation:
     req = GenerationRequest(
         messages=messages, sampling=Sampling(max_tokens=4), seed=1, cache_key=key
     )
-    generation = engine.start(req)
+    generation = backend.start(req)
     _ = [d async for d in generation]
     return generation
 
 
-async def test_interleaved_channels_stay_warm(engine: RecordingEngine) -> None:
+async def test_interleaved_channels_stay_warm(backend: RecordingBackend) -> None:
     a, b = conversation("a", 20), conversation("b", 20)
-    await run(engine, a, "a")
-    await run(engine, b, "b")  # evicts a from the context: a is saved
-    assert "a" in engine._cache and engine.cache_state("a").startswith("warm")
+    await run(backend, a, "a")
+    await run(backend, b, "b")  # evicts a from the context: a is saved
+    assert "a" in backend._cache and backend.cache_state("a").startswith("warm")
     follow_up = [*a, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "more"}]
-    generation = await run(engine, follow_up, "a")
-    previous = len(engine.prompt_tokens(a))
+    generation = await run(backend, follow_up, "a")
+    previous = len(backend.prompt_tokens(a))
     assert generation.result.reused_tokens >= previous - 1
     assert generation.result.prompt_tokens - generation.result.reused_tokens < 40
 
 
 async def test_without_a_cache_only_the_resident_channel_is_warm(tiny_model: Path) -> None:
-    engine = await LlamaCppBackend.load(tiny_model, n_ctx=4096, n_threads=2, kv_cache_mb=0)
+    backend = await LlamaCppBackend.load(tiny_model, n_ctx=4096, n_threads=2, kv_cache_mb=0)
     try:
         a, b = conversation("a", 20), conversation("b", 20)
-        await run(engine, a, "a")
-        await run(engine, b, "b")
-        assert engine.cache_state("a") == "cold"
+        await run(backend, a, "a")
+        await run(backend, b, "b")
+        assert backend.cache_state("a") == "cold"
         follow_up = [*a, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "x"}]
-        generation = await run(engine, follow_up, "a")
+        generation = await run(backend, follow_up, "a")
         assert generation.result.reused_tokens < 20  # only the shared template start
     finally:
-        await engine.close()
+        await backend.close()
 
 
 async def test_the_byte_budget_is_kept(tiny_model: Path) -> None:
-    engine = await LlamaCppBackend.load(tiny_model, n_ctx=4096, n_threads=2, kv_cache_mb=1)
+    backend = await LlamaCppBackend.load(tiny_model, n_ctx=4096, n_threads=2, kv_cache_mb=1)
     try:
         for i in range(12):
-            await run(engine, conversation(f"c{i}", 25), f"c{i}")
-            assert engine._cache.total_bytes <= 2**20
-        assert 1 <= len(engine._cache) < 11  # some kept, the oldest evicted
-        assert "c0" not in engine._cache
-        assert sum(s.nbytes for s in map(engine._cache.peek, engine._cache.keys()) if s) == (
-            engine._cache.total_bytes
-        )
+            await run(backend, conversation(f"c{i}", 25), f"c{i}")
+            assert backend._cache.total_bytes <= 2**20
+        assert 1 <= len(backend._cache) < 11  # some kept, the oldest evicted
+        assert "c0" not in backend._cache
+        kept = [s for i in range(12) if (s := backend._cache.peek(f"c{i}"))]
+        assert len(kept) == len(backend._cache)
+        assert sum(s.nbytes for s in kept) == backend._cache.total_bytes
     finally:
-        await engine.close()
+        await backend.close()
 
 
-async def test_restored_state_gives_the_same_logits_path(engine: RecordingEngine) -> None:
+async def test_restored_state_gives_the_same_logits_path(backend: RecordingBackend) -> None:
     """A restored snapshot must hold exactly what evaluating the prompt would: with greedy
     sampling the warm and the cold continuation agree."""
     greedy = Sampling(temperature=0.0, max_tokens=12)
@@ -103,25 +104,25 @@ async def test_restored_state_gives_the_same_logits_path(engine: RecordingEngine
 
     async def greedy_run(key: str | None, cold: bool) -> str:
         req = GenerationRequest(messages=a, sampling=greedy, seed=1, cache_key=key, cold=cold)
-        generation = engine.start(req)
+        generation = backend.start(req)
         return "".join([d async for d in generation])
 
     cold = await greedy_run("a", cold=True)
-    await run(engine, conversation("b", 10), "b")
+    await run(backend, conversation("b", 10), "b")
     warm = await greedy_run("a", cold=False)
-    assert engine.generations[-1].result.reused_tokens > 100
+    assert backend.generations[-1].result.reused_tokens > 100
     assert warm == cold
 
 
-async def test_forget_drops_cached_state(engine: RecordingEngine) -> None:
-    await run(engine, conversation("a", 10), "a")
-    await run(engine, conversation("b", 10), "b")
-    await engine.forget("a")
-    assert engine.cache_state("a") == "cold"
-    assert engine.cache_state("b").startswith("warm")
-    await engine.forget()
-    assert engine.cache_state("b") == "cold" and len(engine._cache) == 0
-    generation = await run(engine, conversation("b", 10), "b")
+async def test_forget_drops_cached_state(backend: RecordingBackend) -> None:
+    await run(backend, conversation("a", 10), "a")
+    await run(backend, conversation("b", 10), "b")
+    await backend.forget("a")
+    assert backend.cache_state("a") == "cold"
+    assert backend.cache_state("b").startswith("warm")
+    await backend.forget()
+    assert backend.cache_state("b") == "cold" and len(backend._cache) == 0
+    generation = await run(backend, conversation("b", 10), "b")
     assert generation.result.reused_tokens == 0
 
 
@@ -137,7 +138,8 @@ def test_snapshot_cache_is_lru_within_budget() -> None:
     assert cache.put("a", snap(40)) and cache.put("b", snap(40))
     cache.peek("a")
     assert cache.put("c", snap(40))  # evicts the least recently stored: a
-    assert cache.keys() == ["b", "c"] and cache.total_bytes == 80
+    assert ("a" in cache, "b" in cache, "c" in cache) == (False, True, True)
+    assert len(cache) == 2 and cache.total_bytes == 80
     assert not cache.put("huge", snap(101))
     assert "huge" not in cache and cache.total_bytes == 80
     assert cache.take("b") is not None and cache.total_bytes == 40
@@ -178,7 +180,7 @@ async def test_consecutive_prompts_share_their_prefix_until_a_trim(
         tmp_path,
         tiny_model,
         n_ctx=1024,
-        engine_cls=RecordingEngine,
+        engine_cls=RecordingBackend,
         kv_cache_mb=16,
         bot=only_persona(tmp_path, "short", max_tokens=48),
     ) as (daemon, adapter):
@@ -187,9 +189,9 @@ async def test_consecutive_prompts_share_their_prefix_until_a_trim(
             await ask(daemon, adapter, f"message {i}: the water is cold", admin=True)
             history = await daemon.store.history("test:c1")
             starts.append(history[0].row)
-        engine = daemon.engine
-        assert isinstance(engine, RecordingEngine)
-        prompts = [list(g.request.prompt or ()) for g in engine.generations]
+        backend = daemon.engine
+        assert isinstance(backend, RecordingBackend)
+        prompts = [list(g.request.prompt or ()) for g in backend.generations]
         trims = [i for i in range(1, len(starts)) if starts[i] != starts[i - 1]]
         assert trims, "the conversation should outgrow the context"
         for i in range(1, len(prompts)):
@@ -197,8 +199,8 @@ async def test_consecutive_prompts_share_their_prefix_until_a_trim(
                 continue
             previous, current = prompts[i - 1], prompts[i]
             assert current[: len(previous)] == previous, f"turn {i} changed the prefix"
-            # And the engine reused it: only the new turn was evaluated.
-            assert engine.generations[i].result.reused_tokens >= len(previous) - 1
+            # And the backend reused it: only the new turn was evaluated.
+            assert backend.generations[i].result.reused_tokens >= len(previous) - 1
         # Each trim leaves room for several more turns before the next one.
         gaps = [b - a for a, b in itertools.pairwise(trims)]
         assert all(gap >= 3 for gap in gaps), gaps

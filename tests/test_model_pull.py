@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bot import model_pull
+import bot.model.pull
 from bot.model.pull import PullError, find_local_model, partial_path, pull
 from support.fake_hub import COMMIT, FakeHub
 
@@ -278,7 +278,7 @@ def test_not_enough_disk_space_is_refused_before_downloading(
     part.write_bytes(DATA[:1000])
     usage = shutil.disk_usage(models_dir)
     free = 4000
-    monkeypatch.setattr(model_pull.shutil, "disk_usage", lambda path: usage._replace(free=free))
+    monkeypatch.setattr(bot.model.pull.shutil, "disk_usage", lambda path: usage._replace(free=free))
     with FakeHub({(REPO, FILE): DATA}) as hub:
         use(hub, monkeypatch)
         with pytest.raises(PullError) as caught:

@@ -17,6 +17,8 @@ from bot.settings import ModelSettings
 
 
 class Backend(Protocol):
+    """What the daemon needs from a model: generating, rendering and counting, its KV state."""
+
     @property
     def info(self) -> ModelInfo: ...
 

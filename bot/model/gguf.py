@@ -39,6 +39,8 @@ class ModelFileError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class GgufSummary:
+    """The facts of a GGUF header that decide how much memory the model needs."""
+
     path: Path
     size_bytes: int
     architecture: str
@@ -158,7 +160,7 @@ def available_memory() -> int | None:
 def check_fits(
     summary: GgufSummary, n_ctx: int, available: int | None, extra_bytes: int = 0
 ) -> None:
-    """`extra_bytes`: memory the engine will add on top (saved KV state of other channels)."""
+    """`extra_bytes`: memory the backend will add on top (saved KV state of other channels)."""
     if available is None:
         return
     needed = summary.needed_bytes(n_ctx) + extra_bytes

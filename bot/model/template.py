@@ -1,6 +1,6 @@
 """A model's chat template and tokenizer, from its GGUF.
 
-Both backends render and count through this one class: the in-process engine with its loaded
+Both backends render and count through this one class: the in-process backend with its loaded
 model, the OpenAI-compatible backend with the same GGUF opened `vocab_only`. The prompt a
 server evaluates is then the text we rendered and counted, token for token, when it serves
 the same GGUF.
@@ -8,10 +8,15 @@ the same GGUF.
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Sequence
+from pathlib import Path
 
 import llama_cpp
+from llama_cpp._logger import llama_log_callback
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from bot.model.types import GenerationRequest
 
 # Used when a GGUF has no chat template; ChatML is what most small instruct models speak.
 CHATML = (
@@ -22,7 +27,9 @@ CHATML = (
 
 
 class ChatText:
-    """Rendering and tokenizing only read the vocabulary: safe from any thread."""
+    """A model's chat template and tokenizer: renders messages and counts tokens.
+
+    Rendering and tokenizing only read the vocabulary: safe from any thread."""
 
     def __init__(self, llm: llama_cpp.Llama) -> None:
         self._llm = llm
@@ -82,6 +89,12 @@ class UsesChatText:
     def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]:
         return self._text.prompt_tokens(messages)
 
+    def request_tokens(self, request: GenerationRequest) -> list[int]:
+        """A request's prompt: as the caller measured it, or rendered and tokenized now."""
+        if request.prompt is not None:
+            return list(request.prompt)
+        return self.prompt_tokens(request.messages)
+
 
 def quantization_name(file_type: object) -> str:
     """GGUF's `general.file_type` as llama.cpp names it, e.g. 15 → "Q4_K_M"."""
@@ -95,3 +108,19 @@ def quantization_name(file_type: object) -> str:
             if short != "GUESSED":
                 return short.removeprefix("MOSTLY_").removeprefix("ALL_")
     return "unknown"
+
+
+@llama_cpp.llama_log_callback
+def _quiet(_level: int, _text: bytes, _data: ctypes.c_void_p) -> None:
+    pass
+
+
+def open_vocab(path: Path) -> llama_cpp.Llama:
+    """A vocabulary-only Llama: enough to render and count, no weights in memory. It has no
+    training context, so llama.cpp would warn about a "possible training context overflow"
+    on every start; its log is muted meanwhile."""
+    llama_cpp.llama_log_set(_quiet, ctypes.c_void_p(0))
+    try:
+        return llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    finally:
+        llama_cpp.llama_log_set(llama_log_callback, ctypes.c_void_p(0))

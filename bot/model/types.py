@@ -25,6 +25,8 @@ TURN_MARKERS = ("<|im_start|>", "<|im_end|>", "<|start_header_id|>", "<|eot_id|>
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
+    """What the model is and how it runs: name, size, context window, threads."""
+
     path: Path
     name: str
     description: str  # llama.cpp's own summary, e.g. "qwen2 1.5B Q4_K - Medium"
@@ -42,6 +44,8 @@ class ModelInfo:
 
 @dataclass(frozen=True, slots=True)
 class GenerationRequest:
+    """What to generate: the conversation, how to sample, where to stop."""
+
     messages: Sequence[dict[str, str]]
     sampling: Sampling
     seed: int  # resolved: a fixed seed, or a freshly drawn one
@@ -59,6 +63,8 @@ class GenerationRequest:
 
 @dataclass(slots=True)
 class GenerationResult:
+    """How a generation went: its text, why it ended, token counts and timings."""
+
     text: str = ""
     finish: FinishReason = "stop"
     prompt_tokens: int = 0

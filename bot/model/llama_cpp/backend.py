@@ -13,36 +13,26 @@ import ctypes
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import llama_cpp
-import structlog
-from llama_cpp._internals import LlamaSampler
 
 from bot.model.gguf import ModelFileError, available_memory, check_fits, inspect_model
 from bot.model.llama_cpp.kv_cache import Rate, Snapshot, SnapshotCache, common_prefix, restore_wins
+from bot.model.llama_cpp.sampler import sampler_chain
 from bot.model.template import ChatText, UsesChatText
-from bot.model.types import (
-    TURN_MARKERS,
-    Generation,
-    GenerationRequest,
-    ModelInfo,
-    StopScanner,
-)
-from bot.personas import Sampling
-
-log = structlog.get_logger(__name__)
+from bot.model.types import Generation, GenerationRequest, ModelInfo
+from bot.model.writer import GenerationWriter
 
 # Shorter sequences are cheaper to evaluate again than to save.
 MIN_SNAPSHOT_TOKENS = 32
-# llama-cpp-python's default window for the repeat penalty.
-PENALTY_LAST_N = 64
 
 
 class LlamaCppBackend(UsesChatText):
-    """Owns the model thread. Create with `await LlamaCppBackend.load(...)`."""
+    """The in-process backend: owns the model and its thread. Create with
+    `await LlamaCppBackend.load(...)`."""
 
     def __init__(self) -> None:
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
@@ -56,7 +46,7 @@ class LlamaCppBackend(UsesChatText):
         self._no_abort_cb = llama_cpp.ggml_abort_callback()  # NULL
         self._cache = SnapshotCache(0)
         self._resident_key: str | None = None
-        # Starting guesses; measured as the engine runs.
+        # Starting guesses; measured as the backend runs.
         self._prompt_rate = Rate(200.0)  # prompt tokens per second
         self._copy_rate = Rate(2e9)  # snapshot bytes per second
 
@@ -74,17 +64,17 @@ class LlamaCppBackend(UsesChatText):
         summary = await asyncio.to_thread(inspect_model, path)
         if check_memory:
             check_fits(summary, n_ctx, available_memory(), extra_bytes=kv_cache_mb * 2**20)
-        engine = cls()
-        engine._cache.budget_bytes = kv_cache_mb * 2**20
-        engine._thread.start()
+        backend = cls()
+        backend._cache.budget_bytes = kv_cache_mb * 2**20
+        backend._thread.start()
         try:
-            await engine._call(lambda: engine._open(path, n_ctx, n_threads, n_batch))
+            await backend._call(lambda: backend._open(path, n_ctx, n_threads, n_batch))
         except Exception as exc:
-            engine._jobs.put(None)
+            backend._jobs.put(None)
             if isinstance(exc, ModelFileError):
                 raise
             raise ModelFileError(f"llama.cpp could not load {path}: {exc}") from None
-        return engine
+        return backend
 
     def _open(self, path: Path, n_ctx: int, n_threads: int, n_batch: int) -> None:
         llm = llama_cpp.Llama(
@@ -168,38 +158,32 @@ class LlamaCppBackend(UsesChatText):
         return generation
 
     def _generate(self, gen: Generation) -> None:
-        result, req = gen.result, gen.request
-        result.seed = req.seed
-        started = time.perf_counter()
+        writer = GenerationWriter(gen)
         try:
             if gen.cancelled:
-                result.finish = "cancelled"
+                gen.result.finish = "cancelled"
                 return
-            self._stream(gen, started)
+            self._stream(gen, writer)
         except Exception as exc:  # a broken generation must not kill the worker
-            if gen.cancelled:
-                result.finish = "cancelled"
-            else:
-                log.error("generation failed", error=str(exc))
-                result.finish, result.error = "error", str(exc)
+            writer.fail(str(exc))
             self._llm.reset()  # the KV cache may hold a half-evaluated batch
         finally:
             self._watch_abort(None)
-            result.total_s = time.perf_counter() - started
-            gen._done()
+            writer.close()
 
-    def _stream(self, gen: Generation, started: float) -> None:
+    def _stream(self, gen: Generation, writer: GenerationWriter) -> None:
         """Evaluate the prompt (reusing the cached prefix unless cold), then sample token by
         token. Driven directly rather than through `Llama.generate`: one sampler chain per
         reply, no per-token keyword plumbing, and a cancel check between tokens."""
         llm, req, result = self._llm, gen.request, gen.result
-        tokens = list(req.prompt) if req.prompt is not None else self.prompt_tokens(req.messages)
+        tokens = self.request_tokens(req)
         if not tokens:
             raise ValueError("empty prompt")
         result.prompt_tokens = len(tokens)
         reuse = self._prepare_cache(req.cache_key, tokens, req.cold)
         result.reused_tokens = reuse
-        sampler = self._sampler(req.sampling, req.seed, self._eog_tokens() if req.ban_eos else ())
+        banned = self._text.eog_tokens() if req.ban_eos else ()
+        sampler = sampler_chain(req.sampling, req.seed, llm.n_vocab(), banned)
         self._watch_abort(gen._cancel)
         evaluated = time.perf_counter()
         llm.eval(tokens[reuse:])
@@ -208,7 +192,6 @@ class LlamaCppBackend(UsesChatText):
         vocab = llm._model.vocab
         ctx = llm._ctx
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        scanner = StopScanner((*req.stop, *TURN_MARKERS))
         max_tokens = req.sampling.max_tokens
         try:
             while True:
@@ -216,16 +199,11 @@ class LlamaCppBackend(UsesChatText):
                     result.finish = "cancelled"
                     break
                 token = sampler.sample(ctx, -1)
-                if result.first_token_s is None:
-                    result.first_token_s = time.perf_counter() - started
+                writer.first_token()
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
                     result.finish = "stop"
                     break
-                result.generated_tokens += 1
-                shown, hit = scanner.feed(decoder.decode(llm.detokenize([token])))
-                if shown:
-                    gen._emit(shown)
-                if hit:
+                if writer.write(decoder.decode(llm.detokenize([token]))):
                     result.finish = "stop"
                     break
                 if result.generated_tokens >= max_tokens:
@@ -237,9 +215,6 @@ class LlamaCppBackend(UsesChatText):
                 llm.eval([token])
         finally:
             sampler.close()
-        if tail := scanner.flush():
-            gen._emit(tail)
-        result.text = scanner.text
 
     # -- per-channel KV state --------------------------------------------------------------------
 
@@ -322,27 +297,6 @@ class LlamaCppBackend(UsesChatText):
         if snapshot is not None:
             return f"warm ({len(snapshot.tokens):,} tokens saved, {snapshot.nbytes / 2**20:.1f} MB)"
         return "cold"
-
-    def _sampler(self, sampling: Sampling, seed: int, banned: Sequence[int]) -> LlamaSampler:
-        """The same chain llama-cpp-python builds for create_completion (penalties, top-k,
-        top-p, min-p, temperature, seeded draw), plus an optional ban done in C."""
-        n_vocab = self._llm.n_vocab()
-        chain = LlamaSampler()
-        if banned:
-            chain.add_logit_bias(n_vocab, dict.fromkeys(banned, float("-inf")))
-        chain.add_penalties(n_vocab, PENALTY_LAST_N, sampling.repeat_penalty, 0.0, 0.0)
-        if sampling.temperature == 0:
-            chain.add_greedy()
-            return chain
-        chain.add_top_k(sampling.top_k)
-        chain.add_top_p(sampling.top_p, 1)
-        chain.add_min_p(sampling.min_p, 1)
-        chain.add_temp(sampling.temperature)
-        chain.add_dist(seed)
-        return chain
-
-    def _eog_tokens(self) -> tuple[int, ...]:
-        return self._text.eog_tokens()
 
 
 def _settle(future: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:

@@ -18,6 +18,8 @@ import numpy as np
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
+    """One channel's KV state, copied out of the context, and the tokens it holds."""
+
     tokens: tuple[int, ...]  # what the KV holds, position by position
     data: bytes  # llama_state_seq_get_data's output
 
@@ -37,6 +39,9 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 class SnapshotCache:
+    """The saved snapshots of recent channels, least recently stored out first, within a
+    byte budget."""
+
     def __init__(self, budget_bytes: int) -> None:
         self.budget_bytes = budget_bytes
         self._items: OrderedDict[str, Snapshot] = OrderedDict()
@@ -47,9 +52,6 @@ class SnapshotCache:
 
     def __contains__(self, key: str) -> bool:
         return key in self._items
-
-    def keys(self) -> list[str]:
-        return list(self._items)
 
     def put(self, key: str, snapshot: Snapshot) -> bool:
         """Keep `snapshot` for `key`, evicting the least recently used ones to stay within the

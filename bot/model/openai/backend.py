@@ -6,7 +6,7 @@ server that serves the same GGUF evaluates exactly the tokens the context builde
 `/v1/chat/completions` would let the server template the messages its own way, and trimming
 to the context window would become a guess.
 
-Text streams back as server-sent events into the same `Generation` the in-process engine
+Text streams back as server-sent events into the same `Generation` the in-process backend
 uses. Stop strings go to the server and are also scanned here, so another speaker's turn
 never shows even where a server ignores them.
 """
@@ -15,11 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import json
-import os
-import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,29 +23,25 @@ from typing import Any
 import aiohttp
 import llama_cpp
 import structlog
-from llama_cpp._logger import llama_log_callback
 
 from bot import logs
 from bot.model.gguf import ModelFileError, inspect_model
-from bot.model.template import ChatText, UsesChatText
+from bot.model.openai.errors import ServerError, refusal, server_errors
+from bot.model.openai.sse import json_object, read_chunk, sse_data
+from bot.model.template import ChatText, UsesChatText, open_vocab
 from bot.model.types import (
-    TURN_MARKERS,
     FinishReason,
     Generation,
     GenerationRequest,
     GenerationResult,
     ModelInfo,
-    StopScanner,
 )
+from bot.model.writer import GenerationWriter
 
 log = structlog.get_logger(__name__)
 
 # Enough to rule a token out on any server (OpenAI's logit_bias range is -100..100).
 BANNED = -100
-
-
-class ServerError(Exception):
-    """The model server could not be used; the message is one line for the log."""
 
 
 @dataclass(eq=False)
@@ -62,7 +54,7 @@ class StreamingGeneration(Generation):
     def cancel(self) -> None:
         super().cancel()
         if self.task is not None:
-            # Like the engine's cancel, safe from any thread.
+            # Like Generation.cancel, safe from any thread.
             with contextlib.suppress(RuntimeError):  # the loop is closed: nothing runs anyway
                 self.loop.call_soon_threadsafe(self.task.cancel)
 
@@ -73,23 +65,9 @@ def api_root(base_url: str) -> str:
     return root if root.endswith("/v1") else root + "/v1"
 
 
-async def sse_data(stream: aiohttp.StreamReader) -> AsyncIterator[str]:
-    """The `data` of each server-sent event; comments (keep-alive pings) are skipped."""
-    data: list[str] = []
-    async for raw in stream:
-        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-        if not line:
-            if data:
-                yield "\n".join(data)
-                data = []
-        elif line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
-    if data:
-        yield "\n".join(data)
-
-
 class OpenAIBackend(UsesChatText):
-    """Create with `await OpenAIBackend.load(...)`; satisfies bot.model.backend.Backend."""
+    """The backend that has an OpenAI-compatible server generate. Create with
+    `await OpenAIBackend.load(...)`."""
 
     def __init__(
         self,
@@ -132,7 +110,7 @@ class OpenAIBackend(UsesChatText):
         logs.register_secret(api_key)
         summary = await asyncio.to_thread(inspect_model, path)
         try:
-            vocab = await asyncio.to_thread(_open_vocab, path)
+            vocab = await asyncio.to_thread(open_vocab, path)
         except Exception as exc:
             problem = f"llama.cpp could not read the vocabulary of {path}: {exc}"
             raise ModelFileError(problem) from None
@@ -205,98 +183,48 @@ class OpenAIBackend(UsesChatText):
         return generation
 
     async def _generate(self, gen: StreamingGeneration) -> None:
-        req, result = gen.request, gen.result
-        result.seed = req.seed
-        started = time.perf_counter()
-        scanner = StopScanner((*req.stop, *TURN_MARKERS))
+        writer = GenerationWriter(gen)
         try:
-            tokens = req.prompt if req.prompt is not None else self.prompt_tokens(req.messages)
-            result.prompt_tokens = len(tokens)
-            result.finish = await self._stream(gen, scanner, started)
+            gen.result.prompt_tokens = len(self.request_tokens(gen.request))
+            gen.result.finish = await self._stream(gen, writer)
         except asyncio.CancelledError:  # gen.cancel(), or shutting down
-            result.finish = "cancelled"
+            gen.result.finish = "cancelled"
         except ServerError as exc:
-            if gen.cancelled:
-                result.finish = "cancelled"
-            else:
-                log.error("generation failed", error=str(exc))
-                result.finish, result.error = "error", str(exc)
+            writer.fail(str(exc))
         finally:
-            if tail := scanner.flush():
-                gen._emit(tail)
-            result.text = scanner.text
-            result.total_s = time.perf_counter() - started
-            gen._done()
+            writer.close()
 
-    async def _stream(
-        self, gen: StreamingGeneration, scanner: StopScanner, started: float
-    ) -> FinishReason:
+    async def _stream(self, gen: StreamingGeneration, writer: GenerationWriter) -> FinishReason:
         """Read the reply; `generated_tokens` is the server's count when it reports one, else
         the streamed pieces (servers send one per token, or fewer while holding back text)."""
         finish: FinishReason = "stop"
-        pieces = 0
-        with self._errors():
+        with server_errors(self.base_url, self.timeout_s):
             async with self._session.post(
                 f"{self.root}/completions", json=self.payload(gen.request)
             ) as response:
                 if response.status != 200:
                     raise ServerError(await self._refusal(response, "completions"))
                 async for data in sse_data(response.content):
-                    if data == "[DONE]":
+                    chunk = read_chunk(data, self.base_url)
+                    if chunk is None:
                         break
-                    chunk = _json(data, self.base_url)
-                    if error := chunk.get("error"):
-                        raise ServerError(
-                            f"the model server at {self.base_url} failed: {_message(error)}"
-                        )
-                    for choice in chunk.get("choices") or ():
-                        piece = choice.get("text") or ""
-                        if piece:
-                            pieces += 1
-                            gen.result.generated_tokens = pieces
-                            if gen.result.first_token_s is None:
-                                gen.result.first_token_s = time.perf_counter() - started
-                        shown, hit = scanner.feed(piece)
-                        if shown:
-                            gen._emit(shown)
-                        if hit:  # the model began another turn: hang up, the server stops
+                    for piece in chunk.texts:
+                        if writer.write(piece):
+                            # The model began another turn: hang up, the server stops.
                             response.close()
                             return "stop"
-                        if reason := choice.get("finish_reason"):
-                            finish = "length" if reason == "length" else "stop"
-                    if usage := chunk.get("usage"):
-                        self._note_usage(gen.result, usage)
+                    finish = chunk.finish or finish
+                    if chunk.usage:
+                        self._note_usage(gen.result, chunk.usage)
                     if gen.cancelled:
                         response.close()
                         return "cancelled"
         return finish
 
-    @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
-        """aiohttp's exceptions as one line that says what happened and where."""
-        where = f"the model server at {self.base_url}"
-        try:
-            yield
-        except aiohttp.ClientConnectorError as exc:
-            raise ServerError(f"cannot reach {where}: {connect_reason(exc)}") from None
-        except TimeoutError:
-            raise ServerError(f"{where} did not answer within {self.timeout_s:g}s") from None
-        except aiohttp.ClientError as exc:  # e.g. the connection dropped mid-reply
-            raise ServerError(f"{where} failed: {exc or type(exc).__name__}") from None
-
     async def _refusal(self, response: aiohttp.ClientResponse, endpoint: str) -> str:
         body = (await response.text(errors="replace"))[:2000]
-        try:
-            detail = _message(json.loads(body))
-        except ValueError:
-            detail = body.strip() or response.reason or ""
-        detail = detail[:300]
-        where = f"the model server at {self.base_url}"
-        if response.status in (401, 403):
-            return f"{where} refused the API key (HTTP {response.status}: {detail})"
-        if response.status == 404:
-            return f"{where} has no {self.root}/{endpoint} (HTTP 404): check base_url"
-        return f"{where} answered HTTP {response.status}: {detail}"
+        url = f"{self.root}/{endpoint}"
+        return refusal(response.status, body, response.reason, self.base_url, url)
 
     def _note_usage(self, result: GenerationResult, usage: dict[str, Any]) -> None:
         if isinstance(n := usage.get("completion_tokens"), int):
@@ -316,11 +244,11 @@ class OpenAIBackend(UsesChatText):
 
     async def models(self) -> list[str]:
         """The model names the server lists (GET /v1/models). Raises ServerError."""
-        with self._errors():
+        with server_errors(self.base_url, self.timeout_s):
             async with self._session.get(f"{self.root}/models") as response:
                 if response.status != 200:
                     raise ServerError(await self._refusal(response, "models"))
-                listing = _json(await response.text(), self.base_url)
+                listing = json_object(await response.text(), self.base_url)
         return [str(m.get("id")) for m in listing.get("data") or () if isinstance(m, dict)]
 
     async def close(self) -> None:
@@ -330,48 +258,3 @@ class OpenAIBackend(UsesChatText):
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._session.close()
         self._vocab.close()
-
-
-@llama_cpp.llama_log_callback
-def _quiet(_level: int, _text: bytes, _data: ctypes.c_void_p) -> None:
-    pass
-
-
-def _open_vocab(path: Path) -> llama_cpp.Llama:
-    """A vocabulary-only Llama. It has no training context, so llama.cpp would warn about a
-    "possible training context overflow" on every start; its log is muted meanwhile."""
-    llama_cpp.llama_log_set(_quiet, ctypes.c_void_p(0))
-    try:
-        return llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
-    finally:
-        llama_cpp.llama_log_set(llama_log_callback, ctypes.c_void_p(0))
-
-
-def _json(data: str, base_url: str) -> dict[str, Any]:
-    try:
-        value = json.loads(data)
-    except ValueError:
-        raise ServerError(
-            f"the model server at {base_url} sent something that is not JSON: {data[:80]!r}"
-        ) from None
-    if not isinstance(value, dict):
-        raise ServerError(f"the model server at {base_url} sent unexpected JSON: {data[:80]!r}")
-    return value
-
-
-def _message(error: object) -> str:
-    """The human part of an error body: OpenAI's {"error": {"message"}}, FastAPI's
-    {"detail"}, or whatever it is."""
-    if isinstance(error, dict):
-        inner = error.get("error", error)
-        if isinstance(inner, dict):
-            return str(inner.get("message") or inner.get("detail") or inner)
-        return str(error.get("detail") or inner)
-    return str(error)
-
-
-def connect_reason(exc: aiohttp.ClientConnectorError) -> str:
-    """E.g. "connection refused", not asyncio's "Connect call failed (...)"."""
-    errno = exc.os_error.errno
-    text = os.strerror(errno) if errno else str(exc.os_error) or type(exc.os_error).__name__
-    return text[:1].lower() + text[1:]

@@ -1,0 +1,59 @@
+"""What both backends do with the text they generate, in one place.
+
+A backend produces pieces of text (a token, a streamed chunk); the writer holds back what
+could be the start of a stop string or another speaker's turn, hands the rest to the
+listener, and fills in the result: the text, the timings, how the generation ended.
+Backend-neutral: nothing here imports llama_cpp or aiohttp.
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+
+from bot.model.types import TURN_MARKERS, Generation, StopScanner
+
+log = structlog.get_logger(__name__)
+
+
+class GenerationWriter:
+    """Writes one generation's text and result, the same way for every backend."""
+
+    def __init__(self, generation: Generation) -> None:
+        self.generation = generation
+        self.result = generation.result
+        self.result.seed = generation.request.seed
+        self.started = time.perf_counter()
+        self._scanner = StopScanner((*generation.request.stop, *TURN_MARKERS))
+
+    def first_token(self) -> None:
+        """Note the time to the first token (later calls change nothing)."""
+        if self.result.first_token_s is None:
+            self.result.first_token_s = time.perf_counter() - self.started
+
+    def write(self, piece: str) -> bool:
+        """Count and show a generated piece; True when a stop string or turn marker was hit:
+        the reply ends there, and the marker is never shown."""
+        self.first_token()
+        self.result.generated_tokens += 1
+        shown, hit = self._scanner.feed(piece)
+        if shown:
+            self.generation._emit(shown)
+        return hit
+
+    def fail(self, error: str) -> None:
+        """The generation broke: an error, unless it was being cancelled anyway."""
+        if self.generation.cancelled:
+            self.result.finish = "cancelled"
+        else:
+            log.error("generation failed", error=error)
+            self.result.finish, self.result.error = "error", error
+
+    def close(self) -> None:
+        """Show the held-back tail, settle the result, and tell the listener it ended."""
+        if tail := self._scanner.flush():
+            self.generation._emit(tail)
+        self.result.text = self._scanner.text
+        self.result.total_s = time.perf_counter() - self.started
+        self.generation._done()

@@ -1,0 +1,107 @@
+"""What both backends do with generated text (bot.model.writer) and the stop-string scan
+under it: pure, table-driven, no model."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from structlog.testing import capture_logs
+
+from bot.model.types import Generation, GenerationRequest, StopScanner
+from bot.model.writer import GenerationWriter
+from bot.personas import Sampling
+
+
+def generation(stop: tuple[str, ...] = ()) -> Generation:
+    request = GenerationRequest(messages=[], sampling=Sampling(), seed=77, stop=stop)
+    return Generation(request, asyncio.get_running_loop())
+
+
+@pytest.mark.parametrize(
+    ("stop", "pieces", "text", "written", "hit"),
+    [
+        ((), ["Hel", "lo"], "Hello", 2, False),
+        # Another speaker's turn: a template's marker ends the reply, split or not.
+        ((), ["Hi", " there<|im_st", "art|>user"], "Hi there", 3, True),
+        ((), ["ok<|im_end|>"], "ok", 1, True),
+        (("\nBob:",), ["a", "\nBo", "b: hi"], "a", 3, True),
+        # A held-back tail that turns out not to be a stop string is shown at the end.
+        (("\nBob:",), ["a", "\nBo"], "a\nBo", 2, False),
+    ],
+)
+async def test_writer_shows_what_the_result_says(
+    stop: tuple[str, ...], pieces: list[str], text: str, written: int, hit: bool
+) -> None:
+    gen = generation(stop)
+    writer = GenerationWriter(gen)
+    hits = []
+    for piece in pieces:
+        hits.append(writer.write(piece))
+        if hits[-1]:
+            break
+    writer.close()
+    deltas = [d async for d in gen]
+    result = gen.result
+    assert ("".join(deltas), result.text, result.generated_tokens) == (text, text, written)
+    assert any(hits) is hit
+    assert result.seed == 77
+    assert result.first_token_s is not None and 0 <= result.first_token_s <= result.total_s
+
+
+async def test_first_token_is_timed_once_also_without_text() -> None:
+    gen = generation()
+    writer = GenerationWriter(gen)
+    writer.first_token()  # e.g. an end-of-generation token: timed, not written
+    first = gen.result.first_token_s
+    await asyncio.sleep(0.01)
+    writer.write("x")
+    writer.close()
+    assert first is not None and gen.result.first_token_s == first
+    assert gen.result.generated_tokens == 1
+
+
+@pytest.mark.parametrize(
+    ("cancelled", "finish", "error", "logged"),
+    [(False, "error", "boom", ["generation failed"]), (True, "cancelled", None, [])],
+)
+async def test_a_failure_is_an_error_unless_cancelled(
+    cancelled: bool, finish: str, error: str | None, logged: list[str]
+) -> None:
+    gen = generation()
+    writer = GenerationWriter(gen)
+    writer.write("partial")
+    if cancelled:
+        gen.cancel()
+    with capture_logs() as logs:
+        writer.fail("boom")
+    writer.close()
+    deltas = [d async for d in gen]
+    assert (gen.result.finish, gen.result.error) == (finish, error)
+    assert [e["event"] for e in logs] == logged
+    assert "".join(deltas) == gen.result.text == "partial"  # what was shown stays the text
+
+
+@pytest.mark.parametrize(
+    ("stops", "pieces", "shown", "text", "hit"),
+    [
+        ((), ["ab", "c"], "abc", "abc", False),
+        (("\nBob:",), ["hi", "\nBo", "b: yo"], "hi", "hi", True),
+        (("\nBob:",), ["hi", "\nBo", "ok"], "hi\nBook", "hi\nBook", False),
+        (("<|im_start|>",), ["x<|im_", "start|>user"], "x", "x", True),
+        (("END",), ["aEN", "D tail"], "a", "a", True),
+        (("END", "STOP"), ["xSTO", "P"], "x", "x", True),
+    ],
+)
+def test_stop_scanner(
+    stops: tuple[str, ...], pieces: list[str], shown: str, text: str, hit: bool
+) -> None:
+    scanner = StopScanner(stops)
+    out, stopped = "", False
+    for piece in pieces:
+        part, stopped = scanner.feed(piece)
+        out += part
+        if stopped:
+            break
+    out += scanner.flush()
+    assert (out, scanner.text, stopped) == (shown, text, hit)
