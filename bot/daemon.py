@@ -39,13 +39,11 @@ from bot.prompt.builder import ContextBuilder, TooLong
 from bot.prompt.thinking import ThinkFilter, with_thinking
 from bot.scheduler import FairQueue, Refusal, Ticket
 from bot.scopes import resolve_for
-from bot.settings import Settings
+from bot.settings import LIVE_BOT_SETTINGS, Settings
 from bot.store import Store
 
 log = structlog.get_logger(__name__)
 
-# Settings that SIGHUP applies at once (`Daemon.reload`); other changes need a restart.
-LIVE_BOT_SETTINGS = ("admins", "admin_commands", "default_persona", "personas_dir")
 # After the grace period: how long a stopped answer may take to show its final notice.
 ABANDON_S = 5.0
 

@@ -137,6 +137,10 @@ class BotSettings(Section):
     )
 
 
+# [bot] settings that SIGHUP applies at once (`Daemon.reload`); other changes need a restart.
+LIVE_BOT_SETTINGS = ("admins", "admin_commands", "default_persona", "personas_dir")
+
+
 class QueueSettings(Section):
     max_pending: int = Field(64, ge=1, le=100_000, description="Messages queued at most.")
     per_user_per_minute: int = Field(

@@ -30,7 +30,13 @@ from bot import logs
 from bot.app.liveness import WorkerProbe, worker_ping
 from bot.app.systemd import Notifier, watchdog_interval
 from bot.personas import PersonaError, PersonaSet
-from bot.settings import ConfigError, Settings, load_settings, secret_values
+from bot.settings import (
+    LIVE_BOT_SETTINGS,
+    ConfigError,
+    Settings,
+    load_settings,
+    secret_values,
+)
 
 if TYPE_CHECKING:
     from bot.app.health import HealthServer
@@ -237,8 +243,6 @@ class Service:
 
 def changed_fields(old: Settings, new: Settings, skip: set[str]) -> list[str]:
     """Settings that differ but only take effect after a restart ("queue.max_pending")."""
-    from bot.daemon import LIVE_BOT_SETTINGS
-
     changed = []
     for section in type(old).model_fields:
         if section in skip:
