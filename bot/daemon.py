@@ -82,19 +82,19 @@ class Daemon:
         self,
         settings: Settings,
         store: Store,
-        engine: Backend,
+        backend: Backend,
         personas: PersonaSet,
         adapters: dict[str, Adapter],
     ) -> None:
         self.settings = settings
         self.store = store
-        self.engine = engine
+        self.backend = backend
         self.personas = personas
         self.adapters = adapters
         self.queue: FairQueue[Job] = FairQueue(
             settings.queue.max_pending, settings.queue.per_user_per_minute
         )
-        self.context = ContextBuilder(engine, store, engine.info.n_ctx)
+        self.context = ContextBuilder(backend, store, backend.info.n_ctx)
         self.commands = CommandRunner(self)
         self.answered = 0
         self.reused: dict[str, int] = {}  # channel → prompt tokens reused by its last reply
@@ -117,7 +117,7 @@ class Daemon:
             self._retention = asyncio.create_task(self._purge_loop(), name="hearthbot-retention")
         for adapter in self.adapters.values():
             await adapter.start(self.handle)
-        log.info("started", adapters=sorted(self.adapters), model=self.engine.info.name)
+        log.info("started", adapters=sorted(self.adapters), model=self.backend.info.name)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop intake; let the answer in flight finish within `grace` seconds (default
@@ -188,7 +188,7 @@ class Daemon:
             return 0
         count = await self.store.purge(before=time.time() - days * 86400)
         if count:
-            await self.engine.forget()  # purged words must not live on in cached KV state
+            await self.backend.forget()  # purged words must not live on in cached KV state
             log.info("purged old history", messages=count)
         return count
 
@@ -245,10 +245,10 @@ class Daemon:
         if isinstance(event, MessageEdited):
             key = channel_key(event.platform, event.channel_id)
             await self.store.edit_message(key, event.message_id, clean_text(event.text))
-            await self.engine.forget(key)
+            await self.backend.forget(key)
         elif isinstance(event, MessageDeleted):
             key = channel_key(event.platform, event.channel_id)
-            await self.engine.forget(key)  # the deleted text must not linger in memory either
+            await self.backend.forget(key)  # the deleted text must not linger in memory either
             self.queue.remove(
                 lambda job: (
                     (job.message.channel_key, job.message.message_id) != (key, event.message_id)
@@ -364,7 +364,7 @@ class Daemon:
             self.store, message, self.personas, self.settings.bot.default_persona
         )
         sampling = resolved.sampling
-        n_ctx = self.engine.info.n_ctx
+        n_ctx = self.backend.info.n_ctx
         # A persona written for a big context must still leave room for history in a small one.
         reserve = min(sampling.max_tokens, n_ctx // 2)
         prompt = await self.context.build(
@@ -392,7 +392,7 @@ class Daemon:
             prompt=prompt.tokens,
             cache_key=channel,
         )
-        generation = self.engine.start(request)
+        generation = self.backend.start(request)
         self._generation = generation
         if self._abandon:
             generation.cancel()

@@ -330,4 +330,4 @@ async def test_retention_purges_old_history(tmp_path: Path, tiny_model: Path) ->
         assert purged == 1
         texts_left = [m.text for m in await daemon.store.history("test:c1")]
         assert "from last week" not in texts_left and "from today" in texts_left
-        assert daemon.engine.cache_state("test:c1") == "cold"
+        assert daemon.backend.cache_state("test:c1") == "cold"

@@ -108,7 +108,7 @@ async def test_healthz_fails_while_the_worker_is_stuck(tmp_path: Path, tiny_mode
         base,
     ):
         gate = threading.Event()
-        stuck = asyncio.ensure_future(daemon.engine._call(lambda: gate.wait(30)))  # type: ignore[attr-defined]
+        stuck = asyncio.ensure_future(daemon.backend._call(lambda: gate.wait(30)))  # type: ignore[attr-defined]
         try:
             status, text = await get(f"{base}/healthz")
             assert status == 503 and "model worker has not answered" in text

@@ -187,7 +187,7 @@ async def test_consecutive_prompts_share_their_prefix_until_a_trim(
             await ask(daemon, adapter, f"message {i}: the water is cold", admin=True)
             history = await daemon.store.history("test:c1")
             starts.append(history[0].row)
-        engine = daemon.engine
+        engine = daemon.backend
         assert isinstance(engine, RecordingEngine)
         prompts = [list(g.request.prompt or ()) for g in engine.generations]
         trims = [i for i in range(1, len(starts)) if starts[i] != starts[i - 1]]

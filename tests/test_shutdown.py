@@ -160,7 +160,7 @@ async def test_reload_swaps_personas_and_access_lists(tmp_path: Path, tiny_model
     store = await Store.open(tmp_path / "reload.db")
     async with daemon_for(tmp_path, tiny_model, start=False) as (base, _):
         adapter = Reloadable()
-        daemon = Daemon(settings, store, base.engine, load_personas(personas), {})
+        daemon = Daemon(settings, store, base.backend, load_personas(personas), {})
         daemon.adapters = {"discord": adapter}  # type: ignore[dict-item]
         service = Service(settings, config, checked_personas, notifier=Notifier(None))
         service.daemon = daemon

@@ -105,7 +105,7 @@ class Service:
         restart loop over a metrics port would help nobody (`hearthbot check` reports it)."""
         self.daemon = daemon
         self.probe = WorkerProbe(
-            worker_ping(daemon.engine), lambda: daemon.in_flight, self.settings.health.stall_s
+            worker_ping(daemon.backend), lambda: daemon.in_flight, self.settings.health.stall_s
         )
         if not (serve_health and self.settings.health.listen):
             return

@@ -32,7 +32,7 @@ class CommandRunner:
 
     async def _reset(self, command: Command, message: Incoming) -> str:
         count = await self.daemon.store.reset_channel(message.channel_key)
-        await self.daemon.engine.forget(message.channel_key)
+        await self.daemon.backend.forget(message.channel_key)
         return texts.RESET_DONE.format(count=count)
 
     async def _persona(self, command: Command, message: Incoming) -> str:
@@ -80,7 +80,7 @@ class CommandRunner:
 
     async def _status(self, command: Command, message: Incoming) -> str:
         daemon = self.daemon
-        info = daemon.engine.info
+        info = daemon.backend.info
         current = await self._resolved(message)
         used = await daemon.context.usage(message.channel_key, current.persona.system_prompt)
         seed = current.fixed_seed
@@ -95,7 +95,7 @@ class CommandRunner:
                 f"{current.sampling.top_p:g} · top_k {current.sampling.top_k} · min_p "
                 f"{current.sampling.min_p:g} · repeat penalty {current.sampling.repeat_penalty:g}",
                 f"Seed: {seed if seed is not None else 'random (fresh each reply)'}",
-                f"Cache: {daemon.engine.cache_state(message.channel_key)}; last reply reused "
+                f"Cache: {daemon.backend.cache_state(message.channel_key)}; last reply reused "
                 f"{daemon.reused.get(message.channel_key, 0):,} prompt tokens",
                 f"Queue: {len(daemon.queue)} waiting",
             ]
@@ -112,7 +112,7 @@ class CommandRunner:
             who = target if qualified else f"{message.platform}:{target}"
         self.daemon.forget_queued(who)
         count = await self.daemon.store.forget_user(who)
-        await self.daemon.engine.forget()  # their words may sit in any channel's cached KV
+        await self.daemon.backend.forget()  # their words may sit in any channel's cached KV
         return texts.FORGET_DONE.format(count=count, who="you" if who == message.user_key else who)
 
     async def _resolved(self, message: Incoming) -> Resolved:

@@ -34,22 +34,22 @@ class ContextBuilder:
     """Knows the model's tokenizer and context size; the trimming itself is pure
     (bot.prompt.window.choose_window)."""
 
-    def __init__(self, engine: Backend, store: Store, n_ctx: int) -> None:
-        self.engine = engine
+    def __init__(self, backend: Backend, store: Store, n_ctx: int) -> None:
+        self.backend = backend
         self.store = store
         self.n_ctx = n_ctx
         # Token counts of message texts, so each turn is tokenized once, not every turn.
-        self._count = functools.lru_cache(maxsize=8192)(engine.count_tokens)
+        self._count = functools.lru_cache(maxsize=8192)(backend.count_tokens)
         self.turn_overhead = self._overhead(add_generation_prompt=False)
         self.reply_overhead = self._overhead(add_generation_prompt=True) - self.turn_overhead
 
     def _overhead(self, add_generation_prompt: bool) -> int:
         """Template tokens around one message (role markers, separators)."""
         try:
-            text = self.engine.render(
+            text = self.backend.render(
                 [{"role": "user", "content": "x"}], add_generation_prompt=add_generation_prompt
             )
-            return max(len(self.engine.tokenize(text)) - self._count("x"), 0)
+            return max(len(self.backend.tokenize(text)) - self._count("x"), 0)
         except Exception:  # an unusual template: a safe guess
             return _FALLBACK_OVERHEAD
 
@@ -79,7 +79,7 @@ class ContextBuilder:
                 return TooLong(costs[-1] if costs else 0, max(budget, 0))
             start = window.start
             messages = chat_messages(system_prompt, turns[start:])
-            tokens = self.engine.prompt_tokens(messages)
+            tokens = self.backend.prompt_tokens(messages)
             if len(tokens) + reserve <= self.n_ctx or start >= last:
                 break
             # The per-turn estimate was short for this template (tokens merge differently
@@ -102,4 +102,4 @@ class ContextBuilder:
         history = await self.store.history(channel)
         multi = len({m.author_id for m in history if m.role == "user"}) > 1
         messages = chat_messages(system_prompt, self.turns(history, multi))
-        return len(self.engine.prompt_tokens(messages))
+        return len(self.backend.prompt_tokens(messages))
