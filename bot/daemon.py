@@ -40,6 +40,7 @@ from bot.prompt.thinking import ThinkFilter, with_thinking
 from bot.scheduler import FairQueue, Refusal, Ticket
 from bot.scopes import resolve_for
 from bot.settings import LIVE_BOT_SETTINGS, Settings
+from bot.status import DaemonStatus, is_connected
 from bot.store import Store
 
 log = structlog.get_logger(__name__)
@@ -159,13 +160,18 @@ class Daemon:
             self._generation.cancel()
 
     @property
-    def stopping(self) -> bool:
-        return self._stopping
-
-    @property
     def in_flight(self) -> Generation | None:
         """The generation running now, if any (health checks watch its progress)."""
         return self._generation
+
+    def status(self) -> DaemonStatus:
+        return DaemonStatus(
+            queued=len(self.queue),
+            answering=self._generation is not None,
+            answered=self.answered,
+            stopping=self._stopping,
+            adapters={name: is_connected(a) for name, a in sorted(self.adapters.items())},
+        )
 
     def reload(self, settings: Settings, personas: PersonaSet) -> None:
         """SIGHUP: personas, admins and the platform sections take effect now. The rest of
