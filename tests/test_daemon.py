@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from bot import texts
-from bot.daemon import clean_text, shown_answer
 from bot.events import (
     MessageDeleted,
     MessageEdited,
@@ -18,6 +17,8 @@ from bot.events import (
     RegenerateRequested,
     StopRequested,
 )
+from bot.intake import clean_text
+from bot.responder import shown_answer
 from support.daemons import answered, ask, daemon_for
 from support.persona_files import only_persona
 from support.recording_adapter import message

@@ -96,7 +96,7 @@ class CommandRunner:
                 f"{current.sampling.min_p:g} · repeat penalty {current.sampling.repeat_penalty:g}",
                 f"Seed: {seed if seed is not None else 'random (fresh each reply)'}",
                 f"Cache: {daemon.backend.cache_state(message.channel_key)}; last reply reused "
-                f"{daemon.reused.get(message.channel_key, 0):,} prompt tokens",
+                f"{daemon.responder.reused_tokens(message.channel_key):,} prompt tokens",
                 f"Queue: {len(daemon.queue)} waiting",
             ]
         )
