@@ -7,6 +7,7 @@ import contextlib
 
 import structlog
 
+from bot.commands.context import CommandContext
 from bot.commands.runner import CommandRunner
 from bot.events import Adapter, ChatEvent, Incoming, Outcome
 from bot.intake import Intake
@@ -45,8 +46,17 @@ class Daemon:
         )
         self.context = ContextBuilder(backend, store, backend.info.n_ctx)
         self.responder = Responder(self.live, store, backend, self.queue, self.context)
+        commands = CommandContext(
+            live=self.live,
+            store=store,
+            model=backend,
+            status=self.status,
+            forget_queued=self.responder.forget_queued,
+            reused_tokens=self.responder.reused_tokens,
+            context_tokens=self.context.usage,
+        )
         self.intake = Intake(
-            self.live, store, backend, self.queue, self.responder, CommandRunner(self)
+            self.live, store, backend, self.queue, self.responder, CommandRunner(commands)
         )
         self.retention = Retention(self.live, store, backend)
 
@@ -83,9 +93,6 @@ class Daemon:
 
     def is_admin(self, message: Incoming) -> bool:
         return self.live.is_admin(message)
-
-    def forget_queued(self, user_key: str) -> int:
-        return self.intake.forget_queued(user_key)
 
     # -- lifecycle ------------------------------------------------------------------------------
 

@@ -94,10 +94,6 @@ class Intake:
         if len(self.queue):
             log.info("restored pending messages", count=len(self.queue))
 
-    def forget_queued(self, user_key: str) -> int:
-        """Drop a user's queued messages (they asked to be forgotten)."""
-        return self.queue.remove(lambda job: job.message.user_key != user_key)
-
     async def _apply(
         self, event: MessageEdited | MessageDeleted | StopRequested | RegenerateRequested
     ) -> Outcome:

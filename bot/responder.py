@@ -113,6 +113,10 @@ class Responder:
         except Exception:
             log.exception("the worker failed")
 
+    def forget_queued(self, user_key: str) -> int:
+        """Drop a user's queued messages (they asked to be forgotten)."""
+        return self.queue.remove(lambda job: job.message.user_key != user_key)
+
     def abandon(self) -> None:
         """Stop the answer in flight now instead of waiting out the grace period."""
         self._abandon = True
