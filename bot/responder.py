@@ -180,7 +180,7 @@ class Responder:
             resolved.persona.system_prompt,
             reserve=reserve,
             multi_user=not message.is_direct,
-            upto_row=job.row,
+            through_row=job.row,
         )
         if isinstance(prompt, TooLong):
             await self.store.discard(job.row)

@@ -19,9 +19,10 @@ from bot.events import (
 )
 from bot.intake import clean_text
 from bot.responder import shown_answer
-from support.daemons import answered, ask, daemon_for
+from support.daemons import DB, answered, ask, daemon_for
 from support.persona_files import only_persona
 from support.recording_adapter import message
+from support.stored import message_count
 
 
 async def test_a_message_is_answered_once_and_stored(tmp_path: Path, tiny_model: Path) -> None:
@@ -56,7 +57,7 @@ async def test_busy_refusal_is_not_stored_and_noticed_once(
         assert set(outcomes[2:]) == {Outcome.REFUSED}
         assert len(adapter.refusals) == 1  # at most one notice per user per minute
         assert adapter.refusals[0][1] == texts.BUSY
-        assert await daemon.store.count_messages() == 2
+        assert message_count(tmp_path / DB) == 2
         # Another user gets their own single notice.
         await daemon.handle(message("hi", author="u2"))
         await daemon.handle(message("hi again", author="u2"))
@@ -170,7 +171,7 @@ async def test_too_long_message_gets_a_clear_refusal(tmp_path: Path, tiny_model:
         (record,) = adapter.for_message(msg.message_id)
         await asyncio.wait_for(record.done.wait(), 20)
         assert record.failed is not None and "too long" in record.failed
-        assert await daemon.store.count_messages() == 0
+        assert message_count(tmp_path / DB) == 0
         # The daemon still answers the next normal message.
         assert await ask(daemon, adapter, "hi")
 
@@ -194,7 +195,7 @@ async def test_group_channel_names_speakers(tmp_path: Path, tiny_model: Path) ->
     async with daemon_for(tmp_path, tiny_model) as (daemon, adapter):
         await ask(daemon, adapter, "hi from alice", author="a", name="Alice")
         prompt = await daemon.context.build(
-            "test:c1", "sys", reserve=64, multi_user=True, upto_row=10**9
+            "test:c1", "sys", reserve=64, multi_user=True, through_row=10**9
         )
         assert not isinstance(prompt, type(None))
         contents = [m["content"] for m in prompt.messages]  # type: ignore[union-attr]

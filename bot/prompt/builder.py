@@ -62,10 +62,10 @@ class ContextBuilder:
         ]
 
     async def build(
-        self, channel: str, system_prompt: str, reserve: int, multi_user: bool, upto_row: int
+        self, channel: str, system_prompt: str, reserve: int, multi_user: bool, through_row: int
     ) -> Prompt | TooLong:
-        """The prompt for answering message `upto_row` (later messages are not seen yet)."""
-        history = await self.store.history(channel, before_row=upto_row)
+        """The prompt for answering message `through_row` (later messages are not seen yet)."""
+        history = await self.store.history(channel, through_row=through_row)
         turns = self.turns(history, multi_user)
         is_user = [t.role == "user" for t in turns]
         texts = [self._count(t.text) for t in turns]
