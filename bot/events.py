@@ -134,6 +134,7 @@ class Outcome(Enum):
     REFUSED = "refused"  # busy or rate limited; not stored (a notice may have been shown)
     IGNORED = "ignored"  # not for us (empty, not allowed)
     APPLIED = "applied"  # an edit, deletion, stop or regenerate request was carried out
+    DEFERRED = "deferred"  # shutting down: saved as pending, answered after the restart
 
 
 Sink = Callable[[ChatEvent], Awaitable[Outcome]]

@@ -159,8 +159,8 @@ class Intake:
         if not text:
             return Outcome.IGNORED
         if parse_command(text) is None:
-            await self.store.accept(message, text)
-            return Outcome.IGNORED
+            saved = await self.store.accept(message, text)
+            return Outcome.IGNORED if saved is None else Outcome.DEFERRED
         await self.live.adapters[message.platform].open_reply(message).finish(texts.TRY_AGAIN)
         return Outcome.COMMAND
 
