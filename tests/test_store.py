@@ -171,7 +171,6 @@ async def test_pending_round_trips_every_incoming_field(store: Store) -> None:
         author_name="Zoë 🐱",
         text="hi @bot",
         is_direct=True,
-        mentions_bot=True,
         reply_to_id="455",
         server_id="42",
         is_admin=True,
@@ -182,6 +181,13 @@ async def test_pending_round_trips_every_incoming_field(store: Store) -> None:
     assert pending.row == row
     assert pending.message == message
     assert pending.created_at > 0
+
+
+def test_pending_saved_by_an_older_version_still_loads() -> None:
+    # Fields an older hearthbot stored (e.g. mentions_bot) must not keep a message unanswered.
+    raw = incoming("m1").to_json().replace('"is_direct"', '"mentions_bot": true, "is_direct"')
+    assert "mentions_bot" in raw
+    assert Incoming.from_json(raw) == incoming("m1")
 
 
 # -- history -----------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import asyncio
 import itertools
 from dataclasses import dataclass, field
 
-from bot.events import Capabilities, Incoming, Sink
+from bot.events import Incoming, Sink
 
 _ids = itertools.count(1)
 
@@ -45,7 +45,6 @@ class Reply:
 
 class RecordingAdapter:
     name = "test"
-    capabilities = Capabilities(can_edit=True, max_message_length=2000)
 
     def __init__(self) -> None:
         self.replies: list[RecordedReply] = []
@@ -98,7 +97,6 @@ def message(
         author_name=name,
         text=text,
         is_direct=direct,
-        mentions_bot=True,
         is_admin=admin,
         server_id=server,
         reply_to_text=reply_to_text,
