@@ -145,13 +145,6 @@ class FairQueue(Generic[T]):
             self._ready.clear()
             await self._ready.wait()
 
-    def drain(self) -> list[T]:
-        """Everything still queued, in serving order, leaving the queue empty."""
-        jobs: list[T] = []
-        while (job := self.next_nowait()) is not None:
-            jobs.append(job)
-        return jobs
-
     def remove(self, keep: Callable[[T], bool]) -> int:
         """Drop queued jobs for which keep() is False (e.g. a user asked to be forgotten)."""
         removed = 0

@@ -101,15 +101,6 @@ def test_round_robin_across_three_channels(clock: Clock) -> None:
     assert q.next_nowait() is None
 
 
-def test_drain_returns_serving_order_and_empties(clock: Clock) -> None:
-    q = make_queue(clock)
-    for job, channel in (("a1", "a"), ("a2", "a"), ("b1", "b")):
-        enqueue(q, channel, job)
-    assert q.drain() == ["a1", "b1", "a2"]
-    assert len(q) == 0
-    assert q.drain() == []
-
-
 # ---------------------------------------------------------------- bound and tickets
 
 
