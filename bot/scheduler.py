@@ -30,6 +30,8 @@ _SWEEP_AT = 2048
 
 
 class Refusal(Enum):
+    """Why a message was not admitted to the queue."""
+
     BUSY = "busy"
     RATE_LIMITED = "rate_limited"
 
@@ -42,6 +44,8 @@ class Ticket:
 
 
 class FairQueue(Generic[T]):
+    """The bounded queue of work, served fairly across channels, with a per-user rate limit."""
+
     def __init__(
         self,
         max_pending: int,

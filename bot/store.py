@@ -60,6 +60,8 @@ RANDOM_SEED = -1
 
 @dataclass(frozen=True, slots=True)
 class StoredMessage:
+    """One turn of a channel's history as stored: a user's message or the bot's answer."""
+
     row: int
     role: Literal["user", "assistant"]
     author_id: str
@@ -69,6 +71,8 @@ class StoredMessage:
 
 @dataclass(frozen=True, slots=True)
 class ScopeSettings:
+    """The overrides set for one scope (global, a server, a channel); None inherits."""
+
     persona: str | None = None
     temperature: float | None = None
     seed: int | None = None
@@ -76,12 +80,16 @@ class ScopeSettings:
 
 @dataclass(frozen=True, slots=True)
 class PendingMessage:
+    """A message accepted but not answered yet, as saved (read back after a restart)."""
+
     row: int
     message: Incoming
     created_at: float
 
 
 class Store:
+    """hearthbot's memory on one SQLite connection: history, pending work, scope settings."""
+
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
         # One connection: a transaction spans awaits, so two must never interleave.

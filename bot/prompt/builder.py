@@ -17,6 +17,8 @@ _CALIBRATIONS = 4
 
 @dataclass(frozen=True, slots=True)
 class Prompt:
+    """The prompt for one answer: chat messages, their tokens, and what the window kept."""
+
     messages: list[dict[str, str]]
     tokens: list[int]
     window: Window
@@ -26,6 +28,8 @@ class Prompt:
 
 @dataclass(frozen=True, slots=True)
 class TooLong:
+    """The message being answered does not fit in the context even alone."""
+
     tokens: int
     limit: int
 

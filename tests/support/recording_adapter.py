@@ -14,6 +14,8 @@ _ids = itertools.count(1)
 
 @dataclass
 class RecordedReply:
+    """Everything the core showed for one message: typing, updates, the final text."""
+
     message: Incoming
     typing: int = 0
     updates: list[str] = field(default_factory=list)
@@ -23,6 +25,8 @@ class RecordedReply:
 
 
 class Reply:
+    """The reply handle that writes into a RecordedReply."""
+
     def __init__(self, record: RecordedReply) -> None:
         self.record = record
 
@@ -44,6 +48,8 @@ class Reply:
 
 
 class RecordingAdapter:
+    """A platform in memory: keeps every reply and refusal for the test to read."""
+
     name = "test"
 
     def __init__(self) -> None:
