@@ -131,7 +131,7 @@ Sink = Callable[[ChatEvent], Awaitable[Outcome]]
 
 
 class Adapter(Protocol):
-    """One chat platform. An adapter only translates; it never touches the engine or the store."""
+    """One chat platform. An adapter only translates; it never touches the backend or the store."""
 
     name: str
 

@@ -299,9 +299,9 @@ async def test_deleting_a_queued_message_unqueues_it(tmp_path: Path, tiny_model:
     async with daemon_for(tmp_path, tiny_model, start=False) as (daemon, _adapter):
         msg = message("delete me before you answer")
         await daemon.handle(msg)
-        assert len(daemon.queue) == 1
+        assert daemon.status().queued == 1
         await daemon.handle(MessageDeleted("test", msg.channel_id, msg.message_id))
-        assert len(daemon.queue) == 0
+        assert daemon.status().queued == 0
         assert await daemon.store.pending() == []
 
 
