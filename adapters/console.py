@@ -15,7 +15,7 @@ import time
 from typing import TextIO
 
 from adapters.common.split import ReportsFailure
-from bot.events import Capabilities, Incoming, Outcome, Sink
+from bot.events import Incoming, Outcome, Sink
 
 PLATFORM = "console"
 CHANNEL = "local"
@@ -60,7 +60,6 @@ class ConsoleReply:
 
 class ConsoleAdapter(ReportsFailure):
     name = PLATFORM
-    capabilities = Capabilities(can_edit=True, max_message_length=1_000_000, formatting="plain")
 
     def __init__(
         self,
@@ -142,7 +141,6 @@ class ConsoleAdapter(ReportsFailure):
             author_name=self.user_name,
             text=line,
             is_direct=True,
-            mentions_bot=True,
             is_admin=True,  # whoever sits at the console owns the bot
         )
 

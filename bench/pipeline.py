@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench.harness import RecordingEngine
 from bot.daemon import Daemon
-from bot.events import Capabilities, Incoming
+from bot.events import Incoming
 from bot.model.types import Generation, GenerationRequest
 from bot.personas import load_personas
 from bot.settings import load_settings
@@ -65,7 +65,6 @@ class Reply:
 
 class BenchAdapter:
     name = "bench"
-    capabilities = Capabilities(can_edit=True, max_message_length=2000)
 
     def __init__(self) -> None:
         self.replies: dict[str, Reply] = {}

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Literal, Protocol
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +28,6 @@ class Incoming:
     author_name: str
     text: str
     is_direct: bool = False
-    mentions_bot: bool = False
     reply_to_id: str | None = None
     # The replied-to message's text, when the adapter has it: used if that message is not in
     # the stored history (e.g. older than the bot's memory of the channel).
@@ -57,15 +56,6 @@ class Incoming:
         data = json.loads(raw)
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
-
-
-@dataclass(frozen=True, slots=True)
-class Capabilities:
-    """What an adapter's platform can show; declared, never guessed."""
-
-    can_edit: bool
-    max_message_length: int
-    formatting: Literal["plain", "markdown"] = "plain"
 
 
 class ReplyHandle(Protocol):
@@ -134,16 +124,16 @@ class Outcome(Enum):
     REFUSED = "refused"  # busy or rate limited; not stored (a notice may have been shown)
     IGNORED = "ignored"  # not for us (empty, not allowed)
     APPLIED = "applied"  # an edit, deletion, stop or regenerate request was carried out
+    DEFERRED = "deferred"  # shutting down: saved as pending, answered after the restart
 
 
 Sink = Callable[[ChatEvent], Awaitable[Outcome]]
 
 
 class Adapter(Protocol):
-    """One chat platform. An adapter only translates; it never touches the engine or the store."""
+    """One chat platform. An adapter only translates; it never touches the backend or the store."""
 
     name: str
-    capabilities: Capabilities
 
     async def start(self, sink: Sink) -> None:
         """Connect and begin delivering messages to `sink`. Returns once started."""

@@ -11,6 +11,8 @@ if TYPE_CHECKING:
 
 
 class Observer:
+    """Hears what the daemon did; this base ignores it all (bot.app.metrics.Metrics counts)."""
+
     def answered(self, platform: str, result: GenerationResult) -> None:
         pass
 

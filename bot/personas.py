@@ -30,6 +30,8 @@ class Sampling(BaseModel):
 
 
 class Persona(Sampling):
+    """A named character: its system prompt, a description for !persona, its sampling."""
+
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
     description: str = Field("", max_length=200)
     system_prompt: str = Field(min_length=1, max_length=20_000)
@@ -49,6 +51,8 @@ class PersonaError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class PersonaSet:
+    """The personas available by name: the bundled ones and the user's."""
+
     personas: dict[str, Persona]
 
     def get(self, name: str) -> Persona | None:

@@ -30,6 +30,8 @@ _SWEEP_AT = 2048
 
 
 class Refusal(Enum):
+    """Why a message was not admitted to the queue."""
+
     BUSY = "busy"
     RATE_LIMITED = "rate_limited"
 
@@ -42,6 +44,8 @@ class Ticket:
 
 
 class FairQueue(Generic[T]):
+    """The bounded queue of work, served fairly across channels, with a per-user rate limit."""
+
     def __init__(
         self,
         max_pending: int,
@@ -144,13 +148,6 @@ class FairQueue(Generic[T]):
                 return job
             self._ready.clear()
             await self._ready.wait()
-
-    def drain(self) -> list[T]:
-        """Everything still queued, in serving order, leaving the queue empty."""
-        jobs: list[T] = []
-        while (job := self.next_nowait()) is not None:
-            jobs.append(job)
-        return jobs
 
     def remove(self, keep: Callable[[T], bool]) -> int:
         """Drop queued jobs for which keep() is False (e.g. a user asked to be forgotten)."""

@@ -11,6 +11,8 @@ from bot.store import RANDOM_SEED, ScopeSettings, Store
 
 @dataclass(frozen=True, slots=True)
 class Resolved:
+    """The persona and sampling in effect for one message, after every scope's overrides."""
+
     persona: Persona
     sampling: Sampling  # the persona's, with temperature and seed overrides applied
 

@@ -40,10 +40,14 @@ def default_data_dir() -> Path:
 
 
 class Section(BaseModel):
+    """One [section] of the config: unknown keys are errors, defaults are validated too."""
+
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
 class ModelSettings(Section):
+    """[model]: the GGUF, its context and threads, and which backend generates."""
+
     path: Path | None = Field(
         None, description="GGUF file. Empty: the newest .gguf in data_dir/models/."
     )
@@ -101,6 +105,8 @@ class ModelSettings(Section):
 
 
 class BotSettings(Section):
+    """[bot]: data, personas, admins, and how the daemon catches up, forgets and stops."""
+
     data_dir: Path = Field(
         default_factory=default_data_dir,
         description="History database and models. Default: $STATE_DIRECTORY or "
@@ -137,7 +143,13 @@ class BotSettings(Section):
     )
 
 
+# [bot] settings that SIGHUP applies at once (`Daemon.reload`); other changes need a restart.
+LIVE_BOT_SETTINGS = ("admins", "admin_commands", "default_persona", "personas_dir")
+
+
 class QueueSettings(Section):
+    """[queue]: how much work may wait, and how much of it one user may send."""
+
     max_pending: int = Field(64, ge=1, le=100_000, description="Messages queued at most.")
     per_user_per_minute: int = Field(
         6, ge=1, le=10_000, description="Messages one user may queue per minute (admins exempt)."
@@ -229,6 +241,8 @@ class HealthSettings(Section):
 
 
 class LogSettings(Section):
+    """[log]: level and format of the log lines on stderr."""
+
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     format: Literal["auto", "json", "console"] = Field(
         "auto", description="auto: readable on a terminal, JSON lines otherwise."
@@ -236,6 +250,8 @@ class LogSettings(Section):
 
 
 class Settings(BaseSettings):
+    """The whole configuration: TOML file, secrets directory and environment, validated."""
+
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_nested_delimiter=ENV_DELIMITER,

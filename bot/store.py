@@ -60,6 +60,8 @@ RANDOM_SEED = -1
 
 @dataclass(frozen=True, slots=True)
 class StoredMessage:
+    """One turn of a channel's history as stored: a user's message or the bot's answer."""
+
     row: int
     role: Literal["user", "assistant"]
     author_id: str
@@ -69,6 +71,8 @@ class StoredMessage:
 
 @dataclass(frozen=True, slots=True)
 class ScopeSettings:
+    """The overrides set for one scope (global, a server, a channel); None inherits."""
+
     persona: str | None = None
     temperature: float | None = None
     seed: int | None = None
@@ -76,12 +80,16 @@ class ScopeSettings:
 
 @dataclass(frozen=True, slots=True)
 class PendingMessage:
+    """A message accepted but not answered yet, as saved (read back after a restart)."""
+
     row: int
     message: Incoming
     created_at: float
 
 
 class Store:
+    """hearthbot's memory on one SQLite connection: history, pending work, scope settings."""
+
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
         # One connection: a transaction spans awaits, so two must never interleave.
@@ -132,11 +140,6 @@ class Store:
                 f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
             )
 
-    async def schema_version(self) -> int:
-        async with self._db.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
-
     # -- messages -----------------------------------------------------------------------------
 
     async def accept(self, message: Incoming, text: str) -> int | None:
@@ -166,9 +169,7 @@ class Store:
             )
         return row
 
-    async def complete(
-        self, pending_row: int, channel: str, reply: str, reply_message_id: str | None = None
-    ) -> bool:
+    async def complete(self, pending_row: int, channel: str, reply: str) -> bool:
         """Save the answer and clear the pending mark in one step. False if the pending mark
         was already gone (answered or forgotten meanwhile): the answer is then not stored.
         An empty reply clears the mark without adding a turn."""
@@ -179,9 +180,9 @@ class Store:
             if not reply:
                 return True
             await db.execute(
-                "INSERT INTO messages (channel, platform_message_id, author_id, author_name,"
-                " role, text, created_at) VALUES (?, ?, 'bot', 'hearthbot', 'assistant', ?, ?)",
-                (channel, reply_message_id, reply, time.time()),
+                "INSERT INTO messages (channel, author_id, author_name, role, text, created_at)"
+                " VALUES (?, 'bot', 'hearthbot', 'assistant', ?, ?)",
+                (channel, reply, time.time()),
             )
         return True
 
@@ -200,15 +201,16 @@ class Store:
             rows = await cur.fetchall()
         return [PendingMessage(r[0], Incoming.from_json(r[1]), r[2]) for r in rows]
 
-    async def history(self, channel: str, before_row: int | None = None) -> list[StoredMessage]:
-        """The channel's messages from its context window start, oldest first."""
+    async def history(self, channel: str, through_row: int | None = None) -> list[StoredMessage]:
+        """The channel's messages from its context window start, oldest first, up to and
+        including row `through_row` when given (the message being answered)."""
         query = (
             "SELECT m.id, m.role, m.author_id, m.author_name, m.text FROM messages m"
             " LEFT JOIN channel_window w ON w.channel = m.channel"
             " WHERE m.channel = ? AND m.id >= coalesce(w.first_row, 0) AND m.id <= ?"
             " ORDER BY m.id"
         )
-        limit = before_row if before_row is not None else 2**62
+        limit = through_row if through_row is not None else 2**62
         async with self._db.execute(query, (channel, limit)) as cur:
             rows = await cur.fetchall()
         return [StoredMessage(r[0], r[1], r[2], r[3], r[4]) for r in rows]
@@ -295,15 +297,6 @@ class Store:
                 (row, message.to_json(), time.time()),
             )
         return row
-
-    async def count_messages(self, channel: str | None = None) -> int:
-        if channel is None:
-            query, args = "SELECT count(*) FROM messages", ()
-        else:
-            query, args = "SELECT count(*) FROM messages WHERE channel = ?", (channel,)
-        async with self._db.execute(query, args) as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
 
     # -- settings -----------------------------------------------------------------------------
 

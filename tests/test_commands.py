@@ -1,4 +1,5 @@
-"""bot.commands.parse: what a message means (pure parsing, table-driven)."""
+"""bot.commands.parse: what a message means (pure parsing, table-driven); every command it
+knows has a handler."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.commands.parse import COMMANDS, Command, CommandError, help_text, may_run, parse_command
+from bot.commands.runner import HANDLERS
 
 RANGE_ERROR = "!temperature [x] needs a number from 0 to 2, e.g. !temperature 0.7."
 SEED_ERROR = "!seed [n|random] needs a whole number from 0 to 4294967295, or `random`."
@@ -148,3 +150,7 @@ def test_help_without_admin_commands_marks_nothing() -> None:
 )
 def test_may_run(command: Command, is_direct: bool, is_admin: bool, allowed: bool) -> None:
     assert may_run(command, ["persona", "reset"], is_direct, is_admin) is allowed
+
+
+def test_every_command_has_exactly_one_handler() -> None:
+    assert sorted(HANDLERS) == sorted(COMMANDS)

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from bot import texts
-from bot.daemon import clean_text, shown_answer
 from bot.events import (
     MessageDeleted,
     MessageEdited,
@@ -18,9 +17,12 @@ from bot.events import (
     RegenerateRequested,
     StopRequested,
 )
-from support.daemons import answered, ask, daemon_for
+from bot.intake import clean_text
+from bot.responder import shown_answer
+from support.daemons import DB, answered, ask, daemon_for
 from support.persona_files import only_persona
 from support.recording_adapter import message
+from support.stored import message_count
 
 
 async def test_a_message_is_answered_once_and_stored(tmp_path: Path, tiny_model: Path) -> None:
@@ -55,7 +57,7 @@ async def test_busy_refusal_is_not_stored_and_noticed_once(
         assert set(outcomes[2:]) == {Outcome.REFUSED}
         assert len(adapter.refusals) == 1  # at most one notice per user per minute
         assert adapter.refusals[0][1] == texts.BUSY
-        assert await daemon.store.count_messages() == 2
+        assert message_count(tmp_path / DB) == 2
         # Another user gets their own single notice.
         await daemon.handle(message("hi", author="u2"))
         await daemon.handle(message("hi again", author="u2"))
@@ -169,7 +171,7 @@ async def test_too_long_message_gets_a_clear_refusal(tmp_path: Path, tiny_model:
         (record,) = adapter.for_message(msg.message_id)
         await asyncio.wait_for(record.done.wait(), 20)
         assert record.failed is not None and "too long" in record.failed
-        assert await daemon.store.count_messages() == 0
+        assert message_count(tmp_path / DB) == 0
         # The daemon still answers the next normal message.
         assert await ask(daemon, adapter, "hi")
 
@@ -193,7 +195,7 @@ async def test_group_channel_names_speakers(tmp_path: Path, tiny_model: Path) ->
     async with daemon_for(tmp_path, tiny_model) as (daemon, adapter):
         await ask(daemon, adapter, "hi from alice", author="a", name="Alice")
         prompt = await daemon.context.build(
-            "test:c1", "sys", reserve=64, multi_user=True, upto_row=10**9
+            "test:c1", "sys", reserve=64, multi_user=True, through_row=10**9
         )
         assert not isinstance(prompt, type(None))
         contents = [m["content"] for m in prompt.messages]  # type: ignore[union-attr]
@@ -297,9 +299,9 @@ async def test_deleting_a_queued_message_unqueues_it(tmp_path: Path, tiny_model:
     async with daemon_for(tmp_path, tiny_model, start=False) as (daemon, _adapter):
         msg = message("delete me before you answer")
         await daemon.handle(msg)
-        assert len(daemon.queue) == 1
+        assert daemon.status().queued == 1
         await daemon.handle(MessageDeleted("test", msg.channel_id, msg.message_id))
-        assert len(daemon.queue) == 0
+        assert daemon.status().queued == 0
         assert await daemon.store.pending() == []
 
 
@@ -330,4 +332,4 @@ async def test_retention_purges_old_history(tmp_path: Path, tiny_model: Path) ->
         assert purged == 1
         texts_left = [m.text for m in await daemon.store.history("test:c1")]
         assert "from last week" not in texts_left and "from today" in texts_left
-        assert daemon.engine.cache_state("test:c1") == "cold"
+        assert daemon.backend.cache_state("test:c1") == "cold"

@@ -18,6 +18,7 @@ import pytest
 import adapters.discord.adapter as discord_adapter
 from adapters.discord.text import NOT_ALLOWED
 from bot.app.cli import main
+from support.daemons import DB
 from support.discord_bot import (
     MESSAGES,
     ONE_MESSAGE,
@@ -37,6 +38,7 @@ from support.fake_discord import (
     make_adapter,
     until,
 )
+from support.stored import message_count
 
 
 async def eventually(
@@ -74,7 +76,7 @@ async def test_mention_typing_reply_edits_final(
         assert final.startswith(history[1].text)
         assert "reply cut at 450 tokens" in final
         # The bot's own MESSAGE_CREATE and MESSAGE_UPDATE events came back and were ignored.
-        assert await daemon.store.count_messages() == 2
+        assert message_count(tmp_path / DB) == 2
 
 
 async def test_direct_message_without_mention(
@@ -98,8 +100,8 @@ async def test_thread_is_its_own_channel(
         in_thread = await fake.say(fake.alice, fake.thread, f"{at(fake)} in the thread")
         await answer(fake, daemon, in_thread)
         assert fake.bot_messages(fake.thread) and not fake.bot_messages(fake.general)
-        assert await daemon.store.count_messages(f"discord:{fake.thread['id']}") == 2
-        assert await daemon.store.count_messages(f"discord:{fake.general['id']}") == 0
+        assert message_count(tmp_path / DB, f"discord:{fake.thread['id']}") == 2
+        assert message_count(tmp_path / DB, f"discord:{fake.general['id']}") == 0
         await fake.say(fake.alice, fake.other, f"{at(fake)} not allowed here")
         await asyncio.sleep(0.3)
         assert not fake.bot_messages(fake.other)
@@ -152,7 +154,7 @@ async def test_bots_webhooks_and_itself_are_ignored(
         await fake.say(fake.bot, fake.general, f"{at(fake)} talking to myself")
         await fake.say(fake.alice, fake.general, "not addressed to the bot at all")
         await nothing_happens(fake, daemon)
-        assert await daemon.store.count_messages() == 0
+        assert message_count(tmp_path / DB) == 0
 
 
 async def test_two_hearthbots_in_one_channel_never_talk_to_each_other(
@@ -253,7 +255,7 @@ async def test_text_command_with_mention(
         assert "coder" in listing and "assistant" in listing
         refused = await fake.say(fake.alice, fake.general, f"{at(fake)} !persona coder")
         assert "Only an admin" in await answer(fake, daemon, refused)
-        assert await daemon.store.count_messages() == 0  # commands are not conversation
+        assert message_count(tmp_path / DB) == 0  # commands are not conversation
 
 
 async def test_slash_commands_and_autocomplete(
@@ -300,7 +302,7 @@ async def test_slash_commands_and_autocomplete(
         bob = {"name": "user", "type": 6, "value": fake.bob["id"]}
         forgot = await run(fake.admin, "forget", bob)
         assert f"discord:{fake.bob['id']}" in forgot["data"]["content"]
-        assert await daemon.store.count_messages() == 1  # only the answer stays
+        assert message_count(tmp_path / DB) == 1  # only the answer stays
 
 
 async def test_slow_command_is_deferred_then_answered(

@@ -108,7 +108,7 @@ async def test_healthz_fails_while_the_worker_is_stuck(tmp_path: Path, tiny_mode
         base,
     ):
         gate = threading.Event()
-        stuck = asyncio.ensure_future(daemon.engine._call(lambda: gate.wait(30)))  # type: ignore[attr-defined]
+        stuck = asyncio.ensure_future(daemon.backend._call(lambda: gate.wait(30)))  # type: ignore[attr-defined]
         try:
             status, text = await get(f"{base}/healthz")
             assert status == 503 and "model worker has not answered" in text
@@ -124,7 +124,7 @@ async def test_a_taken_port_is_logged_and_the_bot_runs_on(tmp_path: Path, tiny_m
         taken.listen()
         listen = f"127.0.0.1:{taken.getsockname()[1]}"
         async with daemon_for(tmp_path, tiny_model, health={"listen": listen}) as (daemon, _):
-            server = HealthServer(listen, daemon, WorkerProbe(None, lambda: None, 1), None)
+            server = HealthServer(listen, daemon.status, WorkerProbe(None, lambda: None, 1), None)
             with pytest.raises(HealthError, match=f"cannot listen on {listen}"):
                 await server.start()
             service = Service(daemon.settings, None, checked_personas, notifier=Notifier(None))

@@ -189,7 +189,7 @@ async def test_consecutive_prompts_share_their_prefix_until_a_trim(
             await ask(daemon, adapter, f"message {i}: the water is cold", admin=True)
             history = await daemon.store.history("test:c1")
             starts.append(history[0].row)
-        backend = daemon.engine
+        backend = daemon.backend
         assert isinstance(backend, RecordingBackend)
         prompts = [list(g.request.prompt or ()) for g in backend.generations]
         trims = [i for i in range(1, len(starts)) if starts[i] != starts[i - 1]]

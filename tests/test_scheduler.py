@@ -101,15 +101,6 @@ def test_round_robin_across_three_channels(clock: Clock) -> None:
     assert q.next_nowait() is None
 
 
-def test_drain_returns_serving_order_and_empties(clock: Clock) -> None:
-    q = make_queue(clock)
-    for job, channel in (("a1", "a"), ("a2", "a"), ("b1", "b")):
-        enqueue(q, channel, job)
-    assert q.drain() == ["a1", "b1", "a2"]
-    assert len(q) == 0
-    assert q.drain() == []
-
-
 # ---------------------------------------------------------------- bound and tickets
 
 
@@ -282,10 +273,18 @@ async def test_get_waits_for_a_put(clock: Clock) -> None:
     assert await asyncio.wait_for(waiter, timeout=1) == "hello"
 
 
-async def test_get_times_out_when_empty(clock: Clock) -> None:
+async def test_get_times_out_when_empty_and_the_timed_out_get_takes_nothing(clock: Clock) -> None:
     q = make_queue(clock)
+    ticket = q.admit("u")  # a reserved place is not work yet: get keeps waiting
+    assert isinstance(ticket, Ticket)
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(q.get(), timeout=0.02)
+    # The get that was given up on holds nothing: the next one gets the next job.
+    waiter = asyncio.create_task(q.get())
+    await asyncio.sleep(0.01)
+    q.put(ticket, "A", "a1")
+    assert await asyncio.wait_for(waiter, timeout=1) == "a1"
+    assert len(q) == 0
 
 
 async def test_get_returns_queued_work_immediately_and_in_order(clock: Clock) -> None:

@@ -98,7 +98,7 @@ async def test_after_the_grace_period_a_notice_and_the_message_stays_pending(
         assert sorted(pending) == sorted(m.message_id for m in msgs)
         # A message that arrives while stopping is not answered, but not lost either.
         late = message("are you there?", channel="c9")
-        assert await daemon.handle(late) is Outcome.IGNORED
+        assert await daemon.handle(late) is Outcome.DEFERRED
         assert late.message_id in [p.message.message_id for p in await daemon.store.pending()]
         assert not adapter.for_message(late.message_id)
         # A command then is not kept (commands never are): its sender is told to try again.
@@ -160,7 +160,7 @@ async def test_reload_swaps_personas_and_access_lists(tmp_path: Path, tiny_model
     store = await Store.open(tmp_path / "reload.db")
     async with daemon_for(tmp_path, tiny_model, start=False) as (base, _):
         adapter = Reloadable()
-        daemon = Daemon(settings, store, base.engine, load_personas(personas), {})
+        daemon = Daemon(settings, store, base.backend, load_personas(personas), {})
         daemon.adapters = {"discord": adapter}  # type: ignore[dict-item]
         service = Service(settings, config, checked_personas, notifier=Notifier(None))
         service.daemon = daemon

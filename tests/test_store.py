@@ -13,6 +13,7 @@ import pytest
 
 from bot.events import Incoming
 from bot.store import MIGRATIONS, RANDOM_SEED, ScopeSettings, Store
+from support.stored import message_count, schema_version
 
 
 def incoming(
@@ -48,8 +49,8 @@ async def store(db_path: Path) -> AsyncIterator[Store]:
         await opened.close()
 
 
-async def texts(store: Store, channel: str = "console:c1", before: int | None = None) -> list[str]:
-    return [m.text for m in await store.history(channel, before_row=before)]
+async def texts(store: Store, channel: str = "console:c1", through: int | None = None) -> list[str]:
+    return [m.text for m in await store.history(channel, through_row=through)]
 
 
 # -- schema ------------------------------------------------------------------------------------
@@ -57,13 +58,13 @@ async def texts(store: Store, channel: str = "console:c1", before: int | None = 
 
 async def test_migrations_set_user_version_and_reopen_is_idempotent(db_path: Path) -> None:
     first = await Store.open(db_path)
-    assert await first.schema_version() == len(MIGRATIONS)
+    assert schema_version(db_path) == len(MIGRATIONS)
     row = await first.accept(incoming("m1"), "hello")
     await first.close()
 
     again = await Store.open(db_path)  # must not re-run CREATE TABLE
     try:
-        assert await again.schema_version() == len(MIGRATIONS)
+        assert schema_version(db_path) == len(MIGRATIONS)
         assert [m.row for m in await again.history("console:c1")] == [row]
     finally:
         await again.close()
@@ -110,11 +111,11 @@ async def test_accept_stores_message_and_pending_row(store: Store) -> None:
     assert pending.message == message
 
 
-async def test_same_platform_message_twice_is_accepted_once(store: Store) -> None:
+async def test_same_platform_message_twice_is_accepted_once(store: Store, db_path: Path) -> None:
     assert await store.accept(incoming("m1"), "hello") is not None
     assert await store.accept(incoming("m1"), "hello") is None
     assert len(await store.pending()) == 1
-    assert await store.count_messages() == 1
+    assert message_count(db_path) == 1
     # the same id in another channel is another message
     assert await store.accept(incoming("m1", channel="c2"), "hello") is not None
 
@@ -130,7 +131,7 @@ async def test_concurrent_accepts_do_not_collide(store: Store) -> None:
 async def test_complete_stores_answer_and_clears_pending(store: Store) -> None:
     row = await store.accept(incoming("m1"), "question")
     assert row is not None
-    assert await store.complete(row, "console:c1", "answer", reply_message_id="r1") is True
+    assert await store.complete(row, "console:c1", "answer") is True
 
     assert await store.pending() == []
     history = await store.history("console:c1")
@@ -151,12 +152,14 @@ async def test_complete_with_empty_reply_clears_pending_without_a_turn(store: St
     assert await texts(store) == ["question"]
 
 
-async def test_complete_after_forget_user_is_refused_and_stores_nothing(store: Store) -> None:
+async def test_complete_after_forget_user_is_refused_and_stores_nothing(
+    store: Store, db_path: Path
+) -> None:
     row = await store.accept(incoming("m1"), "question")
     assert row is not None
     assert await store.forget_user("console:alice") == 1
     assert await store.complete(row, "console:c1", "answer") is False
-    assert await store.count_messages() == 0
+    assert message_count(db_path) == 0
 
 
 async def test_pending_round_trips_every_incoming_field(store: Store) -> None:
@@ -168,7 +171,6 @@ async def test_pending_round_trips_every_incoming_field(store: Store) -> None:
         author_name="Zoë 🐱",
         text="hi @bot",
         is_direct=True,
-        mentions_bot=True,
         reply_to_id="455",
         server_id="42",
         is_admin=True,
@@ -181,10 +183,17 @@ async def test_pending_round_trips_every_incoming_field(store: Store) -> None:
     assert pending.created_at > 0
 
 
+def test_pending_saved_by_an_older_version_still_loads() -> None:
+    # Fields an older hearthbot stored (e.g. mentions_bot) must not keep a message unanswered.
+    raw = incoming("m1").to_json().replace('"is_direct"', '"mentions_bot": true, "is_direct"')
+    assert "mentions_bot" in raw
+    assert Incoming.from_json(raw) == incoming("m1")
+
+
 # -- history -----------------------------------------------------------------------------------
 
 
-async def test_history_is_oldest_first_and_cut_at_before_row(store: Store) -> None:
+async def test_history_is_oldest_first_and_ends_at_through_row(store: Store) -> None:
     rows = []
     for i in range(4):
         row = await store.accept(incoming(f"m{i}", text=f"t{i}"), f"t{i}")
@@ -193,20 +202,20 @@ async def test_history_is_oldest_first_and_cut_at_before_row(store: Store) -> No
     await store.accept(incoming("x", channel="other"), "elsewhere")
 
     assert await texts(store) == ["t0", "t1", "t2", "t3"]
-    # before_row is the message being answered: it is included, later ones are not
-    assert await texts(store, before=rows[1]) == ["t0", "t1"]
-    assert await texts(store, before=rows[0] - 1) == []
+    # through_row is the message being answered: it is included, later ones are not
+    assert await texts(store, through=rows[1]) == ["t0", "t1"]
+    assert await texts(store, through=rows[0] - 1) == []
     assert await texts(store, "console:other") == ["elsewhere"]
     assert await texts(store, "console:nowhere") == []
 
 
-async def test_set_window_start_hides_older_messages(store: Store) -> None:
+async def test_set_window_start_hides_older_messages(store: Store, db_path: Path) -> None:
     rows = [await store.accept(incoming(f"m{i}", text=f"t{i}"), f"t{i}") for i in range(4)]
     await store.set_window_start("console:c1", rows[2])
     assert await texts(store) == ["t2", "t3"]
     await store.set_window_start("console:c1", rows[3])  # moves forward (upsert)
     assert await texts(store) == ["t3"]
-    assert await store.count_messages("console:c1") == 4  # hidden, not deleted
+    assert message_count(db_path, "console:c1") == 4  # hidden, not deleted
 
 
 async def test_reset_channel_deletes_history_but_keeps_pending(store: Store) -> None:
@@ -299,7 +308,7 @@ async def test_restart_forgets_nothing(db_path: Path) -> None:
     second = await Store.open(db_path)
     try:
         assert await texts(second) == ["a1", "q2"]
-        assert await second.count_messages() == 3
+        assert message_count(db_path) == 3
         [pending] = await second.pending()
         assert (pending.row, pending.message) == (waiting, message)
         assert await second.scope_settings(["channel:console:c1"]) == [

@@ -29,10 +29,9 @@ from adapters.discord.catch_up import CatchUp
 from adapters.discord.incoming import Reader
 from adapters.discord.reply import NONE, InteractionReply, MessageReply
 from adapters.discord.slash import CommandTree
-from adapters.discord.text import LIMIT, NOT_ALLOWED, NOT_NOW, REFUSED_EMOJI
+from adapters.discord.text import NOT_ALLOWED, NOT_NOW, REFUSED_EMOJI
 from bot.commands.parse import Command, may_run, parse_command
 from bot.events import (
-    Capabilities,
     ChatEvent,
     Incoming,
     MessageDeleted,
@@ -153,7 +152,6 @@ class HearthClient(discord.Client):
 
 class DiscordAdapter(ReportsFailure):
     name = PLATFORM
-    capabilities = Capabilities(can_edit=True, max_message_length=LIMIT, formatting="markdown")
 
     def __init__(
         self,
@@ -485,7 +483,6 @@ class DiscordAdapter(ReportsFailure):
             author_name=user.display_name,
             text=text,
             is_direct=guild_id is None,
-            mentions_bot=True,
             server_id=str(guild_id) if guild_id else None,
             is_admin=self.access.is_admin(user.id),
         )

@@ -91,7 +91,6 @@ class Reader:
             author_name=message.author.display_name,
             text=await self.text(message, me),
             is_direct=guild_id is None,
-            mentions_bot=True,
             reply_to_id=str(message.reference.message_id)
             if message.reference and message.reference.message_id
             else None,

@@ -79,7 +79,6 @@ from adapters.matrix.state import STATE_FILE, Session, SyncState
 from adapters.matrix.verify import Verifier
 from bot import logs
 from bot.events import (
-    Capabilities,
     ChatEvent,
     Incoming,
     MessageDeleted,
@@ -132,9 +131,6 @@ class Batch:
 
 class MatrixAdapter(ReportsFailure):
     name = PLATFORM
-    capabilities = Capabilities(
-        can_edit=True, max_message_length=MAX_MESSAGE_LENGTH, formatting="markdown"
-    )
     max_length = MAX_MESSAGE_LENGTH
 
     def __init__(self, settings: MatrixSettings, bot: BotSettings) -> None:
@@ -641,7 +637,6 @@ class MatrixAdapter(ReportsFailure):
             author_name=room.user_name(event.sender) or event.sender,
             text=spoken_to.text,
             is_direct=direct,
-            mentions_bot=spoken_to.mentioned or replies_to_bot or direct,
             reply_to_id=reply_to,
             reply_to_text=self._texts.get(reply_to) if reply_to else None,
             is_admin=matches(event.sender, self.settings.admins),

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import structlog
@@ -16,10 +17,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from bot.app.liveness import WorkerProbe
 from bot.settings import HealthSettings
+from bot.status import DaemonStatus
 
 if TYPE_CHECKING:
     from bot.app.metrics import Metrics
-    from bot.daemon import Daemon
 
 log = structlog.get_logger(__name__)
 
@@ -33,11 +34,17 @@ class HealthError(Exception):
 
 
 class HealthServer:
+    """Serves /healthz, /readyz and /metrics for one daemon, read from its status snapshot."""
+
     def __init__(
-        self, listen: str, daemon: Daemon, probe: WorkerProbe, metrics: Metrics | None
+        self,
+        listen: str,
+        status: Callable[[], DaemonStatus],
+        probe: WorkerProbe,
+        metrics: Metrics | None,
     ) -> None:
         self.host, self._port = HealthSettings.split_listen(listen)
-        self.daemon = daemon
+        self.status = status
         self.probe = probe
         self.metrics = metrics
         self._runner: web.AppRunner | None = None
@@ -81,20 +88,13 @@ class HealthServer:
         return web.Response(text="ok\n")
 
     async def _readyz(self, _request: web.Request) -> web.Response:
-        if self.daemon.stopping:
+        status = self.status()
+        if status.stopping:
             return web.Response(status=503, text="not ready: shutting down\n")
-        down = [name for name, adapter in sorted(self.daemon.adapters.items()) if not _up(adapter)]
-        if down:
+        if down := status.disconnected:
             return web.Response(status=503, text=f"not ready: {', '.join(down)} not connected\n")
-        return web.Response(text=f"ready: {', '.join(sorted(self.daemon.adapters))}\n")
+        return web.Response(text=f"ready: {', '.join(status.adapters)}\n")
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         body = self.metrics.exposition() if self.metrics is not None else b""
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-def _up(adapter: object) -> bool:
-    try:
-        return bool(adapter.is_connected())  # type: ignore[attr-defined]
-    except Exception:
-        return False

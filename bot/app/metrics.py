@@ -7,7 +7,7 @@ scraped, so they can never go stale.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -16,9 +16,9 @@ from prometheus_client.registry import Collector
 
 from bot.observer import Observer
 from bot.scheduler import Refusal
+from bot.status import DaemonStatus
 
 if TYPE_CHECKING:
-    from bot.daemon import Daemon
     from bot.model.types import GenerationResult
 
 # Seconds: a small model on a fast box answers in tens of ms; a big prompt on a Pi in minutes.
@@ -30,7 +30,7 @@ class Metrics(Observer):
     """Counters and histograms in a registry of their own (not prometheus_client's global
     one, so two daemons in one process, as in the tests, never collide)."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, status: Callable[[], DaemonStatus]) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self._answered = Counter(
@@ -70,9 +70,9 @@ class Metrics(Observer):
         self._errors = Counter(
             "hearthbot_errors", "Errors by kind (answer, event, reload).", ["kind"], registry=r
         )
-        r.register(_StateCollector(daemon))
+        r.register(_StateCollector(status))
         # Zero-valued series from the start: a rate() over a series that appears late is wrong.
-        for platform in daemon.adapters:
+        for platform in status().adapters:
             self._answered.labels(platform)
             for refusal in Refusal:
                 self._refused.labels(platform, refusal.value)
@@ -101,36 +101,29 @@ class Metrics(Observer):
 
 
 class _StateCollector(Collector):
-    """Read at scrape time from the daemon itself."""
+    """Read at scrape time from the daemon's status snapshot."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self._daemon = daemon
+    def __init__(self, status: Callable[[], DaemonStatus]) -> None:
+        self._status = status
 
     def collect(self) -> Iterator[Metric]:
-        daemon = self._daemon
+        status = self._status()
         yield GaugeMetricFamily(
-            "hearthbot_queue_depth", "Messages waiting for an answer.", value=len(daemon.queue)
+            "hearthbot_queue_depth", "Messages waiting for an answer.", value=status.queued
         )
         yield GaugeMetricFamily(
             "hearthbot_generating",
             "1 while an answer is being generated.",
-            value=int(daemon.in_flight is not None),
+            value=int(status.answering),
         )
         connected = GaugeMetricFamily(
             "hearthbot_adapter_connected",
             "1 when the chat platform connection is up.",
             labels=["platform"],
         )
-        for name, adapter in sorted(daemon.adapters.items()):
-            connected.add_metric([name], int(_is_connected(adapter)))
+        for name, up in status.adapters.items():
+            connected.add_metric([name], int(up))
         yield connected
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # state changes shape (adapters); never pre-described
-
-
-def _is_connected(adapter: object) -> bool:
-    try:
-        return bool(adapter.is_connected())  # type: ignore[attr-defined]
-    except Exception:  # a broken adapter is a disconnected one, not a failed scrape
-        return False

@@ -30,7 +30,13 @@ from bot import logs
 from bot.app.liveness import WorkerProbe, worker_ping
 from bot.app.systemd import Notifier, watchdog_interval
 from bot.personas import PersonaError, PersonaSet
-from bot.settings import ConfigError, Settings, load_settings, secret_values
+from bot.settings import (
+    LIVE_BOT_SETTINGS,
+    ConfigError,
+    Settings,
+    load_settings,
+    secret_values,
+)
 
 if TYPE_CHECKING:
     from bot.app.health import HealthServer
@@ -99,16 +105,16 @@ class Service:
         restart loop over a metrics port would help nobody (`hearthbot check` reports it)."""
         self.daemon = daemon
         self.probe = WorkerProbe(
-            worker_ping(daemon.engine), lambda: daemon.in_flight, self.settings.health.stall_s
+            worker_ping(daemon.backend), lambda: daemon.in_flight, self.settings.health.stall_s
         )
         if not (serve_health and self.settings.health.listen):
             return
         from bot.app.health import HealthError, HealthServer  # aiohttp: only when serving
         from bot.app.metrics import Metrics
 
-        metrics = Metrics(daemon)
+        metrics = Metrics(daemon.status)
         daemon.observer = metrics
-        health = HealthServer(self.settings.health.listen, daemon, self.probe, metrics)
+        health = HealthServer(self.settings.health.listen, daemon.status, self.probe, metrics)
         try:
             await health.start()
         except HealthError as exc:
@@ -124,15 +130,15 @@ class Service:
             self._spawn(self._heartbeat(watchdog_interval(), status), "hearthbot-heartbeat")
 
     def status_text(self) -> str:
-        daemon = self.daemon
-        if daemon is None:
+        if self.daemon is None:
             return "Starting"
+        status = self.daemon.status()
         adapters = ", ".join(
-            f"{name}{'' if _connected(adapter) else ' (connecting)'}"
-            for name, adapter in sorted(daemon.adapters.items())
+            f"{name}{'' if connected else ' (connecting)'}"
+            for name, connected in status.adapters.items()
         )
-        busy = "answering" if daemon.in_flight is not None else "idle"
-        return f"Ready, {busy}: {daemon.answered} answered, {len(daemon.queue)} queued; {adapters}"
+        busy = "answering" if status.answering else "idle"
+        return f"Ready, {busy}: {status.answered} answered, {status.queued} queued; {adapters}"
 
     async def _heartbeat(self, watchdog: float | None, shown: str) -> None:
         step = min(watchdog, STATUS_EVERY_S) if watchdog else STATUS_EVERY_S
@@ -165,7 +171,7 @@ class Service:
         stop.set()
 
     def _on_hangup(self) -> None:
-        if self.daemon is None or self.daemon.stopping:
+        if self.daemon is None or self.daemon.status().stopping:
             return
         if self._reloading is None or self._reloading.done():
             self._reloading = asyncio.create_task(self.reload(), name="hearthbot-reload")
@@ -212,7 +218,7 @@ class Service:
     # -- shutdown -----------------------------------------------------------------------------
 
     def stopping(self) -> None:
-        busy = self.daemon is not None and self.daemon.in_flight is not None
+        busy = self.daemon is not None and self.daemon.status().answering
         self.notifier.stopping("Stopping: finishing the answer in flight" if busy else "Stopping")
 
     async def close(self) -> None:
@@ -237,8 +243,6 @@ class Service:
 
 def changed_fields(old: Settings, new: Settings, skip: set[str]) -> list[str]:
     """Settings that differ but only take effect after a restart ("queue.max_pending")."""
-    from bot.daemon import LIVE_BOT_SETTINGS
-
     changed = []
     for section in type(old).model_fields:
         if section in skip:
@@ -250,10 +254,3 @@ def changed_fields(old: Settings, new: Settings, skip: set[str]) -> list[str]:
             if getattr(before, key) != getattr(after, key):
                 changed.append(f"{section}.{key}")
     return changed
-
-
-def _connected(adapter: object) -> bool:
-    try:
-        return bool(adapter.is_connected())  # type: ignore[attr-defined]
-    except Exception:
-        return False

@@ -16,6 +16,8 @@ _COMMAND = re.compile(r"^!([A-Za-z][A-Za-z_-]*)(?:\s+(.*))?$", re.DOTALL)
 
 @dataclass(frozen=True, slots=True)
 class Command:
+    """A well-formed command: its name and its parsed argument (None: none given)."""
+
     name: str
     arg: str | float | int | None = None
 
@@ -68,6 +70,8 @@ def _optional_user(arg: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class CommandSpec:
+    """One command's syntax: how it is written, what !help says, how its argument parses."""
+
     name: str
     usage: str
     summary: str

@@ -17,6 +17,8 @@ _CALIBRATIONS = 4
 
 @dataclass(frozen=True, slots=True)
 class Prompt:
+    """The prompt for one answer: chat messages, their tokens, and what the window kept."""
+
     messages: list[dict[str, str]]
     tokens: list[int]
     window: Window
@@ -26,6 +28,8 @@ class Prompt:
 
 @dataclass(frozen=True, slots=True)
 class TooLong:
+    """The message being answered does not fit in the context even alone."""
+
     tokens: int
     limit: int
 
@@ -34,22 +38,22 @@ class ContextBuilder:
     """Knows the model's tokenizer and context size; the trimming itself is pure
     (bot.prompt.window.choose_window)."""
 
-    def __init__(self, engine: Backend, store: Store, n_ctx: int) -> None:
-        self.engine = engine
+    def __init__(self, backend: Backend, store: Store, n_ctx: int) -> None:
+        self.backend = backend
         self.store = store
         self.n_ctx = n_ctx
         # Token counts of message texts, so each turn is tokenized once, not every turn.
-        self._count = functools.lru_cache(maxsize=8192)(engine.count_tokens)
+        self._count = functools.lru_cache(maxsize=8192)(backend.count_tokens)
         self.turn_overhead = self._overhead(add_generation_prompt=False)
         self.reply_overhead = self._overhead(add_generation_prompt=True) - self.turn_overhead
 
     def _overhead(self, add_generation_prompt: bool) -> int:
         """Template tokens around one message (role markers, separators)."""
         try:
-            text = self.engine.render(
+            text = self.backend.render(
                 [{"role": "user", "content": "x"}], add_generation_prompt=add_generation_prompt
             )
-            return max(len(self.engine.tokenize(text)) - self._count("x"), 0)
+            return max(len(self.backend.tokenize(text)) - self._count("x"), 0)
         except Exception:  # an unusual template: a safe guess
             return _FALLBACK_OVERHEAD
 
@@ -62,10 +66,10 @@ class ContextBuilder:
         ]
 
     async def build(
-        self, channel: str, system_prompt: str, reserve: int, multi_user: bool, upto_row: int
+        self, channel: str, system_prompt: str, reserve: int, multi_user: bool, through_row: int
     ) -> Prompt | TooLong:
-        """The prompt for answering message `upto_row` (later messages are not seen yet)."""
-        history = await self.store.history(channel, before_row=upto_row)
+        """The prompt for answering message `through_row` (later messages are not seen yet)."""
+        history = await self.store.history(channel, through_row=through_row)
         turns = self.turns(history, multi_user)
         is_user = [t.role == "user" for t in turns]
         texts = [self._count(t.text) for t in turns]
@@ -79,7 +83,7 @@ class ContextBuilder:
                 return TooLong(costs[-1] if costs else 0, max(budget, 0))
             start = window.start
             messages = chat_messages(system_prompt, turns[start:])
-            tokens = self.engine.prompt_tokens(messages)
+            tokens = self.backend.prompt_tokens(messages)
             if len(tokens) + reserve <= self.n_ctx or start >= last:
                 break
             # The per-turn estimate was short for this template (tokens merge differently
@@ -102,4 +106,4 @@ class ContextBuilder:
         history = await self.store.history(channel)
         multi = len({m.author_id for m in history if m.role == "user"}) > 1
         messages = chat_messages(system_prompt, self.turns(history, multi))
-        return len(self.engine.prompt_tokens(messages))
+        return len(self.backend.prompt_tokens(messages))

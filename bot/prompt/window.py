@@ -21,6 +21,8 @@ TRIM_SLACK = 1 / 3
 
 @dataclass(frozen=True, slots=True)
 class Turn:
+    """One message of the conversation as the model sees it."""
+
     role: Literal["user", "assistant"]
     text: str
 

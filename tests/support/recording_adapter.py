@@ -7,13 +7,15 @@ import asyncio
 import itertools
 from dataclasses import dataclass, field
 
-from bot.events import Capabilities, Incoming, Sink
+from bot.events import Incoming, Sink
 
 _ids = itertools.count(1)
 
 
 @dataclass
 class RecordedReply:
+    """Everything the core showed for one message: typing, updates, the final text."""
+
     message: Incoming
     typing: int = 0
     updates: list[str] = field(default_factory=list)
@@ -23,6 +25,8 @@ class RecordedReply:
 
 
 class Reply:
+    """The reply handle that writes into a RecordedReply."""
+
     def __init__(self, record: RecordedReply) -> None:
         self.record = record
 
@@ -44,8 +48,9 @@ class Reply:
 
 
 class RecordingAdapter:
+    """A platform in memory: keeps every reply and refusal for the test to read."""
+
     name = "test"
-    capabilities = Capabilities(can_edit=True, max_message_length=2000)
 
     def __init__(self) -> None:
         self.replies: list[RecordedReply] = []
@@ -98,7 +103,6 @@ def message(
         author_name=name,
         text=text,
         is_direct=direct,
-        mentions_bot=True,
         is_admin=admin,
         server_id=server,
         reply_to_text=reply_to_text,

@@ -41,7 +41,7 @@ async def _session(headers: dict[str, str] | None = None) -> AsyncIterator[aioht
 
 
 def _unreachable(name: str, url: str, exc: Exception) -> Check:
-    from bot.model.openai.backend import connect_reason
+    from bot.model.openai.errors import connect_reason
 
     if isinstance(exc, TimeoutError):
         return Check(name, False, f"{url} did not answer within {ONLINE_TIMEOUT_S:g}s")

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 async def server_checks(backend: OpenAIBackend, settings: Settings, report: Report) -> None:
-    from bot.model.openai.backend import ServerError
+    from bot.model.openai.errors import ServerError
 
     model = settings.model
     try:

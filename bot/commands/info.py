@@ -1,0 +1,38 @@
+"""!help and !status: what the bot can do, and what it is running with here."""
+
+from __future__ import annotations
+
+from bot.commands.context import CommandContext, Handler
+from bot.commands.parse import Command, help_text
+from bot.events import Incoming
+
+
+async def show_help(ctx: CommandContext, command: Command, message: Incoming) -> str:
+    return help_text(set(ctx.live.settings.bot.admin_commands))
+
+
+async def show_status(ctx: CommandContext, command: Command, message: Incoming) -> str:
+    info = ctx.model.info
+    current = await ctx.resolved(message)
+    sampling = current.sampling
+    used = await ctx.context_tokens(message.channel_key, current.persona.system_prompt)
+    seed = current.fixed_seed
+    return "\n".join(
+        [
+            f"Model: {info.name} — {info.params_text} parameters, "
+            f"{info.quantization or 'unknown'} quantization ({info.description})",
+            f"Context: {used:,} / {info.n_ctx:,} tokens "
+            f"(up to {sampling.max_tokens:,} more for the reply)",
+            f"Persona: {current.persona.name} — {current.persona.description}",
+            f"Temperature: {sampling.temperature:g} · top_p {sampling.top_p:g} · top_k "
+            f"{sampling.top_k} · min_p {sampling.min_p:g} · repeat penalty "
+            f"{sampling.repeat_penalty:g}",
+            f"Seed: {seed if seed is not None else 'random (fresh each reply)'}",
+            f"Cache: {ctx.model.cache_state(message.channel_key)}; last reply reused "
+            f"{ctx.reused_tokens(message.channel_key):,} prompt tokens",
+            f"Queue: {ctx.status().queued} waiting",
+        ]
+    )
+
+
+HANDLERS: dict[str, Handler] = {"help": show_help, "status": show_status}

@@ -1,0 +1,32 @@
+"""!reset and !forget: delete what the bot remembers, a channel's or a person's."""
+
+from __future__ import annotations
+
+from bot import texts
+from bot.commands.context import CommandContext, Handler
+from bot.commands.parse import Command
+from bot.events import Incoming
+
+
+async def reset(ctx: CommandContext, command: Command, message: Incoming) -> str:
+    count = await ctx.store.reset_channel(message.channel_key)
+    await ctx.model.forget(message.channel_key)
+    return texts.RESET_DONE.format(count=count)
+
+
+async def forget(ctx: CommandContext, command: Command, message: Incoming) -> str:
+    if command.arg is None:
+        who = message.user_key
+    elif not ctx.live.is_admin(message):
+        return texts.NOT_ADMIN.format(name="forget <user>")
+    else:
+        target = str(command.arg)
+        qualified = target.split(":", 1)[0] in ctx.live.adapters
+        who = target if qualified else f"{message.platform}:{target}"
+    ctx.forget_queued(who)
+    count = await ctx.store.forget_user(who)
+    await ctx.model.forget()  # their words may sit in any channel's cached KV
+    return texts.FORGET_DONE.format(count=count, who="you" if who == message.user_key else who)
+
+
+HANDLERS: dict[str, Handler] = {"reset": reset, "forget": forget}

@@ -1,0 +1,59 @@
+"""!persona, !temperature and !seed: show or change how this channel is answered."""
+
+from __future__ import annotations
+
+from bot import texts
+from bot.commands.context import CommandContext, Handler
+from bot.commands.parse import Command
+from bot.events import Incoming
+from bot.store import RANDOM_SEED
+
+
+def _scope(message: Incoming) -> str:
+    return f"channel:{message.channel_key}"
+
+
+async def persona(ctx: CommandContext, command: Command, message: Incoming) -> str:
+    personas = ctx.live.personas
+    if command.arg is None:
+        current = await ctx.resolved(message)
+        lines = ["Personas (switch with !persona NAME):"]
+        for name in personas.names():
+            listed = personas.personas[name]
+            mark = "▶" if name == current.persona.name else "•"
+            lines.append(
+                f"{mark} {name} (temperature {listed.temperature:g}) — {listed.description}"
+            )
+        return "\n".join(lines)
+    name = str(command.arg)
+    chosen = personas.get(name)
+    if chosen is None:
+        return texts.UNKNOWN_PERSONA.format(name=name, names=", ".join(personas.names()))
+    # A persona brings its own temperature: drop this channel's override.
+    await ctx.store.update_scope(_scope(message), persona=name, temperature=None)
+    return texts.PERSONA_SET.format(name=name, description=chosen.description)
+
+
+async def temperature(ctx: CommandContext, command: Command, message: Incoming) -> str:
+    if command.arg is None:
+        current = await ctx.resolved(message)
+        return texts.TEMPERATURE_SHOW.format(value=current.sampling.temperature)
+    value = float(command.arg)
+    await ctx.store.update_scope(_scope(message), temperature=value)
+    return texts.TEMPERATURE_SET.format(value=value)
+
+
+async def seed(ctx: CommandContext, command: Command, message: Incoming) -> str:
+    if command.arg is None:
+        fixed = (await ctx.resolved(message)).fixed_seed
+        if fixed is None:
+            return texts.SEED_SHOW_RANDOM
+        return texts.SEED_SHOW_FIXED.format(value=fixed)
+    if command.arg == "random":
+        await ctx.store.update_scope(_scope(message), seed=RANDOM_SEED)
+        return texts.SEED_RANDOM
+    await ctx.store.update_scope(_scope(message), seed=int(command.arg))
+    return texts.SEED_FIXED.format(value=int(command.arg))
+
+
+HANDLERS: dict[str, Handler] = {"persona": persona, "temperature": temperature, "seed": seed}

@@ -1,0 +1,32 @@
+"""What the daemon is doing, as one snapshot: health, metrics, systemd's STATUS= line and
+`!status` read this instead of reaching into the daemon."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.events import Adapter
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonStatus:
+    """The daemon at one moment: its queue, the answer in flight, its adapters."""
+
+    queued: int  # messages waiting for the model worker
+    answering: bool  # an answer is being generated now
+    answered: int  # answers given since the daemon started
+    stopping: bool
+    adapters: dict[str, bool]  # adapter name → connected, in name order
+
+    @property
+    def disconnected(self) -> list[str]:
+        return [name for name, connected in self.adapters.items() if not connected]
+
+
+def is_connected(adapter: Adapter) -> bool:
+    """Whether the adapter's platform connection is up. An adapter that cannot say counts as
+    down: a broken adapter must not fail a health check or a scrape."""
+    try:
+        return bool(adapter.is_connected())
+    except Exception:
+        return False

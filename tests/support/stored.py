@@ -1,0 +1,25 @@
+"""What the daemon's SQLite file holds, read directly: tests check what was stored without
+the store growing methods the bot itself never calls."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+
+def _one(db: Path, query: str, args: tuple[object, ...] = ()) -> int:
+    with closing(sqlite3.connect(db)) as conn:
+        return int(conn.execute(query, args).fetchone()[0])
+
+
+def message_count(db: Path, channel: str | None = None) -> int:
+    """Messages stored in `channel` (a channel key), or in all channels; those before a
+    channel's context window count too: they are hidden, not deleted."""
+    if channel is None:
+        return _one(db, "SELECT count(*) FROM messages")
+    return _one(db, "SELECT count(*) FROM messages WHERE channel = ?", (channel,))
+
+
+def schema_version(db: Path) -> int:
+    return _one(db, "PRAGMA user_version")

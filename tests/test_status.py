@@ -1,0 +1,36 @@
+"""bot.status: the daemon's status snapshot and the one adapter-connection check."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.status import DaemonStatus, is_connected
+
+
+class Adapter:
+    def __init__(self, answer: object) -> None:
+        self.answer = answer
+
+    def is_connected(self) -> object:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    ("answer", "connected"),
+    [(True, True), (False, False), (1, True), (None, False), (RuntimeError("broken"), False)],
+)
+def test_is_connected(answer: object, connected: bool) -> None:
+    assert is_connected(Adapter(answer)) is connected  # type: ignore[arg-type]
+
+
+def test_disconnected_names_the_adapters_that_are_down_in_order() -> None:
+    status = DaemonStatus(
+        queued=0,
+        answering=False,
+        answered=0,
+        stopping=False,
+        adapters={"console": True, "discord": False, "matrix": False},
+    )
+    assert status.disconnected == ["discord", "matrix"]
