@@ -174,6 +174,7 @@ class MatrixAdapter(ReportsFailure):
         """SIGHUP: new access lists (allowed users and rooms, admins) without a new login.
         (`[bot]` admins are the core's to check.)"""
         self.settings = settings
+        self._verifier.admins = settings.admins
 
     async def start(self, sink: Sink) -> None:
         """Returns at once: logging in and syncing happen in the background, so a homeserver
