@@ -14,7 +14,7 @@ import threading
 import time
 from typing import TextIO
 
-from adapters.common.split import ReportsFailure
+from adapters.common.failure import ReportsFailure
 from bot.events import Capabilities, Incoming, Outcome, Sink
 
 PLATFORM = "console"

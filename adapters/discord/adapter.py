@@ -23,7 +23,7 @@ import discord
 import structlog
 import yarl
 
-from adapters.common.split import ReportsFailure
+from adapters.common.failure import ReportsFailure
 from adapters.discord.access import PLATFORM, Access, addressed, may_steer, reaction_kind
 from adapters.discord.catch_up import CatchUp
 from adapters.discord.incoming import Reader
@@ -311,11 +311,6 @@ class DiscordAdapter(ReportsFailure):
 
     # -- the client's lifetime ------------------------------------------------------------------
 
-    def _give_up(self, line: str) -> None:
-        log.error("discord: giving up", reason=line)
-        if not self.failure.done():
-            self.failure.set_result(line)
-
     async def _run(self) -> None:
         assert self.settings.token is not None
         token = self.settings.token.get_secret_value()
@@ -331,12 +326,12 @@ class DiscordAdapter(ReportsFailure):
                 self.spawn(self._sync_commands(client), "discord-sync-commands")
                 await client.connect(reconnect=True)
             except discord.LoginFailure:
-                return self._give_up(TOKEN_REJECTED)
+                return self.give_up(TOKEN_REJECTED)
             except discord.PrivilegedIntentsRequired:
-                return self._give_up(INTENT_MISSING)
+                return self.give_up(INTENT_MISSING)
             except discord.ConnectionClosed as exc:
                 # discord.py reconnects by itself for every code that allows it.
-                return self._give_up(FATAL_CLOSE.get(exc.code, f"Discord closed: code {exc.code}"))
+                return self.give_up(FATAL_CLOSE.get(exc.code, f"Discord closed: code {exc.code}"))
             except (discord.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as exc:
                 log.warning("discord unreachable; retrying", error=str(exc), retry_s=delay)
             except Exception as exc:  # a bug must not end Discord for good: log, retry

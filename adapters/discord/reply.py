@@ -22,6 +22,7 @@ import aiohttp
 import discord
 import structlog
 
+from adapters.common.failure import describe
 from adapters.common.split import split_message
 from adapters.discord.text import LIMIT
 from bot.events import Incoming
@@ -239,7 +240,7 @@ class MessageReply:
         except Exception as exc:
             # A connection error, or the client being replaced while Discord is unreachable:
             # never the core's problem (the next show tries again).
-            log.warning("discord request failed", error=f"{type(exc).__name__}: {exc}")
+            log.warning("discord request failed", error=describe(exc))
         return None
 
 

@@ -46,7 +46,7 @@ from nio import (
     ToDeviceEvent,
 )
 
-from adapters.common.split import ReportsFailure
+from adapters.common.failure import ReportsFailure, describe
 from adapters.common.state_file import write_private
 from adapters.matrix.format import message_content
 from adapters.matrix.login import (
@@ -54,7 +54,6 @@ from adapters.matrix.login import (
     Backoff,
     FatalLogin,
     SavedLoginRejected,
-    describe,
     is_token_error,
     is_transient,
     log_in,
@@ -77,7 +76,6 @@ from adapters.matrix.rules import (
 )
 from adapters.matrix.state import STATE_FILE, Session, SyncState
 from adapters.matrix.verify import Verifier
-from bot import logs
 from bot.events import (
     Capabilities,
     ChatEvent,
@@ -315,12 +313,6 @@ class MatrixAdapter(ReportsFailure):
 
     # -- logging in and syncing -----------------------------------------------------------------
 
-    def _fail(self, reason: str) -> None:
-        reason = logs.scrub(reason)
-        log.error("matrix gave up", reason=reason)
-        if not self.failure.done():
-            self.failure.set_result(reason)
-
     def _new_client(self, user: str) -> AsyncClient:
         config = AsyncClientConfig(
             encryption_enabled=True,
@@ -349,7 +341,7 @@ class MatrixAdapter(ReportsFailure):
                     self.settings, self.homeserver, self.store_dir, self._new_client
                 )
             except FatalLogin as exc:
-                self._fail(str(exc))
+                self.give_up(str(exc))
                 return
             except asyncio.CancelledError:
                 raise
@@ -369,7 +361,7 @@ class MatrixAdapter(ReportsFailure):
                 self.client = None
                 password = self.settings.password
                 if relogged or password is None or not password.get_secret_value():
-                    self._fail(f"the homeserver refused the saved login: {exc}")
+                    self.give_up(f"the homeserver refused the saved login: {exc}")
                     return
                 # Logged out elsewhere, or the crypto store was lost: a new login, a new device.
                 log.warning("saved Matrix login refused; logging in again", error=str(exc))

@@ -18,6 +18,7 @@ from pathlib import Path
 import structlog
 from nio import AsyncClient, ErrorResponse, LoginResponse, WhoamiResponse
 
+from adapters.common.failure import describe
 from adapters.matrix.state import Session
 from bot import logs
 from bot.settings import MatrixSettings
@@ -45,15 +46,6 @@ class Backoff:
 
     def reset(self) -> None:
         self.delay = self.first
-
-
-def describe(problem: object) -> str:
-    """One scrubbed line for a log field: never a token, whatever a library put in it."""
-    if isinstance(problem, BaseException):
-        text = f"{type(problem).__name__}: {problem}" if str(problem) else type(problem).__name__
-    else:
-        text = str(problem)
-    return logs.scrub(text.replace("\n", " "))[:500]
 
 
 def quiet_library_logs() -> None:
