@@ -23,7 +23,9 @@ import discord
 import structlog
 import yarl
 
+from adapters.common.backoff import Backoff
 from adapters.common.failure import ReportsFailure
+from adapters.common.tasks import BackgroundTasks
 from adapters.discord.access import PLATFORM, Access, addressed, may_steer, reaction_kind
 from adapters.discord.catch_up import CatchUp
 from adapters.discord.incoming import Reader
@@ -181,7 +183,7 @@ class DiscordAdapter(ReportsFailure):
         self._runner: asyncio.Task[None] | None = None
         self._logged_in = asyncio.Event()
         self._stopping = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = BackgroundTasks(PLATFORM)
         self._replies: OrderedDict[int, MessageReply] = OrderedDict()
         self._interactions: dict[str, InteractionReply] = {}
         self._regenerating: dict[str, list[int]] = {}
@@ -210,6 +212,7 @@ class DiscordAdapter(ReportsFailure):
             raise ValueError("[discord] token is not set")
         self._sink = sink
         self._stopping = False
+        self._tasks.open()
         point_at(self.settings.api_base, self.settings.gateway_url)
         _ = self.failure
         self._runner = asyncio.create_task(self._run(), name="discord-client")
@@ -217,8 +220,7 @@ class DiscordAdapter(ReportsFailure):
 
     async def stop(self) -> None:
         self._stopping = True
-        for task in list(self._tasks):
-            task.cancel()
+        await self._tasks.stop()
         if self.client is not None:
             with contextlib.suppress(Exception):
                 await self.client.close()
@@ -227,8 +229,6 @@ class DiscordAdapter(ReportsFailure):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._runner
             self._runner = None
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
         # Let the event handlers discord.py scheduled while closing run (they see _stopping and
         # return at once), rather than leave them to die unstarted with the loop.
         handlers = [
@@ -279,13 +279,7 @@ class DiscordAdapter(ReportsFailure):
         await self._logged_in.wait()
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None:
-        if self._stopping:  # nothing may outlive stop(): it would die pending with the loop
-            coro.close()
-            return None
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self._tasks.spawn(coro, name)
 
     def sent(self, message_id: int, reply: MessageReply) -> None:
         self._replies[message_id] = reply
@@ -314,7 +308,7 @@ class DiscordAdapter(ReportsFailure):
     async def _run(self) -> None:
         assert self.settings.token is not None
         token = self.settings.token.get_secret_value()
-        delay = self._retry_s
+        backoff = Backoff(self._retry_s, RETRY_MAX_S)
         while not self._stopping:
             client = self.client = HearthClient(
                 self, self._guild_ready_timeout, self._reidentify_delay_s
@@ -322,7 +316,7 @@ class DiscordAdapter(ReportsFailure):
             try:
                 await client.login(token)
                 self._logged_in.set()
-                delay = self._retry_s
+                backoff.reset()
                 self.spawn(self._sync_commands(client), "discord-sync-commands")
                 await client.connect(reconnect=True)
             except discord.LoginFailure:
@@ -333,9 +327,9 @@ class DiscordAdapter(ReportsFailure):
                 # discord.py reconnects by itself for every code that allows it.
                 return self.give_up(FATAL_CLOSE.get(exc.code, f"Discord closed: code {exc.code}"))
             except (discord.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as exc:
-                log.warning("discord unreachable; retrying", error=str(exc), retry_s=delay)
+                log.warning("discord unreachable; retrying", error=str(exc), retry_s=backoff.delay)
             except Exception as exc:  # a bug must not end Discord for good: log, retry
-                log.exception("discord client failed; retrying", retry_s=delay)
+                log.exception("discord client failed; retrying", retry_s=backoff.delay)
                 self.failed(exc)
             finally:
                 self._logged_in.clear()
@@ -344,8 +338,7 @@ class DiscordAdapter(ReportsFailure):
                     await client.close()
             if self._stopping:
                 return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_S)
+            await asyncio.sleep(backoff.next())
 
     async def _sync_commands(self, client: HearthClient) -> None:
         try:

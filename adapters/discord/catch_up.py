@@ -28,6 +28,7 @@ import aiohttp
 import discord
 import structlog
 
+from adapters.common.backoff import Backoff
 from adapters.common.state_file import read_json, write_private
 
 log = structlog.get_logger(__name__)
@@ -306,6 +307,7 @@ class CatchUp:
     ) -> list[discord.Message] | None:
         """None: not readable now (the hold stays). A channel gone or closed to the bot is
         forgotten, with nothing to read."""
+        backoff = Backoff(1.0, 2.0)
         for attempt in range(READ_ATTEMPTS):
             try:
                 return await missed_in(client, hold, until, self.window_s)
@@ -319,7 +321,7 @@ class CatchUp:
                         "discord: could not read back", channel=hold.channel_id, error=str(exc)
                     )
                     return None
-                await asyncio.sleep(2**attempt)
+                await asyncio.sleep(backoff.next())
             except Exception as exc:  # a bug: seen in the logs and by the tests, never fatal
                 log.exception("discord: reading back failed", channel=hold.channel_id)
                 self._failed(exc)

@@ -46,12 +46,13 @@ from nio import (
     ToDeviceEvent,
 )
 
+from adapters.common.backoff import Backoff
 from adapters.common.failure import ReportsFailure, describe
 from adapters.common.state_file import write_private
+from adapters.common.tasks import BackgroundTasks
 from adapters.matrix.format import message_content
 from adapters.matrix.login import (
     RETRY_MAX_S,
-    Backoff,
     FatalLogin,
     SavedLoginRejected,
     is_token_error,
@@ -152,7 +153,7 @@ class MatrixAdapter(ReportsFailure):
         self._inbox: asyncio.Queue[Batch] = asyncio.Queue()
         self._batch = Batch()
         self._state = SyncState()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = BackgroundTasks(PLATFORM)
         self._typing = TypingNotices(self, self._send_typing)
         self._verifier = Verifier(settings.admins)
         self._edit_interval = settings.edit_interval_s
@@ -179,6 +180,7 @@ class MatrixAdapter(ReportsFailure):
         that is down at boot delays Matrix only, never the daemon."""
         self._sink = sink
         self._stopping = False
+        self._tasks.open()
         _ = self.failure
         quiet_library_logs()
         self._dispatcher = asyncio.create_task(self._dispatch(), name="matrix-dispatch")
@@ -188,6 +190,7 @@ class MatrixAdapter(ReportsFailure):
         if self._stopping:
             return
         self._stopping = True  # no new work from here on
+        self._tasks.close()
         self._connected = False
         for task in (self._runner, self._dispatcher):
             if task is not None:
@@ -196,12 +199,7 @@ class MatrixAdapter(ReportsFailure):
                     await task
         # Answers being delivered get a moment to land; typing notices are simply dropped.
         self._typing.cancel()
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=STOP_GRACE_S)
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=1)
+        await self._tasks.stop(grace_s=STOP_GRACE_S, wait_s=1)
         await self._save_state()
         if self.client is not None:
             with contextlib.suppress(Exception):
@@ -230,18 +228,7 @@ class MatrixAdapter(ReportsFailure):
         return self._edit_interval
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None:
-        if self._stopping:
-            coro.close()
-            return None
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("matrix task failed", task=task.get_name(), error=describe(exc))
+        return self._tasks.spawn(coro, name)
 
     async def wait_ready(self) -> None:
         await self._ready.wait()
@@ -266,7 +253,7 @@ class MatrixAdapter(ReportsFailure):
         """Send an m.room.message; its event id, or None. With `must`, retried (with the same
         transaction id, so the server never shows it twice) until it lands or we give up."""
         transaction = str(uuid.uuid4())
-        backoff = Backoff(first=1.0)
+        backoff = Backoff(1.0, RETRY_MAX_S)
         for attempt in range(1, SEND_ATTEMPTS + 1):
             client = self.client
             if client is None:
@@ -333,7 +320,7 @@ class MatrixAdapter(ReportsFailure):
         return client
 
     async def _run(self) -> None:
-        backoff = Backoff()
+        backoff = Backoff(0.5, RETRY_MAX_S)
         relogged = False
         while not self._stopping:
             try:
@@ -369,7 +356,7 @@ class MatrixAdapter(ReportsFailure):
                 relogged = True
 
     async def _sync_forever(self, client: AsyncClient) -> None:
-        backoff = Backoff()
+        backoff = Backoff(0.5, RETRY_MAX_S)
         first = True
         while not self._stopping:
             try:

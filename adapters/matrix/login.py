@@ -36,18 +36,6 @@ class SavedLoginRejected(Exception):
     """The saved access token no longer works (e.g. the device was logged out elsewhere)."""
 
 
-class Backoff:
-    def __init__(self, first: float = 0.5, cap: float = RETRY_MAX_S) -> None:
-        self.first, self.cap, self.delay = first, cap, first
-
-    def next(self) -> float:
-        delay, self.delay = self.delay, min(self.cap, self.delay * 2)
-        return delay
-
-    def reset(self) -> None:
-        self.delay = self.first
-
-
 def quiet_library_logs() -> None:
     """nio logs whole responses at debug (a login response holds the access token, every sync
     holds message text) and peewee logs the crypto store's SQL with its parameters (the
