@@ -30,7 +30,7 @@ from adapters.discord.access import PLATFORM, Access, addressed, may_steer, reac
 from adapters.discord.catch_up import CatchUp
 from adapters.discord.incoming import Reader
 from adapters.discord.reply import NONE, InteractionReply, MessageReply
-from adapters.discord.slash import CommandTree
+from adapters.discord.slash import SlashCommands
 from adapters.discord.text import LIMIT, NOT_ALLOWED, NOT_NOW, REFUSED_EMOJI
 from bot.commands.parse import Command, may_run, parse_command
 from bot.events import (
@@ -107,7 +107,7 @@ class HearthClient(discord.Client):
         )
         self.adapter = adapter
         self.reidentify_delay_s = reidentify_delay_s
-        self.tree = CommandTree(self, adapter.run_command, adapter.persona_names, adapter.failed)
+        self.tree = SlashCommands(self, adapter.run_command, adapter.persona_names, adapter.failed)
 
     async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
         if not initial:  # discord.py waits 5 s before a fresh IDENTIFY (Discord's rate limit)
