@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 import adapters.discord.adapter as discord_adapter
-from adapters.discord.text import NOT_ALLOWED
 from bot.app.cli import main
+from bot.texts import COMMAND_NOT_ALLOWED
 from support.discord_bot import (
     MESSAGES,
     ONE_MESSAGE,
@@ -216,7 +216,7 @@ async def test_access_lists(tmp_path: Path, tiny_model: Path, fake: FakeDiscord)
         interaction = await fake.slash(fake.bob, fake.general, "status")
         await until(lambda: bool(fake.responses(interaction)), what="the refusal")
         (response,) = fake.responses(interaction)
-        assert response["data"]["content"] == NOT_ALLOWED
+        assert response["data"]["content"] == COMMAND_NOT_ALLOWED
         assert response["data"]["flags"] & 64  # ephemeral: only bob sees it
         allowed = await fake.say(fake.alice, fake.general, f"{at(fake)} but I may")
         assert await answer(fake, daemon, allowed)

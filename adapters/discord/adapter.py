@@ -31,7 +31,7 @@ from adapters.discord.catch_up import CatchUp
 from adapters.discord.incoming import Reader
 from adapters.discord.reply import NONE, InteractionReply, MessageReply
 from adapters.discord.slash import SlashCommands
-from adapters.discord.text import LIMIT, NOT_ALLOWED, NOT_NOW, REFUSED_EMOJI
+from adapters.discord.text import LIMIT, REFUSED_EMOJI
 from bot.commands.parse import Command, may_run, parse_command
 from bot.events import (
     Capabilities,
@@ -45,6 +45,7 @@ from bot.events import (
 )
 from bot.personas import load_personas
 from bot.settings import BotSettings, DiscordSettings
+from bot.texts import COMMAND_NOT_ALLOWED, COMMANDS_PAUSED
 
 log = structlog.get_logger(__name__)
 
@@ -463,7 +464,7 @@ class DiscordAdapter(ReportsFailure):
         )
         if channel_id is None or not self.access.allows(user.id, guild_id, parents):
             reply.ephemeral = True
-            await reply.finish(NOT_ALLOWED)
+            await reply.finish(COMMAND_NOT_ALLOWED)
             return
         incoming = Incoming(
             platform=PLATFORM,
@@ -492,7 +493,7 @@ class DiscordAdapter(ReportsFailure):
         finally:
             self._interactions.pop(incoming.message_id, None)
         if not reply.answered:  # the daemon is stopping, or ignored it
-            await reply.finish(NOT_NOW)
+            await reply.finish(COMMANDS_PAUSED)
 
     async def _asked(self, payload: discord.RawReactionActionEvent) -> Incoming | None:
         """The question behind one of our replies from before a restart: our reply

@@ -86,6 +86,7 @@ from bot.events import (
     Sink,
 )
 from bot.settings import BotSettings, MatrixSettings
+from bot.texts import UNDECRYPTABLE
 
 log = structlog.get_logger(__name__)
 
@@ -113,11 +114,6 @@ SYNC_FILTER: dict[str, Any] = {
         "account_data": {"types": []},
     },
 }
-
-UNDECRYPTABLE_NOTICE = (
-    "🔒 I couldn't read your message: it was encrypted with a key my device doesn't have. "
-    "I've asked your devices for it; if I don't answer, please send it again."
-)
 
 
 @dataclass(slots=True)
@@ -673,7 +669,7 @@ class MatrixAdapter(ReportsFailure):
             return
         self._noticed_sessions.add(key)
         content = message_content(
-            UNDECRYPTABLE_NOTICE,
+            UNDECRYPTABLE,
             reply_to=event.event_id,
             thread_root=thread_root(event.source.get("content", {})),
             msgtype="m.notice",
