@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-import adapters.discord.adapter as discord_adapter
+import adapters.discord.interactions as discord_interactions
 from bot.app.cli import main
 from bot.texts import COMMAND_NOT_ALLOWED
 from support.discord_bot import (
@@ -306,7 +306,7 @@ async def test_slash_commands_and_autocomplete(
 async def test_slow_command_is_deferred_then_answered(
     tmp_path: Path, tiny_model: Path, fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(discord_adapter, "DEFER_AFTER_S", 0.0)
+    monkeypatch.setattr(discord_interactions, "DEFER_AFTER_S", 0.0)
     async with hearthbot(tmp_path, tiny_model, fake) as (_daemon, _adapter):
         interaction = await fake.slash(fake.alice, fake.general, "status")
         await until(lambda: len(fake.responses(interaction)) == 2, what="defer and answer")
