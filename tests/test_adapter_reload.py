@@ -49,5 +49,5 @@ def test_matrix_takes_new_access_lists(tmp_path: Path) -> None:
     adapter.update_settings(after.matrix, after.bot)
     assert matches("@b:localhost", adapter.settings.allowed_users)
     # Only admins may verify the bot's device: the verifier must know the new list too.
-    assert matches("@b:localhost", adapter._verifier.admins)
-    assert not matches("@a:localhost", adapter._verifier.admins)
+    assert matches("@b:localhost", adapter.crypto.verifier.admins)
+    assert not matches("@a:localhost", adapter.crypto.verifier.admins)

@@ -685,7 +685,7 @@ async def test_default_rate_limits_slow_the_edits_but_the_answer_completes(
                 answer = await answer_to(alice, bot, asked, timeout=90)
                 stored = [text for role, text in await bot.history(room) if role == "assistant"]
                 assert alice.latest_text(answer.event.event_id).startswith(stored[0])
-                assert bot.adapter.edit_interval > 0.2  # widened by itself after a 429
+                assert bot.adapter.outbox.edit_interval > 0.2  # widened by itself after a 429
     finally:
         await asyncio.to_thread(server.stop)
 

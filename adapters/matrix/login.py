@@ -57,6 +57,17 @@ def is_token_error(response: ErrorResponse) -> bool:
     return response.status_code in ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN") or response.soft_logout
 
 
+def raise_for(response: object, keys: bool = False) -> None:
+    """An error response as an exception: SavedLoginRejected when our login is no good (for
+    a key upload also any lasting refusal), else ConnectionError (to be retried)."""
+    if not isinstance(response, ErrorResponse):
+        return
+    if is_token_error(response) or (keys and not is_transient(response)):
+        # keys: the server holds other keys for this device (our crypto store was lost).
+        raise SavedLoginRejected(describe(response))
+    raise ConnectionError(describe(response))
+
+
 async def log_in(
     settings: MatrixSettings,
     homeserver: str,
