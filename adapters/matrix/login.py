@@ -1,7 +1,7 @@
 """Logging the Matrix bot in: once with the password, then always the same device.
 
 The first start logs in with the password and saves the access token and device id
-(`matrix_state.Session`); every later start restores that login, so nio finds the device's
+(`adapters.matrix.state.Session`); every later start restores that login, so nio finds the device's
 keys in its crypto store and people's clients keep trusting the same device. A configured
 `access_token` is used as is (its device comes from /whoami).
 
