@@ -14,7 +14,7 @@ import threading
 import time
 from typing import TextIO
 
-from adapters.common.split import ReportsFailure
+from adapters.common.failure import ReportsFailure
 from bot.events import Incoming, Outcome, Sink
 
 PLATFORM = "console"
@@ -23,6 +23,8 @@ USER = "local"
 
 
 class ConsoleReply:
+    """One answer printed to the console: streamed as it grows, then the final text."""
+
     def __init__(self, console: ConsoleAdapter, message: Incoming) -> None:
         self._console = console
         self._message = message
@@ -59,6 +61,8 @@ class ConsoleReply:
 
 
 class ConsoleAdapter(ReportsFailure):
+    """The Adapter for a local chat: lines from stdin in, answers to stdout out."""
+
     name = PLATFORM
 
     def __init__(

@@ -26,6 +26,14 @@ SEED_FIXED = "Seed is now {value}: the same history gives the same reply."
 SEED_RANDOM = "Seed is random: each reply draws a fresh one."
 SEED_SHOW_FIXED = "Seed here is fixed at {value}."
 SEED_SHOW_RANDOM = "Seed here is random (each reply draws a fresh one)."
+# Said by one platform's adapter: a slash command where the bot is not for the user, or
+# while the daemon takes none; a Matrix message the bot's device has no key for.
+COMMAND_NOT_ALLOWED = "You can't use hearthbot here."
+COMMANDS_PAUSED = "hearthbot isn't taking commands right now; please try again in a minute."
+UNDECRYPTABLE = (
+    "🔒 I couldn't read your message: it was encrypted with a key my device doesn't have. "
+    "I've asked your devices for it; if I don't answer, please send it again."
+)
 
 NOTE_STOPPED = "stopped on request"
 NOTE_MAX_TOKENS = "reply cut at {max_tokens} tokens"

@@ -35,12 +35,19 @@ def test_discord_takes_new_access_lists(tmp_path: Path) -> None:
 def test_matrix_takes_new_access_lists(tmp_path: Path) -> None:
     section = {"homeserver": "http://127.0.0.1:1", "user_id": "@bot:localhost"}
     before = load_settings(
-        None, bot={"data_dir": tmp_path}, matrix={**section, "allowed_users": ["@a:localhost"]}
+        None,
+        bot={"data_dir": tmp_path},
+        matrix={**section, "allowed_users": ["@a:localhost"], "admins": ["@a:localhost"]},
     )
     adapter = MatrixAdapter(before.matrix, before.bot)
     assert not matches("@b:localhost", adapter.settings.allowed_users)
     after = load_settings(
-        None, bot={"data_dir": tmp_path}, matrix={**section, "allowed_users": ["@*:localhost"]}
+        None,
+        bot={"data_dir": tmp_path},
+        matrix={**section, "allowed_users": ["@*:localhost"], "admins": ["@b:localhost"]},
     )
     adapter.update_settings(after.matrix, after.bot)
     assert matches("@b:localhost", adapter.settings.allowed_users)
+    # Only admins may verify the bot's device: the verifier must know the new list too.
+    assert matches("@b:localhost", adapter.crypto.verifier.admins)
+    assert not matches("@a:localhost", adapter.crypto.verifier.admins)

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-import adapters.discord.adapter as discord_adapter
-from adapters.discord.text import NOT_ALLOWED
+import adapters.discord.interactions as discord_interactions
 from bot.app.cli import main
+from bot.texts import COMMAND_NOT_ALLOWED
 from support.daemons import DB
 from support.discord_bot import (
     MESSAGES,
@@ -218,7 +218,7 @@ async def test_access_lists(tmp_path: Path, tiny_model: Path, fake: FakeDiscord)
         interaction = await fake.slash(fake.bob, fake.general, "status")
         await until(lambda: bool(fake.responses(interaction)), what="the refusal")
         (response,) = fake.responses(interaction)
-        assert response["data"]["content"] == NOT_ALLOWED
+        assert response["data"]["content"] == COMMAND_NOT_ALLOWED
         assert response["data"]["flags"] & 64  # ephemeral: only bob sees it
         allowed = await fake.say(fake.alice, fake.general, f"{at(fake)} but I may")
         assert await answer(fake, daemon, allowed)
@@ -308,7 +308,7 @@ async def test_slash_commands_and_autocomplete(
 async def test_slow_command_is_deferred_then_answered(
     tmp_path: Path, tiny_model: Path, fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(discord_adapter, "DEFER_AFTER_S", 0.0)
+    monkeypatch.setattr(discord_interactions, "DEFER_AFTER_S", 0.0)
     async with hearthbot(tmp_path, tiny_model, fake) as (_daemon, _adapter):
         interaction = await fake.slash(fake.alice, fake.general, "status")
         await until(lambda: len(fake.responses(interaction)) == 2, what="defer and answer")

@@ -1,4 +1,5 @@
-"""adapters.discord.catch_up: which missed messages to pass on, and where channels were left."""
+"""adapters.discord.catch_up and .positions: which missed messages to pass on, and where
+channels were left."""
 
 from __future__ import annotations
 
@@ -13,16 +14,8 @@ import pytest
 
 import adapters.discord.catch_up as catch_up_module
 from adapters.common.state_file import write_private
-from adapters.discord.catch_up import (
-    MAX_CHANNELS,
-    STATE_FILE,
-    CatchUp,
-    Fetched,
-    Hold,
-    Positions,
-    read_after,
-    to_answer,
-)
+from adapters.discord.catch_up import CatchUp, Fetched, read_after, to_answer
+from adapters.discord.positions import MAX_CHANNELS, STATE_FILE, Hold, Positions
 
 ME = True
 WINDOW = 600.0

@@ -28,7 +28,7 @@ import structlog
 from nio import KeyVerificationKey, KeyVerificationMac, ToDeviceMessage, UnknownToDeviceEvent
 from nio.crypto import Sas
 
-from adapters.matrix.adapter import UNDECRYPTABLE_NOTICE, MatrixAdapter
+from adapters.matrix.adapter import MatrixAdapter
 from adapters.matrix.format import render_html
 from adapters.matrix.state import SESSION_FILE
 from bot import logs, texts
@@ -334,7 +334,7 @@ async def test_undecryptable_message_gets_one_notice_and_the_bot_stays(
         sent = [await send_undecryptable(synapse, alice, room, bogus_session) for _ in range(2)]
         notice = await alice.wait_for(lambda: alice.reply_to(bot.user_id, sent[0]))
         assert content_of(notice)["msgtype"] == "m.notice"
-        assert content_of(notice)["body"] == UNDECRYPTABLE_NOTICE
+        assert content_of(notice)["body"] == texts.UNDECRYPTABLE
         assert bogus_session in bot.adapter.client.outgoing_key_requests  # keys requested
         # Still in the room and still answering; the second bad message got no second notice.
         asked = await alice.send(room, "can you read this one?")
@@ -370,7 +370,7 @@ async def test_a_message_whose_key_arrives_late_is_answered_then(
         client.blacklist_device(device)
         late = await alice.send(room, "did you get this one?")
         notice = await alice.wait_for(lambda: alice.reply_to(bot.user_id, late))
-        assert content_of(notice)["body"] == UNDECRYPTABLE_NOTICE
+        assert content_of(notice)["body"] == texts.UNDECRYPTABLE
         # Now the key arrives, as a key forward from Alice's device would bring it.
         olm_session = olm.session_store.get(device.curve25519)
         encrypted = olm._olm_encrypt(olm_session, device, "m.room_key", key)
@@ -685,7 +685,7 @@ async def test_default_rate_limits_slow_the_edits_but_the_answer_completes(
                 answer = await answer_to(alice, bot, asked, timeout=90)
                 stored = [text for role, text in await bot.history(room) if role == "assistant"]
                 assert alice.latest_text(answer.event.event_id).startswith(stored[0])
-                assert bot.adapter.edit_interval > 0.2  # widened by itself after a 429
+                assert bot.adapter.outbox.edit_interval > 0.2  # widened by itself after a 429
     finally:
         await asyncio.to_thread(server.stop)
 

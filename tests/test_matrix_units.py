@@ -1,6 +1,6 @@
 """The Matrix adapter's parts without a homeserver: content building (Markdown → HTML,
-relations, edits), what is kept on disk, and how a reply coalesces its edits. The reply is
-driven through its Outbox, the adapter's own small interface, recorded in memory."""
+relations, edits), what is kept on disk, how a reply coalesces its edits (driven through a
+stand-in for the Outbox, recorded in memory), and how edits slow down after a 429."""
 
 from __future__ import annotations
 
@@ -226,14 +226,14 @@ async def test_edit_interval_widens_on_429_and_calms_down(tmp_path: Path) -> Non
     )
     adapter = MatrixAdapter(settings.matrix, settings.bot)
     limited = RoomSendError("Too Many Requests", "M_LIMIT_EXCEEDED", retry_after_ms=5000)
-    await adapter._on_error_response(RoomSendError("nope", "M_FORBIDDEN"))
-    assert adapter.edit_interval == 1
-    await adapter._on_error_response(limited)
-    assert adapter.edit_interval == 5  # at least what the server asked for
-    await adapter._on_error_response(limited)
-    assert adapter.edit_interval == 10  # and doubling while it keeps saying so
+    adapter.outbox.rate_limited(RoomSendError("nope", "M_FORBIDDEN"))
+    assert adapter.outbox.edit_interval == 1
+    adapter.outbox.rate_limited(limited)
+    assert adapter.outbox.edit_interval == 5  # at least what the server asked for
+    adapter.outbox.rate_limited(limited)
+    assert adapter.outbox.edit_interval == 10  # and doubling while it keeps saying so
     seen = []
     for _ in range(5):
-        adapter._limited_at -= 61  # a quiet minute
-        seen.append(adapter.edit_interval)
+        adapter.outbox._limited_at -= 61  # a quiet minute
+        seen.append(adapter.outbox.edit_interval)
     assert seen == [5, 2.5, 1.25, 1, 1]

@@ -1,5 +1,4 @@
-"""What every adapter shares: the `failure` future, and splitting long answers into
-platform-sized messages.
+"""Splitting long answers into platform-sized messages.
 
 A split never breaks a code block: a chunk that ends inside a fence closes it, and the next
 chunk reopens it with the same language. Cuts prefer paragraph, then line, then sentence,
@@ -7,8 +6,6 @@ then word boundaries.
 """
 
 from __future__ import annotations
-
-import asyncio
 
 FENCE = "```"
 _CLOSE = "\n" + FENCE
@@ -65,16 +62,3 @@ def split_message(text: str, limit: int) -> list[str]:
         if state is not None:
             rest = rest.lstrip("\n")
     return [chunk for chunk in chunks if chunk.strip()]
-
-
-class ReportsFailure:
-    """The Adapter protocol's `failure`: resolved with a one-line reason when the platform
-    refuses the bot for good. Created on first use, because a future needs the running loop."""
-
-    _failure: asyncio.Future[str] | None = None
-
-    @property
-    def failure(self) -> asyncio.Future[str]:
-        if self._failure is None:
-            self._failure = asyncio.get_running_loop().create_future()
-        return self._failure

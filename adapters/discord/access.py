@@ -16,6 +16,8 @@ PLATFORM = "discord"
 
 @dataclass(frozen=True, slots=True)
 class Access:
+    """Who may ask the bot on Discord: allowed and blocked IDs, admins, and DMs."""
+
     allowed_guilds: frozenset[int] = frozenset()
     allowed_channels: frozenset[int] = frozenset()
     allowed_users: frozenset[int] = frozenset()

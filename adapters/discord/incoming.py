@@ -29,9 +29,11 @@ MESSAGE_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 
 
 class Reader:
+    """Reads Discord messages for the core: addressed or not, where, and what they say."""
+
     def __init__(self, access: Access, attachment_max_kb: int) -> None:
         self.access = access
-        self._attachment_max_kb = attachment_max_kb
+        self.attachment_max_kb = attachment_max_kb
         self._http: aiohttp.ClientSession | None = None  # for reading attachments
         self._parents: dict[int, int | None] = {}  # thread → parent, for uncached threads
 
@@ -118,7 +120,7 @@ class Reader:
     async def _attachment(self, attachment: discord.Attachment) -> str:
         """A text file (a long paste becomes message.txt) is read up to attachment_max_kb;
         anything else is only named."""
-        cap_kb = self._attachment_max_kb
+        cap_kb = self.attachment_max_kb
         if cap_kb and is_text_attachment(attachment.filename, attachment.content_type):
             got = await self._download(attachment.url, cap_kb * 1024)
             if got is not None:

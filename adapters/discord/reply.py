@@ -22,6 +22,7 @@ import aiohttp
 import discord
 import structlog
 
+from adapters.common.failure import describe
 from adapters.common.split import split_message
 from adapters.discord.text import LIMIT
 from bot.events import Incoming
@@ -35,8 +36,9 @@ TYPING_RENEW_S = 8.0
 TYPING_MAX_S = 15 * 60.0
 
 
-class ReplyHost(Protocol):
-    """What a reply needs from its adapter (the adapter implements it)."""
+class Outbox(Protocol):
+    """What a reply sends through: its adapter's channels, login and background tasks, and
+    whom it tells what became of its messages (the adapter implements it)."""
 
     edit_interval_s: float
 
@@ -63,9 +65,9 @@ class MessageReply:
     """A `bot.events.ReplyHandle` for an answer to a Discord message. Works from IDs only,
     so it also answers a message restored from the store after a restart."""
 
-    def __init__(self, host: ReplyHost, message: Incoming, reuse: list[int] | None = None) -> None:
+    def __init__(self, outbox: Outbox, message: Incoming, reuse: list[int] | None = None) -> None:
         self.message = message
-        self._host = host
+        self._outbox = outbox
         self._channel_id = int(message.channel_id)
         self._guild_id = int(message.server_id) if message.server_id else None
         # (message id, content shown); None content: an earlier answer's message, reused
@@ -81,7 +83,7 @@ class MessageReply:
         self.dead = False  # Discord refused (404/403): make no more calls
         self.done = asyncio.Event()
         for mid, _ in self._sent:
-            host.sent(mid, self)
+            outbox.sent(mid, self)
 
     @property
     def message_ids(self) -> list[int]:
@@ -93,14 +95,14 @@ class MessageReply:
         if self.closed or self.dead or self._shown:
             return
         if self._typing is None or self._typing.done():
-            self._typing = self._host.spawn(self._keep_typing(), "discord-typing")
+            self._typing = self._outbox.spawn(self._keep_typing(), "discord-typing")
 
     async def update(self, text: str) -> None:
         if self.closed or self.dead or not text.strip():
             return
         self._latest = text
         if self._flusher is None or self._flusher.done():
-            self._flusher = self._host.spawn(self._flush(), "discord-edits")
+            self._flusher = self._outbox.spawn(self._flush(), "discord-edits")
 
     async def finish(self, text: str) -> None:
         await self._close(text)
@@ -119,18 +121,18 @@ class MessageReply:
         flusher = self._flusher
         if flusher is not None and not flusher.done() and not self._lock.locked():
             flusher.cancel()  # only while it waits: a request in flight must finish and count
-        if self._host.logged_in():
+        if self._outbox.logged_in():
             await self._final(text)
         else:
             # Not logged in yet (a message restored at startup, or Discord is down): show it
             # when we are, without holding up the core's worker meanwhile.
-            if self._host.spawn(self._final(text, wait=True), "discord-final") is None:
+            if self._outbox.spawn(self._final(text, wait=True), "discord-final") is None:
                 self.done.set()  # the adapter is stopping: it will not be shown
 
     async def _final(self, text: str, wait: bool = False) -> None:
         try:
             if wait:
-                await self._host.wait_logged_in()
+                await self._outbox.wait_logged_in()
             async with self._lock:
                 if not self.dead:
                     await self._show(text, final=True)
@@ -138,8 +140,8 @@ class MessageReply:
             self.done.set()
 
     async def _keep_typing(self) -> None:
-        await self._host.wait_logged_in()
-        channel = self._host.channel(self._channel_id, self._guild_id)
+        await self._outbox.wait_logged_in()
+        channel = self._outbox.channel(self._channel_id, self._guild_id)
         deadline = time.monotonic() + TYPING_MAX_S
         while not (self.closed or self.dead or self._shown) and time.monotonic() < deadline:
             try:
@@ -154,10 +156,10 @@ class MessageReply:
 
     async def _flush(self) -> None:
         """Show the newest text, waiting so that shows are at least edit_interval_s apart."""
-        await self._host.wait_logged_in()
+        await self._outbox.wait_logged_in()
         while self._latest is not None and not (self.closed or self.dead):
             if self._last_show:  # the first text goes out at once, later ones are spaced
-                wait = self._last_show + self._host.edit_interval_s - time.monotonic()
+                wait = self._last_show + self._outbox.edit_interval_s - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
             async with self._lock:
@@ -172,7 +174,7 @@ class MessageReply:
         chunks = split_message(text, LIMIT) if text.strip() else []
         if not chunks:
             return
-        channel = self._host.channel(self._channel_id, self._guild_id)
+        channel = self._outbox.channel(self._channel_id, self._guild_id)
         try:
             complete = await self._sync(channel, chunks)
             if final:
@@ -180,7 +182,7 @@ class MessageReply:
         except Gone:
             self.dead = True
             if not final:
-                await self._host.reply_deleted(self)
+                await self._outbox.reply_deleted(self)
             return
         if complete:
             self._shown = text
@@ -204,7 +206,7 @@ class MessageReply:
             if sent is None:
                 return False
             self._sent.append((sent.id, chunk))
-            self._host.sent(sent.id, self)
+            self._outbox.sent(sent.id, self)
         return True
 
     async def _drop_extra(self, channel: discord.PartialMessageable, keep: int) -> None:
@@ -232,14 +234,14 @@ class MessageReply:
             log.info("discord reply gone (404)", channel=self._channel_id)
             raise Gone from None
         except discord.Forbidden as exc:
-            self._host.forbidden(self._channel_id, exc)
+            self._outbox.forbidden(self._channel_id, exc)
             raise Gone from None
         except discord.HTTPException as exc:
             log.warning("discord request failed", status=exc.status, code=exc.code)
         except Exception as exc:
             # A connection error, or the client being replaced while Discord is unreachable:
             # never the core's problem (the next show tries again).
-            log.warning("discord request failed", error=f"{type(exc).__name__}: {exc}")
+            log.warning("discord request failed", error=describe(exc))
         return None
 
 

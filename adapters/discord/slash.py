@@ -35,7 +35,9 @@ def _summary(name: str) -> str:
     return COMMANDS[name].summary[:100]  # Discord's description limit
 
 
-class CommandTree(app_commands.CommandTree):
+class SlashCommands(app_commands.CommandTree):
+    """hearthbot's slash commands, registered on one client (discord.py's command tree)."""
+
     def __init__(
         self,
         client: discord.Client,

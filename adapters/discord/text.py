@@ -11,8 +11,6 @@ from collections.abc import Mapping
 
 LIMIT = 2000  # Discord's message length limit (characters)
 
-NOT_ALLOWED = "You can't use hearthbot here."
-NOT_NOW = "hearthbot isn't taking commands right now; please try again in a minute."
 REFUSED_EMOJI = "⏳"
 
 _USER = re.compile(r"<@!?(\d+)>")

@@ -1,7 +1,7 @@
 """Logging the Matrix bot in: once with the password, then always the same device.
 
 The first start logs in with the password and saves the access token and device id
-(`matrix_state.Session`); every later start restores that login, so nio finds the device's
+(`adapters.matrix.state.Session`); every later start restores that login, so nio finds the device's
 keys in its crypto store and people's clients keep trusting the same device. A configured
 `access_token` is used as is (its device comes from /whoami).
 
@@ -18,6 +18,7 @@ from pathlib import Path
 import structlog
 from nio import AsyncClient, ErrorResponse, LoginResponse, WhoamiResponse
 
+from adapters.common.failure import describe
 from adapters.matrix.state import Session
 from bot import logs
 from bot.settings import MatrixSettings
@@ -33,27 +34,6 @@ class FatalLogin(Exception):
 
 class SavedLoginRejected(Exception):
     """The saved access token no longer works (e.g. the device was logged out elsewhere)."""
-
-
-class Backoff:
-    def __init__(self, first: float = 0.5, cap: float = RETRY_MAX_S) -> None:
-        self.first, self.cap, self.delay = first, cap, first
-
-    def next(self) -> float:
-        delay, self.delay = self.delay, min(self.cap, self.delay * 2)
-        return delay
-
-    def reset(self) -> None:
-        self.delay = self.first
-
-
-def describe(problem: object) -> str:
-    """One scrubbed line for a log field: never a token, whatever a library put in it."""
-    if isinstance(problem, BaseException):
-        text = f"{type(problem).__name__}: {problem}" if str(problem) else type(problem).__name__
-    else:
-        text = str(problem)
-    return logs.scrub(text.replace("\n", " "))[:500]
 
 
 def quiet_library_logs() -> None:
@@ -75,6 +55,17 @@ def is_transient(response: ErrorResponse) -> bool:
 
 def is_token_error(response: ErrorResponse) -> bool:
     return response.status_code in ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN") or response.soft_logout
+
+
+def raise_for(response: object, keys: bool = False) -> None:
+    """An error response as an exception: SavedLoginRejected when our login is no good (for
+    a key upload also any lasting refusal), else ConnectionError (to be retried)."""
+    if not isinstance(response, ErrorResponse):
+        return
+    if is_token_error(response) or (keys and not is_transient(response)):
+        # keys: the server holds other keys for this device (our crypto store was lost).
+        raise SavedLoginRejected(describe(response))
+    raise ConnectionError(describe(response))
 
 
 async def log_in(

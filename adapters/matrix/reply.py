@@ -2,47 +2,29 @@
 
 The daemon's worker calls `update()` for every few tokens; it must never wait on the network,
 so each call only records the newest text and wakes this reply's own delivery task. That task
-sends the first text at once, then at most one edit per `edit_interval` (which the adapter
+sends the first text at once, then at most one edit per `edit_interval` (which the Outbox
 widens after a 429), and the final text as soon as it is known. Answers longer than one event
-continue in follow-up messages."""
+continue in follow-up messages. Everything goes out through adapters/matrix/outbox.py."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Protocol
+from typing import TYPE_CHECKING
 
 from adapters.common.split import split_message
 from adapters.matrix.format import edit_content, message_content
 from adapters.matrix.rules import split_channel
 from bot.events import Incoming
 
-
-class Outbox(Protocol):
-    """What a reply needs from the adapter."""
-
-    max_length: int
-
-    @property
-    def edit_interval(self) -> float: ...
-
-    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None:
-        """Run in the background (None when the adapter is stopped)."""
-
-    async def wait_ready(self) -> None:
-        """Until the client is logged in and has synced once (rooms are known)."""
-
-    async def send(self, room_id: str, content: dict[str, Any], must: bool) -> str | None:
-        """Send an m.room.message; the event id, or None when it could not be sent."""
-
-    def typing_on(self, room_id: str, holder: object) -> None: ...
-
-    def typing_off(self, room_id: str, holder: object) -> None: ...
+if TYPE_CHECKING:
+    from adapters.matrix.outbox import Outbox
 
 
 class MatrixReply:
+    """A `bot.events.ReplyHandle` for one answer on Matrix, streamed by edits."""
+
     def __init__(self, outbox: Outbox, message: Incoming) -> None:
         self._outbox = outbox
         self._room_id, self._thread = split_channel(message.channel_id)
@@ -153,60 +135,3 @@ class MatrixReply:
         if self.event_id is not None:
             self._shown = text
             self._last_sent = time.monotonic()
-
-
-TYPING_TIMEOUT_MS = 30_000
-TYPING_RENEW_S = 20.0
-
-
-class TypingNotices:
-    """One typing notice per room while any answer there is queued or being written, renewed
-    before the server lets it expire, withdrawn when the last one is done."""
-
-    def __init__(
-        self,
-        outbox: Outbox,
-        send: Callable[[str, bool, int], Awaitable[None]],
-    ) -> None:
-        self._outbox = outbox
-        self._send = send  # (room_id, typing, timeout_ms)
-        self._holders: dict[str, set[object]] = {}
-        self._changed: dict[str, asyncio.Event] = {}
-        self._keepers: dict[str, asyncio.Task[None]] = {}
-
-    def on(self, room_id: str, holder: object) -> None:
-        self._holders.setdefault(room_id, set()).add(holder)
-        if room_id not in self._keepers:
-            keeper = self._outbox.spawn(self._keep(room_id), name="matrix-typing")
-            if keeper is not None:
-                self._keepers[room_id] = keeper
-
-    def off(self, room_id: str, holder: object) -> None:
-        holders = self._holders.get(room_id)
-        if holders is not None and holder in holders:
-            holders.discard(holder)
-            if not holders and (changed := self._changed.get(room_id)):
-                changed.set()
-
-    def cancel(self) -> None:
-        for keeper in self._keepers.values():
-            keeper.cancel()
-
-    async def _keep(self, room_id: str) -> None:
-        changed = self._changed.setdefault(room_id, asyncio.Event())
-        try:
-            await self._outbox.wait_ready()
-            while self._holders.get(room_id):
-                await self._send(room_id, True, TYPING_TIMEOUT_MS)
-                deadline = time.monotonic() + TYPING_RENEW_S
-                while self._holders.get(room_id) and (left := deadline - time.monotonic()) > 0:
-                    changed.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(changed.wait(), left)
-                if not self._holders.get(room_id):
-                    await self._send(room_id, False, TYPING_TIMEOUT_MS)
-        finally:
-            self._keepers.pop(room_id, None)
-            if not self._holders.get(room_id):
-                self._holders.pop(room_id, None)
-                self._changed.pop(room_id, None)

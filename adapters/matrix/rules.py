@@ -63,6 +63,8 @@ def edited_event(content: Mapping[str, Any]) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class ReplyTarget:
+    """The event a Matrix message replies to."""
+
     event_id: str
     # In a thread, clients point m.in_reply_to at the thread's latest event for old clients'
     # sake ("falling back"): not a reply the user chose, but still the conversation's flow.
@@ -108,6 +110,8 @@ def _name_pattern(names: Iterable[str]) -> re.Pattern[str] | None:
 
 @dataclass(frozen=True, slots=True)
 class Addressing:
+    """Whether a Matrix message mentions the bot, and its text without that mention."""
+
     mentioned: bool
     text: str  # the message with a leading mention of the bot removed
 

@@ -25,6 +25,8 @@ MAX_THREAD_EVENTS = 5000
 
 @dataclass(frozen=True, slots=True)
 class Session:
+    """The bot's one password login, saved so every start restores the same device."""
+
     homeserver: str
     user_id: str
     device_id: str
@@ -64,6 +66,8 @@ class Session:
 
 @dataclass(slots=True)
 class SyncState:
+    """Where syncing resumes, which rooms are DMs, and recent messages' threads."""
+
     next_batch: str | None = None
     direct_rooms: set[str] = field(default_factory=set)
     threads: OrderedDict[str, str] = field(default_factory=OrderedDict)  # event id → root

@@ -36,8 +36,10 @@ SAS = "m.sas.v1"
 
 
 class Verifier:
+    """Answers admins' emoji verification of the bot's device; refuses everyone else."""
+
     def __init__(self, admins: list[str]) -> None:
-        self._admins = admins
+        self.admins = admins  # Matrix ID globs; replaced on SIGHUP
         self._steps: list[Step] = []
 
     def handle(self, event: ToDeviceEvent) -> None:
@@ -70,7 +72,7 @@ class Verifier:
     def _on_request(self, event: UnknownToDeviceEvent) -> None:
         content = event.source.get("content", {})
         transaction, device = content.get("transaction_id"), content.get("from_device")
-        if not matches(event.sender, self._admins):
+        if not matches(event.sender, self.admins):
             log.info("key verification request ignored: not an admin", sender=event.sender)
             return
         if SAS not in (content.get("methods") or []) or not transaction or not device:
@@ -86,7 +88,7 @@ class Verifier:
 
     def _on_start(self, event: KeyVerificationStart) -> None:
         transaction = event.transaction_id
-        admin = matches(event.sender, self._admins)
+        admin = matches(event.sender, self.admins)
         log.info("key verification started", by=event.sender, accepted=admin)
 
         async def answer(client: AsyncClient) -> object:

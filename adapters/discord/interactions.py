@@ -1,0 +1,156 @@
+"""What users do to the bot's answers besides asking: ⏹ stops an answer being written, 🔁
+writes it again in place, and slash commands run as the core's `!` commands.
+
+The bot's recent messages are remembered with the reply that wrote them, so a reaction finds
+its answer without a REST call; an answer from before a restart is fetched instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import aiohttp
+import discord
+
+from adapters.discord.access import PLATFORM, may_steer, reaction_kind
+from adapters.discord.reply import InteractionReply, MessageReply
+from bot.commands.parse import Command, may_run, parse_command
+from bot.events import Incoming, RegenerateRequested, StopRequested
+from bot.texts import COMMAND_NOT_ALLOWED, COMMANDS_PAUSED
+
+if TYPE_CHECKING:
+    from adapters.discord.adapter import DiscordAdapter
+
+# Discord answers an interaction within 3 s or shows "The application did not respond".
+DEFER_AFTER_S = 2.0
+REMEMBERED_REPLIES = 2000  # bot message id → its reply, for ⏹/🔁 reactions
+
+
+class Interactions:
+    """Reactions on the bot's answers and slash commands, turned into the core's events."""
+
+    def __init__(self, adapter: DiscordAdapter) -> None:
+        self._adapter = adapter
+        self._replies: OrderedDict[int, MessageReply] = OrderedDict()
+        self._commands: dict[str, InteractionReply] = {}  # Incoming.message_id → its answer
+        self._regenerating: dict[str, list[int]] = {}  # question → the messages to reuse
+
+    # -- the replies the core opens -------------------------------------------------------------
+
+    def reply_to(self, message: Incoming) -> InteractionReply | MessageReply:
+        """A slash command's own answer, or a new reply (in place of an answer regenerated)."""
+        command = self._commands.get(message.message_id)
+        if command is not None:
+            return command
+        reuse = self._regenerating.pop(message.message_id, None)
+        return MessageReply(self._adapter, message, reuse=reuse)
+
+    def command_reply(self, message: Incoming) -> InteractionReply | None:
+        return self._commands.get(message.message_id)
+
+    def sent(self, message_id: int, reply: MessageReply) -> None:
+        self._replies[message_id] = reply
+        while len(self._replies) > REMEMBERED_REPLIES:
+            self._replies.popitem(last=False)
+
+    def deleted(self, message_id: int) -> None:
+        self._replies.pop(message_id, None)
+
+    # -- reactions ------------------------------------------------------------------------------
+
+    async def on_reaction(self, payload: discord.RawReactionActionEvent) -> None:
+        adapter = self._adapter
+        me = adapter.client.user if adapter.client else None
+        kind = reaction_kind(str(payload.emoji))
+        if me is None or kind is None or payload.user_id == me.id:
+            return
+        reply = self._replies.get(payload.message_id)
+        if kind == "stop":
+            # Only an answer still being written can be stopped.
+            if reply is None or reply.closed:
+                return
+            if may_steer(payload.user_id, int(reply.message.author_id), adapter.access):
+                await adapter.deliver(StopRequested(PLATFORM, reply.message.channel_id))
+            return
+        if payload.message_author_id not in (None, me.id):
+            return
+        original = reply.message if reply is not None else await self._asked(payload, me)
+        if original is None or not may_steer(
+            payload.user_id, int(original.author_id), adapter.access
+        ):
+            return
+        if reply is not None and not reply.closed:
+            return  # still answering: regenerating now would race the answer in flight
+        # The new answer takes over the old answer's messages (edited in place).
+        reuse = reply.message_ids if reply is not None else [payload.message_id]
+        self._regenerating[original.message_id] = reuse
+        try:
+            await adapter.deliver(RegenerateRequested(original))
+        finally:  # the core opened its reply meanwhile, or it had nothing to regenerate
+            self._regenerating.pop(original.message_id, None)
+
+    async def _asked(
+        self, payload: discord.RawReactionActionEvent, me: discord.ClientUser
+    ) -> Incoming | None:
+        """The question behind one of our replies from before a restart: our reply
+        references it, so fetch both."""
+        channel = self._adapter.channel(payload.channel_id, payload.guild_id)
+        try:
+            ours = await channel.fetch_message(payload.message_id)
+            if ours.author.id != me.id or ours.reference is None or not ours.reference.message_id:
+                return None
+            asked = await channel.fetch_message(ours.reference.message_id)
+        except (discord.HTTPException, aiohttp.ClientError, OSError):
+            return None
+        # Regenerated now: the question's own time would count against the catch-up window.
+        return replace(await self._adapter.reader.incoming(asked, me), received_at=time.time())
+
+    # -- slash commands -------------------------------------------------------------------------
+
+    async def run_command(
+        self, interaction: discord.Interaction, text: str, ephemeral: bool
+    ) -> None:
+        """A slash command, answered through the core as the equivalent `!` command."""
+        adapter = self._adapter
+        user = interaction.user
+        channel_id = interaction.channel_id
+        reply = InteractionReply(interaction, ephemeral)
+        guild_id = interaction.guild_id
+        parents = await adapter.reader.channel_and_parent(
+            interaction.client, interaction.channel, guild_id
+        )
+        if channel_id is None or not adapter.access.allows(user.id, guild_id, parents):
+            reply.ephemeral = True
+            await reply.finish(COMMAND_NOT_ALLOWED)
+            return
+        incoming = Incoming(
+            platform=PLATFORM,
+            channel_id=str(channel_id),
+            message_id=str(interaction.id),
+            author_id=str(user.id),
+            author_name=user.display_name,
+            text=text,
+            is_direct=guild_id is None,
+            server_id=str(guild_id) if guild_id else None,
+            is_admin=adapter.access.is_admin(user.id),
+        )
+        command = parse_command(text)
+        if isinstance(command, Command) and not may_run(
+            command, adapter.bot_settings.admin_commands, incoming.is_direct, incoming.is_admin
+        ):
+            reply.ephemeral = True  # "only an admin can": for the asker's eyes alone
+        self._commands[incoming.message_id] = reply
+        try:
+            handled = asyncio.ensure_future(adapter.deliver(incoming))
+            done, _ = await asyncio.wait({handled}, timeout=DEFER_AFTER_S)
+            if not done:
+                await reply.defer()
+            await handled
+        finally:
+            self._commands.pop(incoming.message_id, None)
+        if not reply.answered:  # the daemon is stopping, or ignored it
+            await reply.finish(COMMANDS_PAUSED)

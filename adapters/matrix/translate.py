@@ -1,0 +1,156 @@
+"""nio's room events as the core's events: a message for the bot becomes an Incoming, an
+edit a MessageEdited, a redaction a MessageDeleted. The decisions themselves (access globs,
+DM detection, is it for us) are pure functions in adapters/matrix/rules.py; this keeps what
+they need: who sent recent events and what they said (is a reply to us? what did it quote?).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import OrderedDict
+from typing import Any
+
+import structlog
+from nio import (
+    Event,
+    MatrixRoom,
+    MegolmEvent,
+    RedactionEvent,
+    RoomGetEventResponse,
+    RoomMessageText,
+)
+
+from adapters.common.failure import describe
+from adapters.matrix.account import Account
+from adapters.matrix.rules import (
+    addressing,
+    channel_id,
+    edited_event,
+    matches,
+    reply_target,
+    should_answer,
+    strip_reply_fallback,
+    thread_root,
+    within_window,
+)
+from bot.events import ChatEvent, Incoming, MessageDeleted, MessageEdited
+
+log = structlog.get_logger(__name__)
+
+PLATFORM = "matrix"
+REMEMBERED_EVENTS = 2000
+
+
+class Translator:
+    """Turns the Matrix events of a sync into the core's events, remembering recent ones."""
+
+    def __init__(self, account: Account) -> None:
+        self._account = account
+        self._senders: OrderedDict[str, str] = OrderedDict()  # event id → sender
+        self._texts: OrderedDict[str, str] = OrderedDict()  # event id → its text
+
+    def remember(self, event_id: str, sender: str, text: str | None) -> None:
+        self._senders[event_id] = sender
+        self._senders.move_to_end(event_id)
+        if text is not None:
+            self._texts[event_id] = text
+            self._texts.move_to_end(event_id)
+        for cache in (self._senders, self._texts):
+            while len(cache) > REMEMBERED_EVENTS:
+                cache.popitem(last=False)
+
+    def remember_sent(self, event_id: str, content: dict[str, Any]) -> None:
+        """One of the bot's own messages (or edits), as sent."""
+        user_id = self._account.user_id
+        relation = content.get("m.relates_to") or {}
+        if relation.get("rel_type") == "m.replace":  # an edit: the text is the original's now
+            self.remember(relation["event_id"], user_id, content["m.new_content"]["body"])
+        else:
+            self.remember(event_id, user_id, content["body"])
+
+    async def translate(self, room: MatrixRoom, event: Event, initial: bool) -> ChatEvent | None:
+        """The core's event for this one, or None when it is not for the core. `initial`:
+        from the first sync, which replays history that was never addressed to this device."""
+        account = self._account
+        if isinstance(event, RedactionEvent):
+            channel = self._channel_of(room.room_id, event.redacts)
+            return MessageDeleted(PLATFORM, channel, event.redacts)
+        if not account.allowed(room, event.sender) or not isinstance(event, RoomMessageText):
+            return None  # (an undecryptable MegolmEvent is adapters.matrix.crypto's)
+        content: dict[str, Any] = event.source.get("content", {})
+        root = thread_root(content)
+        if root:
+            account.state.remember_thread(event.event_id, root)
+        replaced = edited_event(content)
+        if replaced is not None:
+            new = content.get("m.new_content")
+            text = new.get("body") if isinstance(new, dict) else None
+            if not isinstance(new, dict) or not isinstance(text, str):
+                return None
+            text = addressing(new, text, account.user_id, self._bot_names(room)).text
+            return MessageEdited(PLATFORM, self._channel_of(room.room_id, replaced), replaced, text)
+        if initial:
+            return None
+        window_s = account.settings.catch_up_window_s
+        if not within_window(event.server_timestamp, time.time(), window_s):
+            log.info("not answering an old message", room=room.room_id, event_id=event.event_id)
+            return None
+        target = reply_target(content)
+        text = strip_reply_fallback(event.body) if target else event.body
+        spoken_to = addressing(content, text, account.user_id, self._bot_names(room))
+        direct = account.direct(room)
+        replies_to_bot = (
+            target is not None
+            and not (direct or spoken_to.mentioned)  # then there is no need to look it up
+            and await self._sent_by_me(room, target.event_id)
+        )
+        if not should_answer(direct, spoken_to.mentioned, replies_to_bot):
+            return None
+        reply_to = target.event_id if target and not target.falling_back else None
+        return Incoming(
+            platform=PLATFORM,
+            channel_id=channel_id(room.room_id, root),
+            message_id=event.event_id,
+            author_id=event.sender,
+            author_name=room.user_name(event.sender) or event.sender,
+            text=spoken_to.text,
+            is_direct=direct,
+            reply_to_id=reply_to,
+            reply_to_text=self._texts.get(reply_to) if reply_to else None,
+            is_admin=matches(event.sender, account.settings.admins),
+            received_at=event.server_timestamp / 1000,
+        )
+
+    def _channel_of(self, room_id: str, event_id: str) -> str:
+        return channel_id(room_id, self._account.state.threads.get(event_id))
+
+    def _bot_names(self, room: MatrixRoom) -> list[str]:
+        user = room.users.get(self._account.user_id)
+        names = [self._account.display_name or ""]
+        if user is not None and user.display_name:
+            names.append(user.display_name)
+        return names
+
+    async def _sent_by_me(self, room: MatrixRoom, event_id: str) -> bool:
+        sender = self._senders.get(event_id)
+        client = self._account.client
+        if sender is None and client is not None:
+            # Older than our memory (or from before a restart): ask the homeserver once.
+            try:
+                response = await client.room_get_event(room.room_id, event_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.info("could not look up a replied-to event", error=describe(exc))
+                return False
+            if isinstance(response, RoomGetEventResponse):
+                fetched = response.event
+                text = getattr(fetched, "body", None)
+                if isinstance(fetched, MegolmEvent):
+                    with contextlib.suppress(Exception):
+                        text = getattr(client.decrypt_event(fetched), "body", None)
+                sender = fetched.sender
+                self.remember(event_id, fetched.sender, text if isinstance(text, str) else None)
+        return sender == self._account.user_id
