@@ -55,6 +55,11 @@ async def wait_progressing(
         task.cancel()
 
 
+def file_sizes(*paths: Path) -> tuple[int, ...]:
+    """How much has been written to each file so far (0 while it does not exist)."""
+    return tuple(path.stat().st_size if path.exists() else 0 for path in paths)
+
+
 def run_progressing(
     command: Sequence[str | Path],
     *,
