@@ -8,7 +8,11 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 from support.progress import run_progressing
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 

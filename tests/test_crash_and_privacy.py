@@ -16,12 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from adapters.matrix.state import SESSION_FILE
 from support.bot_process import BotProcess, chat_env, inet_connects, settings_env, traced
 from support.fake_discord import FakeDiscord, discord_section
 from support.persona_files import only_persona
 from support.progress import file_sizes, run_progressing
 from support.synapse import Peer, Synapse, matrix_section, require_synapse
+
+# Daemons in subprocesses; marked `system` below where they need strace, unshare or Synapse.
+pytestmark = pytest.mark.slow
 
 LONG_PERSONA = """description = "talks until stopped"
 temperature = 0.0
@@ -120,6 +125,7 @@ def test_secrets_never_show_in_logs_check_or_database(tmp_path: Path, tiny_model
     assert "**********" in check.stdout  # shown masked, so users see it is set
 
 
+@pytest.mark.system
 def test_a_whole_conversation_opens_no_connection(tmp_path: Path, tiny_model: Path) -> None:
     """Run in a network namespace with nothing but loopback, under strace: the console
     conversation makes no connect() at all (Discord and Matrix below: only to the platform)."""
@@ -175,10 +181,12 @@ def assert_only_the_platform(result: dict[str, Any]) -> None:
     assert set(result["connects"]) <= platform, result["connects"]
 
 
+@pytest.mark.system
 def test_a_discord_conversation_connects_only_to_discord(tmp_path: Path, tiny_model: Path) -> None:
     assert_only_the_platform(conversation_in_netns("discord", tmp_path, tiny_model))
 
 
+@pytest.mark.system
 def test_a_matrix_conversation_connects_only_to_the_homeserver(
     tmp_path: Path, tiny_model: Path
 ) -> None:
@@ -278,6 +286,7 @@ async def test_kill_9_on_discord_then_restart_answers_once(
     assert fake.token not in output
 
 
+@pytest.mark.system
 async def test_kill_9_on_matrix_then_restart_answers_once(
     tmp_path: Path, tiny_model: Path, synapse: Synapse
 ) -> None:

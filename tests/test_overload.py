@@ -11,6 +11,8 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from bot.events import Outcome
 from bot.model.types import GenerationResult
 from bot.observer import Observer
@@ -20,6 +22,9 @@ from support.fake_discord import FakeDiscord, Json
 from support.persona_files import only_persona
 from support.progress import until_progressing, wait_progressing
 from support.recording_adapter import message
+
+# A minute of flood.
+pytestmark = pytest.mark.slow
 
 MESSAGES, USERS, CHANNELS, SECONDS = 500, 50, 10, 10
 REACTIONS = r"/channels/\d+/messages/(\d+)/reactions/.+/@me"
