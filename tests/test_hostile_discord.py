@@ -8,14 +8,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import pytest
-
 from support.discord_bot import at, hearthbot
 from support.fake_discord import FakeDiscord, Json, until
 from support.hostile import hostile_cases
-
-# The whole corpus through the model.
-pytestmark = pytest.mark.slow
 
 # Discord delivers at most 4,000 characters as content; longer pastes arrive as message.txt.
 CONTENT_LIMIT = 4000
