@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
@@ -55,10 +54,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         text=True,
         check=True,
     )
-    shared = {sysconfig.get_paths()[key] for key in ("purelib", "platlib")}
+    shared = [path for path in sys.path if Path(path).name == "site-packages"]
     # Lines of a .pth file join sys.path after the venv's own packages; the .pth files in
     # those folders (this checkout's editable install) are not read.
-    (Path(own.stdout.strip()) / "dependencies.pth").write_text("\n".join(sorted(shared)) + "\n")
+    (Path(own.stdout.strip()) / "dependencies.pth").write_text("\n".join(shared) + "\n")
     result = subprocess.run(
         [python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", src],
         capture_output=True,
