@@ -7,8 +7,6 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
-
 from adapters.console import ConsoleAdapter
 from bot.daemon import Daemon
 from bot.events import ChatEvent, Incoming, Outcome
@@ -29,7 +27,6 @@ def test_corpus_is_big_enough() -> None:
     assert len({case_id for case_id, _ in cases}) == len(cases)
 
 
-@pytest.mark.slow
 async def test_every_case_through_the_console(tmp_path: Path, tiny_model: Path) -> None:
     cases = hostile_cases()
     # The console reads one message per line, so a case's newlines become spaces here.
