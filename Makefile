@@ -36,13 +36,17 @@ system-tools:
 		(apt-get update -qq && \
 		apt-get install -y -qq strace util-linux iproute2 systemd >/dev/null)
 
+# The static checks, then the whole suite (the README's test command; .ci/run runs it).
 test: $(STAMP) $(SYNAPSE_STAMP) system-tools
-	$(BIN)/ruff check .
+	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest
 
+# Style, formatting, the import contracts ([tool.importlinter] in pyproject.toml) and types.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[test,bench]"

@@ -16,17 +16,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from adapters.matrix.state import SESSION_FILE
 from support.bot_process import BotProcess, chat_env, inet_connects, settings_env, traced
 from support.fake_discord import FakeDiscord, discord_section
 from support.persona_files import only_persona
+from support.progress import file_sizes, run_progressing
 from support.synapse import Peer, Synapse, matrix_section, require_synapse
+
+# Daemons in subprocesses; marked `system` below where they need strace, unshare or Synapse.
+pytestmark = pytest.mark.slow
 
 LONG_PERSONA = """description = "talks until stopped"
 temperature = 0.0
 max_tokens = 3000
 system_prompt = "You are a test."
 """
+
+
+# The longest a healthy `hearthbot chat` goes without output (loading the model, under strace
+# too; one answer) on a busy box: a run takes as long as it needs while it gets somewhere.
+QUIET_S = 180
 
 
 def answered_events(stderr: str) -> int:
@@ -60,7 +71,7 @@ def test_kill_9_mid_answer_then_restart_answers_once(tmp_path: Path, tiny_model:
         answers = conn.execute("SELECT count(*) FROM messages WHERE role = 'assistant'")
         assert (users, pending, answers.fetchone()[0]) == ([("please talk for a long time",)], 1, 0)
     # Restart with nothing new to say: the interrupted message is answered exactly once.
-    again = subprocess.run(cmd, env=env, input=b"", capture_output=True, timeout=120)
+    again = run_progressing(cmd, env=env, quiet_s=QUIET_S)
     assert again.returncode == 0, again.stderr.decode()[-2000:]
     assert answered_events(again.stderr.decode()) == 1
     assert again.stdout.strip()
@@ -68,7 +79,7 @@ def test_kill_9_mid_answer_then_restart_answers_once(tmp_path: Path, tiny_model:
         assert conn.execute("SELECT count(*) FROM pending").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 2
     # And a third start has nothing left to answer.
-    third = subprocess.run(cmd, env=env, input=b"", capture_output=True, timeout=60)
+    third = run_progressing(cmd, env=env, quiet_s=QUIET_S)
     assert answered_events(third.stderr.decode()) == 0
 
 
@@ -95,21 +106,16 @@ def test_secrets_never_show_in_logs_check_or_database(tmp_path: Path, tiny_model
         "!forget",
         "bye",
     ]
-    chat = subprocess.run(
+    chat = run_progressing(
         [sys.executable, "-m", "bot.app.cli", "chat"],
         env=env,
         input="\n".join(commands) + "\n",
-        capture_output=True,
         text=True,
-        timeout=120,
+        quiet_s=QUIET_S,
     )
     assert chat.returncode == 0, chat.stderr[-2000:]
-    check = subprocess.run(
-        [sys.executable, "-m", "bot.app.cli", "check"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    check = run_progressing(
+        [sys.executable, "-m", "bot.app.cli", "check"], env=env, text=True, quiet_s=QUIET_S
     )
     outputs = [chat.stdout, chat.stderr, check.stdout, check.stderr]
     db_bytes = b"".join(p.read_bytes() for p in (tmp_path / "data").glob("hearthbot.db*"))
@@ -119,19 +125,19 @@ def test_secrets_never_show_in_logs_check_or_database(tmp_path: Path, tiny_model
     assert "**********" in check.stdout  # shown masked, so users see it is set
 
 
+@pytest.mark.system
 def test_a_whole_conversation_opens_no_connection(tmp_path: Path, tiny_model: Path) -> None:
     """Run in a network namespace with nothing but loopback, under strace: the console
     conversation makes no connect() at all (Discord and Matrix below: only to the platform)."""
     unshare = shutil.which("unshare")
     assert unshare, "make test installs util-linux"
     log = tmp_path / "strace.log"
-    result = subprocess.run(
+    result = run_progressing(
         [unshare, "--net", *traced(log, sys.executable, "-m", "bot.app.cli", "chat")],
         env=chat_env(tmp_path, tiny_model),
         input="hello\n!status\nhow are you?\n",
-        capture_output=True,
         text=True,
-        timeout=180,
+        quiet_s=QUIET_S,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stderr.count('"event": "answered"') == 2
@@ -141,20 +147,22 @@ def test_a_whole_conversation_opens_no_connection(tmp_path: Path, tiny_model: Pa
 def conversation_in_netns(platform: str, tmp_path: Path, model: Path) -> dict[str, Any]:
     """tests/support/netns_conversation.py in a network namespace with only loopback (up, for the
     servers it starts there); its result, with `connects` from the bot's strace log. Its own
-    PID namespace too: should the timeout kill it, the bot and Synapse die with it."""
+    PID namespace too: should the wait give up and kill it, the bot and Synapse die with it."""
     unshare = shutil.which("unshare")
     assert unshare, "make test installs util-linux"
     namespaces = ("--net", "--pid", "--fork", "--kill-child", "--mount-proc")
-    run = subprocess.run(
+    # Each step in there has its own bound (BotProcess.until); before the bot writes its
+    # log, Synapse starts and accounts are made, which have theirs.
+    run = run_progressing(
         [
             *(unshare, *namespaces, "sh", "-c", 'ip link set lo up && exec "$@"', "sh"),
             *(sys.executable, "-m", "support.netns_conversation", platform),
             *(str(model), str(tmp_path)),
         ],
         cwd=Path(__file__).parent,
-        capture_output=True,
         text=True,
-        timeout=600,
+        quiet_s=300,
+        progress=lambda: file_sizes(tmp_path / "bot.log", tmp_path / "strace.log"),
     )
     bot_log = tmp_path / "bot.log"
     logs = bot_log.read_text(errors="replace")[-3000:] if bot_log.exists() else ""
@@ -173,10 +181,12 @@ def assert_only_the_platform(result: dict[str, Any]) -> None:
     assert set(result["connects"]) <= platform, result["connects"]
 
 
+@pytest.mark.system
 def test_a_discord_conversation_connects_only_to_discord(tmp_path: Path, tiny_model: Path) -> None:
     assert_only_the_platform(conversation_in_netns("discord", tmp_path, tiny_model))
 
 
+@pytest.mark.system
 def test_a_matrix_conversation_connects_only_to_the_homeserver(
     tmp_path: Path, tiny_model: Path
 ) -> None:
@@ -276,6 +286,7 @@ async def test_kill_9_on_discord_then_restart_answers_once(
     assert fake.token not in output
 
 
+@pytest.mark.system
 async def test_kill_9_on_matrix_then_restart_answers_once(
     tmp_path: Path, tiny_model: Path, synapse: Synapse
 ) -> None:

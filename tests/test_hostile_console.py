@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +15,10 @@ from bot.personas import load_personas
 from bot.settings import load_settings
 from bot.store import Store
 from support.hostile import hostile_cases
+from support.progress import run_progressing, wait_progressing
+
+# The longest a healthy run goes without new output (the model loading; one answer) on a busy box.
+QUIET_S = 120
 
 
 def test_corpus_is_big_enough() -> None:
@@ -49,8 +51,13 @@ async def test_every_case_through_the_console(tmp_path: Path, tiny_model: Path) 
         await daemon.start()
         console._reader.cancel()  # type: ignore[union-attr]  # restart it with our recording sink
         await console.start(sink)
-        await asyncio.wait_for(console.finished.wait(), 120)
-        await daemon.wait_idle()
+
+        # However long the corpus takes, as long as answers keep coming.
+        def progress() -> tuple[int, int]:
+            return len(outcomes), len(stdout.getvalue())
+
+        await wait_progressing(console.finished.wait(), progress, QUIET_S, "the corpus")
+        await wait_progressing(daemon.wait_idle(), progress, QUIET_S, "the last answer")
     finally:
         await daemon.stop()
         await store.close()
@@ -71,12 +78,8 @@ def test_invalid_utf8_on_stdin_does_not_crash(tmp_path: Path, tiny_model: Path) 
         "HEARTHBOT_BOT__DATA_DIR": str(tmp_path),
     }
     payload = b"bad bytes \xff\xfe\xc3\x28 here\n\xed\xa0\x80 lone surrogate\nstill there?\n"
-    result = subprocess.run(
-        [sys.executable, "-m", "bot.app.cli", "chat"],
-        input=payload,
-        capture_output=True,
-        env=env,
-        timeout=120,
+    result = run_progressing(
+        [sys.executable, "-m", "bot.app.cli", "chat"], input=payload, env=env, quiet_s=QUIET_S
     )
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     assert b"Traceback" not in result.stderr

@@ -81,6 +81,7 @@ async def test_without_a_cache_only_the_resident_channel_is_warm(tiny_model: Pat
         await backend.close()
 
 
+@pytest.mark.slow  # twelve conversations of 25 turns: half a minute
 async def test_the_byte_budget_is_kept(tiny_model: Path) -> None:
     backend = await LlamaCppBackend.load(tiny_model, n_ctx=4096, n_threads=2, kv_cache_mb=1)
     try:

@@ -50,6 +50,9 @@ from support.synapse import (
     require_synapse,
 )
 
+# A real Synapse.
+pytestmark = [pytest.mark.slow, pytest.mark.system]
+
 # Passwords and tokens of the current test's accounts: none may appear in the logs.
 SECRETS: list[str] = []
 

@@ -25,6 +25,9 @@ import pytest
 
 from bot import texts
 
+# The daemon in a subprocess.
+pytestmark = pytest.mark.slow
+
 CLI = [sys.executable, "-m", "bot.app.cli", "chat"]
 LONG_PERSONA = """description = "never stops by itself"
 temperature = 0.0

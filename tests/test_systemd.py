@@ -18,6 +18,9 @@ import pytest
 from bot.app.systemd import Notifier, watchdog_interval
 from bot.settings import BotSettings
 
+# systemd-analyze.
+pytestmark = pytest.mark.system
+
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "hearthbot.service"
 INSTALLED_VENV = "/opt/hearthbot/venv"

@@ -56,6 +56,7 @@ class RecordingAdapter:
         self.replies: list[RecordedReply] = []
         self.refusals: list[tuple[Incoming, str]] = []
         self.sink: Sink | None = None
+        self._failure: asyncio.Future[str] | None = None
 
     async def start(self, sink: Sink) -> None:
         self.sink = sink
@@ -68,7 +69,11 @@ class RecordingAdapter:
 
     @property
     def failure(self) -> asyncio.Future[str]:
-        return asyncio.get_running_loop().create_future()
+        """One future for the adapter's life (a test resolves it to fail the platform);
+        made on first use, because a future needs the running loop."""
+        if self._failure is None:
+            self._failure = asyncio.get_running_loop().create_future()
+        return self._failure
 
     def open_reply(self, message: Incoming) -> Reply:
         record = RecordedReply(message)
