@@ -331,7 +331,7 @@ def load_settings(
         _check_toml(config_file)
     configured = type("ConfiguredSettings", (Settings,), {"toml_path": config_file})
     try:
-        return configured(_secrets_dir=secrets_dir, **overrides)  # type: ignore[call-arg]
+        return configured(_secrets_dir=secrets_dir, **overrides)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, config_file)) from None
     except SettingsError as exc:

@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine, Iterable
+from typing import Any, Protocol
 
 import aiohttp
 import discord
 import structlog
 import yarl
 
+from adapters.discord.catch_up import CatchUp
+from adapters.discord.interactions import Interactions
 from adapters.discord.reply import NONE
 from adapters.discord.slash import SlashCommands
-
-if TYPE_CHECKING:
-    from adapters.discord.adapter import DiscordAdapter
 
 log = structlog.get_logger(__name__)
 
@@ -61,11 +61,32 @@ def intents() -> discord.Intents:
     return wanted
 
 
+class GatewayHost(Protocol):
+    """Where the client's gateway events go (DiscordAdapter is one)."""
+
+    interactions: Interactions
+    catch_up: CatchUp
+    connected: bool
+    persona_names: list[str]
+
+    def failed(self, error: BaseException) -> None: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None: ...
+
+    async def read_back_missed(self, client: HearthClient) -> None: ...
+
+    async def on_message(self, message: discord.Message) -> None: ...
+
+    async def on_edit(self, message: discord.Message, data: Any) -> None: ...
+
+    async def on_delete(self, channel_id: int, message_ids: Iterable[int]) -> None: ...
+
+
 class HearthClient(discord.Client):
     """discord.py's client with its events routed to the adapter."""
 
     def __init__(
-        self, adapter: DiscordAdapter, guild_ready_timeout: float, reidentify_delay_s: float
+        self, adapter: GatewayHost, guild_ready_timeout: float, reidentify_delay_s: float
     ) -> None:
         super().__init__(
             intents=intents(),

@@ -11,19 +11,32 @@ import asyncio
 import time
 from collections import OrderedDict
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import aiohttp
 import discord
 
-from adapters.discord.access import PLATFORM, may_steer, reaction_kind
-from adapters.discord.reply import InteractionReply, MessageReply
+from adapters.discord.access import PLATFORM, Access, may_steer, reaction_kind
+from adapters.discord.incoming import Reader
+from adapters.discord.reply import InteractionReply, MessageReply, Outbox
 from bot.commands.parse import Command, may_run, parse_command
-from bot.events import Incoming, RegenerateRequested, StopRequested
+from bot.events import ChatEvent, Incoming, RegenerateRequested, StopRequested
+from bot.settings import BotSettings
 from bot.texts import COMMAND_NOT_ALLOWED, COMMANDS_PAUSED
 
-if TYPE_CHECKING:
-    from adapters.discord.adapter import DiscordAdapter
+
+class InteractionHost(Outbox, Protocol):
+    """What reactions and slash commands need of their adapter (DiscordAdapter is one)."""
+
+    access: Access
+    reader: Reader
+    bot_settings: BotSettings
+
+    @property
+    def client(self) -> discord.Client | None: ...
+
+    async def deliver(self, event: ChatEvent) -> bool: ...
+
 
 # Discord answers an interaction within 3 s or shows "The application did not respond".
 DEFER_AFTER_S = 2.0
@@ -33,7 +46,7 @@ REMEMBERED_REPLIES = 2000  # bot message id → its reply, for ⏹/🔁 reaction
 class Interactions:
     """Reactions on the bot's answers and slash commands, turned into the core's events."""
 
-    def __init__(self, adapter: DiscordAdapter) -> None:
+    def __init__(self, adapter: InteractionHost) -> None:
         self._adapter = adapter
         self._replies: OrderedDict[int, MessageReply] = OrderedDict()
         self._commands: dict[str, InteractionReply] = {}  # Incoming.message_id → its answer

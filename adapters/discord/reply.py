@@ -200,8 +200,11 @@ class MessageReply:
                     return False
                 self._sent[index] = (mid, chunk)
                 continue
+            reference = self._reference(index)
             sent = await self._call(
-                channel.send(chunk, reference=self._reference(index), allowed_mentions=NONE)
+                channel.send(chunk, reference=reference, allowed_mentions=NONE)
+                if reference is not None
+                else channel.send(chunk, allowed_mentions=NONE)
             )
             if sent is None:
                 return False

@@ -62,7 +62,7 @@ async def serve(
         await service.attach(daemon, serve_health=set(adapters) != {"console"})
         await daemon.start()
         service.ready()
-        waits = [asyncio.ensure_future(stop.wait())]
+        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
         failures = {asyncio.ensure_future(a.failure): name for name, a in adapters.items()}
         waits += failures
         finished = [a.finished for a in adapters.values() if hasattr(a, "finished")]

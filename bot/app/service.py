@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import structlog
 from pydantic import BaseModel
 
+from adapters.common.tasks import BackgroundTasks
 from bot import logs
 from bot.app.liveness import WorkerProbe, worker_ping
 from bot.app.systemd import Notifier, watchdog_interval
@@ -67,7 +68,7 @@ class Service:
         self.daemon: Daemon | None = None
         self.health: HealthServer | None = None
         self.probe: WorkerProbe | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = BackgroundTasks("service")
         self._reloading: asyncio.Task[bool] | None = None
 
     # -- startup ------------------------------------------------------------------------------
@@ -127,7 +128,7 @@ class Service:
         status = self.status_text()
         self.notifier.ready(status)
         if self.notifier.enabled:
-            self._spawn(self._heartbeat(watchdog_interval(), status), "hearthbot-heartbeat")
+            self._tasks.spawn(self._heartbeat(watchdog_interval(), status), "hearthbot-heartbeat")
 
     def status_text(self) -> str:
         if self.daemon is None:
@@ -222,11 +223,7 @@ class Service:
         self.notifier.stopping("Stopping: finishing the answer in flight" if busy else "Stopping")
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._tasks.stop()
         if self._reloading is not None and not self._reloading.done():
             self._reloading.cancel()
         if self.health is not None:
@@ -234,11 +231,6 @@ class Service:
         elif self.probe is not None:
             self.probe.close()
         self.notifier.close()
-
-    def _spawn(self, coro: object, name: str) -> None:
-        task = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
 
 def changed_fields(old: Settings, new: Settings, skip: set[str]) -> list[str]:

@@ -19,7 +19,7 @@ class ThinkFilter:
     def feed(self, text: str) -> str:
         """Add streamed text; return the answer text that may be shown now."""
         self._pending += text
-        shown = []
+        shown: list[str] = []
         while self._pending:
             tag = CLOSE if self._inside else OPEN
             at = self._pending.find(tag)
