@@ -1,5 +1,9 @@
 """Settings: a TOML file, overridden by HEARTHBOT_<SECTION>__<KEY> env vars and by a secrets
-directory (systemd credentials). Unknown keys are errors, so a typo is never silently ignored."""
+directory (systemd credentials). Unknown keys are errors, so a typo is never silently ignored.
+
+Longer than most modules, on purpose: every section model is a page of field descriptions
+(the source of docs/settings.md), and they read best beside the one loader that merges them.
+"""
 
 from __future__ import annotations
 
