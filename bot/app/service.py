@@ -54,6 +54,8 @@ STATUS_EVERY_S = 5.0
 
 
 class Service:
+    """The daemon's life as a service: readiness, watchdog, STATUS=, signals, health server."""
+
     def __init__(
         self,
         settings: Settings,
