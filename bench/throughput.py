@@ -134,7 +134,7 @@ async def measure(model: Path, max_tokens: int, repeats: int, n_ctx: int) -> dic
         engine.force = {"ban_eos": True, "seed": SEED}
         llm = engine._llm
         BannedSampler.n_vocab = llm.n_vocab()
-        BannedSampler.banned = dict.fromkeys(engine._eog_tokens(), float("-inf"))
+        BannedSampler.banned = dict.fromkeys(engine._text.eog_tokens(), float("-inf"))
         store = await Store.open(Path(tmp) / "hearthbot.db")
         read_fd, write_fd = os.pipe()
         stdin = os.fdopen(read_fd, "r")
