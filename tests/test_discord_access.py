@@ -132,6 +132,16 @@ NAMES = {ALICE: "Alice", BOB: "Bob the Builder"}
         ("nice <:party:12345> <a:spin:678>", "nice :party: :spin:"),
         (f"<@{BOT}>", ""),
         ("keep `<@x>` and <t:1700000000:R>", "keep `<@x>` and <t:1700000000:R>"),
+        # A command names people by ID (a display name is anyone's to change).
+        (f"<@{BOT}> !forget <@{BOB}>", f"!forget {BOB}"),
+        (f"!forget <@!{BOB}>", f"!forget {BOB}"),  # in a DM, the nickname form
+        (f"<@&{BOT + 1}> !forget <@{ALICE}>", f"!forget {ALICE}"),
+        (f"<@{BOT}> !forget <@{BOT}>", f"!forget {BOT}"),  # not "forget me"
+        (f"<@{BOT}> !persona <#66>", "!persona #general"),
+        (
+            f"<@{BOT}> is <@{BOB}> here? !forget <@{BOB}>",
+            "is @Bob the Builder here? !forget @Bob the Builder",
+        ),
     ],
 )
 def test_plain_text(content: str, expected: str) -> None:
