@@ -27,7 +27,8 @@ import json
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -41,6 +42,7 @@ LIMIT = 2000
 EPHEMERAL = 1 << 6
 LOADING = 1 << 7
 ALL_PERMISSIONS = str((1 << 50) - 1)
+DISCONNECT = 0  # a `fail_next` status: the connection is cut instead of an answer
 
 Json = dict[str, Any]
 REQUESTER: web.RequestKey[Json] = web.RequestKey(
@@ -632,6 +634,8 @@ class FakeDiscord:
         headers: dict[str, str] | None = None,
         times: int = 1,
     ) -> None:
+        """The next `times` matching calls get `status` (DISCONNECT: the connection is cut
+        before any answer, as a network failure would)."""
         self.faults.append(
             Fault(method, re.compile(path_pattern), status, body or {}, headers or {}, times)
         )
@@ -802,18 +806,27 @@ class FakeDiscord:
         body = json.loads(raw) if raw and request.content_type == "application/json" else None
         call = Call(request.method, path, dict(request.query), body)
         self.calls.append(call)
+        fault = self._fault(call)
+        if fault is not None and fault.status == DISCONNECT:
+            assert request.transport is not None
+            request.transport.abort()  # no answer at all: the client sees the connection drop
+            raise asyncio.CancelledError  # aiohttp's way for a handler to end with its peer
         try:
-            response = self._fault(call) or await self._handle(request, handler, path)
+            if fault is not None:
+                response = json_response(fault.body, fault.status, fault.headers)
+            else:
+                response = await self._handle(request, handler, path)
         except web.HTTPNotFound:
             response = json_response({"message": "404: Not Found", "code": 0}, 404)
         call.status = response.status
         return response
 
-    def _fault(self, call: Call) -> web.Response | None:
+    def _fault(self, call: Call) -> Fault | None:
         for fault in self.faults:
             if fault.times and fault.method == call.method and fault.pattern.fullmatch(call.path):
                 fault.times -= 1
-                return json_response(fault.body, fault.status, fault.headers)
+                call.status = fault.status
+                return fault
         return None
 
     async def _handle(
@@ -1127,6 +1140,31 @@ def make_adapter(fake: FakeDiscord, bot: Json | None = None, **discord: Any) -> 
         reidentify_delay_s=0.0,
         retry_s=0.05,
     )
+
+
+@asynccontextmanager
+async def adapter_on(fake: FakeDiscord, sink: RecordingSink, **discord: Any) -> AsyncIterator[Any]:
+    """The real DiscordAdapter connected to the fake, its events going to `sink` (no
+    daemon); afterwards, no exception was swallowed by discord.py."""
+    adapter = make_adapter(fake, **discord)
+    try:
+        await adapter.start(sink)
+        await connected(adapter, fake)
+        yield adapter
+    finally:
+        await adapter.stop()
+    assert not adapter.errors, list(adapter.errors)
+
+
+async def asked(fake: FakeDiscord, sink: RecordingSink, text: str = "question") -> Any:
+    """Alice mentions the bot in #general; the adapter's Incoming for it (taken off `sink`)."""
+    await fake.say(fake.alice, fake.general, f"{fake.mention(fake.bot)} {text}")
+    from bot.events import Incoming
+
+    await until(lambda: bool(sink.events), what="the message at the sink")
+    incoming = sink.events.pop()
+    assert isinstance(incoming, Incoming)
+    return incoming
 
 
 async def connected(adapter: Any, fake: FakeDiscord) -> None:
