@@ -81,7 +81,7 @@ class DiscordAdapter(ReportsFailure):
         self.errors: deque[BaseException] = deque(maxlen=100)
         self._guild_ready_timeout = guild_ready_timeout
         self._reidentify_delay_s = reidentify_delay_s
-        self._retry_s = retry_s
+        self.retry_s = retry_s  # the first wait before trying again: a login, a final text
         self._sink: Sink | None = None
         self._runner: asyncio.Task[None] | None = None
         self._logged_in = asyncio.Event()
@@ -205,7 +205,7 @@ class DiscordAdapter(ReportsFailure):
     async def _run(self) -> None:
         assert self.settings.token is not None
         token = self.settings.token.get_secret_value()
-        backoff = Backoff(self._retry_s, RETRY_MAX_S)
+        backoff = Backoff(self.retry_s, RETRY_MAX_S)
         while not self._stopping:
             client = self.client = HearthClient(
                 self, self._guild_ready_timeout, self._reidentify_delay_s
