@@ -279,8 +279,7 @@ class DiscordAdapter(ReportsFailure):
         self.catch_up.begin(channel_id, guild_id, message.id)
         left = False  # not passed on because we are stopping: read back after the restart
         try:
-            channels = await self.reader.channel_and_parent(client, message.channel, guild_id)
-            if self.access.allows(message.author.id, guild_id, channels):
+            if await self.reader.allows(client, message.author.id, message.channel, guild_id):
                 left = not await self.deliver(await self.reader.incoming(message, me))
         finally:
             self.catch_up.end(channel_id, guild_id, message.id, left)
@@ -296,8 +295,7 @@ class DiscordAdapter(ReportsFailure):
         if not addressed(self.reader.addressing(message, me)):
             return
         guild_id = message.guild.id if message.guild else None
-        channels = await self.reader.channel_and_parent(client, message.channel, guild_id)
-        if not self.access.allows(message.author.id, guild_id, channels):
+        if not await self.reader.allows(client, message.author.id, message.channel, guild_id):
             return
         text = await self.reader.text(message, me)
         await self.deliver(MessageEdited(PLATFORM, str(message.channel.id), str(message.id), text))

@@ -133,10 +133,9 @@ class Interactions:
         channel_id = interaction.channel_id
         reply = InteractionReply(interaction, ephemeral)
         guild_id = interaction.guild_id
-        parents = await adapter.reader.channel_and_parent(
-            interaction.client, interaction.channel, guild_id
-        )
-        if channel_id is None or not adapter.access.allows(user.id, guild_id, parents):
+        if channel_id is None or not await adapter.reader.allows(
+            interaction.client, user.id, interaction.channel, guild_id
+        ):
             reply.ephemeral = True
             await reply.finish(COMMAND_NOT_ALLOWED)
             return

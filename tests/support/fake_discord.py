@@ -159,6 +159,7 @@ class FakeDiscord:
         self._dm_bots: dict[int, str] = {}  # DM channel → the bot in it
         self.forbidden_channels: set[int] = set()
         self.dms_closed: set[int] = set()
+        self.outsiders: set[str] = set()  # user ids not in the guild (everyone else is)
         self.commands_of: dict[str, dict[str, list[Json]]] = {}  # bot id → scope → commands
         self.interactions: dict[int, Json] = {}
         self.attachments: dict[str, tuple[bytes, str]] = {}
@@ -203,9 +204,13 @@ class FakeDiscord:
         self.bots[token] = user
         return token, user
 
-    def add_user(self, username: str) -> Json:
+    def add_user(self, username: str, member: bool = True) -> Json:
+        """Another user; `member=False`: not in the guild (they may still DM the bot, as
+        someone sharing another server with it can)."""
         user = self._user(username, username.title())
         self.users.append(user)
+        if not member:
+            self.outsiders.add(user["id"])
         return user
 
     def add_channel(self, name: str) -> Json:
@@ -226,6 +231,7 @@ class FakeDiscord:
             ("GET", "/users/@me", self._me),
             ("GET", "/oauth2/applications/@me", self._application),
             ("GET", "/channels/{cid}", self._get_channel),
+            ("GET", "/guilds/{gid}/members/{uid}", self._get_member),
             ("POST", "/channels/{cid}/typing", self._typing),
             ("POST", "/channels/{cid}/messages", self._create_message),
             ("GET", "/channels/{cid}/messages", self._history),
@@ -892,6 +898,18 @@ class FakeDiscord:
 
     async def _get_channel(self, request: web.Request) -> web.Response:
         return json_response(self._channel(request))
+
+    async def _get_member(self, request: web.Request) -> web.Response:
+        """One member of the guild (what a bot without the Server Members intent may ask)."""
+        if request.match_info["gid"] != str(self.guild_id):
+            raise DiscordError(404, 10004, "Unknown Guild")
+        user_id = request.match_info["uid"]
+        user = next((u for u in self._everyone() if u["id"] == user_id), None)
+        if user is None:
+            raise DiscordError(404, 10013, "Unknown User")
+        if user_id in self.outsiders:
+            raise DiscordError(404, 10007, "Unknown Member")
+        return json_response(self._member(user, with_user=True))
 
     async def _typing(self, request: web.Request) -> web.Response:
         self._writable(self._channel(request))
