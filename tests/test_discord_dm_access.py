@@ -102,6 +102,8 @@ async def test_a_failed_lookup_is_not_remembered(
 
 
 class Clock:
+    """A clock the test moves by hand."""
+
     def __init__(self) -> None:
         self.now = 0.0
 

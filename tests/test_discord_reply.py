@@ -180,6 +180,8 @@ async def test_a_deleted_reply_stops_cleanly(
 
 
 class Warnings:
+    """Stands in for a module's logger: keeps the warnings' event names."""
+
     def __init__(self) -> None:
         self.events: list[str] = []
 

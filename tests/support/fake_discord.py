@@ -52,6 +52,8 @@ REQUESTER: web.RequestKey[Json] = web.RequestKey(
 
 @dataclass
 class Call:
+    """One REST call the fake received, and the status it answered."""
+
     method: str
     path: str  # after /api/v10
     query: dict[str, str]
@@ -62,6 +64,8 @@ class Call:
 
 @dataclass
 class Fault:
+    """A failure to answer the next `times` matching calls with (`fail_next`)."""
+
     method: str
     pattern: re.Pattern[str]
     status: int
@@ -72,6 +76,8 @@ class Fault:
 
 @dataclass
 class Session:
+    """One bot's gateway session: what was dispatched to it, for a RESUME to replay."""
+
     id: str
     bot_id: str  # whose connection: several bots may share the fake
     seq: int = 0
@@ -80,6 +86,8 @@ class Session:
 
 
 class DiscordError(Exception):
+    """An error answer as Discord gives it: HTTP status, JSON code and message."""
+
     def __init__(self, status: int, code: int, message: str, errors: Json | None = None):
         super().__init__(message)
         self.status, self.code, self.message, self.errors = status, code, message, errors
