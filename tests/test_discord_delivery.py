@@ -14,6 +14,7 @@ import pytest
 import adapters.discord.reply as discord_reply
 from adapters.discord.adapter import DiscordAdapter
 from adapters.discord.reply import MessageReply
+from bot.events import RegenerateRequested
 from support.discord_bot import answer, at, hearthbot
 from support.fake_discord import (
     DISCONNECT,
@@ -124,3 +125,28 @@ async def test_a_stored_answer_reaches_the_channel_after_failed_final_edits(
         (_, stored) = await daemon.store.history(f"discord:{fake.general['id']}")
         assert final.startswith(stored.text) and final.endswith("40 tokens)")
         assert len(fake.bot_messages(fake.general)) == 1
+
+
+async def test_no_regenerate_while_the_final_text_is_retried(
+    fake: FakeDiscord, sink: RecordingSink, adapter: DiscordAdapter
+) -> None:
+    """🔁 while the old answer's final edit waits for its retry would let that retry write
+    the old text over the new answer: it counts as still answering, like ⏹ before it."""
+    incoming = await asked(fake, sink)
+    reply = adapter.open_reply(incoming)
+    assert isinstance(reply, MessageReply)
+    await reply.update("the first words")
+    await until(lambda: bool(fake.calls_to("POST", MESSAGES)), what="the first text")
+    fake.fail_next("PATCH", ONE_MESSAGE, *SERVER_ERROR, times=1000)
+    await reply.finish("the whole answer")
+    (ours,) = fake.replies_to(fake.messages[int(incoming.message_id)])
+    await fake.react(fake.alice, ours, "🔁")
+    # Handling a reaction on a remembered reply waits for nothing: it is done before this.
+    await asked(fake, sink, "something else")
+    assert sink.events == []
+    fake.faults.clear()  # Discord is back: the retry shows the answer
+    await asyncio.wait_for(reply.done.wait(), 10)
+    assert fake.messages[int(ours["id"])]["content"] == "the whole answer"
+    await fake.react(fake.alice, ours, "🔁")
+    await until(lambda: bool(sink.events), what="the regenerate request")
+    assert [type(e) for e in sink.events] == [RegenerateRequested]

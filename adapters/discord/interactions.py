@@ -96,8 +96,10 @@ class Interactions:
             payload.user_id, int(original.author_id), adapter.access
         ):
             return
-        if reply is not None and not reply.closed:
-            return  # still answering: regenerating now would race the answer in flight
+        if reply is not None and not reply.done.is_set():
+            # Still answering, or its final text still being retried: regenerating now
+            # would race the old answer's edits over the new one.
+            return
         # The new answer takes over the old answer's messages (edited in place).
         reuse = reply.message_ids if reply is not None else [payload.message_id]
         self._regenerating[original.message_id] = reuse
