@@ -8,7 +8,8 @@ enabled) resolves `failure` with one line for the CLI to print.
 
 The parts: client.py (discord.py's client and its gateway events), incoming.py (a message as
 the core's Incoming), interactions.py (reactions and slash commands), reply.py (an answer on
-screen), catch_up.py (what was said while away), access.py (who may ask).
+screen), catch_up.py (what was said while away), access.py (who may ask) and membership.py
+(whether a DM's author is in an allowed server).
 """
 
 from __future__ import annotations
