@@ -258,6 +258,22 @@ async def test_text_command_with_mention(
         assert message_count(tmp_path / DB) == 0  # commands are not conversation
 
 
+async def test_admin_forgets_a_user_named_by_mention(
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord
+) -> None:
+    """`!forget @Bob` names Bob by his ID, as /forget does: his display name is not his key."""
+    admin = int(fake.admin["id"])
+    async with hearthbot(tmp_path, tiny_model, fake, admins=[admin]) as (daemon, _adapter):
+        spoken = await fake.say(fake.bob, fake.general, f"{at(fake)} remember me")
+        await answer(fake, daemon, spoken)
+        asked = await fake.say(
+            fake.admin, fake.general, f"{at(fake)} !forget {fake.mention(fake.bob)}"
+        )
+        done = await answer(fake, daemon, asked)
+        assert done == f"Deleted 1 messages from discord:{fake.bob['id']} everywhere."
+        assert await texts_in(daemon, f"discord:{fake.general['id']}") == []
+
+
 async def test_slash_commands_and_autocomplete(
     tmp_path: Path, tiny_model: Path, fake: FakeDiscord
 ) -> None:

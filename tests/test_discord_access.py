@@ -68,6 +68,43 @@ def test_access(
     assert access.allows(user, guild, channels) is allowed
 
 
+SERVERS_ONLY = Access(allowed_guilds=frozenset({GUILD}), admins=frozenset({ADMIN}))
+LISTED = Access(allowed_guilds=frozenset({GUILD}), allowed_users=frozenset({ALICE}))
+
+
+@pytest.mark.parametrize(
+    ("access", "user", "member", "needs", "allowed"),
+    [
+        # With allowed_guilds a DM needs a member of one of them (sharing another server with
+        # the bot, e.g. one an attacker invited it to, is not enough)...
+        (SERVERS_ONLY, BOB, False, True, False),
+        (SERVERS_ONLY, BOB, True, True, True),
+        # ...or someone the config names: no lookup for them.
+        (SERVERS_ONLY, ADMIN, False, False, True),
+        (LISTED, ALICE, False, False, True),
+        (LISTED, BOB, True, False, False),  # not on the allowed users list
+        (OPEN, BOB, False, False, True),  # no allowed_guilds: any DM
+        (Access(allowed_guilds=frozenset({GUILD}), allow_dms=False), BOB, True, False, False),
+        (
+            Access(allowed_guilds=frozenset({GUILD}), blocked_users=frozenset({BOB})),
+            BOB,
+            True,
+            False,
+            False,
+        ),
+    ],
+)
+def test_dm_access_with_allowed_guilds(
+    access: Access, user: int, member: bool, needs: bool, allowed: bool
+) -> None:
+    assert access.needs_membership(user) is needs
+    assert access.allows(user, None, (), in_allowed_guild=member) is allowed
+    # In a server, membership is a given: the flag changes nothing.
+    assert access.allows(user, GUILD, (GENERAL,), in_allowed_guild=member) is (
+        access.allows(user, GUILD, (GENERAL,))
+    )
+
+
 def test_access_from_settings_merges_core_admins() -> None:
     discord = DiscordSettings(admins=[7], blocked_users=[9], allowed_channels=[5])
     bot = BotSettings(admins=["discord:8", "matrix:@x:y", "discord:not-a-number"])
@@ -132,6 +169,16 @@ NAMES = {ALICE: "Alice", BOB: "Bob the Builder"}
         ("nice <:party:12345> <a:spin:678>", "nice :party: :spin:"),
         (f"<@{BOT}>", ""),
         ("keep `<@x>` and <t:1700000000:R>", "keep `<@x>` and <t:1700000000:R>"),
+        # A command names people by ID (a display name is anyone's to change).
+        (f"<@{BOT}> !forget <@{BOB}>", f"!forget {BOB}"),
+        (f"!forget <@!{BOB}>", f"!forget {BOB}"),  # in a DM, the nickname form
+        (f"<@&{BOT + 1}> !forget <@{ALICE}>", f"!forget {ALICE}"),
+        (f"<@{BOT}> !forget <@{BOT}>", f"!forget {BOT}"),  # not "forget me"
+        (f"<@{BOT}> !persona <#66>", "!persona #general"),
+        (
+            f"<@{BOT}> is <@{BOB}> here? !forget <@{BOB}>",
+            "is @Bob the Builder here? !forget @Bob the Builder",
+        ),
     ],
 )
 def test_plain_text(content: str, expected: str) -> None:

@@ -22,6 +22,8 @@ from support.fake_discord import (
     FakeDiscord,
     Json,
     RecordingSink,
+    adapter_on,
+    asked,
     connected,
     make_adapter,
     until,
@@ -38,21 +40,8 @@ async def sink() -> RecordingSink:
 
 @pytest.fixture
 async def adapter(fake: FakeDiscord, sink: RecordingSink) -> AsyncIterator[DiscordAdapter]:
-    adapter = make_adapter(fake)
-    await adapter.start(sink)
-    await connected(adapter, fake)
-    yield adapter
-    await adapter.stop()
-    assert not adapter.errors, list(adapter.errors)
-
-
-async def asked(fake: FakeDiscord, sink: RecordingSink, text: str = "question") -> Incoming:
-    """Alice mentions the bot; the adapter's Incoming for it."""
-    await fake.say(fake.alice, fake.general, f"{fake.mention(fake.bot)} {text}")
-    await until(lambda: bool(sink.events), what="the message at the sink")
-    incoming = sink.events.pop()
-    assert isinstance(incoming, Incoming)
-    return incoming
+    async with adapter_on(fake, sink) as adapter:
+        yield adapter
 
 
 def contents(fake: FakeDiscord, message: Json) -> list[str]:
@@ -191,6 +180,8 @@ async def test_a_deleted_reply_stops_cleanly(
 
 
 class Warnings:
+    """Stands in for a module's logger: keeps the warnings' event names."""
+
     def __init__(self) -> None:
         self.events: list[str] = []
 

@@ -1,7 +1,9 @@
 """Who the Discord adapter answers, decided by pure functions (table-tested).
 
 Access is by numeric IDs only: display names can be changed by anyone, IDs cannot. Empty
-allow lists mean "everyone in the servers the bot was invited to".
+allow lists mean "everyone in the servers the bot was invited to". With `allowed_guilds`
+set, a DM is answered only for someone listed or in one of those servers (membership is
+looked up: adapters.discord.membership).
 """
 
 from __future__ import annotations
@@ -49,15 +51,39 @@ class Access:
     def allows_user(self, user_id: int) -> bool:
         if user_id in self.blocked_users:
             return False
-        return not self.allowed_users or user_id in self.allowed_users or user_id in self.admins
+        return not self.allowed_users or self.listed(user_id)
 
-    def allows(self, user_id: int, guild_id: int | None, channel_ids: Iterable[int]) -> bool:
+    def listed(self, user_id: int) -> bool:
+        """Named in the config (an allowed user or an admin), so vouched for anywhere."""
+        return user_id in self.allowed_users or user_id in self.admins
+
+    def needs_membership(self, user_id: int) -> bool:
+        """Whether a DM from `user_id` is answered only if they are in an allowed server:
+        with `allowed_guilds` set, sharing some other server with the bot is not enough."""
+        return (
+            self.allow_dms
+            and bool(self.allowed_guilds)
+            and self.allows_user(user_id)
+            and not self.listed(user_id)
+        )
+
+    def allows(
+        self,
+        user_id: int,
+        guild_id: int | None,
+        channel_ids: Iterable[int],
+        in_allowed_guild: bool = False,
+    ) -> bool:
         """`channel_ids`: the channel and, for a thread, its parent (a thread of an allowed
-        channel is allowed). `guild_id` None means a direct message."""
+        channel is allowed). `guild_id` None means a direct message; `in_allowed_guild`
+        whether its author is a member of an allowed server (asked only when it matters:
+        `needs_membership`)."""
         if not self.allows_user(user_id):
             return False
         if guild_id is None:
-            return self.allow_dms
+            return self.allow_dms and (
+                not self.allowed_guilds or self.listed(user_id) or in_allowed_guild
+            )
         if self.allowed_guilds and guild_id not in self.allowed_guilds:
             return False
         return not self.allowed_channels or any(c in self.allowed_channels for c in channel_ids)

@@ -8,7 +8,8 @@ enabled) resolves `failure` with one line for the CLI to print.
 
 The parts: client.py (discord.py's client and its gateway events), incoming.py (a message as
 the core's Incoming), interactions.py (reactions and slash commands), reply.py (an answer on
-screen), catch_up.py (what was said while away), access.py (who may ask).
+screen), catch_up.py (what was said while away), access.py (who may ask) and membership.py
+(whether a DM's author is in an allowed server).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ class DiscordAdapter(ReportsFailure):
         self.errors: deque[BaseException] = deque(maxlen=100)
         self._guild_ready_timeout = guild_ready_timeout
         self._reidentify_delay_s = reidentify_delay_s
-        self._retry_s = retry_s
+        self.retry_s = retry_s  # the first wait before trying again: a login, a final text
         self._sink: Sink | None = None
         self._runner: asyncio.Task[None] | None = None
         self._logged_in = asyncio.Event()
@@ -205,7 +206,7 @@ class DiscordAdapter(ReportsFailure):
     async def _run(self) -> None:
         assert self.settings.token is not None
         token = self.settings.token.get_secret_value()
-        backoff = Backoff(self._retry_s, RETRY_MAX_S)
+        backoff = Backoff(self.retry_s, RETRY_MAX_S)
         while not self._stopping:
             client = self.client = HearthClient(
                 self, self._guild_ready_timeout, self._reidentify_delay_s
@@ -279,8 +280,7 @@ class DiscordAdapter(ReportsFailure):
         self.catch_up.begin(channel_id, guild_id, message.id)
         left = False  # not passed on because we are stopping: read back after the restart
         try:
-            channels = await self.reader.channel_and_parent(client, message.channel, guild_id)
-            if self.access.allows(message.author.id, guild_id, channels):
+            if await self.reader.allows(client, message.author.id, message.channel, guild_id):
                 left = not await self.deliver(await self.reader.incoming(message, me))
         finally:
             self.catch_up.end(channel_id, guild_id, message.id, left)
@@ -296,8 +296,7 @@ class DiscordAdapter(ReportsFailure):
         if not addressed(self.reader.addressing(message, me)):
             return
         guild_id = message.guild.id if message.guild else None
-        channels = await self.reader.channel_and_parent(client, message.channel, guild_id)
-        if not self.access.allows(message.author.id, guild_id, channels):
+        if not await self.reader.allows(client, message.author.id, message.channel, guild_id):
             return
         text = await self.reader.text(message, me)
         await self.deliver(MessageEdited(PLATFORM, str(message.channel.id), str(message.id), text))

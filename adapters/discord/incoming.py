@@ -11,6 +11,7 @@ import discord
 import structlog
 
 from adapters.discord.access import PLATFORM, Access, Addressing
+from adapters.discord.membership import Membership
 from adapters.discord.text import (
     attachment_named,
     attachment_read,
@@ -34,6 +35,7 @@ class Reader:
     def __init__(self, access: Access, attachment_max_kb: int) -> None:
         self.access = access
         self.attachment_max_kb = attachment_max_kb
+        self.members = Membership()  # for DMs under allowed_guilds
         self._http: aiohttp.ClientSession | None = None  # for reading attachments
         self._parents: dict[int, int | None] = {}  # thread → parent, for uncached threads
 
@@ -56,6 +58,18 @@ class Reader:
             or (bot_role is not None and bot_role in message.raw_role_mentions),
             replies_to_bot=isinstance(resolved, discord.Message) and resolved.author.id == me.id,
         )
+
+    async def allows(
+        self, client: discord.Client, user_id: int, channel: Any, guild_id: int | None
+    ) -> bool:
+        """Whether `user_id` may ask the bot in `channel`: the access lists, by ID (for a
+        thread its parent's entry counts too), and for a DM under `allowed_guilds`,
+        membership of one of those servers."""
+        channels = await self.channel_and_parent(client, channel, guild_id)
+        member = False
+        if guild_id is None and self.access.needs_membership(user_id):
+            member = await self.members.in_any(client, user_id, self.access.allowed_guilds)
+        return self.access.allows(user_id, guild_id, channels, in_allowed_guild=member)
 
     async def channel_and_parent(
         self, client: discord.Client, channel: Any, guild_id: int | None

@@ -96,8 +96,10 @@ class Interactions:
             payload.user_id, int(original.author_id), adapter.access
         ):
             return
-        if reply is not None and not reply.closed:
-            return  # still answering: regenerating now would race the answer in flight
+        if reply is not None and not reply.done.is_set():
+            # Still answering, or its final text still being retried: regenerating now
+            # would race the old answer's edits over the new one.
+            return
         # The new answer takes over the old answer's messages (edited in place).
         reuse = reply.message_ids if reply is not None else [payload.message_id]
         self._regenerating[original.message_id] = reuse
@@ -133,10 +135,9 @@ class Interactions:
         channel_id = interaction.channel_id
         reply = InteractionReply(interaction, ephemeral)
         guild_id = interaction.guild_id
-        parents = await adapter.reader.channel_and_parent(
-            interaction.client, interaction.channel, guild_id
-        )
-        if channel_id is None or not adapter.access.allows(user.id, guild_id, parents):
+        if channel_id is None or not await adapter.reader.allows(
+            interaction.client, user.id, interaction.channel, guild_id
+        ):
             reply.ephemeral = True
             await reply.finish(COMMAND_NOT_ALLOWED)
             return

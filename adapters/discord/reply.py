@@ -7,7 +7,9 @@ new messages, split by `adapters.common.split.split_message` (never inside a cod
 
 Every platform error is handled here and never raised to the core: a 404 means the reply
 was deleted (stop quietly), a 403 means the bot may not write there (logged once per
-channel), anything else is logged and the next edit tries again.
+channel), anything else is logged and the next edit tries again. The final text has no next
+edit, and the answer is already stored, so it is tried again in the background with backoff
+(FINAL_TRIES in all) while the core goes on to the next answer.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import aiohttp
 import discord
 import structlog
 
+from adapters.common.backoff import Backoff
 from adapters.common.failure import describe
 from adapters.common.split import split_message
 from adapters.discord.text import LIMIT
@@ -34,6 +37,10 @@ NONE = discord.AllowedMentions.none()
 TYPING_RENEW_S = 8.0
 # A reply that never comes must not type forever (e.g. a long queue).
 TYPING_MAX_S = 15 * 60.0
+# The final text: tries in all, waits doubling from the adapter's retry_s up to the cap
+# (with the default 5 s: about four minutes of a failing Discord before giving up).
+FINAL_TRIES = 8
+FINAL_RETRY_CAP_S = 60.0
 
 
 class Outbox(Protocol):
@@ -41,6 +48,7 @@ class Outbox(Protocol):
     whom it tells what became of its messages (the adapter implements it)."""
 
     edit_interval_s: float
+    retry_s: float  # the first wait before trying a failed final text again
 
     def channel(self, channel_id: int, guild_id: int | None) -> discord.PartialMessageable: ...
 
@@ -121,21 +129,35 @@ class MessageReply:
         flusher = self._flusher
         if flusher is not None and not flusher.done() and not self._lock.locked():
             flusher.cancel()  # only while it waits: a request in flight must finish and count
-        if self._outbox.logged_in():
-            await self._final(text)
-        else:
-            # Not logged in yet (a message restored at startup, or Discord is down): show it
-            # when we are, without holding up the core's worker meanwhile.
-            if self._outbox.spawn(self._final(text, wait=True), "discord-final") is None:
-                self.done.set()  # the adapter is stopping: it will not be shown
-
-    async def _final(self, text: str, wait: bool = False) -> None:
+        tried = self._outbox.logged_in()
+        later: asyncio.Task[None] | None = None
         try:
-            if wait:
+            if tried and await self._final(text):
+                return
+            # Not logged in yet (a message restored at startup, or Discord is down), or
+            # Discord failed for a moment: show it later, without holding up the core's
+            # worker meanwhile.
+            later = self._outbox.spawn(self._final_later(text, tried), "discord-final")
+        finally:
+            if later is None:
+                self.done.set()  # shown, gone, or never to be (the adapter is stopping)
+
+    async def _final(self, text: str) -> bool:
+        """One try at the final text; True when nothing is left to do (shown, or gone)."""
+        async with self._lock:
+            return self.dead or await self._show(text, final=True)
+
+    async def _final_later(self, text: str, tried: bool) -> None:
+        """Try the final text until it is shown, FINAL_TRIES in all, backing off between."""
+        backoff = Backoff(self._outbox.retry_s, FINAL_RETRY_CAP_S)
+        try:
+            for attempt in range(tried, FINAL_TRIES):
+                if attempt:
+                    await asyncio.sleep(backoff.next())
                 await self._outbox.wait_logged_in()
-            async with self._lock:
-                if not self.dead:
-                    await self._show(text, final=True)
+                if await self._final(text):
+                    return
+            log.error("discord: gave up showing an answer", channel=self._channel_id)
         finally:
             self.done.set()
 
@@ -169,24 +191,26 @@ class MessageReply:
                 self._last_show = time.monotonic()
                 await self._show(text, final=False)
 
-    async def _show(self, text: str, final: bool) -> None:
-        """Make the messages on screen read `text`: edit what changed, send what is new."""
+    async def _show(self, text: str, final: bool) -> bool:
+        """Make the messages on screen read `text`: edit what changed, send what is new.
+        False when a transient failure left the screen behind."""
         chunks = split_message(text, LIMIT) if text.strip() else []
         if not chunks:
-            return
+            return True
         channel = self._outbox.channel(self._channel_id, self._guild_id)
         try:
             complete = await self._sync(channel, chunks)
-            if final:
+            if final and complete:
                 await self._drop_extra(channel, len(chunks))
         except Gone:
             self.dead = True
             if not final:
                 await self._outbox.reply_deleted(self)
-            return
+            return True
         if complete:
             self._shown = text
             self._stop_typing()  # also when only edits were needed (a regenerated answer)
+        return complete
 
     async def _sync(self, channel: discord.PartialMessageable, chunks: list[str]) -> bool:
         """False when a transient error left the screen behind (the next show catches up)."""

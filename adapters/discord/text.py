@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from bot.commands.parse import PREFIX
+
 LIMIT = 2000  # Discord's message length limit (characters)
 
 REFUSED_EMOJI = "⏳"
@@ -22,9 +24,10 @@ _LEADING = r"^\s*{mention}\s*[,:;]?\s*"
 _INNER = r"[ \t]*{mention}"
 
 
-def _strip(text: str, mention: str) -> str:
+def _strip(text: str, mention: str, inner: bool = True) -> str:
     text = re.sub(_LEADING.format(mention=mention), "", text)
-    text = re.sub(_INNER.format(mention=mention), "", text)
+    if inner:
+        text = re.sub(_INNER.format(mention=mention), "", text)
     return text
 
 
@@ -37,12 +40,25 @@ def plain_text(
     bot_role_id: int | None = None,
 ) -> str:
     """The bot's own mention (and its managed role, which people pick by accident) removed;
-    other mentions turned into names; custom emoji into :name:."""
+    other mentions turned into names; custom emoji into :name:. In a command (`!name …`
+    after the bot's mention) a user mention becomes the user's ID instead: a command names
+    people by ID, as slash commands do, since anyone can change a display name."""
     roles, channels = roles or {}, channels or {}
-    text = _strip(content, rf"<@!?{bot_id}>")
-    if bot_role_id is not None:
-        text = _strip(text, rf"<@&{bot_role_id}>")
-    text = _USER.sub(lambda m: "@" + users.get(int(m.group(1)), "unknown-user"), text)
+    me, my_role = rf"<@!?{bot_id}>", rf"<@&{bot_role_id}>" if bot_role_id is not None else None
+    addressed = _strip(content, me, inner=False)
+    if my_role is not None:
+        addressed = _strip(addressed, my_role, inner=False)
+    command = addressed.lstrip().startswith(PREFIX)
+    if command:  # only the mention that addresses the bot goes; `!forget <@bot>` names it
+        text = addressed
+    else:
+        text = _strip(content, me)
+        if my_role is not None:
+            text = _strip(text, my_role)
+    text = _USER.sub(
+        lambda m: m.group(1) if command else "@" + users.get(int(m.group(1)), "unknown-user"),
+        text,
+    )
     text = _ROLE.sub(lambda m: "@" + roles.get(int(m.group(1)), "unknown-role"), text)
     text = _CHANNEL.sub(lambda m: "#" + channels.get(int(m.group(1)), "unknown-channel"), text)
     text = _EMOJI.sub(r":\1:", text)

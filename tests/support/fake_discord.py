@@ -27,7 +27,8 @@ import json
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -41,6 +42,7 @@ LIMIT = 2000
 EPHEMERAL = 1 << 6
 LOADING = 1 << 7
 ALL_PERMISSIONS = str((1 << 50) - 1)
+DISCONNECT = 0  # a `fail_next` status: the connection is cut instead of an answer
 
 Json = dict[str, Any]
 REQUESTER: web.RequestKey[Json] = web.RequestKey(
@@ -50,6 +52,8 @@ REQUESTER: web.RequestKey[Json] = web.RequestKey(
 
 @dataclass
 class Call:
+    """One REST call the fake received, and the status it answered."""
+
     method: str
     path: str  # after /api/v10
     query: dict[str, str]
@@ -60,6 +64,8 @@ class Call:
 
 @dataclass
 class Fault:
+    """A failure to answer the next `times` matching calls with (`fail_next`)."""
+
     method: str
     pattern: re.Pattern[str]
     status: int
@@ -70,6 +76,8 @@ class Fault:
 
 @dataclass
 class Session:
+    """One bot's gateway session: what was dispatched to it, for a RESUME to replay."""
+
     id: str
     bot_id: str  # whose connection: several bots may share the fake
     seq: int = 0
@@ -78,6 +86,8 @@ class Session:
 
 
 class DiscordError(Exception):
+    """An error answer as Discord gives it: HTTP status, JSON code and message."""
+
     def __init__(self, status: int, code: int, message: str, errors: Json | None = None):
         super().__init__(message)
         self.status, self.code, self.message, self.errors = status, code, message, errors
@@ -157,6 +167,7 @@ class FakeDiscord:
         self._dm_bots: dict[int, str] = {}  # DM channel → the bot in it
         self.forbidden_channels: set[int] = set()
         self.dms_closed: set[int] = set()
+        self.outsiders: set[str] = set()  # user ids not in the guild (everyone else is)
         self.commands_of: dict[str, dict[str, list[Json]]] = {}  # bot id → scope → commands
         self.interactions: dict[int, Json] = {}
         self.attachments: dict[str, tuple[bytes, str]] = {}
@@ -201,9 +212,13 @@ class FakeDiscord:
         self.bots[token] = user
         return token, user
 
-    def add_user(self, username: str) -> Json:
+    def add_user(self, username: str, member: bool = True) -> Json:
+        """Another user; `member=False`: not in the guild (they may still DM the bot, as
+        someone sharing another server with it can)."""
         user = self._user(username, username.title())
         self.users.append(user)
+        if not member:
+            self.outsiders.add(user["id"])
         return user
 
     def add_channel(self, name: str) -> Json:
@@ -224,6 +239,7 @@ class FakeDiscord:
             ("GET", "/users/@me", self._me),
             ("GET", "/oauth2/applications/@me", self._application),
             ("GET", "/channels/{cid}", self._get_channel),
+            ("GET", "/guilds/{gid}/members/{uid}", self._get_member),
             ("POST", "/channels/{cid}/typing", self._typing),
             ("POST", "/channels/{cid}/messages", self._create_message),
             ("GET", "/channels/{cid}/messages", self._history),
@@ -632,6 +648,8 @@ class FakeDiscord:
         headers: dict[str, str] | None = None,
         times: int = 1,
     ) -> None:
+        """The next `times` matching calls get `status` (DISCONNECT: the connection is cut
+        before any answer, as a network failure would)."""
         self.faults.append(
             Fault(method, re.compile(path_pattern), status, body or {}, headers or {}, times)
         )
@@ -802,18 +820,27 @@ class FakeDiscord:
         body = json.loads(raw) if raw and request.content_type == "application/json" else None
         call = Call(request.method, path, dict(request.query), body)
         self.calls.append(call)
+        fault = self._fault(call)
+        if fault is not None and fault.status == DISCONNECT:
+            assert request.transport is not None
+            request.transport.abort()  # no answer at all: the client sees the connection drop
+            raise asyncio.CancelledError  # aiohttp's way for a handler to end with its peer
         try:
-            response = self._fault(call) or await self._handle(request, handler, path)
+            if fault is not None:
+                response = json_response(fault.body, fault.status, fault.headers)
+            else:
+                response = await self._handle(request, handler, path)
         except web.HTTPNotFound:
             response = json_response({"message": "404: Not Found", "code": 0}, 404)
         call.status = response.status
         return response
 
-    def _fault(self, call: Call) -> web.Response | None:
+    def _fault(self, call: Call) -> Fault | None:
         for fault in self.faults:
             if fault.times and fault.method == call.method and fault.pattern.fullmatch(call.path):
                 fault.times -= 1
-                return json_response(fault.body, fault.status, fault.headers)
+                call.status = fault.status
+                return fault
         return None
 
     async def _handle(
@@ -879,6 +906,18 @@ class FakeDiscord:
 
     async def _get_channel(self, request: web.Request) -> web.Response:
         return json_response(self._channel(request))
+
+    async def _get_member(self, request: web.Request) -> web.Response:
+        """One member of the guild (what a bot without the Server Members intent may ask)."""
+        if request.match_info["gid"] != str(self.guild_id):
+            raise DiscordError(404, 10004, "Unknown Guild")
+        user_id = request.match_info["uid"]
+        user = next((u for u in self._everyone() if u["id"] == user_id), None)
+        if user is None:
+            raise DiscordError(404, 10013, "Unknown User")
+        if user_id in self.outsiders:
+            raise DiscordError(404, 10007, "Unknown Member")
+        return json_response(self._member(user, with_user=True))
 
     async def _typing(self, request: web.Request) -> web.Response:
         self._writable(self._channel(request))
@@ -1127,6 +1166,31 @@ def make_adapter(fake: FakeDiscord, bot: Json | None = None, **discord: Any) -> 
         reidentify_delay_s=0.0,
         retry_s=0.05,
     )
+
+
+@asynccontextmanager
+async def adapter_on(fake: FakeDiscord, sink: RecordingSink, **discord: Any) -> AsyncIterator[Any]:
+    """The real DiscordAdapter connected to the fake, its events going to `sink` (no
+    daemon); afterwards, no exception was swallowed by discord.py."""
+    adapter = make_adapter(fake, **discord)
+    try:
+        await adapter.start(sink)
+        await connected(adapter, fake)
+        yield adapter
+    finally:
+        await adapter.stop()
+    assert not adapter.errors, list(adapter.errors)
+
+
+async def asked(fake: FakeDiscord, sink: RecordingSink, text: str = "question") -> Any:
+    """Alice mentions the bot in #general; the adapter's Incoming for it (taken off `sink`)."""
+    await fake.say(fake.alice, fake.general, f"{fake.mention(fake.bot)} {text}")
+    from bot.events import Incoming
+
+    await until(lambda: bool(sink.events), what="the message at the sink")
+    incoming = sink.events.pop()
+    assert isinstance(incoming, Incoming)
+    return incoming
 
 
 async def connected(adapter: Any, fake: FakeDiscord) -> None:
