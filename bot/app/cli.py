@@ -20,6 +20,7 @@ from bot import logs
 from bot.app.bootstrap import checked_personas, database_path, find_model, model_path, models_dir
 from bot.model.gguf import ModelFileError
 from bot.personas import PersonaError
+from bot.private_files import private_dir
 from bot.settings import (
     ConfigError,
     Settings,
@@ -127,6 +128,9 @@ def list_personas(settings: Settings) -> int:
 def pull(settings: Settings, repo: str | None, filename: str | None) -> int:
     from bot.model.pull import pull as download
 
+    # models/ goes inside: the folder comes first, owner only (a failure: pull says why).
+    with contextlib.suppress(OSError):
+        private_dir(settings.bot.data_dir)
     path = download(
         repo or settings.model.pull_repo,
         filename or settings.model.pull_file,
