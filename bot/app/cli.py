@@ -27,6 +27,7 @@ from bot.settings import (
     find_config_file,
     load_settings,
     secret_values,
+    shown_settings,
 )
 
 EXIT_CONFIG = 2
@@ -110,7 +111,7 @@ async def check(settings: Settings, config_file: Path | None, online: bool = Fal
     from bot.app.check import diagnose
 
     print("settings (secrets masked):")
-    print(json.dumps(settings.model_dump(mode="json"), indent=2, sort_keys=True))
+    print(json.dumps(shown_settings(settings), indent=2, sort_keys=True))
     report = await diagnose(settings, config_file, online=online)
     print("\n".join(report.lines()))
     return report.exit_code()
