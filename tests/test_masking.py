@@ -78,7 +78,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def json_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[pytest.CaptureFixture[str]]:
     """Log lines as JSON on stderr, captured (so the handler writes to capsys' stderr)."""
     with restored_logging():
-        logs.configure("debug", "json")
+        logs.configure("info", "json")  # debug: aiosqlite's thread would log after the test
         yield capsys
 
 
