@@ -1,7 +1,7 @@
 """Logging: structlog, JSON lines when not on a terminal, readable on one; secrets redacted.
 
 Library loggers (stdlib logging) go through the same processors, so a token inside a URL in
-some library's message is redacted too.
+some library's message is redacted too, and so is a URL's user:password.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+
+from bot.masking import mask_url
 
 REDACTED = "***"
 # Whole names or suffixes: "access_token" is secret, "prompt_tokens" is a count.
@@ -39,6 +41,7 @@ def register_secret(value: str | None) -> None:
 
 
 def scrub(text: str) -> str:
+    text = mask_url(text)
     for secret in _known_secrets:
         text = text.replace(secret, REDACTED)
     for pattern in _SECRET_PATTERNS:

@@ -30,6 +30,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from bot.masking import mask_url
+
 ENV_PREFIX = "HEARTHBOT_"
 ENV_DELIMITER = "__"
 DEFAULT_CONFIG_NAME = "hearthbot.toml"
@@ -308,6 +310,22 @@ def secret_values(model: BaseModel) -> list[str]:
     return [v for v in found if v]
 
 
+def shown_settings(settings: Settings) -> dict[str, Any]:
+    """The settings as `hearthbot check` prints them: secrets as ********** and credentials
+    in any URL (`[model] base_url = "http://user:pass@host"`) masked."""
+    return _masked(settings.model_dump(mode="json"))
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_url(value)
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    return value
+
+
 class ConfigError(Exception):
     """A configuration problem, already worded for the user (one readable block)."""
 
@@ -384,4 +402,4 @@ _SECRET_WORDS = ("token", "password", "secret", "api_key", "access")
 def _shown(loc: tuple[str | int, ...], value: object) -> str:
     if any(word in str(part).lower() for part in loc for word in _SECRET_WORDS):
         return "***"
-    return repr(value)
+    return mask_url(repr(value))

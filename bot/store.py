@@ -19,6 +19,7 @@ from typing import Literal
 import aiosqlite
 
 from bot.events import Incoming
+from bot.private_files import make_private, private_dir, private_file
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the first schema
@@ -56,6 +57,7 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 RANDOM_SEED = -1
+WAL_FILES = ("-wal", "-shm")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +99,12 @@ class Store:
 
     @classmethod
     async def open(cls, path: Path) -> Store:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Owner only, whatever the umask; SQLite gives -wal and -shm the database's mode when
+        # it creates them, and ones an older version left behind are tightened here.
+        private_dir(path.parent)
+        private_file(path)
+        for sidecar in WAL_FILES:
+            make_private(path.with_name(path.name + sidecar))
         # isolation_level=None: transactions are explicit (see `transaction`).
         db = await aiosqlite.connect(path, isolation_level=None)
         try:
@@ -105,6 +112,8 @@ class Store:
             await db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL survives a crash
             await db.execute("PRAGMA foreign_keys = ON")
             await db.execute("PRAGMA busy_timeout = 5000")
+            # Deleted text is overwritten with zeros, not merely marked free (see `_scrub`).
+            await db.execute("PRAGMA secure_delete = ON")
             store = cls(db)
             await store._migrate()
         except BaseException:
@@ -125,6 +134,13 @@ class Store:
                 await self._db.execute("ROLLBACK")
                 raise
             await self._db.execute("COMMIT")
+
+    async def _scrub(self) -> None:
+        """After deleting text: copy the -wal file into the database and truncate it, so no
+        older copy of a deleted page stays on disk (secure_delete zeroes it in the database
+        file; the -wal file still holds every version written since the last checkpoint)."""
+        async with self._tx_lock:  # never inside another coroutine's transaction
+            await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def _migrate(self) -> None:
         async with self._db.execute("PRAGMA user_version") as cur:
@@ -231,11 +247,13 @@ class Store:
                 (channel,),
             )
             await db.execute("DELETE FROM channel_window WHERE channel = ?", (channel,))
+        await self._scrub()
         return cur.rowcount
 
     async def forget_user(self, user_key: str) -> int:
         """Delete everything a user wrote, everywhere (pending work included)."""
         cur = await self._db.execute("DELETE FROM messages WHERE author_id = ?", (user_key,))
+        await self._scrub()
         return cur.rowcount
 
     async def purge(self, before: float) -> int:
@@ -245,6 +263,7 @@ class Store:
             " AND id NOT IN (SELECT message_row FROM pending)",
             (before,),
         )
+        await self._scrub()
         return cur.rowcount
 
     async def edit_message(self, channel: str, platform_message_id: str, text: str) -> bool:
@@ -252,6 +271,7 @@ class Store:
             "UPDATE messages SET text = ? WHERE channel = ? AND platform_message_id = ?",
             (text, channel, platform_message_id),
         )
+        await self._scrub()  # the old text goes as a deletion does
         return cur.rowcount > 0
 
     async def delete_message(self, channel: str, platform_message_id: str) -> bool:
@@ -259,6 +279,7 @@ class Store:
             "DELETE FROM messages WHERE channel = ? AND platform_message_id = ?",
             (channel, platform_message_id),
         )
+        await self._scrub()
         return cur.rowcount > 0
 
     async def remembers(self, channel: str, platform_message_id: str | None, text: str) -> bool:

@@ -149,12 +149,29 @@ def test_secrets_in_file_ignores_other_keys_and_empty_values(tmp_path: Path) -> 
     assert secrets_in_file(config) == ["matrix.access_token"]
 
 
-async def test_matrix_allowed_users_empty_is_a_warning(tmp_path: Path, tiny_model: Path) -> None:
-    matrix = {"homeserver": "http://127.0.0.1:1", "user_id": "@bot:x", "password": PASSWORD}
+@pytest.mark.parametrize(
+    ("allowed_users", "warning"),
+    [
+        ([], "[matrix] allowed_users is empty: the bot joins no room and answers nobody"),
+        (["@*:*"], "[matrix] allowed_users lets in everyone on every homeserver"),
+        (["@alice:x", "*"], "[matrix] allowed_users lets in everyone on every homeserver"),
+        (["@*:example.org"], None),
+    ],
+)
+async def test_matrix_allowed_users_warnings(
+    tmp_path: Path, tiny_model: Path, allowed_users: list[str], warning: str | None
+) -> None:
+    matrix = {
+        "homeserver": "http://127.0.0.1:1",
+        "user_id": "@bot:x",
+        "password": PASSWORD,
+        "allowed_users": allowed_users,
+    }
     report = await diagnose(settings_for(tmp_path, tiny_model, matrix=matrix), None)
-    assert report.warnings == ["[matrix] allowed_users is empty: nobody can talk to the bot"]
+    assert report.warnings == ([warning] if warning else [])
     assert by_name(report)["matrix"] == (True, "@bot:x on http://127.0.0.1:1 (--online logs in)")
-    assert "warning: [matrix] allowed_users is empty" in "\n".join(report.lines())
+    if warning:
+        assert f"warning: {warning}" in report.lines()
 
 
 def test_port_free() -> None:

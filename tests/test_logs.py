@@ -10,6 +10,7 @@ import pytest
 import structlog
 
 from bot import logs
+from support.log_config import restored_logging
 
 
 @pytest.fixture(autouse=True)
@@ -19,16 +20,8 @@ def fresh_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    config = structlog.get_config()
-    try:
+    with restored_logging():
         yield
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        structlog.reset_defaults()
-        structlog.configure(**config)
 
 
 LONG_DISCORD_TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GaBcDe.abcdefghijklmnopqrstuvwxyz012345"
@@ -47,6 +40,12 @@ LONG_DISCORD_TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GaBcDe.abcdefghijklmnopqrstuvwxyz
         ("x?API_KEY=k-99&y=1", "k-99", ["&y=1"]),
         ("Authorization: Bearer xyz.abc-123", "xyz.abc-123", ["Authorization: Bearer ***"]),
         ("header Bot " + LONG_DISCORD_TOKEN, LONG_DISCORD_TOKEN, ["header Bot ***"]),
+        (
+            "cannot reach http://bot:pw-in-url@gpu-box:8080/v1: refused",
+            "pw-in-url",
+            ["http://***@gpu-box:8080/v1: refused"],
+        ),
+        ("URL('https://user:pass@host/v1/models')", "user:pass", ["https://***@host/v1/models"]),
     ],
 )
 def test_scrub_patterns(text: str, secret: str, kept: list[str]) -> None:

@@ -452,3 +452,22 @@ def test_find_local_model_picks_the_newest_complete_gguf(tmp_path: Path) -> None
     (tmp_path / "dir.gguf").mkdir()
 
     assert find_local_model(tmp_path) == new
+
+
+def test_pull_command_makes_data_dir_private(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.app.cli import pull as pull_command
+    from bot.settings import load_settings
+
+    data = tmp_path / "data"
+    settings = load_settings(None, bot={"data_dir": data}, model={"pull_repo": REPO})
+    before = os.umask(0o022)  # as `make run --pull-missing` on a fresh machine
+    try:
+        with FakeHub({(REPO, FILE): DATA}) as hub:
+            use(hub, monkeypatch)
+            assert pull_command(settings, None, FILE) == 0
+    finally:
+        os.umask(before)
+    assert (data / "models" / FILE).read_bytes() == DATA
+    assert os.stat(data).st_mode & 0o777 == 0o700

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.settings import ConfigError, Settings, find_config_file, load_settings
+from bot.settings import ConfigError, Settings, find_config_file, load_settings, shown_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,6 +118,28 @@ def test_secret_values_are_not_echoed(tmp_path: Path) -> None:
     message = load_error(config)
     assert "model.access_token" in message
     assert "hunter2-secret" not in message
+
+
+def test_url_credentials_are_not_echoed(tmp_path: Path) -> None:
+    config = toml(tmp_path, '[model]\nbase_url = "ftp://bot:pw-in-url@gpu-box/v1"')
+    message = load_error(config)
+    assert "model.base_url" in message and "ftp://***@gpu-box/v1" in message
+    assert "pw-in-url" not in message
+
+
+def test_shown_settings_mask_secrets_and_url_credentials(tmp_path: Path) -> None:
+    config = toml(
+        tmp_path,
+        '[model]\nbackend = "openai"\nbase_url = "http://bot:pw-in-url-1@gpu-box:8080/v1"\n'
+        'api_key = "sk-secret-key"\n'
+        '[matrix]\nhomeserver = "https://bot:pw-in-url-2@matrix.example.org"\n',
+    )
+    shown = shown_settings(load_settings(config))
+    assert shown["model"]["base_url"] == "http://***@gpu-box:8080/v1"
+    assert shown["matrix"]["homeserver"] == "https://***@matrix.example.org"
+    assert shown["model"]["api_key"] == "**********"
+    for secret in ("pw-in-url", "sk-secret-key"):
+        assert secret not in repr(shown)
 
 
 def test_explicit_config_file_must_exist(tmp_path: Path) -> None:

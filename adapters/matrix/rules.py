@@ -160,7 +160,8 @@ def within_window(origin_server_ts_ms: int, now_s: float, window_s: float) -> bo
 
 
 def config_warnings(allowed_users: list[str], homeserver: str | None) -> list[str]:
-    """What `hearthbot check` should point out about the Matrix access lists."""
+    """What `hearthbot check` points out about the Matrix access lists (nothing when Matrix is
+    not configured)."""
     if not homeserver:
         return []
     if not allowed_users:

@@ -20,12 +20,14 @@ from bot import logs
 from bot.app.bootstrap import checked_personas, database_path, find_model, model_path, models_dir
 from bot.model.gguf import ModelFileError
 from bot.personas import PersonaError
+from bot.private_files import private_dir
 from bot.settings import (
     ConfigError,
     Settings,
     find_config_file,
     load_settings,
     secret_values,
+    shown_settings,
 )
 
 EXIT_CONFIG = 2
@@ -109,7 +111,7 @@ async def check(settings: Settings, config_file: Path | None, online: bool = Fal
     from bot.app.check import diagnose
 
     print("settings (secrets masked):")
-    print(json.dumps(settings.model_dump(mode="json"), indent=2, sort_keys=True))
+    print(json.dumps(shown_settings(settings), indent=2, sort_keys=True))
     report = await diagnose(settings, config_file, online=online)
     print("\n".join(report.lines()))
     return report.exit_code()
@@ -127,6 +129,9 @@ def list_personas(settings: Settings) -> int:
 def pull(settings: Settings, repo: str | None, filename: str | None) -> int:
     from bot.model.pull import pull as download
 
+    # models/ goes inside: the folder comes first, owner only (a failure: pull says why).
+    with contextlib.suppress(OSError):
+        private_dir(settings.bot.data_dir)
     path = download(
         repo or settings.model.pull_repo,
         filename or settings.model.pull_file,

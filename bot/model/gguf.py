@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+# Where it is read now; the in-process backend still imports it from here.
+from bot.model.memory import available_memory as available_memory
+
 GGUF_MAGIC = b"GGUF"
 # Value types of the GGUF key/value section, with the byte size of the fixed-size ones.
 _FIXED = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
@@ -136,25 +139,6 @@ def inspect_model(path: Path) -> GgufSummary:
         n_head=n_head,
         n_head_kv=number("attention.head_count_kv", n_head),
     )
-
-
-def available_memory() -> int | None:
-    """Bytes this process may still use: MemAvailable, capped by a cgroup v2 limit."""
-    found: list[int] = []
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                found.append(int(line.split()[1]) * 1024)
-    except OSError:
-        pass
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        used = Path("/sys/fs/cgroup/memory.current").read_text().strip()
-        if limit != "max":
-            found.append(int(limit) - int(used))
-    except (OSError, ValueError):
-        pass
-    return min(found) if found else None
 
 
 def check_fits(

@@ -9,15 +9,17 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from bot.app.check.report import Check
+from bot.private_files import private_dir
 from bot.settings import Settings
 
 
 def writable_dir(path: Path) -> Check:
-    """The directory exists (or can be made) and a file can be created in it."""
+    """The directory exists (or can be made, owner only, as a start makes it) and a file can
+    be created in it."""
     if path.exists() and not path.is_dir():
         return Check("data_dir", False, f"{path} is not writable: not a directory")
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        private_dir(path)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".hearthbot-check-"):
             pass
     except OSError as exc:

@@ -6,13 +6,8 @@ from __future__ import annotations
 from bot.app.bootstrap import model_path
 from bot.app.check.report import Check, Report
 from bot.app.check.server import server_checks
-from bot.model.gguf import (
-    OVERHEAD_BYTES,
-    GgufSummary,
-    ModelFileError,
-    available_memory,
-    inspect_model,
-)
+from bot.model.gguf import OVERHEAD_BYTES, GgufSummary, ModelFileError, inspect_model
+from bot.model.memory import available_memory
 from bot.settings import ModelSettings, Settings
 
 GIB = 2**30

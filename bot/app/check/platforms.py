@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 
+from adapters.matrix.rules import config_warnings
 from bot import logs
 from bot.app.check.report import Check, Report
 from bot.settings import MatrixSettings, Settings
@@ -29,8 +30,8 @@ async def adapter_checks(settings: Settings, online: bool, report: Report) -> No
             report.checks.append(Check("discord", True, "token set (--online logs in)"))
     if matrix.enabled:
         report.checks.append(await matrix_login(matrix) if online else matrix_offline(matrix))
-        if not matrix.allowed_users:
-            report.warnings.append("[matrix] allowed_users is empty: nobody can talk to the bot")
+    # The adapter's own rules: an access list that lets nobody in, or everybody.
+    report.warnings += config_warnings(matrix.allowed_users, matrix.homeserver)
 
 
 @contextlib.asynccontextmanager

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from bot.masking import mask_url
+
 # A failure of one of these is a configuration problem (exit 2, like a bad config file).
 CONFIG_CHECKS = ("config", "personas")
 
@@ -38,8 +40,9 @@ class Report:
         return 1 if self.failed else 0
 
     def lines(self) -> list[str]:
+        """What is printed; a URL the settings name is shown without its user:password."""
         out = [c.line for c in self.checks]
         out += [f"warning: {w}" for w in self.warnings]
         failed = len(self.failed)
         out.append("ok" if not failed else f"{failed} check{'s' * (failed > 1)} failed")
-        return out
+        return [mask_url(line) for line in out]

@@ -25,6 +25,7 @@ import llama_cpp
 import structlog
 
 from bot import logs
+from bot.masking import mask_url
 from bot.model.gguf import ModelFileError, inspect_model
 from bot.model.openai.errors import ServerError, refusal, server_errors
 from bot.model.openai.sse import json_object, read_chunk, sse_data
@@ -118,7 +119,7 @@ class OpenAIBackend(UsesChatText):
         info = ModelInfo(
             path=path,
             name=model or vocab.metadata.get("general.name") or path.stem,
-            description=f"served by {base_url}",
+            description=f"served by {mask_url(base_url)}",  # shown by !status
             n_params=int(llama_cpp.llama_model_n_params(vocab.model)),
             size_bytes=summary.size_bytes,
             n_ctx=n_ctx,

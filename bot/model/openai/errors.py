@@ -10,14 +10,16 @@ from collections.abc import Iterator
 
 import aiohttp
 
+from bot.masking import mask_url
+
 
 class ServerError(Exception):
     """The model server could not be used; the message is one line for the log."""
 
 
 def server_at(base_url: str) -> str:
-    """How every message names the server."""
-    return f"the model server at {base_url}"
+    """How every message names the server (never with the password a URL may hold)."""
+    return f"the model server at {mask_url(base_url)}"
 
 
 @contextlib.contextmanager
@@ -31,7 +33,7 @@ def server_errors(base_url: str, timeout_s: float) -> Iterator[None]:
     except TimeoutError:
         raise ServerError(f"{where} did not answer within {timeout_s:g}s") from None
     except aiohttp.ClientError as exc:  # e.g. the connection dropped mid-reply
-        raise ServerError(f"{where} failed: {exc or type(exc).__name__}") from None
+        raise ServerError(f"{where} failed: {mask_url(str(exc)) or type(exc).__name__}") from None
 
 
 def refusal(status: int, body: str, reason: str | None, base_url: str, url: str) -> str:
@@ -45,7 +47,7 @@ def refusal(status: int, body: str, reason: str | None, base_url: str, url: str)
     if status in (401, 403):
         return f"{where} refused the API key (HTTP {status}: {detail})"
     if status == 404:
-        return f"{where} has no {url} (HTTP 404): check base_url"
+        return f"{where} has no {mask_url(url)} (HTTP 404): check base_url"
     return f"{where} answered HTTP {status}: {detail}"
 
 
