@@ -133,6 +133,8 @@ class Daemon:
             answered=self.responder.answered,
             stopping=self.live.stopping,
             adapters={name: is_connected(a) for name, a in sorted(self.adapters.items())},
+            store_problem=self.store.problem,
+            worker_failure=self.responder.failure(),
         )
 
     async def handle(self, event: ChatEvent) -> Outcome:

@@ -21,4 +21,5 @@ class Observer:
 
     def error(self, kind: str) -> None:
         """kind: "answer" (an answer failed), "event" (an event could not be handled),
-        "reload" (SIGHUP found a broken config or persona)."""
+        "reload" (SIGHUP found a broken config or persona), "store" (saving an answer
+        failed; it is tried again)."""

@@ -4,31 +4,51 @@ For each job: resolve the channel's persona and sampling, build the prompt withi
 window, generate, stream the text to the reply handle, then store the answer and clear the
 pending mark in one step. When the daemon stops, the answer in flight may finish within a
 grace period; after that it ends with a notice and stays pending for the next start.
+
+A store that cannot be written (a full disk, a lock held elsewhere) does not lose or repeat
+an answer: the message stays pending, saving is tried again with backoff, the user sees one
+"delayed" notice, and the answer once it is saved. Nothing but cancellation ends the worker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
 
 from bot import texts
+from bot.backoff import Backoff
 from bot.events import Incoming, ReplyHandle
 from bot.live import Live
 from bot.model.backend import Backend
-from bot.model.types import Generation, GenerationRequest, draw_seed
+from bot.model.types import Generation, GenerationRequest, GenerationResult, draw_seed
 from bot.personas import Sampling
 from bot.prompt.builder import ContextBuilder, Prompt, TooLong
 from bot.prompt.thinking import ThinkFilter, with_thinking
 from bot.scheduler import FairQueue, Ticket
 from bot.scopes import resolve_for
-from bot.store import Store
+from bot.store import Store, StoreError
 
 log = structlog.get_logger(__name__)
 
 # After the grace period: how long a stopped answer may take to show its final notice.
 ABANDON_S = 5.0
+# Waits before trying a failed write again, doubling: a full disk is not hammered, and an
+# answer is saved soon after room is made.
+STORE_RETRY_FIRST_S = 1.0
+STORE_RETRY_MAX_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A generated answer on its way to the store: the text stored, the text shown."""
+
+    text: str
+    shown: str
+    result: GenerationResult
 
 
 @dataclass(slots=True)
@@ -38,6 +58,11 @@ class Job:
     row: int
     message: Incoming
     reply: ReplyHandle
+    # Kept while the store fails, so that a retry saves and shows the answer without
+    # generating it again, and the "delayed" notice is shown once.
+    answer: Answer | None = None
+    streamed: str = ""  # what the user sees of the answer so far
+    delayed: bool = False
 
 
 def shown_answer(answer: str, cut_at: int | None, kept: int | None, stopped: bool = False) -> str:
@@ -74,7 +99,7 @@ class Responder:
         self._worker: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
-        self._abandon = False  # shutting down without waiting for the answer in flight
+        self._abandoned = asyncio.Event()  # shutting down without waiting for the answer
 
     def start(self) -> None:
         self._worker = asyncio.create_task(self._work(), name="hearthbot-worker")
@@ -119,7 +144,7 @@ class Responder:
 
     def abandon(self) -> None:
         """Stop the answer in flight now instead of waiting out the grace period."""
-        self._abandon = True
+        self._abandoned.set()
         if self._generation is not None:
             self._generation.cancel()
 
@@ -132,6 +157,17 @@ class Responder:
             and current.message.channel_key == channel
         ):
             generation.cancel()
+
+    def failure(self) -> str | None:
+        """Why the worker is gone while the daemon runs (health checks withhold the watchdog
+        then), else None. Only its type names an error: health output must not leak text."""
+        worker = self._worker
+        if worker is None or not worker.done() or self.live.stopping:
+            return None
+        if worker.cancelled():
+            return "the answer worker stopped (cancelled)"
+        error = worker.exception()
+        return f"the answer worker stopped ({type(error).__name__ if error else 'returned'})"
 
     @property
     def in_flight(self) -> Generation | None:
@@ -156,18 +192,72 @@ class Responder:
             self._idle.clear()
             self._current = job
             try:
-                await self._answer(job)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("answering failed", platform=job.message.platform)
-                self.live.observer.error("answer")
-                await self.store.drop_pending(job.row)
-                await job.reply.fail(texts.GENERATION_FAILED)
+                await self._run(job)
             finally:
                 self._current = None
 
+    async def _run(self, job: Job) -> None:
+        """Answer one job; whatever fails ends the job, never the worker."""
+        try:
+            await self._until_saved(job, self._answer, notify=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("answering failed", platform=job.message.platform)
+            self.live.observer.error("answer")
+            await self._fail(job)
+
+    async def _fail(self, job: Job) -> None:
+        """A failed answer is no longer pending (once the store takes that), and its sender
+        is told. An adapter that raises here despite its protocol is logged, no more."""
+        try:
+            if await self._until_saved(job, lambda job: self.store.drop_pending(job.row)):
+                await job.reply.fail(texts.GENERATION_FAILED)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("ending a failed answer failed", platform=job.message.platform)
+
+    async def _until_saved(
+        self, job: Job, step: Callable[[Job], Awaitable[None]], notify: bool = False
+    ) -> bool:
+        """Run `step` until the store takes its writes: after a StoreError the message stays
+        pending and `step` runs again after a backoff; with `notify` the user is told once that
+        the answer is delayed. False if the daemon gave up on it meanwhile (shutting down):
+        then it is still pending, for the next start."""
+        backoff = Backoff(STORE_RETRY_FIRST_S, STORE_RETRY_MAX_S)
+        while True:
+            try:
+                await step(job)
+                return True
+            except StoreError as exc:
+                log.warning("the store failed; trying again", error=str(exc), in_s=backoff.delay)
+                self.live.observer.error("store")
+            if notify and not job.delayed:
+                job.delayed = True
+                shown = f"{job.streamed}\n\n{texts.DELAYED}" if job.streamed else texts.DELAYED
+                await job.reply.update(shown)
+            if not await self._pause(backoff.next()):
+                await job.reply.fail(texts.SHUTTING_DOWN)
+                return False
+
+    async def _pause(self, seconds: float) -> bool:
+        """Wait before a retry; False if the daemon gave up on the answer in flight."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._abandoned.wait(), seconds)
+        return not self._abandoned.is_set()
+
     async def _answer(self, job: Job) -> None:
+        """Generate the answer (unless a try before did), save it, show it."""
+        if job.answer is None:
+            job.answer = await self._generate(job)
+            if job.answer is None:
+                return
+        await self._save_and_show(job, job.answer)
+
+    async def _generate(self, job: Job) -> Answer | None:
+        """The answer, streamed to the reply as it grows; None when the job ended without
+        one (too long, or stopped at shutdown) and its notice is shown."""
         message = job.message
         bot = self.live.settings.bot
         resolved = await resolve_for(self.store, message, self.live.personas, bot.default_persona)
@@ -185,17 +275,17 @@ class Responder:
         if isinstance(prompt, TooLong):
             await self.store.discard(job.row)
             await job.reply.fail(texts.TOO_LONG.format(tokens=prompt.tokens, limit=prompt.limit))
-            return
+            return None
         await job.reply.typing()
         room = n_ctx - len(prompt.tokens)
         if room < sampling.max_tokens:
             sampling = sampling.model_copy(update={"max_tokens": room})
         generation = self.backend.start(_request(message, prompt, sampling))
         self._generation = generation
-        if self._abandon:
+        if self._abandoned.is_set():
             generation.cancel()
         try:
-            thinking = await _stream(generation, job.reply)
+            thinking = await _stream(generation, job)
         except asyncio.CancelledError:
             generation.cancel()  # shutting down: the message stays pending for next start
             await job.reply.fail(texts.SHUTTING_DOWN)
@@ -203,14 +293,26 @@ class Responder:
         finally:
             self._generation = None
         result = generation.result
-        if self._abandon and result.finish == "cancelled":
+        if self._abandoned.is_set() and result.finish == "cancelled":
             # Shutting down: a final notice rather than a frozen half answer; still pending.
             await job.reply.fail(texts.SHUTTING_DOWN)
-            return
+            return None
         if result.finish == "error":
             raise RuntimeError(result.error or "generation failed")
         answer = thinking.answer.strip()
-        if not await self.store.complete(job.row, message.channel_key, answer):
+        final = shown_answer(
+            answer,
+            cut_at=sampling.max_tokens if result.finish == "length" else None,
+            kept=prompt.turns_kept if prompt.window.trimmed else None,
+            stopped=result.finish == "cancelled",
+        )
+        if bot.show_thinking:
+            final = with_thinking(final, thinking.thinking)
+        return Answer(answer, final, result)
+
+    async def _save_and_show(self, job: Job, answer: Answer) -> None:
+        message, result = job.message, answer.result
+        if not await self.store.complete(job.row, message.channel_key, answer.text):
             log.info("answer dropped: the message was forgotten meanwhile")
             await job.reply.fail(texts.CANCELLED)
             return
@@ -227,15 +329,7 @@ class Responder:
             first_token_s=round(result.first_token_s or 0, 3),
             total_s=round(result.total_s, 3),
         )
-        final = shown_answer(
-            answer,
-            cut_at=sampling.max_tokens if result.finish == "length" else None,
-            kept=prompt.turns_kept if prompt.window.trimmed else None,
-            stopped=result.finish == "cancelled",
-        )
-        if bot.show_thinking:
-            final = with_thinking(final, thinking.thinking)
-        await job.reply.finish(final)
+        await job.reply.finish(answer.shown)
 
 
 def _request(message: Incoming, prompt: Prompt, sampling: Sampling) -> GenerationRequest:
@@ -252,13 +346,14 @@ def _request(message: Incoming, prompt: Prompt, sampling: Sampling) -> Generatio
     )
 
 
-async def _stream(generation: Generation, reply: ReplyHandle) -> ThinkFilter:
+async def _stream(generation: Generation, job: Job) -> ThinkFilter:
     """Show the answer as it grows; a reasoning model's <think> block is never streamed."""
     text = ""
     thinking = ThinkFilter()
     async for delta in generation:
         text += thinking.feed(delta)
         if shown := text.lstrip():  # models often open with a space or newline
-            await reply.update(shown)
+            job.streamed = shown
+            await job.reply.update(shown)
     thinking.flush()
     return thinking

@@ -10,17 +10,27 @@ from bot.events import Adapter
 
 @dataclass(frozen=True, slots=True)
 class DaemonStatus:
-    """The daemon at one moment: its queue, the answer in flight, its adapters."""
+    """The daemon at one moment: its queue, the answer in flight, its adapters, its store."""
 
     queued: int  # messages waiting for the model worker
     answering: bool  # an answer is being generated now
     answered: int  # answers given since the daemon started
     stopping: bool
     adapters: dict[str, bool]  # adapter name → connected, in name order
+    store_problem: str | None = None  # why the last write failed, until one succeeds
+    worker_failure: str | None = None  # why the answer worker is gone, if it is
 
     @property
     def disconnected(self) -> list[str]:
         return [name for name, connected in self.adapters.items() if not connected]
+
+    @property
+    def degraded(self) -> str | None:
+        """What works only in part, as health and systemd's STATUS= line say it: answers
+        wait while the store cannot be written. None when all works."""
+        if self.store_problem is None:
+            return None
+        return f"degraded: store ({self.store_problem})"
 
 
 def is_connected(adapter: Adapter) -> bool:

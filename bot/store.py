@@ -4,11 +4,19 @@ Schema changes are numbered migrations applied in order (PRAGMA user_version), s
 install keeps working after an update. A user message and its pending row are written in one
 transaction, and so are an answer and the removal of its pending row: that is what makes
 "accepted means answered exactly once" hold across a crash.
+
+Every write, one statement or many, goes through one path (`transaction`): on the one shared
+connection a write sent while another coroutine's transaction is open would otherwise run
+inside it and be rolled back with it. A write that fails (a full disk, a lock held elsewhere)
+raises StoreError, leaves nothing half-written, and is reported by `problem` until a write
+succeeds again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -60,6 +68,11 @@ RANDOM_SEED = -1
 WAL_FILES = ("-wal", "-shm")
 
 
+class StoreError(Exception):
+    """A write failed (a full disk, a lock held too long, an I/O error): nothing of it was
+    saved, and it may be tried again."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoredMessage:
     """One turn of a channel's history as stored: a user's message or the bot's answer."""
@@ -94,8 +107,9 @@ class Store:
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
-        # One connection: a transaction spans awaits, so two must never interleave.
-        self._tx_lock = asyncio.Lock()
+        # One connection: a transaction spans awaits, so no other write may come in between.
+        self._write_lock = asyncio.Lock()
+        self.problem: str | None = None  # why the last write failed, until one succeeds
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -126,20 +140,39 @@ class Store:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._tx_lock:
-            await self._db.execute("BEGIN IMMEDIATE")
+        """The one write path: all or nothing, and never interleaved with another write.
+        A database error raises StoreError."""
+        async with self._write_lock:
             try:
+                await self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
-            except BaseException:
-                await self._db.execute("ROLLBACK")
+                await self._db.execute("COMMIT")
+            except BaseException as exc:
+                # Also when cancelled: a BEGIN already sent still runs, and must not leave the
+                # connection inside a transaction that every later write would fail on.
+                await self._rollback()
+                if isinstance(exc, sqlite3.Error):
+                    self.problem = str(exc) or type(exc).__name__
+                    raise StoreError(self.problem) from exc
                 raise
-            await self._db.execute("COMMIT")
+        self.problem = None
+
+    async def _rollback(self) -> None:
+        # SQLite may have rolled back already (it does on a full disk): nothing to undo then.
+        with contextlib.suppress(sqlite3.Error):
+            await self._db.execute("ROLLBACK")
+
+    async def _write(self, sql: str, args: Sequence[object] = ()) -> int:
+        """One statement through the write path; how many rows it changed."""
+        async with self.transaction() as db:
+            cur = await db.execute(sql, args)
+        return cur.rowcount
 
     async def _scrub(self) -> None:
         """After deleting text: copy the -wal file into the database and truncate it, so no
         older copy of a deleted page stays on disk (secure_delete zeroes it in the database
         file; the -wal file still holds every version written since the last checkpoint)."""
-        async with self._tx_lock:  # never inside another coroutine's transaction
+        async with self._write_lock:  # never inside another coroutine's transaction
             await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def _migrate(self) -> None:
@@ -204,11 +237,11 @@ class Store:
 
     async def drop_pending(self, pending_row: int) -> None:
         """The message will not be answered (failed, or too old after a restart)."""
-        await self._db.execute("DELETE FROM pending WHERE message_row = ?", (pending_row,))
+        await self._write("DELETE FROM pending WHERE message_row = ?", (pending_row,))
 
     async def discard(self, row: int) -> None:
         """Remove a message that can never be part of a prompt (and its pending mark)."""
-        await self._db.execute("DELETE FROM messages WHERE id = ?", (row,))
+        await self._write("DELETE FROM messages WHERE id = ?", (row,))
 
     async def pending(self) -> list[PendingMessage]:
         async with self._db.execute(
@@ -232,7 +265,7 @@ class Store:
         return [StoredMessage(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     async def set_window_start(self, channel: str, first_row: int) -> None:
-        await self._db.execute(
+        await self._write(
             "INSERT INTO channel_window (channel, first_row) VALUES (?, ?)"
             " ON CONFLICT (channel) DO UPDATE SET first_row = excluded.first_row",
             (channel, first_row),
@@ -252,35 +285,35 @@ class Store:
 
     async def forget_user(self, user_key: str) -> int:
         """Delete everything a user wrote, everywhere (pending work included)."""
-        cur = await self._db.execute("DELETE FROM messages WHERE author_id = ?", (user_key,))
+        deleted = await self._write("DELETE FROM messages WHERE author_id = ?", (user_key,))
         await self._scrub()
-        return cur.rowcount
+        return deleted
 
     async def purge(self, before: float) -> int:
         """Delete messages older than `before` (a Unix time), except those awaiting an answer."""
-        cur = await self._db.execute(
+        deleted = await self._write(
             "DELETE FROM messages WHERE created_at < ?"
             " AND id NOT IN (SELECT message_row FROM pending)",
             (before,),
         )
         await self._scrub()
-        return cur.rowcount
+        return deleted
 
     async def edit_message(self, channel: str, platform_message_id: str, text: str) -> bool:
-        cur = await self._db.execute(
+        changed = await self._write(
             "UPDATE messages SET text = ? WHERE channel = ? AND platform_message_id = ?",
             (text, channel, platform_message_id),
         )
         await self._scrub()  # the old text goes as a deletion does
-        return cur.rowcount > 0
+        return changed > 0
 
     async def delete_message(self, channel: str, platform_message_id: str) -> bool:
-        cur = await self._db.execute(
+        deleted = await self._write(
             "DELETE FROM messages WHERE channel = ? AND platform_message_id = ?",
             (channel, platform_message_id),
         )
         await self._scrub()
-        return cur.rowcount > 0
+        return deleted > 0
 
     async def remembers(self, channel: str, platform_message_id: str | None, text: str) -> bool:
         """Whether the channel's history holds this message (by platform id, or its text:
@@ -340,7 +373,7 @@ class Store:
         columns = ", ".join(changes)
         marks = ", ".join("?" * len(changes))
         updates = ", ".join(f"{c} = excluded.{c}" for c in changes)
-        await self._db.execute(
+        await self._write(
             f"INSERT INTO scope_settings (scope, {columns}) VALUES (?, {marks})"
             f" ON CONFLICT (scope) DO UPDATE SET {updates}",
             (scope, *changes.values()),

@@ -14,6 +14,8 @@ TOO_LONG = (
 MISSED_WHILE_DOWN = "Sorry, I was offline when this arrived and it is too old to answer now."
 TRY_AGAIN = "hearthbot is restarting; please try that again in a minute."
 SHUTTING_DOWN = "(Stopped: hearthbot is shutting down. I'll answer when I'm back.)"
+# Shown once per answer while its saving is retried (e.g. the disk is full); the answer follows.
+DELAYED = "(Delayed: I can't save to my memory right now. I'll answer as soon as I can.)"
 CANCELLED = "(stopped)"
 NOT_ADMIN = "Only an admin can use !{name} here."
 RESET_DONE = "Cleared this channel's history ({count} messages)."

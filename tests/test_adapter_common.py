@@ -1,4 +1,4 @@
-"""adapters.common: the retry backoff and the background tasks both platforms use."""
+"""adapters.common: the background tasks both platforms use."""
 
 from __future__ import annotations
 
@@ -8,31 +8,7 @@ from typing import Any
 import pytest
 
 import adapters.common.tasks as tasks_module
-from adapters.common.backoff import Backoff
 from adapters.common.tasks import BackgroundTasks
-
-
-@pytest.mark.parametrize(
-    ("first", "cap", "waits"),
-    [
-        (0.5, 15.0, [0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 15.0]),
-        (5.0, 300.0, [5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 300.0, 300.0]),
-        (1.0, 1.0, [1.0, 1.0, 1.0]),
-        (4.0, 3.0, [4.0, 3.0, 3.0]),  # a first wait above the cap is still waited once
-    ],
-)
-def test_backoff_doubles_up_to_its_cap(first: float, cap: float, waits: list[float]) -> None:
-    backoff = Backoff(first, cap)
-    assert [backoff.next() for _ in waits] == waits
-
-
-def test_backoff_starts_over_after_a_success() -> None:
-    backoff = Backoff(1.0, 60.0)
-    for _ in range(4):
-        backoff.next()
-    assert backoff.delay == 16.0  # what the next retry would wait
-    backoff.reset()
-    assert [backoff.next(), backoff.next()] == [1.0, 2.0]
 
 
 class Errors:

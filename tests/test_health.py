@@ -5,14 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -21,33 +16,10 @@ from bot.app.health import HealthError, HealthServer
 from bot.app.liveness import WorkerProbe
 from bot.app.service import Service
 from bot.app.systemd import Notifier
-from bot.daemon import Daemon
 from bot.settings import ConfigError, load_settings
-from support.daemons import answered, daemon_for
-from support.recording_adapter import RecordingAdapter, message
-
-LOCAL = "127.0.0.1:0"
-
-
-@asynccontextmanager
-async def served(
-    tmp_path: Path, model: Path, **sections: Any
-) -> AsyncIterator[tuple[Daemon, RecordingAdapter, Service, str]]:
-    sections.setdefault("health", {"listen": LOCAL})
-    async with daemon_for(tmp_path, model, start=False, **sections) as (daemon, adapter):
-        service = Service(daemon.settings, None, checked_personas, notifier=Notifier(None))
-        try:
-            await service.attach(daemon, serve_health=True)
-            await daemon.start()
-            assert service.health is not None
-            yield daemon, adapter, service, f"http://127.0.0.1:{service.health.port}"
-        finally:
-            await service.close()
-
-
-async def get(url: str) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as http, http.get(url) as response:
-        return response.status, await response.text()
+from support.daemons import answered, daemon_for, model_held
+from support.health import LOCAL, get, served
+from support.recording_adapter import message
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -107,14 +79,9 @@ async def test_healthz_fails_while_the_worker_is_stuck(tmp_path: Path, tiny_mode
         _service,
         base,
     ):
-        gate = threading.Event()
-        stuck = asyncio.ensure_future(daemon.backend._call(lambda: gate.wait(30)))  # type: ignore[attr-defined]
-        try:
+        async with model_held(daemon.backend):
             status, text = await get(f"{base}/healthz")
             assert status == 503 and "model worker has not answered" in text
-        finally:
-            gate.set()
-            await stuck
         assert await get(f"{base}/healthz") == (200, "ok\n")
 
 

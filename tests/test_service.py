@@ -11,7 +11,6 @@ import queue
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from typing import IO
 import pytest
 
 from bot import texts
+from support.stored import pending_count
 
 # The daemon in a subprocess.
 pytestmark = pytest.mark.slow
@@ -137,11 +137,6 @@ def start(env: dict[str, str], **kw: object) -> subprocess.Popen[bytes]:
     )
 
 
-def pending_count(data_dir: Path) -> int:
-    with sqlite3.connect(data_dir / "hearthbot.db") as db:
-        return int(db.execute("SELECT count(*) FROM pending").fetchone()[0])
-
-
 def test_notify_watchdog_and_sigterm_mid_answer(
     env: dict[str, str], notify: Notifications, tmp_path: Path
 ) -> None:
@@ -177,7 +172,7 @@ def test_notify_watchdog_and_sigterm_mid_answer(
     assert out.rest().rstrip().endswith(texts.SHUTTING_DOWN)
     assert "Traceback" not in logs
     data = tmp_path / "data"
-    assert pending_count(data) == 1
+    assert pending_count(data / "hearthbot.db") == 1
     # The next start answers it (with the default persona: quick), exactly once.
     again = subprocess.run(
         CLI,
@@ -189,7 +184,7 @@ def test_notify_watchdog_and_sigterm_mid_answer(
     )
     assert again.returncode == 0, again.stderr.decode()
     assert again.stdout.strip() and again.stderr.count(b'"event": "answered"') == 1
-    assert pending_count(data) == 0
+    assert pending_count(data / "hearthbot.db") == 0
 
 
 def test_sighup_reloads_personas(

@@ -34,3 +34,25 @@ def test_disconnected_names_the_adapters_that_are_down_in_order() -> None:
         adapters={"console": True, "discord": False, "matrix": False},
     )
     assert status.disconnected == ["discord", "matrix"]
+
+
+@pytest.mark.parametrize(
+    ("store_problem", "degraded"),
+    [
+        (None, None),
+        ("database or disk is full", "degraded: store (database or disk is full)"),
+        ("database is locked", "degraded: store (database is locked)"),
+    ],
+)
+def test_degraded_says_what_works_only_in_part(
+    store_problem: str | None, degraded: str | None
+) -> None:
+    status = DaemonStatus(
+        queued=0,
+        answering=False,
+        answered=0,
+        stopping=False,
+        adapters={"console": False},  # a platform that is down is not "degraded": see readyz
+        store_problem=store_problem,
+    )
+    assert status.degraded == degraded

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from bot.events import Incoming
-from bot.store import MIGRATIONS, RANDOM_SEED, ScopeSettings, Store
+from bot.store import MIGRATIONS, RANDOM_SEED, ScopeSettings, Store, StoreError
+from support.store_faults import fill_disk, free_disk, write_lock_held
 from support.stored import message_count, schema_version
 
 
@@ -289,6 +290,64 @@ async def test_update_scope_upserts_and_clears(store: Store) -> None:
 async def test_update_scope_rejects_unknown_columns(store: Store, changes: dict) -> None:
     with pytest.raises(ValueError):
         await store.update_scope("global", **changes)
+
+
+# -- the write path ----------------------------------------------------------------------------
+
+
+class Aborted(Exception):
+    """Ends a transaction in a test: what it wrote must be rolled back."""
+
+
+async def test_a_write_never_lands_in_another_coroutines_transaction(store: Store) -> None:
+    # One connection: a one-statement write sent while another coroutine's transaction is
+    # open would run inside it and be rolled back with it.
+    row = await store.accept(incoming("m1"), "hello")
+    assert row is not None
+    writes: list[asyncio.Task[object]] = []
+    with pytest.raises(Aborted):
+        async with store.transaction() as db:
+            await db.execute("DELETE FROM pending WHERE message_row = ?", (row,))
+            writes.append(asyncio.create_task(store.update_scope("global", persona="goofy")))
+            writes.append(asyncio.create_task(store.edit_message("console:c1", "m1", "edited")))
+            await asyncio.sleep(0)  # the writes go as far as they can...
+            await db.execute("SELECT 1")  # ...and what they sent SQLite has run by now
+            raise Aborted
+    await asyncio.gather(*writes)
+    assert await store.scope_settings(["global"]) == [ScopeSettings(persona="goofy")]
+    assert await texts(store) == ["edited"]
+    assert [p.row for p in await store.pending()] == [row]  # the aborted delete was undone
+
+
+async def test_a_full_disk_fails_writes_as_store_errors_until_there_is_room(
+    store: Store, db_path: Path
+) -> None:
+    row = await store.accept(incoming("m1"), "question")
+    assert row is not None
+    await fill_disk(store._db)
+    with pytest.raises(StoreError, match="database or disk is full"):
+        await store.complete(row, "console:c1", "an answer")
+    with pytest.raises(StoreError, match="database or disk is full"):
+        await store.accept(incoming("m2"), "another question")
+    assert store.problem == "database or disk is full"
+    assert [p.row for p in await store.pending()] == [row]  # nothing half-written
+    await free_disk(store._db)
+    assert await store.complete(row, "console:c1", "an answer") is True
+    assert store.problem is None
+    assert await texts(store) == ["question", "an answer"]
+
+
+async def test_a_write_cancelled_while_it_waits_for_the_lock_leaves_no_transaction_open(
+    store: Store, db_path: Path
+) -> None:
+    with write_lock_held(db_path):
+        waiting = asyncio.create_task(store.accept(incoming("m1"), "first"))
+        await asyncio.sleep(0)  # its BEGIN IMMEDIATE now waits in SQLite for the lock
+        waiting.cancel()  # e.g. shutting down
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert await store.accept(incoming("m2"), "second") is not None
+    assert message_count(db_path) == 1  # committed (another connection sees it); "first" not
 
 
 # -- restart -----------------------------------------------------------------------------------

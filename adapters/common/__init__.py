@@ -1,1 +1,2 @@
-"""What every adapter shares: splitting, background tasks, state files, backoff."""
+"""What every adapter shares: splitting, background tasks, state files (the retry backoff
+is the core's, bot.backoff: the responder waits out a failing store with it too)."""

@@ -24,7 +24,6 @@ import aiohttp
 import discord
 import structlog
 
-from adapters.common.backoff import Backoff
 from adapters.common.failure import ReportsFailure
 from adapters.common.tasks import BackgroundTasks
 from adapters.discord.access import PLATFORM, Access, addressed
@@ -40,6 +39,7 @@ from adapters.discord.incoming import Reader
 from adapters.discord.interactions import Interactions
 from adapters.discord.reply import InteractionReply, MessageReply
 from adapters.discord.text import REFUSED_EMOJI
+from bot.backoff import Backoff
 from bot.events import (
     ChatEvent,
     Incoming,

@@ -26,9 +26,9 @@ import aiohttp
 import discord
 import structlog
 
-from adapters.common.backoff import Backoff
 from adapters.common.state_file import write_private
 from adapters.discord.positions import Hold, Positions
+from bot.backoff import Backoff
 
 log = structlog.get_logger(__name__)
 

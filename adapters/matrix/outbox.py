@@ -15,11 +15,11 @@ from typing import Any
 import structlog
 from nio import AsyncClient, ErrorResponse, RoomSendResponse
 
-from adapters.common.backoff import Backoff
 from adapters.common.failure import describe
 from adapters.common.tasks import BackgroundTasks
 from adapters.matrix.account import Account
 from adapters.matrix.login import RETRY_MAX_S
+from bot.backoff import Backoff
 
 log = structlog.get_logger(__name__)
 

@@ -32,7 +32,6 @@ from nio import (
     ToDeviceEvent,
 )
 
-from adapters.common.backoff import Backoff
 from adapters.common.failure import describe
 from adapters.matrix.account import Account
 from adapters.matrix.crypto import Crypto
@@ -47,6 +46,7 @@ from adapters.matrix.outbox import Outbox
 from adapters.matrix.rules import matches, room_allowed, sent_by_a_bot
 from adapters.matrix.state import Session, SyncState
 from adapters.matrix.translate import Translator
+from bot.backoff import Backoff
 from bot.events import Sink
 
 log = structlog.get_logger(__name__)

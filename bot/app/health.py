@@ -1,8 +1,11 @@
 """/healthz, /readyz and /metrics over HTTP (aiohttp), on `[health] listen`.
 
-- /healthz is liveness: the event loop answers (this handler runs on it) and the model
-  worker answers a trivial job, or, busy with a long reply, keeps producing tokens.
-- /readyz is 200 when every adapter is connected, else 503 naming the ones that are not.
+- /healthz is liveness: the event loop answers (this handler runs on it), the answer worker
+  runs, and the model worker answers a trivial job, or, busy with a long reply, keeps
+  producing tokens. A store that cannot be written is 200 "degraded: store (...)": the bot
+  lives and answers once it can save again; restarting it would not help.
+- /readyz is 200 when every adapter is connected and the store can be written, else 503
+  saying what is not.
 - /metrics is the Prometheus text format (bot.app.metrics).
 """
 
@@ -85,12 +88,18 @@ class HealthServer:
         problem = await self.probe.check(wait=HEALTHZ_WAIT_S)
         if problem is not None:
             return web.Response(status=503, text=f"unhealthy: {problem}\n")
+        if degraded := self.status().degraded:
+            return web.Response(text=f"{degraded}\n")
         return web.Response(text="ok\n")
 
     async def _readyz(self, _request: web.Request) -> web.Response:
         status = self.status()
         if status.stopping:
             return web.Response(status=503, text="not ready: shutting down\n")
+        if status.worker_failure is not None:
+            return web.Response(status=503, text=f"not ready: {status.worker_failure}\n")
+        if degraded := status.degraded:
+            return web.Response(status=503, text=f"not ready: {degraded}\n")
         if down := status.disconnected:
             return web.Response(status=503, text=f"not ready: {', '.join(down)} not connected\n")
         return web.Response(text=f"ready: {', '.join(status.adapters)}\n")

@@ -1,8 +1,10 @@
-"""Is the model worker alive? Asked by /healthz and before each systemd watchdog ping.
+"""Are the workers alive? Asked by /healthz and before each systemd watchdog ping.
 
-A trivial job through the worker's thread answers it. A job waits behind the reply being
-generated, though, so while one is, the worker also counts as alive as long as its token
-count moves. Only a worker that has done neither for `stall_s` is reported stuck.
+The answer worker (a task on the event loop) must still be running. The model worker answers
+a trivial job through its thread. A job waits behind the reply being generated, though, so
+while one is, the model worker also counts as alive as long as its token count moves. Only a
+model worker that has done neither for `stall_s` is reported stuck. A store that cannot be
+written is no reason: answers wait for it, and a restart would not make room on a disk.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ if TYPE_CHECKING:
     from bot.model.types import Generation
 
 Ping = Callable[[], Awaitable[object]]
+Failure = Callable[[], str | None]
 
 
 def worker_ping(backend: object) -> Ping | None:
@@ -27,15 +30,21 @@ def worker_ping(backend: object) -> Ping | None:
 
 
 class WorkerProbe:
-    """Whether the model worker still works. One ping is in flight at a time, so probing
+    """Whether the workers still work: the answer worker has not ended (`failure` says why it
+    did), and the model worker answers pings. One ping is in flight at a time, so probing
     often costs nothing; a ping waits behind a reply being generated, so while one is, the
     worker counts as alive as long as its token count moves."""
 
     def __init__(
-        self, ping: Ping | None, in_flight: Callable[[], Generation | None], stall_s: float
+        self,
+        ping: Ping | None,
+        in_flight: Callable[[], Generation | None],
+        stall_s: float,
+        failure: Failure = lambda: None,
     ) -> None:
         self._ping = ping
         self._in_flight = in_flight
+        self._failure = failure
         self.stall_s = stall_s
         self._pending: asyncio.Future[object] | None = None
         self._sent = 0.0
@@ -44,6 +53,8 @@ class WorkerProbe:
 
     async def check(self, wait: float = 0.0) -> str | None:
         """None when alive, else why not. Waits up to `wait` seconds for the ping."""
+        if (failure := self._failure()) is not None:
+            return failure
         if self._ping is None:
             return None
         if self._pending is None or self._pending.done():

@@ -68,7 +68,10 @@ class Metrics(Observer):
             registry=r,
         )
         self._errors = Counter(
-            "hearthbot_errors", "Errors by kind (answer, event, reload).", ["kind"], registry=r
+            "hearthbot_errors",
+            "Errors by kind (answer, event, reload, store).",
+            ["kind"],
+            registry=r,
         )
         r.register(_StateCollector(status))
         # Zero-valued series from the start: a rate() over a series that appears late is wrong.
@@ -76,7 +79,7 @@ class Metrics(Observer):
             self._answered.labels(platform)
             for refusal in Refusal:
                 self._refused.labels(platform, refusal.value)
-        for kind in ("answer", "event", "reload"):
+        for kind in ("answer", "event", "reload", "store"):
             self._errors.labels(kind)
 
     def answered(self, platform: str, result: GenerationResult) -> None:

@@ -5,8 +5,10 @@ reacts to signals, and the health endpoints.
   not trip TimeoutStartSec= (the extension stops when the event loop does).
 - READY=1 once the model is loaded and the adapters are started, not connected: a chat
   platform that is down at boot must not turn into a restart loop.
-- WATCHDOG=1 from the event loop while the model worker is alive (bot.app.health.WorkerProbe),
-  so a hung loop or a stalled worker gets the process restarted.
+- WATCHDOG=1 from the event loop while the answer worker runs and the model worker is alive
+  (bot.app.liveness.WorkerProbe), so a hung loop, a stalled model worker or an answer worker
+  that is gone gets the process restarted. A full disk or a platform that is down does not:
+  a restart would fix neither (STATUS= says them).
 - SIGTERM/SIGINT: graceful stop (Daemon.stop); a second one stops the answer in flight now.
   STOPPING=1 as the stop begins.
 - SIGHUP: personas and access lists are reloaded without a restart.
@@ -54,7 +56,7 @@ STATUS_EVERY_S = 5.0
 
 
 class Service:
-    """The daemon's life as a service: readiness, watchdog, STATUS=, signals, health server."""
+    """The daemon under a supervisor: what systemd is told, signals, reload, health."""
 
     def __init__(
         self,
@@ -72,6 +74,8 @@ class Service:
         self.probe: WorkerProbe | None = None
         self._tasks = BackgroundTasks("service")
         self._reloading: asyncio.Task[bool] | None = None
+        self._shown = ""  # the STATUS= line systemd has
+        self._withheld = False  # the watchdog ping is being withheld
 
     # -- startup ------------------------------------------------------------------------------
 
@@ -108,7 +112,10 @@ class Service:
         restart loop over a metrics port would help nobody (`hearthbot check` reports it)."""
         self.daemon = daemon
         self.probe = WorkerProbe(
-            worker_ping(daemon.backend), lambda: daemon.in_flight, self.settings.health.stall_s
+            worker_ping(daemon.backend),
+            lambda: daemon.in_flight,
+            self.settings.health.stall_s,
+            failure=lambda: daemon.status().worker_failure,
         )
         if not (serve_health and self.settings.health.listen):
             return
@@ -127,10 +134,10 @@ class Service:
 
     def ready(self) -> None:
         """The model is loaded and the adapters are started."""
-        status = self.status_text()
-        self.notifier.ready(status)
+        self._shown = self.status_text()
+        self.notifier.ready(self._shown)
         if self.notifier.enabled:
-            self._tasks.spawn(self._heartbeat(watchdog_interval(), status), "hearthbot-heartbeat")
+            self._tasks.spawn(self._heartbeat(watchdog_interval()), "hearthbot-heartbeat")
 
     def status_text(self) -> str:
         if self.daemon is None:
@@ -141,23 +148,31 @@ class Service:
             for name, connected in status.adapters.items()
         )
         busy = "answering" if status.answering else "idle"
-        return f"Ready, {busy}: {status.answered} answered, {status.queued} queued; {adapters}"
+        text = f"Ready, {busy}: {status.answered} answered, {status.queued} queued; {adapters}"
+        for problem in (status.degraded, status.worker_failure):
+            if problem is not None:
+                text += f"; {problem}"
+        return text
 
-    async def _heartbeat(self, watchdog: float | None, shown: str) -> None:
+    async def _heartbeat(self, watchdog: float | None) -> None:
         step = min(watchdog, STATUS_EVERY_S) if watchdog else STATUS_EVERY_S
-        stalled = False
         while True:
-            if watchdog is not None and self.probe is not None:
-                problem = await self.probe.check()
-                if problem is None:
-                    self.notifier.watchdog()
-                elif not stalled:  # withheld pings make systemd restart us
-                    log.error("withholding the watchdog ping", problem=problem)
-                stalled = problem is not None
-            if (status := self.status_text()) != shown:
-                self.notifier.status(status)
-                shown = status
+            await self.beat(watchdog=watchdog is not None)
             await asyncio.sleep(step)
+
+    async def beat(self, watchdog: bool) -> None:
+        """One heartbeat: WATCHDOG=1 (when systemd watches) unless the probe finds a worker
+        gone or stuck, and STATUS= when it changed."""
+        if watchdog and self.probe is not None:
+            problem = await self.probe.check()
+            if problem is None:
+                self.notifier.watchdog()
+            elif not self._withheld:  # withheld pings make systemd restart us
+                log.error("withholding the watchdog ping", problem=problem)
+            self._withheld = problem is not None
+        if (status := self.status_text()) != self._shown:
+            self.notifier.status(status)
+            self._shown = status
 
     # -- signals ------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -69,3 +70,17 @@ async def ask(daemon: Daemon, adapter: RecordingAdapter, text: str, **kw: Any) -
     assert outcome in (Outcome.ACCEPTED, Outcome.COMMAND)
     (record,) = adapter.for_message(msg.message_id)
     return await answered(record)
+
+
+@asynccontextmanager
+async def model_held(engine: Backend) -> AsyncIterator[None]:
+    """The engine's model thread is busy until the block ends: a generation or ping asked for
+    meanwhile waits its turn (the in-process engine only: it has the thread)."""
+    gate = threading.Event()
+    held = asyncio.ensure_future(engine._call(lambda: gate.wait(120)))  # type: ignore[attr-defined]
+    await asyncio.sleep(0)  # queued on the thread before anything asked for in the block
+    try:
+        yield
+    finally:
+        gate.set()
+        await held

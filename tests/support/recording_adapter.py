@@ -25,26 +25,35 @@ class RecordedReply:
 
 
 class Reply:
-    """The reply handle that writes into a RecordedReply."""
+    """The reply handle that writes into a RecordedReply. A broken one raises from update,
+    finish and fail, as a buggy adapter might (the protocol says they must not)."""
 
-    def __init__(self, record: RecordedReply) -> None:
+    def __init__(self, record: RecordedReply, broken: bool = False) -> None:
         self.record = record
+        self.broken = broken
 
     async def typing(self) -> None:
         self.record.typing += 1
 
     async def update(self, text: str) -> None:
+        self._break()
         self.record.updates.append(text)
 
     async def finish(self, text: str) -> None:
+        self._break()
         assert self.record.final is None and self.record.failed is None, "answered twice"
         self.record.final = text
         self.record.done.set()
 
     async def fail(self, notice: str) -> None:
+        self._break()
         assert self.record.final is None and self.record.failed is None, "answered twice"
         self.record.failed = notice
         self.record.done.set()
+
+    def _break(self) -> None:
+        if self.broken:
+            raise RuntimeError("a broken reply handle")
 
 
 class RecordingAdapter:
@@ -56,6 +65,7 @@ class RecordingAdapter:
         self.replies: list[RecordedReply] = []
         self.refusals: list[tuple[Incoming, str]] = []
         self.sink: Sink | None = None
+        self.broken: set[str] = set()  # message ids whose replies raise (see Reply)
         self._failure: asyncio.Future[str] | None = None
 
     async def start(self, sink: Sink) -> None:
@@ -78,7 +88,7 @@ class RecordingAdapter:
     def open_reply(self, message: Incoming) -> Reply:
         record = RecordedReply(message)
         self.replies.append(record)
-        return Reply(record)
+        return Reply(record, broken=message.message_id in self.broken)
 
     async def refuse(self, message: Incoming, notice: str) -> None:
         self.refusals.append((message, notice))

@@ -21,5 +21,10 @@ def message_count(db: Path, channel: str | None = None) -> int:
     return _one(db, "SELECT count(*) FROM messages WHERE channel = ?", (channel,))
 
 
+def pending_count(db: Path) -> int:
+    """Messages accepted but not answered yet."""
+    return _one(db, "SELECT count(*) FROM pending")
+
+
 def schema_version(db: Path) -> int:
     return _one(db, "PRAGMA user_version")
