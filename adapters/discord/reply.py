@@ -24,10 +24,10 @@ import aiohttp
 import discord
 import structlog
 
-from adapters.common.backoff import Backoff
 from adapters.common.failure import describe
 from adapters.common.split import split_message
 from adapters.discord.text import LIMIT
+from bot.backoff import Backoff
 from bot.events import Incoming
 
 log = structlog.get_logger(__name__)
