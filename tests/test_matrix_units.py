@@ -38,6 +38,17 @@ from bot.settings import load_settings
         ("```py\nx = 1\n```", '<pre><code class="language-py">x = 1\n</code></pre>'),
         ("~~gone~~", "<s>gone</s>"),
         ("@room look", "@room look"),
+        # No images (a client would load them); no link whose text hides its target.
+        ("![logo](mxc://evil.org/abc)", "logo"),
+        ('a ![](https://t.example/p.gif "x") b', "a  b"),
+        (
+            "[https://bank.example](https://evil.example/x)",
+            'https://bank.example (<a href="https://evil.example/x">https://evil.example/x</a>)',
+        ),
+        ("[docs](https://x.org)", 'docs (<a href="https://x.org">https://x.org</a>)'),
+        ("[![pic](mxc://e/f)](https://x.org)", 'pic (<a href="https://x.org">https://x.org</a>)'),
+        ("<https://x.org>", '<a href="https://x.org">https://x.org</a>'),
+        ("[https://x.org](https://x.org)", '<a href="https://x.org">https://x.org</a>'),
     ],
 )
 def test_render_html(markdown: str, html: str) -> None:
