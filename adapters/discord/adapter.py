@@ -278,12 +278,14 @@ class DiscordAdapter(ReportsFailure):
             return
         self.catch_up.begin(channel_id, guild_id, message.id)
         left = False  # not passed on because we are stopping: read back after the restart
+        denied = False  # not recorded for the read-back: only channels the bot talks in are
         try:
             channels = await self.reader.channel_and_parent(client, message.channel, guild_id)
-            if self.access.allows(message.author.id, guild_id, channels):
+            denied = not self.access.allows(message.author.id, guild_id, channels)
+            if not denied:
                 left = not await self.deliver(await self.reader.incoming(message, me))
         finally:
-            self.catch_up.end(channel_id, guild_id, message.id, left)
+            self.catch_up.end(channel_id, guild_id, message.id, left, allowed=not denied)
 
     async def on_edit(self, message: discord.Message, data: Any) -> None:
         client = self.client
