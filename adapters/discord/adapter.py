@@ -44,6 +44,7 @@ from bot.events import (
     Incoming,
     MessageDeleted,
     MessageEdited,
+    Quoted,
     Sink,
     StopRequested,
 )
@@ -148,6 +149,15 @@ class DiscordAdapter(ReportsFailure):
 
     def open_reply(self, message: Incoming) -> InteractionReply | MessageReply:
         return self.interactions.reply_to(message)
+
+    async def fetch_quote(self, channel_id: str, message_id: str) -> Quoted | None:
+        """A replied-to message as Discord has it now (bot.events.QuoteSource)."""
+        if self.client is None or not self.logged_in():
+            return self.reader.quotes.recent.get(message_id)
+        return await self.reader.quotes.fetch(self.client, channel_id, message_id)
+
+    def forget_author(self, author_id: str) -> None:
+        self.reader.quotes.recent.forget_author(author_id)
 
     async def refuse(self, message: Incoming, notice: str) -> None:
         """A ⏳ reaction, not a wall of text: the sender sees it, the channel is not flooded."""
@@ -294,6 +304,7 @@ class DiscordAdapter(ReportsFailure):
             return
         if not data.get("edited_timestamp") or "content" not in data:
             return  # not a user's edit (e.g. Discord adding a link preview)
+        self.reader.quotes.edited(message, me)
         # Only messages the bot was asked can be in its history: skip the rest of the server.
         if not addressed(self.reader.addressing(message, me)):
             return
@@ -302,12 +313,15 @@ class DiscordAdapter(ReportsFailure):
         if not self.access.allows(message.author.id, guild_id, channels):
             return
         text = await self.reader.text(message, me)
-        await self.deliver(MessageEdited(PLATFORM, str(message.channel.id), str(message.id), text))
+        author = str(message.author.id)
+        channel = str(message.channel.id)
+        await self.deliver(MessageEdited(PLATFORM, channel, str(message.id), author, text))
 
     async def on_delete(self, channel_id: int, message_ids: Iterable[int]) -> None:
         # Always passed on: deleting from the store is the privacy promise, whoever it was.
         for message_id in message_ids:
             self.interactions.deleted(message_id)
+            self.reader.quotes.deleted(message_id)
             await self.deliver(MessageDeleted(PLATFORM, str(channel_id), str(message_id)))
 
 

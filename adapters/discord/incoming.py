@@ -11,6 +11,7 @@ import discord
 import structlog
 
 from adapters.discord.access import PLATFORM, Access, Addressing
+from adapters.discord.quotes import Quotes
 from adapters.discord.text import (
     attachment_named,
     attachment_read,
@@ -18,7 +19,6 @@ from adapters.discord.text import (
     is_text_attachment,
     plain_text,
     with_attachments,
-    without_footnote,
 )
 from bot.events import Incoming
 
@@ -36,6 +36,7 @@ class Reader:
         self.attachment_max_kb = attachment_max_kb
         self._http: aiohttp.ClientSession | None = None  # for reading attachments
         self._parents: dict[int, int | None] = {}  # thread → parent, for uncached threads
+        self.quotes = Quotes(self.plain)
 
     async def close(self) -> None:
         if self._http is not None:
@@ -79,11 +80,8 @@ class Reader:
 
     async def incoming(self, message: discord.Message, me: discord.ClientUser) -> Incoming:
         resolved = message.reference.resolved if message.reference else None
-        quoted = None
-        if isinstance(resolved, discord.Message):
-            quoted = self.plain(resolved, me)
-            if resolved.author.id == me.id:  # compare our answer as the core stored it
-                quoted = without_footnote(quoted)
+        if isinstance(resolved, discord.Message):  # read by the core when it builds the prompt
+            self.quotes.saw(resolved, me)
         guild_id = message.guild.id if message.guild else None
         return Incoming(
             platform=PLATFORM,
@@ -96,7 +94,6 @@ class Reader:
             reply_to_id=str(message.reference.message_id)
             if message.reference and message.reference.message_id
             else None,
-            reply_to_text=quoted or None,
             server_id=str(guild_id) if guild_id else None,
             is_admin=self.access.is_admin(message.author.id),
             received_at=message.created_at.timestamp(),  # a message read back is older
