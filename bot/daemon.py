@@ -9,7 +9,7 @@ import structlog
 
 from bot.commands.context import CommandContext
 from bot.commands.runner import CommandRunner
-from bot.events import Adapter, ChatEvent, Incoming, Outcome
+from bot.events import Adapter, ChatEvent, Incoming, Outcome, Quoted
 from bot.intake import Intake
 from bot.live import Live
 from bot.model.backend import Backend
@@ -17,6 +17,7 @@ from bot.model.types import Generation
 from bot.observer import Observer
 from bot.personas import PersonaSet
 from bot.prompt.builder import ContextBuilder
+from bot.prompt.quotes import fetch_quote
 from bot.responder import Job, Responder
 from bot.retention import Retention
 from bot.scheduler import FairQueue
@@ -44,7 +45,7 @@ class Daemon:
         self.queue: FairQueue[Job] = FairQueue(
             settings.queue.max_pending, settings.queue.per_user_per_minute
         )
-        self.context = ContextBuilder(backend, store, backend.info.n_ctx)
+        self.context = ContextBuilder(backend, store, backend.info.n_ctx, self._fetch_quote)
         self.responder = Responder(self.live, store, backend, self.queue, self.context)
         commands = CommandContext(
             live=self.live,
@@ -93,6 +94,9 @@ class Daemon:
 
     def is_admin(self, message: Incoming) -> bool:
         return self.live.is_admin(message)
+
+    async def _fetch_quote(self, channel: str, message_id: str) -> Quoted | None:
+        return await fetch_quote(self.live.adapters, channel, message_id)
 
     # -- lifecycle ------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +28,10 @@ class Incoming:
     author_name: str
     text: str
     is_direct: bool = False
+    # The platform id of the message this one replies to. Only the reference is kept: the
+    # quoted text is read when a prompt is built (bot.prompt.quotes), so a deletion, a
+    # redaction or `!forget` takes it out of every later prompt.
     reply_to_id: str | None = None
-    # The replied-to message's text, when the adapter has it: used if that message is not in
-    # the stored history (e.g. older than the bot's memory of the channel).
-    reply_to_text: str | None = None
     # The server (Discord guild, Matrix space) the channel belongs to, for settings that
     # resolve global → server → channel.
     server_id: str | None = None
@@ -46,7 +46,7 @@ class Incoming:
 
     @property
     def user_key(self) -> str:
-        return f"{self.platform}:{self.author_id}"
+        return user_key(self.platform, self.author_id)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), ensure_ascii=False)
@@ -77,17 +77,25 @@ class ReplyHandle(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class MessageEdited:
-    """A user edited a message: the stored history follows."""
+    """A user edited a message: the stored history follows, if `author_id` wrote it (an edit
+    names its sender, and on Matrix anyone can send one for any event)."""
 
     platform: str
     channel_id: str
     message_id: str
+    author_id: str
     text: str
+
+    @property
+    def user_key(self) -> str:
+        return user_key(self.platform, self.author_id)
 
 
 @dataclass(frozen=True, slots=True)
 class MessageDeleted:
-    """A user deleted (Matrix: redacted) a message: it is deleted from the store too."""
+    """A user deleted (Matrix: redacted) a message: it is deleted from the store too, and
+    from every quote of it. Message ids are unique on their platform, so `channel_id` is only
+    where the adapter saw it (a Matrix thread's message may be named by its room)."""
 
     platform: str
     channel_id: str
@@ -114,6 +122,26 @@ ChatEvent = Incoming | MessageEdited | MessageDeleted | StopRequested | Regenera
 
 def channel_key(platform: str, channel_id: str) -> str:
     return f"{platform}:{channel_id}"
+
+
+def user_key(platform: str, author_id: str) -> str:
+    return f"{platform}:{author_id}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """A channel or user key back into (platform, the platform's id)."""
+    platform, _, platform_id = key.partition(":")
+    return platform, platform_id
+
+
+@dataclass(frozen=True, slots=True)
+class Quoted:
+    """A replied-to message as its platform has it now: read when a prompt is built, never
+    stored, so what its author deleted or the bot forgot does not come back through a reply."""
+
+    author_id: str  # the platform's id of its author, like Incoming.author_id
+    author_name: str
+    text: str
 
 
 class Outcome(Enum):
@@ -155,3 +183,16 @@ class Adapter(Protocol):
         """Resolves with a one-line reason when the platform refuses us for good (bad token,
         a privileged intent not enabled): the daemon then exits non-zero with that line.
         Transient trouble (a dropped connection) is the adapter's to retry, never this."""
+
+
+@runtime_checkable
+class QuoteSource(Protocol):
+    """What an adapter may also do: read a replied-to message the bot did not store. Without
+    it, such a quote is left out of the prompt."""
+
+    async def fetch_quote(self, channel_id: str, message_id: str) -> Quoted | None:
+        """The message as the platform has it now (from a bounded cache the adapter keeps
+        true on deletions and edits); None when it is gone or unreadable. Must not raise."""
+
+    def forget_author(self, author_id: str) -> None:
+        """`!forget`: drop what the adapter keeps of this author's messages."""

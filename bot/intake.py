@@ -30,6 +30,7 @@ from bot.events import (
 )
 from bot.live import Live
 from bot.model.backend import Backend
+from bot.prompt.quotes import fetch_quote
 from bot.responder import Job, Responder
 from bot.scheduler import FairQueue, Refusal, Ticket
 from bot.store import Store
@@ -98,18 +99,20 @@ class Intake:
         self, event: MessageEdited | MessageDeleted | StopRequested | RegenerateRequested
     ) -> Outcome:
         if isinstance(event, MessageEdited):
-            key = channel_key(event.platform, event.channel_id)
-            await self.store.edit_message(key, event.message_id, clean_text(event.text))
-            await self.backend.forget(key)
-        elif isinstance(event, MessageDeleted):
-            key = channel_key(event.platform, event.channel_id)
-            await self.backend.forget(key)  # the deleted text must not linger in memory either
-            self.queue.remove(
-                lambda job: (
-                    (job.message.channel_key, job.message.message_id) != (key, event.message_id)
-                )
+            # Only the author's own edit applies (the store checks it by platform id).
+            changed = await self.store.edit_message(
+                event.platform, event.message_id, event.user_key, clean_text(event.text)
             )
-            await self.store.delete_message(key, event.message_id)
+            for key in changed:
+                await self.backend.forget(key)
+            if not changed:
+                return Outcome.IGNORED
+        elif isinstance(event, MessageDeleted):
+            gone = (event.platform, event.message_id)
+            self.queue.remove(lambda job: (job.message.platform, job.message.message_id) != gone)
+            # Where it was stored or quoted: the deleted text must not linger in memory either.
+            for key in await self.store.delete_message(event.platform, event.message_id):
+                await self.backend.forget(key)
         elif isinstance(event, StopRequested):
             self.responder.stop_answer_in(channel_key(event.platform, event.channel_id))
         else:
@@ -168,12 +171,12 @@ class Intake:
         self, message: Incoming, text: str, ticket: Ticket, adapter: Adapter
     ) -> Outcome:
         try:
-            quoted = message.reply_to_text and clean_text(message.reply_to_text)
-            if quoted and not await self.store.remembers(
-                message.channel_key, message.reply_to_id, quoted
-            ):
-                text = texts.quote(quoted, text)  # the model should see what was replied to
-            row = await self.store.accept(message, text)
+            quoted = None
+            if message.reply_to_id is not None:  # kept as a reference (bot.prompt.quotes)
+                quoted = await fetch_quote(
+                    self.live.adapters, message.channel_key, message.reply_to_id
+                )
+            row = await self.store.accept(message, text, quoted)
         except BaseException:
             self.queue.cancel(ticket)
             raise

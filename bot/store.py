@@ -1,9 +1,9 @@
 """SQLite memory (aiosqlite, WAL): history per channel, pending work, per-scope settings.
 
-Schema changes are numbered migrations applied in order (PRAGMA user_version), so an old
-install keeps working after an update. A user message and its pending row are written in one
-transaction, and so are an answer and the removal of its pending row: that is what makes
-"accepted means answered exactly once" hold across a crash.
+Schema changes are numbered migrations (bot/migrations.py) applied in order (PRAGMA
+user_version), so an old install keeps working after an update. A user message and its
+pending row are written in one transaction, and so are an answer and the removal of its
+pending row: that is what makes "accepted means answered exactly once" hold across a crash.
 
 Every write, one statement or many, goes through one path (`transaction`): on the one shared
 connection a write sent while another coroutine's transaction is open would otherwise run
@@ -26,43 +26,9 @@ from typing import Literal
 
 import aiosqlite
 
-from bot.events import Incoming
+from bot.events import Incoming, Quoted, user_key
+from bot.migrations import MIGRATIONS
 from bot.private_files import make_private, private_dir, private_file
-
-MIGRATIONS: tuple[str, ...] = (
-    # 1: the first schema
-    """
-    CREATE TABLE messages (
-        id INTEGER PRIMARY KEY,
-        channel TEXT NOT NULL,              -- Incoming.channel_key
-        platform_message_id TEXT,           -- the platform's id, for edits and deletions
-        author_id TEXT NOT NULL,            -- Incoming.user_key, or 'bot'
-        author_name TEXT NOT NULL,
-        role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
-        text TEXT NOT NULL,
-        created_at REAL NOT NULL
-    );
-    CREATE INDEX messages_by_channel ON messages (channel, id);
-    CREATE INDEX messages_by_author ON messages (author_id);
-    CREATE UNIQUE INDEX messages_platform_id ON messages (channel, platform_message_id)
-        WHERE role = 'user' AND platform_message_id IS NOT NULL;
-    CREATE TABLE pending (
-        message_row INTEGER PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
-        incoming TEXT NOT NULL,             -- Incoming as JSON, to reopen a reply after restart
-        created_at REAL NOT NULL
-    );
-    CREATE TABLE scope_settings (
-        scope TEXT PRIMARY KEY,             -- 'global', 'server:<platform>:<id>', 'channel:<key>'
-        persona TEXT,
-        temperature REAL,
-        seed INTEGER                        -- NULL: inherit; -1: random despite the persona
-    );
-    CREATE TABLE channel_window (
-        channel TEXT PRIMARY KEY,
-        first_row INTEGER NOT NULL          -- oldest message still in the model's context
-    );
-    """,
-)
 
 RANDOM_SEED = -1
 WAL_FILES = ("-wal", "-shm")
@@ -71,6 +37,27 @@ WAL_FILES = ("-wal", "-shm")
 class StoreError(Exception):
     """A write failed (a full disk, a lock held too long, an I/O error): nothing of it was
     saved, and it may be tried again."""
+
+
+# Messages of one platform: a channel key starts with "<platform>:".
+_ON_PLATFORM = "substr(channel, 1, ?) = ?"
+
+
+def _platform_args(platform: str) -> tuple[int, str]:
+    prefix = f"{platform}:"
+    return len(prefix), prefix
+
+
+@dataclass(frozen=True, slots=True)
+class StoredQuote:
+    """What a stored reply quotes: a stored row (its text read with the reply's), or, for a
+    message the bot never stored, only its platform id (bot.prompt.quotes fetches it when the
+    prompt is built). A quoted row that is deleted takes the whole reference with it."""
+
+    platform_message_id: str | None
+    row: int | None = None
+    author_name: str | None = None  # the quoted row's, when stored
+    text: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +69,7 @@ class StoredMessage:
     author_id: str
     author_name: str
     text: str
+    quote: StoredQuote | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,14 +179,20 @@ class Store:
 
     # -- messages -----------------------------------------------------------------------------
 
-    async def accept(self, message: Incoming, text: str) -> int | None:
+    async def accept(
+        self, message: Incoming, text: str, quoted: Quoted | None = None
+    ) -> int | None:
         """Save a user message and mark it pending. None if this platform message was already
-        accepted (a platform delivered it twice): it must not be answered twice."""
+        accepted (a platform delivered it twice): it must not be answered twice. `quoted`:
+        the replied-to message as the adapter has it, to find the bot's own answer (stored
+        without a platform id) and to know whose words the reply quotes."""
         now = time.time()
         async with self.transaction() as db:
+            quote_row, quote_author = await self._quoted_row(db, message, quoted)
             cur = await db.execute(
                 "INSERT OR IGNORE INTO messages (channel, platform_message_id, author_id,"
-                " author_name, role, text, created_at) VALUES (?, ?, ?, ?, 'user', ?, ?)",
+                " author_name, role, text, created_at, reply_to_id, reply_to_row,"
+                " reply_to_author) VALUES (?, ?, ?, ?, 'user', ?, ?, ?, ?, ?)",
                 (
                     message.channel_key,
                     message.message_id,
@@ -206,6 +200,9 @@ class Store:
                     message.author_name,
                     text,
                     message.received_at,
+                    message.reply_to_id,
+                    quote_row,
+                    quote_author,
                 ),
             )
             if cur.rowcount == 0:
@@ -217,6 +214,30 @@ class Store:
                 (row, message.to_json(), now),
             )
         return row
+
+    async def _quoted_row(
+        self, db: aiosqlite.Connection, message: Incoming, quoted: Quoted | None
+    ) -> tuple[int | None, str | None]:
+        """The stored row a reply quotes, and the quoted author's user key."""
+        if message.reply_to_id is None:
+            return None, None
+        async with db.execute(
+            f"SELECT id, author_id FROM messages WHERE platform_message_id = ? AND {_ON_PLATFORM}"
+            " ORDER BY id DESC LIMIT 1",
+            (message.reply_to_id, *_platform_args(message.platform)),
+        ) as cur:
+            found = await cur.fetchone()
+        if found is None and quoted is not None:
+            # The bot's answers are stored without a platform id: found by their text.
+            async with db.execute(
+                "SELECT id, author_id FROM messages WHERE channel = ? AND role = 'assistant'"
+                " AND text = ? ORDER BY id DESC LIMIT 1",
+                (message.channel_key, quoted.text),
+            ) as cur:
+                found = await cur.fetchone()
+        if found is not None:
+            return int(found[0]), str(found[1])
+        return None, user_key(message.platform, quoted.author_id) if quoted else None
 
     async def complete(self, pending_row: int, channel: str, reply: str) -> bool:
         """Save the answer and clear the pending mark in one step. False if the pending mark
@@ -254,15 +275,27 @@ class Store:
         """The channel's messages from its context window start, oldest first, up to and
         including row `through_row` when given (the message being answered)."""
         query = (
-            "SELECT m.id, m.role, m.author_id, m.author_name, m.text FROM messages m"
+            "SELECT m.id, m.role, m.author_id, m.author_name, m.text,"
+            " m.reply_to_id, m.reply_to_row, q.author_name, q.text FROM messages m"
             " LEFT JOIN channel_window w ON w.channel = m.channel"
+            " LEFT JOIN messages q ON q.id = m.reply_to_row"
             " WHERE m.channel = ? AND m.id >= coalesce(w.first_row, 0) AND m.id <= ?"
             " ORDER BY m.id"
         )
         limit = through_row if through_row is not None else 2**62
         async with self._db.execute(query, (channel, limit)) as cur:
             rows = await cur.fetchall()
-        return [StoredMessage(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+        return [
+            StoredMessage(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                StoredQuote(r[5], r[6], r[7], r[8]) if r[5] or r[6] else None,
+            )
+            for r in rows
+        ]
 
     async def set_window_start(self, channel: str, first_row: int) -> None:
         await self._write(
@@ -284,10 +317,18 @@ class Store:
         return cur.rowcount
 
     async def forget_user(self, user_key: str) -> int:
-        """Delete everything a user wrote, everywhere (pending work included)."""
-        deleted = await self._write("DELETE FROM messages WHERE author_id = ?", (user_key,))
+        """Delete everything a user wrote, everywhere (pending work included), and every
+        reference to it: a reply to one of their messages quotes nothing any more, even a
+        message of theirs the bot never stored."""
+        async with self.transaction() as db:
+            cur = await db.execute("DELETE FROM messages WHERE author_id = ?", (user_key,))
+            await db.execute(
+                "UPDATE messages SET reply_to_id = NULL, reply_to_row = NULL,"
+                " reply_to_author = NULL WHERE reply_to_author = ?",
+                (user_key,),
+            )
         await self._scrub()
-        return deleted
+        return cur.rowcount
 
     async def purge(self, before: float) -> int:
         """Delete messages older than `before` (a Unix time), except those awaiting an answer."""
@@ -299,31 +340,51 @@ class Store:
         await self._scrub()
         return deleted
 
-    async def edit_message(self, channel: str, platform_message_id: str, text: str) -> bool:
-        changed = await self._write(
-            "UPDATE messages SET text = ? WHERE channel = ? AND platform_message_id = ?",
-            (text, channel, platform_message_id),
-        )
+    async def edit_message(
+        self, platform: str, platform_message_id: str, author_key: str, text: str
+    ) -> list[str]:
+        """An edit by `author_key` of their message: the channels whose prompts change (the
+        message's, and those of replies quoting it). Empty when no message of theirs has that
+        id: nobody edits another's words."""
+        async with self.transaction() as db:
+            cur = await db.execute(
+                f"UPDATE messages SET text = ? WHERE platform_message_id = ? AND {_ON_PLATFORM}"
+                " AND role = 'user' AND author_id = ?",
+                (text, platform_message_id, *_platform_args(platform), author_key),
+            )
+            if cur.rowcount == 0:
+                return []
+            channels = await self._channels_of(db, platform, platform_message_id)
         await self._scrub()  # the old text goes as a deletion does
-        return changed > 0
+        return channels
 
-    async def delete_message(self, channel: str, platform_message_id: str) -> bool:
-        deleted = await self._write(
-            "DELETE FROM messages WHERE channel = ? AND platform_message_id = ?",
-            (channel, platform_message_id),
-        )
+    async def delete_message(self, platform: str, platform_message_id: str) -> list[str]:
+        """Delete a message wherever it is stored (a thread's message may be named by its
+        room) and cut every reply's reference to it: the channels whose prompts held it."""
+        async with self.transaction() as db:
+            channels = await self._channels_of(db, platform, platform_message_id)
+            await db.execute(
+                f"DELETE FROM messages WHERE platform_message_id = ? AND {_ON_PLATFORM}",
+                (platform_message_id, *_platform_args(platform)),
+            )
+            await db.execute(
+                "UPDATE messages SET reply_to_id = NULL, reply_to_row = NULL,"
+                f" reply_to_author = NULL WHERE reply_to_id = ? AND {_ON_PLATFORM}",
+                (platform_message_id, *_platform_args(platform)),
+            )
         await self._scrub()
-        return deleted > 0
+        return channels
 
-    async def remembers(self, channel: str, platform_message_id: str | None, text: str) -> bool:
-        """Whether the channel's history holds this message (by platform id, or its text:
-        the bot's own messages are stored without one)."""
-        async with self._db.execute(
-            "SELECT 1 FROM messages WHERE channel = ? AND (platform_message_id = ? OR text = ?)"
-            " LIMIT 1",
-            (channel, platform_message_id, text),
+    async def _channels_of(
+        self, db: aiosqlite.Connection, platform: str, platform_message_id: str
+    ) -> list[str]:
+        """The channels holding a message, or a reply that quotes it."""
+        async with db.execute(
+            "SELECT DISTINCT channel FROM messages WHERE (platform_message_id = ?"
+            f" OR reply_to_id = ?) AND {_ON_PLATFORM} ORDER BY channel",
+            (platform_message_id, platform_message_id, *_platform_args(platform)),
         ) as cur:
-            return await cur.fetchone() is not None
+            return [str(r[0]) for r in await cur.fetchall()]
 
     async def reopen(self, message: Incoming) -> int | None:
         """Make a stored user message pending again and drop the answers given after it (up to

@@ -42,12 +42,14 @@ NOTE_MAX_TOKENS = "reply cut at {max_tokens} tokens"
 NOTE_TRIMMED = "only the last {kept} messages fit in my context"
 
 
-def quote(replied_to: str, text: str, limit: int = 1000) -> str:
-    """A reply to a message the bot does not remember carries that message's text."""
+def quote(author: str, replied_to: str, text: str, limit: int = 1000) -> str:
+    """What the model reads of a reply whose quoted message is not in the prompt otherwise:
+    that message above the reply, marked as quoted."""
     if len(replied_to) > limit:
         replied_to = replied_to[:limit] + "…"
     quoted = "\n".join(f"> {line}" for line in replied_to.splitlines())
-    return f"(replying to:)\n{quoted}\n\n{text}"
+    who = f" {author}" if author else ""
+    return f"(replying to{who}:)\n{quoted}\n\n{text}"
 
 
 def footnote(notes: list[str]) -> str:

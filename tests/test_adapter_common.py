@@ -1,4 +1,5 @@
-"""adapters.common: the background tasks both platforms use."""
+"""adapters.common: the retry backoff, the background tasks and the recent messages both
+platforms use."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Any
 import pytest
 
 import adapters.common.tasks as tasks_module
+from adapters.common.recent import RecentMessages
 from adapters.common.tasks import BackgroundTasks
+from bot.events import Quoted
 
 
 class Errors:
@@ -69,3 +72,35 @@ async def test_stop_gives_a_grace_then_cancels_and_refuses_new_work(errors: Erro
     again = tasks.spawn(quick(), "again")
     assert again is not None
     await again
+
+
+# -- RecentMessages: what an adapter keeps for the core's reply quotes ---------------------------
+
+
+def test_recent_messages_stay_within_their_bounds() -> None:
+    recent = RecentMessages(max_messages=3, max_chars=10)
+    for i in range(5):
+        recent.saw(f"m{i}", Quoted("a", "A", "x"))
+    assert len(recent) == 3 and "m1" not in recent and "m4" in recent
+    recent.saw("long", Quoted("a", "A", "y" * 9))  # characters count too: older ones go
+    assert len(recent) == 2 and recent.chars == 10
+    recent.saw("huge", Quoted("a", "A", "z" * 11))  # over the bound alone: not kept at all
+    assert len(recent) == 0 and recent.chars == 0
+
+
+def test_recent_messages_follow_deletions_edits_and_forget() -> None:
+    recent = RecentMessages()
+    recent.saw("m1", Quoted("alice", "Alice", "my PIN is 4417"))
+    recent.saw("m2", Quoted("alice", "Alice", "hello"))
+    recent.saw("m3", Quoted("bob", "Bob", "hi"))
+    recent.edited("m2", "mallory", "forged")  # only its author's edit counts
+    assert recent.get("m2") == Quoted("alice", "Alice", "hello")
+    recent.edited("m2", "alice", "hello again")
+    assert recent.get("m2") == Quoted("alice", "Alice", "hello again")
+    recent.deleted("m1")  # known gone: not read back from the platform either
+    assert "m1" in recent and recent.get("m1") is None
+    recent.deleted("m9")  # never seen: nothing to keep (the platform knows it is gone)
+    assert "m9" not in recent
+    recent.forget_author("alice")
+    assert "m2" not in recent and recent.get("m3") == Quoted("bob", "Bob", "hi")
+    assert recent.chars == len("hi")

@@ -18,6 +18,7 @@ from bot.events import (
     StopRequested,
 )
 from bot.intake import clean_text
+from bot.prompt.builder import Prompt
 from bot.responder import shown_answer
 from support.daemons import DB, answered, ask, daemon_for
 from support.persona_files import only_persona
@@ -286,7 +287,7 @@ async def test_edits_and_deletions_follow_the_platform(tmp_path: Path, tiny_mode
         msg = message("original text", direct=True)
         await daemon.handle(msg)
         await answered(adapter.for_message(msg.message_id)[0])
-        edit = MessageEdited("test", msg.channel_id, msg.message_id, "edited\x00 text")
+        edit = MessageEdited("test", msg.channel_id, msg.message_id, "u1", "edited\x00 text")
         assert await daemon.handle(edit) is Outcome.APPLIED
         texts_now = [m.text for m in await daemon.store.history(msg.channel_key)]
         assert texts_now[0] == "edited text"
@@ -307,18 +308,17 @@ async def test_deleting_a_queued_message_unqueues_it(tmp_path: Path, tiny_model:
 
 async def test_reply_to_an_unknown_message_quotes_it(tmp_path: Path, tiny_model: Path) -> None:
     async with daemon_for(tmp_path, tiny_model) as (daemon, adapter):
-        first = message("what about this?", reply_to_text="an old announcement", admin=True)
+        announcement = adapter.post(message("an old announcement", author="u9", name="Carol"))
+        first = message("what about this?", reply_to_id=announcement.message_id, admin=True)
         await daemon.handle(first)
         await answered(adapter.for_message(first.message_id)[0])
-        await ask(
-            daemon,
-            adapter,
-            "and this one?",
-            reply_to_text="what about this?",
-            reply_to_id=first.message_id,
+        await ask(daemon, adapter, "and this one?", reply_to_id=first.message_id)
+        prompt = await daemon.context.build(
+            "test:c1", "sys", reserve=64, multi_user=False, through_row=10**9
         )
-        users = [m.text for m in await daemon.store.history("test:c1") if m.role == "user"]
-        assert users[0].startswith("(replying to:)\n> an old announcement")
+        assert isinstance(prompt, Prompt)
+        users = [m["content"] for m in prompt.messages if m["role"] == "user"]
+        assert users[0] == "(replying to Carol:)\n> an old announcement\n\nwhat about this?"
         assert users[1] == "and this one?"  # the replied-to message is in the history already
 
 

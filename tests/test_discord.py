@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 
 import adapters.discord.interactions as discord_interactions
+from adapters.common.recent import RecentMessages
 from bot.app.cli import main
+from bot.prompt.builder import Prompt
 from bot.texts import COMMAND_NOT_ALLOWED
 from support.daemons import DB
 from support.discord_bot import (
@@ -127,7 +129,7 @@ async def test_reply_to_the_bot_needs_no_mention(
 async def test_reply_to_an_unremembered_message_quotes_it(
     tmp_path: Path, tiny_model: Path, fake: FakeDiscord
 ) -> None:
-    async with hearthbot(tmp_path, tiny_model, fake) as (daemon, _adapter):
+    async with hearthbot(tmp_path, tiny_model, fake) as (daemon, adapter):
         announcement = await fake.say(fake.bob, fake.general, f"the code is 42, ask {at(fake)}")
         await answer(fake, daemon, announcement)
         await daemon.store.reset_channel(f"discord:{fake.general['id']}")  # forgotten
@@ -135,13 +137,27 @@ async def test_reply_to_an_unremembered_message_quotes_it(
             fake.alice, fake.general, f"{at(fake)} what did he mean?", reply_to=announcement
         )
         await answer(fake, daemon, asked)
-        (user,) = [
-            m.text
-            for m in await daemon.store.history(f"discord:{fake.general['id']}")
-            if m.role == "user"
-        ]
-        assert user.startswith("(replying to:)\n> the code is 42, ask")
-        assert user.endswith("what did he mean?")
+        channel = f"discord:{fake.general['id']}"
+        (user,) = [m.text for m in await daemon.store.history(channel) if m.role == "user"]
+        assert user == "what did he mean?"  # the quote is read when the prompt is built
+
+        async def asking() -> str:
+            prompt = await daemon.context.build(
+                channel, "sys", reserve=64, multi_user=True, through_row=10**9
+            )
+            assert isinstance(prompt, Prompt)
+            (text,) = [m["content"] for m in prompt.messages if m["role"] == "user"]
+            return text
+
+        assert (await asking()).startswith("Alice: (replying to Bob:)\n> the code is 42, ask")
+        assert (await asking()).endswith("what did he mean?")
+        adapter.reader.quotes.recent = RecentMessages()  # as after a restart: read by REST
+        assert "> the code is 42" in await asking()
+        assert fake.calls_to("GET", ONE_MESSAGE)
+        # Deleted on Discord: gone from the next prompt, and from the adapter's memory.
+        await fake.user_delete(announcement)
+        await eventually(asking, "Alice: what did he mean?", what="the quote gone")
+        assert adapter.reader.quotes.recent.get(str(announcement["id"])) is None
 
 
 async def test_bots_webhooks_and_itself_are_ignored(

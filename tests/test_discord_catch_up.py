@@ -16,6 +16,8 @@ import adapters.discord.catch_up as catch_up_module
 from adapters.common.state_file import write_private
 from adapters.discord.catch_up import CatchUp, Fetched, read_after, to_answer
 from adapters.discord.positions import MAX_CHANNELS, STATE_FILE, Hold, Positions
+from support.discord_bot import at
+from support.fake_discord import FakeDiscord, RecordingSink, connected, make_adapter, until
 
 ME = True
 WINDOW = 600.0
@@ -213,3 +215,50 @@ async def test_a_newer_session_takes_over_an_unfinished_read_back(
     # A third session reads what is still held, even with other channels more recent.
     catch_up.session_started(bot())
     assert {h.channel_id for h in catch_up._held} == {100, 200}
+
+
+def test_only_channels_the_bot_talks_in_are_read_back(tmp_path: Path) -> None:
+    positions = Positions.load(tmp_path, user_id=7)
+    for c in range(1, MAX_CHANNELS + 1):
+        positions.saw(c, 1, 1000 + c)
+    # Newer mentions where the sender may not ask (a channel not allowed): recorded nowhere.
+    for c in range(500, 510):
+        positions.begin(c, 1, 5000 + c)
+        positions.end(c, 1, 5000 + c, left=False, allowed=False)
+    positions.begin(1, 1, 6000)  # one in a channel the bot talks in moves nothing either
+    positions.end(1, 1, 6000, left=False, allowed=False)
+    assert {h.channel_id for h in positions.to_read()} == set(range(1, MAX_CHANNELS + 1))
+    assert saved(positions)["1"] == [1001, 1]
+
+
+@pytest.mark.parametrize("denied_first", [True, False])
+def test_a_new_channel_stays_if_anyone_there_was_allowed(
+    tmp_path: Path, denied_first: bool
+) -> None:
+    positions = Positions.load(tmp_path, user_id=7)
+    positions.begin(900, 1, 10)  # from a user not allowed
+    positions.begin(900, 1, 11)  # from one who is, at the same time
+    ends = [(10, False), (11, True)]
+    for message_id, allowed in ends if denied_first else ends[::-1]:
+        positions.end(900, 1, message_id, left=False, allowed=allowed)
+    assert saved(positions) == {"900": [11, 1]}
+
+
+async def test_a_mention_where_the_bot_may_not_answer_records_no_channel(
+    fake: FakeDiscord,
+) -> None:
+    adapter = make_adapter(fake, allowed_channels=[int(fake.general["id"])])
+    try:
+        await adapter.start(RecordingSink())
+        await connected(adapter, fake)
+        denied = await fake.say(fake.alice, fake.other, f"{at(fake)} not allowed here")
+        allowed = await fake.say(fake.alice, fake.general, f"{at(fake)} allowed here")
+        positions = adapter.catch_up.positions
+
+        def handled(message: dict[str, Any]) -> bool:
+            return int(message["id"]) in adapter.catch_up._handled and not positions.open
+
+        await until(lambda: handled(denied) and handled(allowed), what="both handled")
+        assert set(positions.done) == {int(fake.general["id"])}
+    finally:
+        await adapter.stop()

@@ -60,11 +60,21 @@ def test_room_allowed(room: str, allowed: list[str], expected: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("marked", "members", "expected"),
-    [(True, 2, True), (True, 5, True), (False, 2, True), (False, 3, False), (False, 1, False)],
+    ("marked_members", "members", "expected"),
+    [
+        (None, 2, True),  # just the user and the bot
+        (None, 3, False),
+        (None, 1, False),
+        (2, 2, True),  # marked direct by the inviter
+        (2, 3, False),  # then someone else joined: a group room now
+        (2, 5, False),
+        (2, 1, True),  # the user left: nobody to answer, nothing changes
+        (3, 3, True),  # a direct chat started with two bots (or two people)
+        (3, 4, False),
+    ],
 )
-def test_is_direct(marked: bool, members: int, expected: bool) -> None:
-    assert is_direct(marked, members) is expected
+def test_is_direct(marked_members: int | None, members: int, expected: bool) -> None:
+    assert is_direct(marked_members, members) is expected
 
 
 @pytest.mark.parametrize(

@@ -38,6 +38,17 @@ from bot.settings import load_settings
         ("```py\nx = 1\n```", '<pre><code class="language-py">x = 1\n</code></pre>'),
         ("~~gone~~", "<s>gone</s>"),
         ("@room look", "@room look"),
+        # No images (a client would load them); no link whose text hides its target.
+        ("![logo](mxc://evil.org/abc)", "logo"),
+        ('a ![](https://t.example/p.gif "x") b', "a  b"),
+        (
+            "[https://bank.example](https://evil.example/x)",
+            'https://bank.example (<a href="https://evil.example/x">https://evil.example/x</a>)',
+        ),
+        ("[docs](https://x.org)", 'docs (<a href="https://x.org">https://x.org</a>)'),
+        ("[![pic](mxc://e/f)](https://x.org)", 'pic (<a href="https://x.org">https://x.org</a>)'),
+        ("<https://x.org>", '<a href="https://x.org">https://x.org</a>'),
+        ("[https://x.org](https://x.org)", '<a href="https://x.org">https://x.org</a>'),
     ],
 )
 def test_render_html(markdown: str, html: str) -> None:
@@ -99,9 +110,19 @@ def test_sync_state_round_trips_per_account_and_stays_bounded(tmp_path: Path) ->
     assert len(state.threads) == MAX_THREAD_EVENTS and "$e0" not in state.threads
     write_private(tmp_path / STATE_FILE, state.snapshot("@b:hs"))
     loaded = SyncState.load(tmp_path, "@b:hs")
-    assert loaded.next_batch == "s1" and loaded.direct_rooms == {"!dm:hs"}
+    assert loaded.next_batch == "s1" and loaded.direct_rooms == {"!dm:hs": 0}
     assert loaded.threads == state.threads
     assert SyncState.load(tmp_path, "@other:hs").next_batch is None
+
+
+def test_a_direct_room_is_measured_once_and_older_state_still_loads(tmp_path: Path) -> None:
+    state = SyncState()
+    state.mark_direct("!dm:hs")
+    assert state.marked_members("!other:hs", 2) is None
+    assert state.marked_members("!dm:hs", 3) == 3  # the first look sets what "direct" holds
+    assert state.marked_members("!dm:hs", 4) == 3
+    write_private(tmp_path / STATE_FILE, {"user_id": "@b:hs", "direct_rooms": ["!old:hs"]})
+    assert SyncState.load(tmp_path, "@b:hs").direct_rooms == {"!old:hs": 2}
 
 
 class RecordingOutbox:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import sqlite3
 import warnings
 from collections.abc import AsyncIterator
+from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from bot.events import Incoming
-from bot.store import MIGRATIONS, RANDOM_SEED, ScopeSettings, Store, StoreError
+from bot.events import Incoming, Quoted
+from bot.store import MIGRATIONS, RANDOM_SEED, ScopeSettings, Store, StoredQuote, StoreError
 from support.store_faults import fill_disk, free_disk, write_lock_held
-from support.stored import message_count, schema_version
+from support.stored import everything_stored, message_count, schema_version
 
 
 def incoming(
@@ -69,6 +72,42 @@ async def test_migrations_set_user_version_and_reopen_is_idempotent(db_path: Pat
         assert [m.row for m in await again.history("console:c1")] == [row]
     finally:
         await again.close()
+
+
+async def test_v1_rows_lose_their_copied_quotes(db_path: Path) -> None:
+    """Before v2 a reply carried a copy of the quoted text, which could be words deleted or
+    forgotten since: the copy goes, the reply's own text stays; a pending reply keeps its
+    reference (from its saved Incoming), and that saved Incoming loses the copy too."""
+    db_path.parent.mkdir(parents=True)
+    copied = "(replying to:)\n> my PIN is 4417\n> \n> second line\n\nwhat PIN?\n\nsecond para"
+    pending = json.dumps({**json.loads(incoming("m2").to_json()), "reply_to_id": "m0"})
+    pending = pending.replace('"reply_to_id"', '"reply_to_text": "my PIN is 4417", "reply_to_id"')
+    with closing(sqlite3.connect(db_path)) as raw:
+        raw.executescript(f"{MIGRATIONS[0]}\nPRAGMA user_version = 1;")
+        rows = [("m1", copied), ("m2", copied), ("m3", "(replying to:) is how I start")]
+        for platform_id, text in rows:
+            raw.execute(
+                "INSERT INTO messages (channel, platform_message_id, author_id, author_name,"
+                " role, text, created_at) VALUES ('console:c1', ?, 'console:bob', 'Bob',"
+                " 'user', ?, 0)",
+                (platform_id, text),
+            )
+        raw.execute("INSERT INTO pending VALUES (2, ?, 0)", (pending,))
+        raw.commit()
+    store = await Store.open(db_path)
+    try:
+        assert schema_version(db_path) == len(MIGRATIONS)
+        assert await texts(store) == [
+            "what PIN?\n\nsecond para",
+            "what PIN?\n\nsecond para",
+            "(replying to:) is how I start",
+        ]
+        assert await quotes(store) == [None, StoredQuote("m0"), None]
+        (saved,) = await store.pending()
+        assert saved.message.reply_to_id == "m0"
+    finally:
+        await store.close()
+    assert "4417" not in everything_stored(db_path)
 
 
 async def test_newer_schema_than_known_is_refused(db_path: Path) -> None:
@@ -250,18 +289,70 @@ async def test_forget_user_everywhere_and_cascades_pending(store: Store) -> None
 
 async def test_edit_and_delete_by_platform_id(store: Store) -> None:
     row = await store.accept(incoming("m1", text="typo"), "typo")
-    await store.accept(incoming("m1", channel="c2"), "same id elsewhere")
+    await store.accept(incoming("m1", platform="discord"), "same id on another platform")
 
-    assert await store.edit_message("console:c1", "m1", "fixed") is True
+    # Only its author's edit applies: the channels whose prompts change, or none.
+    assert await store.edit_message("console", "m1", "console:mallory", "forged") == []
+    assert await store.edit_message("console", "m1", "console:alice", "fixed") == ["console:c1"]
     assert await texts(store) == ["fixed"]
-    assert await texts(store, "console:c2") == ["same id elsewhere"]
-    assert await store.edit_message("console:c1", "missing", "x") is False
+    assert await texts(store, "discord:c1") == ["same id on another platform"]
+    assert await store.edit_message("console", "missing", "console:alice", "x") == []
 
-    assert await store.delete_message("console:c1", "m1") is True
+    assert await store.delete_message("console", "m1") == ["console:c1"]
     assert await texts(store) == []
     assert row not in [p.row for p in await store.pending()]  # its pending row cascades
-    assert await store.delete_message("console:c1", "m1") is False
-    assert await texts(store, "console:c2") == ["same id elsewhere"]
+    assert await store.delete_message("console", "m1") == []
+    assert await texts(store, "discord:c1") == ["same id on another platform"]
+
+
+async def test_a_message_is_found_by_its_id_in_any_channel_of_its_platform(store: Store) -> None:
+    # A Matrix redaction or edit names the event and its room; the row may be in a thread.
+    await store.accept(incoming("$e", channel="!room|$root", platform="matrix"), "threaded")
+    edited = await store.edit_message("matrix", "$e", "matrix:alice", "edited")
+    assert edited == ["matrix:!room|$root"]
+    assert await texts(store, "matrix:!room|$root") == ["edited"]
+    assert await store.delete_message("matrix", "$e") == ["matrix:!room|$root"]
+    assert await texts(store, "matrix:!room|$root") == []
+
+
+def reply(message_id: str, to: str, **kw: str) -> Incoming:
+    return replace(incoming(message_id, **kw), reply_to_id=to)
+
+
+async def quotes(store: Store, channel: str = "console:c1") -> list[StoredQuote | None]:
+    return [m.quote for m in await store.history(channel)]
+
+
+async def test_a_reply_keeps_a_reference_to_what_it_quotes(store: Store) -> None:
+    quoted = await store.accept(incoming("m1", text="the code is 42"), "the code is 42")
+    assert quoted is not None
+    await store.complete(quoted, "console:c1", "an answer")
+    await store.accept(reply("m2", "m1", author="bob"), "what code?")
+    # The bot's own answer is stored without a platform id: found by the text quoted.
+    on_platform = Quoted("bot-id", "hearthbot", "an answer")
+    await store.accept(reply("m3", "p9", author="bob"), "why?", on_platform)
+    # A message never stored: only its id, and whose it is (from what the adapter read).
+    await store.accept(reply("m4", "p7", author="bob"), "who?", Quoted("carol", "Carol", "x"))
+    assert await quotes(store) == [
+        None,
+        None,
+        StoredQuote("m1", quoted, "Alice", "the code is 42"),
+        StoredQuote("p9", quoted + 1, "hearthbot", "an answer"),
+        StoredQuote("p7"),
+    ]
+    # A quoted row that goes takes the reference with it; so does a deletion of an unstored
+    # one, and `!forget` of its author.
+    await store.delete_message("console", "m1")
+    assert (await quotes(store))[1:] == [
+        None,
+        StoredQuote("p9", quoted + 1, "hearthbot", "an answer"),
+        StoredQuote("p7"),
+    ]
+    assert await store.forget_user("console:carol") == 0
+    assert (await quotes(store))[-1] is None
+    await store.accept(reply("m5", "p8", author="bob"), "and?")
+    assert await store.delete_message("console", "p8") == ["console:c1"]  # its reply's
+    assert (await quotes(store))[-1] is None
 
 
 # -- scope settings ----------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from bot.events import (
     Incoming,
     MessageDeleted,
     MessageEdited,
+    Quoted,
     Sink,
     StopRequested,
 )
@@ -149,6 +150,15 @@ class DiscordAdapter(ReportsFailure):
 
     def open_reply(self, message: Incoming) -> InteractionReply | MessageReply:
         return self.interactions.reply_to(message)
+
+    async def fetch_quote(self, channel_id: str, message_id: str) -> Quoted | None:
+        """A replied-to message as Discord has it now (bot.events.QuoteSource)."""
+        if self.client is None or not self.logged_in():
+            return self.reader.quotes.recent.get(message_id)
+        return await self.reader.quotes.fetch(self.client, channel_id, message_id)
+
+    def forget_author(self, author_id: str) -> None:
+        self.reader.quotes.recent.forget_author(author_id)
 
     async def refuse(self, message: Incoming, notice: str) -> None:
         """A ⏳ reaction, not a wall of text: the sender sees it, the channel is not flooded."""
@@ -279,11 +289,14 @@ class DiscordAdapter(ReportsFailure):
             return
         self.catch_up.begin(channel_id, guild_id, message.id)
         left = False  # not passed on because we are stopping: read back after the restart
+        denied = False  # not recorded for the read-back: only channels the bot talks in are
         try:
-            if await self.reader.allows(client, message.author.id, message.channel, guild_id):
+            allowed = await self.reader.allows(client, message.author.id, message.channel, guild_id)
+            denied = not allowed
+            if not denied:
                 left = not await self.deliver(await self.reader.incoming(message, me))
         finally:
-            self.catch_up.end(channel_id, guild_id, message.id, left)
+            self.catch_up.end(channel_id, guild_id, message.id, left, allowed=not denied)
 
     async def on_edit(self, message: discord.Message, data: Any) -> None:
         client = self.client
@@ -292,6 +305,7 @@ class DiscordAdapter(ReportsFailure):
             return
         if not data.get("edited_timestamp") or "content" not in data:
             return  # not a user's edit (e.g. Discord adding a link preview)
+        self.reader.quotes.edited(message, me)
         # Only messages the bot was asked can be in its history: skip the rest of the server.
         if not addressed(self.reader.addressing(message, me)):
             return
@@ -299,12 +313,15 @@ class DiscordAdapter(ReportsFailure):
         if not await self.reader.allows(client, message.author.id, message.channel, guild_id):
             return
         text = await self.reader.text(message, me)
-        await self.deliver(MessageEdited(PLATFORM, str(message.channel.id), str(message.id), text))
+        author = str(message.author.id)
+        channel = str(message.channel.id)
+        await self.deliver(MessageEdited(PLATFORM, channel, str(message.id), author, text))
 
     async def on_delete(self, channel_id: int, message_ids: Iterable[int]) -> None:
         # Always passed on: deleting from the store is the privacy promise, whoever it was.
         for message_id in message_ids:
             self.interactions.deleted(message_id)
+            self.reader.quotes.deleted(message_id)
             await self.deliver(MessageDeleted(PLATFORM, str(channel_id), str(message_id)))
 
 

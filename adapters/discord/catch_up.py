@@ -233,9 +233,16 @@ class CatchUp:
         if self.positions is not None:
             self.positions.begin(channel_id, guild_id, message_id)
 
-    def end(self, channel_id: int, guild_id: int | None, message_id: int, left: bool) -> None:
+    def end(
+        self,
+        channel_id: int,
+        guild_id: int | None,
+        message_id: int,
+        left: bool,
+        allowed: bool = True,
+    ) -> None:
         if self.positions is not None:
-            self.positions.end(channel_id, guild_id, message_id, left)
+            self.positions.end(channel_id, guild_id, message_id, left, allowed)
 
     def saw_own(self, channel_id: int, guild_id: int | None, message_id: int) -> None:
         if self.positions is not None:

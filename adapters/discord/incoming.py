@@ -12,6 +12,7 @@ import structlog
 
 from adapters.discord.access import PLATFORM, Access, Addressing
 from adapters.discord.membership import Membership
+from adapters.discord.quotes import Quotes
 from adapters.discord.text import (
     attachment_named,
     attachment_read,
@@ -19,7 +20,6 @@ from adapters.discord.text import (
     is_text_attachment,
     plain_text,
     with_attachments,
-    without_footnote,
 )
 from bot.events import Incoming
 
@@ -38,6 +38,7 @@ class Reader:
         self.members = Membership()  # for DMs under allowed_guilds
         self._http: aiohttp.ClientSession | None = None  # for reading attachments
         self._parents: dict[int, int | None] = {}  # thread → parent, for uncached threads
+        self.quotes = Quotes(self.plain)
 
     async def close(self) -> None:
         if self._http is not None:
@@ -93,11 +94,8 @@ class Reader:
 
     async def incoming(self, message: discord.Message, me: discord.ClientUser) -> Incoming:
         resolved = message.reference.resolved if message.reference else None
-        quoted = None
-        if isinstance(resolved, discord.Message):
-            quoted = self.plain(resolved, me)
-            if resolved.author.id == me.id:  # compare our answer as the core stored it
-                quoted = without_footnote(quoted)
+        if isinstance(resolved, discord.Message):  # read by the core when it builds the prompt
+            self.quotes.saw(resolved, me)
         guild_id = message.guild.id if message.guild else None
         return Incoming(
             platform=PLATFORM,
@@ -110,7 +108,6 @@ class Reader:
             reply_to_id=str(message.reference.message_id)
             if message.reference and message.reference.message_id
             else None,
-            reply_to_text=quoted or None,
             server_id=str(guild_id) if guild_id else None,
             is_admin=self.access.is_admin(message.author.id),
             received_at=message.created_at.timestamp(),  # a message read back is older

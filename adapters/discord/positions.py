@@ -39,6 +39,10 @@ class Positions:
     user_id: int
     done: dict[int, tuple[int, int | None]] = field(default_factory=dict)  # → (id, server)
     open: dict[int, Counter[int]] = field(default_factory=dict)
+    # Channels known only from messages still being handled: a channel whose only messages
+    # were not allowed is forgotten again, so it never pushes one the bot talks in out of
+    # the MAX_CHANNELS read back.
+    unconfirmed: set[int] = field(default_factory=set)
     dirty: bool = False
 
     @classmethod
@@ -60,20 +64,35 @@ class Positions:
     def begin(self, channel_id: int, guild_id: int | None, message_id: int) -> None:
         if channel_id not in self.done:  # a new channel: known from here on, this included
             self.done[channel_id] = (message_id - 1, guild_id)
+            self.unconfirmed.add(channel_id)
             self.dirty = True
         self.open.setdefault(channel_id, Counter())[message_id] += 1
 
-    def end(self, channel_id: int, guild_id: int | None, message_id: int, left: bool) -> None:
+    def end(
+        self,
+        channel_id: int,
+        guild_id: int | None,
+        message_id: int,
+        left: bool,
+        allowed: bool = True,
+    ) -> None:
         """Done with a message (answered, refused, not for the bot, or failed: a message
         that breaks the handling must not come back at every start). `left`: not passed on
-        because the adapter is stopping: its mark stays, so the next start reads it back."""
+        because the adapter is stopping: its mark stays, so the next start reads it back.
+        `allowed`: False when its sender may not ask there (the access lists): it moves no
+        position, and a channel known only from such messages is forgotten."""
         if left:
             return
         self._close(channel_id, message_id)
-        self.saw(channel_id, guild_id, message_id)
+        if allowed:
+            self.saw(channel_id, guild_id, message_id)
+        elif channel_id in self.unconfirmed and channel_id not in self.open:
+            self.unconfirmed.discard(channel_id)
+            self.forget(channel_id)
 
     def saw(self, channel_id: int, guild_id: int | None, message_id: int) -> None:
         """A message there is done with (the bot's own, say)."""
+        self.unconfirmed.discard(channel_id)
         known = self.done.get(channel_id)
         if known is None or message_id > known[0]:
             self.done[channel_id] = (message_id, guild_id)

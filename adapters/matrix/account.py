@@ -48,7 +48,8 @@ class Account:
         return matches(sender, s.allowed_users) and room_allowed(room.room_id, s.allowed_rooms)
 
     def direct(self, room: MatrixRoom) -> bool:
-        return is_direct(room.room_id in self.state.direct_rooms, room.member_count)
+        members = room.member_count
+        return is_direct(self.state.marked_members(room.room_id, members), members)
 
     async def save_state(self) -> None:
         """Write the sync state if it changed (a failed write is tried again next time)."""

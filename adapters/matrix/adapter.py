@@ -26,7 +26,7 @@ from adapters.matrix.outbox import Outbox
 from adapters.matrix.reply import MatrixReply
 from adapters.matrix.sync import SyncLoop
 from adapters.matrix.translate import PLATFORM, Translator
-from bot.events import Incoming, Sink
+from bot.events import Incoming, Quoted, Sink
 from bot.settings import BotSettings, MatrixSettings
 
 log = structlog.get_logger(__name__)
@@ -119,6 +119,13 @@ class MatrixAdapter(ReportsFailure):
     async def refuse(self, message: Incoming, notice: str) -> None:
         """A short m.notice in reply (the daemon sends at most one a minute per user)."""
         await MatrixReply(self.outbox, message).fail(notice)
+
+    async def fetch_quote(self, channel_id: str, message_id: str) -> Quoted | None:
+        """A replied-to event as the homeserver has it now (bot.events.QuoteSource)."""
+        return await self.translator.fetch_quote(channel_id, message_id)
+
+    def forget_author(self, author_id: str) -> None:
+        self.translator.forget_author(author_id)
 
     async def wait_ready(self) -> None:
         """Until logged in and synced once (for tests and benchmarks)."""

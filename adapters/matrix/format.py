@@ -1,12 +1,19 @@
 """Matrix message content: Markdown rendered to HTML (`formatted_body`) with the plain text in
 `body`, reply and thread relations, `m.replace` edits. `m.mentions` is always empty, so an
-answer never pings anyone (no @room, no user pills), whatever the model writes."""
+answer never pings anyone (no @room, no user pills), whatever the model writes. The HTML
+shows no image (a client would load it, an `mxc://` one from the homeserver) and no link
+whose text hides where it goes: its target is shown."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from markdown_it import MarkdownIt
+from markdown_it.common.utils import escapeHtml
+from markdown_it.renderer import RendererHTML
+from markdown_it.token import Token
+from markdown_it.utils import EnvType, OptionsDict
 
 HTML_FORMAT = "org.matrix.custom.html"
 # Marks every message hearthbot sends, so that another hearthbot in the same room ignores it:
@@ -18,6 +25,50 @@ BOT_MARKER = "org.hearthbot.bot"
 _markdown = MarkdownIt("commonmark", {"html": False, "breaks": True}).enable(
     ["table", "strikethrough"]
 )
+
+
+def _image(
+    renderer: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType
+) -> str:
+    """An image is its alt text, never an <img>."""
+    return escapeHtml(renderer.renderInlineAsText(tokens[idx].children or [], options, env))
+
+
+def _link_close_at(tokens: Sequence[Token], idx: int) -> int:
+    depth = 0
+    for at in range(idx, len(tokens)):
+        depth += {"link_open": 1, "link_close": -1}.get(tokens[at].type, 0)
+        if depth == 0:
+            return at
+    return len(tokens) - 1
+
+
+def _link_open(
+    renderer: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType
+) -> str:
+    """A link whose text is its target stays a link; any other link text is shown as plain
+    text followed by the target (the link), so "https://bank…" cannot lead elsewhere."""
+    token = tokens[idx]
+    href = str(token.attrs.get("href", ""))
+    close = _link_close_at(tokens, idx)
+    label = renderer.renderInlineAsText(list(tokens[idx + 1 : close]), options, env)
+    shown = _markdown.normalizeLinkText(href)
+    if token.info == "auto" or label in (href, shown):
+        return renderer.renderToken(tokens, idx, options, env)
+    tokens[close].meta["target"] = f' (<a href="{escapeHtml(href)}">{escapeHtml(shown)}</a>)'
+    return ""
+
+
+def _link_close(
+    renderer: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType
+) -> str:
+    target = tokens[idx].meta.get("target")
+    return str(target) if target is not None else renderer.renderToken(tokens, idx, options, env)
+
+
+_markdown.add_render_rule("image", _image)
+_markdown.add_render_rule("link_open", _link_open)
+_markdown.add_render_rule("link_close", _link_close)
 
 
 def render_html(text: str) -> str:

@@ -27,9 +27,14 @@ def room_allowed(room_id: str, allowed_rooms: list[str]) -> bool:
     return not allowed_rooms or matches(room_id, allowed_rooms)
 
 
-def is_direct(marked_direct: bool, member_count: int) -> bool:
-    """A DM is a room marked direct by the inviter, or one with just the user and the bot."""
-    return marked_direct or member_count == 2
+def is_direct(marked_members: int | None, member_count: int) -> bool:
+    """A DM is a room with just the user and the bot, or one the inviter marked direct while
+    it has no more members than when the bot first looked (`marked_members`; None: not
+    marked). A direct chat someone invites more people to is a group room from then on,
+    where the bot answers only when spoken to."""
+    if member_count == 2:
+        return True
+    return marked_members is not None and member_count <= marked_members
 
 
 def channel_id(room_id: str, thread_root: str | None) -> str:

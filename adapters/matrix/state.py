@@ -3,8 +3,9 @@
 - `session.json` (mode 0600): the access token and device id of the one password login, so
   every later start restores the same device and its keys instead of creating a new one.
 - `state.json`: the sync token (after a restart, sync resumes there: old events are never
-  seen again), rooms the inviter marked direct, and which thread recent messages were in
-  (a redaction or an edit names only the event, but the thread is part of the channel).
+  seen again), rooms the inviter marked direct (with their member count when the bot first
+  looked: a room that grows past it is a group room), and which thread recent messages were
+  in (a redaction or an edit names only the event, but the thread is part of the channel).
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class SyncState:
     """Where syncing resumes, which rooms are DMs, and recent messages' threads."""
 
     next_batch: str | None = None
-    direct_rooms: set[str] = field(default_factory=set)
+    # Room marked direct → its member count when the bot first looked (0: not looked yet).
+    direct_rooms: dict[str, int] = field(default_factory=dict)
     threads: OrderedDict[str, str] = field(default_factory=OrderedDict)  # event id → root
     dirty: bool = False
 
@@ -80,9 +82,16 @@ class SyncState:
         if data is None or data.get("user_id") != user_id:
             return cls()
         threads = data.get("threads")
+        direct = data.get("direct_rooms") or {}
+        if isinstance(direct, list):  # saved before member counts were: taken as two
+            direct = dict.fromkeys(direct, 2)
         return cls(
             next_batch=data.get("next_batch") or None,
-            direct_rooms=set(data.get("direct_rooms") or ()),
+            direct_rooms={
+                str(room): count
+                for room, count in (direct.items() if isinstance(direct, dict) else ())
+                if isinstance(count, int)
+            },
             threads=OrderedDict(threads if isinstance(threads, dict) else {}),
         )
 
@@ -90,7 +99,7 @@ class SyncState:
         return {
             "user_id": user_id,
             "next_batch": self.next_batch,
-            "direct_rooms": sorted(self.direct_rooms),
+            "direct_rooms": dict(sorted(self.direct_rooms.items())),
             "threads": dict(self.threads),
         }
 
@@ -102,8 +111,17 @@ class SyncState:
 
     def mark_direct(self, room_id: str) -> None:
         if room_id not in self.direct_rooms:
-            self.direct_rooms.add(room_id)
+            self.direct_rooms[room_id] = 0
             self.dirty = True
+
+    def marked_members(self, room_id: str, member_count: int) -> int | None:
+        """How many members a room marked direct had when the bot first looked (this look,
+        if it is the first); None when it is not marked."""
+        known = self.direct_rooms.get(room_id)
+        if known == 0:
+            known = self.direct_rooms[room_id] = max(member_count, 2)
+            self.dirty = True
+        return known
 
     def advance(self, next_batch: str) -> None:
         if next_batch != self.next_batch:

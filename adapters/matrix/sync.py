@@ -208,7 +208,7 @@ class SyncLoop:
     # -- callbacks (inside nio's sync: record only, never wait) -------------------------------
 
     async def _on_message(self, room: MatrixRoom, event: RoomMessageText) -> None:
-        self._translator.remember(event.event_id, event.sender, event.body)
+        self._translator.saw(event)
         if sent_by_a_bot(event.source.get("content") or {}):
             return  # our own messages, or another hearthbot's: never a loop
         if event.sender != self._account.user_id:
@@ -256,7 +256,7 @@ class SyncLoop:
         if isinstance(event, RoomKeyEvent | ForwardedRoomKeyEvent):
             readable = self._crypto.key_arrived(event.session_id)
             for _, decrypted in readable:
-                self._translator.remember(decrypted.event_id, decrypted.sender, decrypted.body)
+                self._translator.saw(decrypted)
             if readable:
                 self._inbox.put_nowait(Batch(items=list(readable)))
         else:

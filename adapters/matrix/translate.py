@@ -1,7 +1,8 @@
 """nio's room events as the core's events: a message for the bot becomes an Incoming, an
 edit a MessageEdited, a redaction a MessageDeleted. The decisions themselves (access globs,
 DM detection, is it for us) are pure functions in adapters/matrix/rules.py; this keeps what
-they need: who sent recent events and what they said (is a reply to us? what did it quote?).
+they need: who sent recent events and what they said (is a reply to us? what does a reply
+quote? — read by the core when it builds a prompt, so a redacted event is dropped here).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from nio import (
 )
 
 from adapters.common.failure import describe
+from adapters.common.recent import RecentMessages
 from adapters.matrix.account import Account
 from adapters.matrix.rules import (
     addressing,
@@ -31,11 +33,12 @@ from adapters.matrix.rules import (
     matches,
     reply_target,
     should_answer,
+    split_channel,
     strip_reply_fallback,
     thread_root,
     within_window,
 )
-from bot.events import ChatEvent, Incoming, MessageDeleted, MessageEdited
+from bot.events import ChatEvent, Incoming, MessageDeleted, MessageEdited, Quoted
 
 log = structlog.get_logger(__name__)
 
@@ -49,17 +52,19 @@ class Translator:
     def __init__(self, account: Account) -> None:
         self._account = account
         self._senders: OrderedDict[str, str] = OrderedDict()  # event id → sender
-        self._texts: OrderedDict[str, str] = OrderedDict()  # event id → its text
+        self.recent = RecentMessages(REMEMBERED_EVENTS)  # event id → what it says
 
     def remember(self, event_id: str, sender: str, text: str | None) -> None:
         self._senders[event_id] = sender
         self._senders.move_to_end(event_id)
-        if text is not None:
-            self._texts[event_id] = text
-            self._texts.move_to_end(event_id)
-        for cache in (self._senders, self._texts):
-            while len(cache) > REMEMBERED_EVENTS:
-                cache.popitem(last=False)
+        while len(self._senders) > REMEMBERED_EVENTS:
+            self._senders.popitem(last=False)
+        self.recent.saw(event_id, Quoted(sender, sender, text) if text is not None else None)
+
+    def saw(self, event: RoomMessageText) -> None:
+        """A message event as it arrived: its text without the quote of an older client's
+        reply fallback (that quote may hold words redacted since)."""
+        self.remember(event.event_id, event.sender, _own_text(event))
 
     def remember_sent(self, event_id: str, content: dict[str, Any]) -> None:
         """One of the bot's own messages (or edits), as sent."""
@@ -75,6 +80,7 @@ class Translator:
         from the first sync, which replays history that was never addressed to this device."""
         account = self._account
         if isinstance(event, RedactionEvent):
+            self.recent.deleted(event.redacts)
             channel = self._channel_of(room.room_id, event.redacts)
             return MessageDeleted(PLATFORM, channel, event.redacts)
         if not account.allowed(room, event.sender) or not isinstance(event, RoomMessageText):
@@ -89,8 +95,10 @@ class Translator:
             text = new.get("body") if isinstance(new, dict) else None
             if not isinstance(new, dict) or not isinstance(text, str):
                 return None
+            self.recent.edited(replaced, event.sender, text)  # only its sender's edit counts
             text = addressing(new, text, account.user_id, self._bot_names(room)).text
-            return MessageEdited(PLATFORM, self._channel_of(room.room_id, replaced), replaced, text)
+            channel = self._channel_of(room.room_id, replaced)
+            return MessageEdited(PLATFORM, channel, replaced, event.sender, text)
         if initial:
             return None
         window_s = account.settings.catch_up_window_s
@@ -118,7 +126,6 @@ class Translator:
             text=spoken_to.text,
             is_direct=direct,
             reply_to_id=reply_to,
-            reply_to_text=self._texts.get(reply_to) if reply_to else None,
             is_admin=matches(event.sender, account.settings.admins),
             received_at=event.server_timestamp / 1000,
         )
@@ -134,23 +141,50 @@ class Translator:
         return names
 
     async def _sent_by_me(self, room: MatrixRoom, event_id: str) -> bool:
-        sender = self._senders.get(event_id)
+        if event_id not in self._senders:
+            await self._look_up(room.room_id, event_id)  # older than our memory
+        return self._senders.get(event_id) == self._account.user_id
+
+    async def fetch_quote(self, channel_id: str, message_id: str) -> Quoted | None:
+        """A replied-to event's text (bot.events.QuoteSource): remembered, or asked of the
+        homeserver, which has nothing to say of a redacted one."""
+        room_id, _ = split_channel(channel_id)
+        if message_id not in self.recent:
+            await self._look_up(room_id, message_id)
+        known = self.recent.get(message_id)
+        if known is None:
+            return None
         client = self._account.client
-        if sender is None and client is not None:
-            # Older than our memory (or from before a restart): ask the homeserver once.
-            try:
-                response = await client.room_get_event(room.room_id, event_id)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.info("could not look up a replied-to event", error=describe(exc))
-                return False
-            if isinstance(response, RoomGetEventResponse):
-                fetched = response.event
-                text = getattr(fetched, "body", None)
-                if isinstance(fetched, MegolmEvent):
-                    with contextlib.suppress(Exception):
-                        text = getattr(client.decrypt_event(fetched), "body", None)
-                sender = fetched.sender
-                self.remember(event_id, fetched.sender, text if isinstance(text, str) else None)
-        return sender == self._account.user_id
+        room = client.rooms.get(room_id) if client is not None else None
+        name = room.user_name(known.author_id) if room is not None else None
+        return Quoted(known.author_id, name or known.author_name, known.text)
+
+    def forget_author(self, author_id: str) -> None:
+        self.recent.forget_author(author_id)
+
+    async def _look_up(self, room_id: str, event_id: str) -> None:
+        """Ask the homeserver for one event (decrypted if need be) and remember it; a failed
+        request remembers nothing, so a later look-up tries again."""
+        client = self._account.client
+        if client is None:
+            return
+        try:
+            response = await client.room_get_event(room_id, event_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.info("could not look up a replied-to event", error=describe(exc))
+            return
+        if not isinstance(response, RoomGetEventResponse):
+            return
+        fetched = response.event
+        if isinstance(fetched, MegolmEvent):
+            with contextlib.suppress(Exception):
+                fetched = client.decrypt_event(fetched)
+        text = _own_text(fetched) if isinstance(fetched, RoomMessageText) else None
+        self.remember(event_id, fetched.sender, text)
+
+
+def _own_text(event: RoomMessageText) -> str:
+    content = event.source.get("content") or {}
+    return strip_reply_fallback(event.body) if reply_target(content) else event.body

@@ -6,6 +6,7 @@ from bot import texts
 from bot.commands.context import CommandContext, Handler
 from bot.commands.parse import Command
 from bot.events import Incoming
+from bot.prompt.quotes import forget_author
 
 
 async def reset(ctx: CommandContext, command: Command, message: Incoming) -> str:
@@ -25,6 +26,7 @@ async def forget(ctx: CommandContext, command: Command, message: Incoming) -> st
         who = target if qualified else f"{message.platform}:{target}"
     ctx.forget_queued(who)
     count = await ctx.store.forget_user(who)
+    forget_author(ctx.live.adapters, who)  # the adapter's cached copies of their messages
     await ctx.model.forget()  # their words may sit in any channel's cached KV
     return texts.FORGET_DONE.format(count=count, who="you" if who == message.user_key else who)
 

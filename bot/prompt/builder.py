@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from bot import texts
+from bot.events import Quoted
 from bot.model.backend import Backend
+from bot.prompt.quotes import shown_quote
 from bot.prompt.window import Turn, Window, chat_messages, choose_window, speaker_text
 from bot.store import Store, StoredMessage
+
+# (channel key, platform message id) → the quoted message as its platform has it now.
+FetchQuote = Callable[[str, str], Awaitable[Quoted | None]]
 
 _FALLBACK_OVERHEAD = 8
 # Rounds of "estimate, measure exactly, correct the per-turn overhead" before giving up.
@@ -38,10 +45,13 @@ class ContextBuilder:
     """Knows the model's tokenizer and context size; the trimming itself is pure
     (bot.prompt.window.choose_window)."""
 
-    def __init__(self, backend: Backend, store: Store, n_ctx: int) -> None:
+    def __init__(
+        self, backend: Backend, store: Store, n_ctx: int, fetch_quote: FetchQuote | None = None
+    ) -> None:
         self.backend = backend
         self.store = store
         self.n_ctx = n_ctx
+        self.fetch_quote = fetch_quote
         # Token counts of message texts, so each turn is tokenized once, not every turn.
         self._count = functools.lru_cache(maxsize=8192)(backend.count_tokens)
         self.turn_overhead = self._overhead(add_generation_prompt=False)
@@ -57,28 +67,71 @@ class ContextBuilder:
         except Exception:  # an unusual template: a safe guess
             return _FALLBACK_OVERHEAD
 
-    def turns(self, history: Sequence[StoredMessage], multi_user: bool) -> list[Turn]:
-        return [
-            Turn("user", speaker_text(m.author_name, m.text, multi_user))
-            if m.role == "user"
-            else Turn("assistant", m.text)
+    def turns(
+        self,
+        history: Sequence[StoredMessage],
+        multi_user: bool,
+        fetched: Mapping[int, Quoted],
+        start: int = 0,
+    ) -> list[Turn]:
+        """The turns of `history`, the window opening at `start`: a reply shows what it
+        quotes unless that message is in the window already."""
+        visible = {m.row for m in history[start:]}
+        turns = []
+        for m in history:
+            if m.role == "assistant":
+                turns.append(Turn("assistant", m.text))
+                continue
+            text = m.text
+            if shown := shown_quote(m.quote, visible, fetched.get(m.row)):
+                text = texts.quote(*shown, text)
+            turns.append(Turn("user", speaker_text(m.author_name, text, multi_user)))
+        return turns
+
+    async def quotes(self, channel: str, history: Sequence[StoredMessage]) -> dict[int, Quoted]:
+        """Row → the message it quotes, for replies to messages the bot did not store: read
+        from their platform now, so one deleted or redacted there is gone from the prompt."""
+        wanted = {
+            m.row: m.quote.platform_message_id
             for m in history
-        ]
+            if m.quote is not None and m.quote.row is None and m.quote.platform_message_id
+        }
+        if not wanted or self.fetch_quote is None:
+            return {}
+        fetch = self.fetch_quote
+        found = await asyncio.gather(*(fetch(channel, i) for i in wanted.values()))
+        return {row: q for row, q in zip(wanted, found, strict=True) if q is not None}
+
+    def _fit(
+        self,
+        history: Sequence[StoredMessage],
+        multi_user: bool,
+        fetched: Mapping[int, Quoted],
+        budget: int,
+        start: int,
+    ) -> tuple[Window | None, list[Turn], list[int]]:
+        """choose_window over the turns, again after a trim: a reply whose quoted message has
+        just left the window shows the quote now, and must fit too. The start only moves on."""
+        is_user = [m.role == "user" for m in history]
+        while True:
+            turns = self.turns(history, multi_user, fetched, start)
+            costs = [self._count(t.text) + self.turn_overhead for t in turns]
+            window = choose_window(costs, is_user, budget, start)
+            if window is None or window.start == start:
+                return window, turns, costs
+            start = window.start
 
     async def build(
         self, channel: str, system_prompt: str, reserve: int, multi_user: bool, through_row: int
     ) -> Prompt | TooLong:
         """The prompt for answering message `through_row` (later messages are not seen yet)."""
         history = await self.store.history(channel, through_row=through_row)
-        turns = self.turns(history, multi_user)
-        is_user = [t.role == "user" for t in turns]
-        texts = [self._count(t.text) for t in turns]
-        start, last = 0, len(turns) - 1
+        fetched = await self.quotes(channel, history)
+        start, last = 0, len(history) - 1
         for _ in range(_CALIBRATIONS):
             system_cost = self._count(system_prompt) + self.turn_overhead
             budget = self.n_ctx - reserve - system_cost - self.reply_overhead
-            costs = [n + self.turn_overhead for n in texts]
-            window = choose_window(costs, is_user, budget, start)
+            window, turns, costs = self._fit(history, multi_user, fetched, budget, start)
             if window is None:
                 return TooLong(costs[-1] if costs else 0, max(budget, 0))
             start = window.start
@@ -105,5 +158,6 @@ class ContextBuilder:
         """Tokens the channel's context uses now (system prompt + remembered turns)."""
         history = await self.store.history(channel)
         multi = len({m.author_id for m in history if m.role == "user"}) > 1
-        messages = chat_messages(system_prompt, self.turns(history, multi))
+        turns = self.turns(history, multi, await self.quotes(channel, history))
+        messages = chat_messages(system_prompt, turns)
         return len(self.backend.prompt_tokens(messages))

@@ -7,7 +7,7 @@ import asyncio
 import itertools
 from dataclasses import dataclass, field
 
-from bot.events import Incoming, Sink
+from bot.events import Incoming, Quoted, Sink
 
 _ids = itertools.count(1)
 
@@ -67,6 +67,9 @@ class RecordingAdapter:
         self.sink: Sink | None = None
         self.broken: set[str] = set()  # message ids whose replies raise (see Reply)
         self._failure: asyncio.Future[str] | None = None
+        # What is on the "platform" to quote (bot.events.QuoteSource): a test posts a
+        # message here, and takes it away as a deletion on the platform would.
+        self.posted: dict[str, Quoted] = {}
 
     async def start(self, sink: Sink) -> None:
         self.sink = sink
@@ -93,6 +96,21 @@ class RecordingAdapter:
     async def refuse(self, message: Incoming, notice: str) -> None:
         self.refusals.append((message, notice))
 
+    def post(self, message: Incoming) -> Incoming:
+        """`message` is on the platform, where a reply can quote it."""
+        self.posted[message.message_id] = Quoted(
+            message.author_id, message.author_name, message.text
+        )
+        return message
+
+    async def fetch_quote(self, channel_id: str, message_id: str) -> Quoted | None:
+        return self.posted.get(message_id)
+
+    def forget_author(self, author_id: str) -> None:
+        for message_id, quoted in list(self.posted.items()):
+            if quoted.author_id == author_id:
+                del self.posted[message_id]
+
     def for_message(self, message_id: str) -> list[RecordedReply]:
         return [r for r in self.replies if r.message.message_id == message_id]
 
@@ -106,7 +124,6 @@ def message(
     admin: bool = False,
     received_at: float | None = None,
     server: str | None = None,
-    reply_to_text: str | None = None,
     reply_to_id: str | None = None,
 ) -> Incoming:
     extra = {"received_at": received_at} if received_at is not None else {}
@@ -120,7 +137,6 @@ def message(
         is_direct=direct,
         is_admin=admin,
         server_id=server,
-        reply_to_text=reply_to_text,
         reply_to_id=reply_to_id,
         **extra,  # type: ignore[arg-type]
     )

@@ -28,3 +28,17 @@ def pending_count(db: Path) -> int:
 
 def schema_version(db: Path) -> int:
     return _one(db, "PRAGMA user_version")
+
+
+def everything_stored(db: Path) -> str:
+    """Every value in every table, as one text: what a search of the database would find
+    (history, quotes, pending messages' saved JSON, settings)."""
+    with closing(sqlite3.connect(db)) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        values = [
+            str(value)
+            for table in tables
+            for row in conn.execute(f'SELECT * FROM "{table}"')  # names from SQLite itself
+            for value in row
+        ]
+    return "\n".join(values)

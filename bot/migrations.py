@@ -1,0 +1,69 @@
+"""The SQLite schema of bot.store, as numbered migrations: the Nth script takes a database
+from version N-1 (PRAGMA user_version) to N. Never edit a released one: add the next."""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the first schema
+    """
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        channel TEXT NOT NULL,              -- Incoming.channel_key
+        platform_message_id TEXT,           -- the platform's id, for edits and deletions
+        author_id TEXT NOT NULL,            -- Incoming.user_key, or 'bot'
+        author_name TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+        text TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX messages_by_channel ON messages (channel, id);
+    CREATE INDEX messages_by_author ON messages (author_id);
+    CREATE UNIQUE INDEX messages_platform_id ON messages (channel, platform_message_id)
+        WHERE role = 'user' AND platform_message_id IS NOT NULL;
+    CREATE TABLE pending (
+        message_row INTEGER PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
+        incoming TEXT NOT NULL,             -- Incoming as JSON, to reopen a reply after restart
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE scope_settings (
+        scope TEXT PRIMARY KEY,             -- 'global', 'server:<platform>:<id>', 'channel:<key>'
+        persona TEXT,
+        temperature REAL,
+        seed INTEGER                        -- NULL: inherit; -1: random despite the persona
+    );
+    CREATE TABLE channel_window (
+        channel TEXT PRIMARY KEY,
+        first_row INTEGER NOT NULL          -- oldest message still in the model's context
+    );
+    """,
+    # 2: a reply keeps a reference to what it quotes, never a copy of its text (see
+    # `StoredQuote`). Rows from v1 had the quote copied in front of the reply: the copy is
+    # dropped, as it may hold words deleted or forgotten since; the reply's own text stays.
+    # A pending message's reference is taken from its saved Incoming.
+    """
+    ALTER TABLE messages ADD COLUMN reply_to_id TEXT;    -- platform id of the message quoted
+    ALTER TABLE messages ADD COLUMN reply_to_row INTEGER; -- its row, when it is stored
+    ALTER TABLE messages ADD COLUMN reply_to_author TEXT; -- its author's user key, if known
+    CREATE INDEX messages_by_platform_id ON messages (platform_message_id)
+        WHERE platform_message_id IS NOT NULL;
+    CREATE INDEX messages_by_reply_id ON messages (reply_to_id) WHERE reply_to_id IS NOT NULL;
+    CREATE INDEX messages_by_reply_row ON messages (reply_to_row)
+        WHERE reply_to_row IS NOT NULL;
+    CREATE INDEX messages_by_reply_author ON messages (reply_to_author)
+        WHERE reply_to_author IS NOT NULL;
+    -- However a row goes (deleted, redacted, forgotten, reset, purged), no reply quotes it
+    -- any more: not from the store, and not fetched from the platform instead.
+    CREATE TRIGGER messages_unquote AFTER DELETE ON messages BEGIN
+        UPDATE messages SET reply_to_id = NULL, reply_to_row = NULL, reply_to_author = NULL
+            WHERE reply_to_row = OLD.id;
+    END;
+    UPDATE messages SET text = substr(text, instr(text, char(10, 10)) + 2)
+        WHERE role = 'user' AND substr(text, 1, 16) = '(replying to:)' || char(10) || '>'
+            AND instr(text, char(10, 10)) > 0;
+    UPDATE messages SET reply_to_id = (
+            SELECT json_extract(p.incoming, '$.reply_to_id') FROM pending p
+            WHERE p.message_row = messages.id)
+        WHERE id IN (SELECT message_row FROM pending);
+    UPDATE pending SET incoming = json_remove(incoming, '$.reply_to_text');
+    """,
+)
