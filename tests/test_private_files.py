@@ -146,12 +146,12 @@ async def _purge(store: Store) -> None:
 
 async def _redact(store: Store) -> None:
     for message_id in ("m1", "m2"):
-        assert await store.delete_message("console:c1", message_id)
+        assert await store.delete_message("console", message_id)
 
 
 async def _edit(store: Store) -> None:
     for message_id in ("m1", "m2"):
-        assert await store.edit_message("console:c1", message_id, "nothing to see")
+        assert await store.edit_message("console", message_id, "console:alice", "nothing to see")
 
 
 async def _reset(store: Store) -> None:

@@ -400,7 +400,7 @@ async def test_a_write_never_lands_in_another_coroutines_transaction(store: Stor
         async with store.transaction() as db:
             await db.execute("DELETE FROM pending WHERE message_row = ?", (row,))
             writes.append(asyncio.create_task(store.update_scope("global", persona="goofy")))
-            writes.append(asyncio.create_task(store.edit_message("console:c1", "m1", "edited")))
+            writes.append(asyncio.create_task(store.edit_message("console", "m1", "console:alice", "edited")))
             await asyncio.sleep(0)  # the writes go as far as they can...
             await db.execute("SELECT 1")  # ...and what they sent SQLite has run by now
             raise Aborted
