@@ -21,6 +21,7 @@ import structlog
 
 from bot import texts
 from bot.backoff import Backoff
+from bot.database import StoreError
 from bot.events import Incoming, ReplyHandle
 from bot.live import Live
 from bot.model.backend import Backend
@@ -30,7 +31,7 @@ from bot.prompt.builder import ContextBuilder, Prompt, TooLong
 from bot.prompt.thinking import ThinkFilter, with_thinking
 from bot.scheduler import FairQueue, Ticket
 from bot.scopes import resolve_for
-from bot.store import Store, StoreError
+from bot.store import Store
 
 log = structlog.get_logger(__name__)
 

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from bot.database import StoreError
 from bot.events import Incoming, Quoted
-from bot.store import MIGRATIONS, RANDOM_SEED, ScopeSettings, Store, StoredQuote, StoreError
+from bot.migrations import MIGRATIONS
+from bot.store import RANDOM_SEED, ScopeSettings, Store, StoredQuote
 from support.store_faults import fill_disk, free_disk, write_lock_held
 from support.stored import everything_stored, message_count, schema_version
 
@@ -400,7 +402,9 @@ async def test_a_write_never_lands_in_another_coroutines_transaction(store: Stor
         async with store.transaction() as db:
             await db.execute("DELETE FROM pending WHERE message_row = ?", (row,))
             writes.append(asyncio.create_task(store.update_scope("global", persona="goofy")))
-            writes.append(asyncio.create_task(store.edit_message("console", "m1", "console:alice", "edited")))
+            writes.append(
+                asyncio.create_task(store.edit_message("console", "m1", "console:alice", "edited"))
+            )
             await asyncio.sleep(0)  # the writes go as far as they can...
             await db.execute("SELECT 1")  # ...and what they sent SQLite has run by now
             raise Aborted

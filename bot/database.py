@@ -1,0 +1,119 @@
+"""The store's SQLite connection: private files, the one write path, numbered migrations.
+
+Every write, one statement or many, goes through one path (`transaction`): on the one shared
+connection a write sent while another coroutine's transaction is open would otherwise run
+inside it and be rolled back with it. A write that fails (a full disk, a lock held elsewhere)
+raises StoreError, leaves nothing half-written, and is reported by `problem` until a write
+succeeds again. Schema changes are numbered migrations (bot/migrations.py) applied in order
+(PRAGMA user_version), so an old install keeps working after an update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Self
+
+import aiosqlite
+
+from bot.migrations import MIGRATIONS
+from bot.private_files import make_private, private_dir, private_file
+
+WAL_FILES = ("-wal", "-shm")
+
+
+class StoreError(Exception):
+    """A write failed (a full disk, a lock held too long, an I/O error): nothing of it was
+    saved, and it may be tried again."""
+
+
+class Database:
+    """One SQLite connection with one write path, private files and numbered migrations."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+        # One connection: a transaction spans awaits, so no other write may come in between.
+        self._write_lock = asyncio.Lock()
+        self.problem: str | None = None  # why the last write failed, until one succeeds
+
+    @classmethod
+    async def open(cls, path: Path) -> Self:
+        # Owner only, whatever the umask; SQLite gives -wal and -shm the database's mode when
+        # it creates them, and ones an older version left behind are tightened here.
+        private_dir(path.parent)
+        private_file(path)
+        for sidecar in WAL_FILES:
+            make_private(path.with_name(path.name + sidecar))
+        # isolation_level=None: transactions are explicit (see `transaction`).
+        db = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await db.execute("PRAGMA journal_mode = WAL")
+            await db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL survives a crash
+            await db.execute("PRAGMA foreign_keys = ON")
+            await db.execute("PRAGMA busy_timeout = 5000")
+            # Deleted text is overwritten with zeros, not merely marked free (see `_scrub`).
+            await db.execute("PRAGMA secure_delete = ON")
+            store = cls(db)
+            await store._migrate()
+        except BaseException:
+            await db.close()  # else its thread outlives us (and warns in __del__)
+            raise
+        return store
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The one write path: all or nothing, and never interleaved with another write.
+        A database error raises StoreError."""
+        async with self._write_lock:
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")
+                yield self._db
+                await self._db.execute("COMMIT")
+            except BaseException as exc:
+                # Also when cancelled: a BEGIN already sent still runs, and must not leave the
+                # connection inside a transaction that every later write would fail on.
+                await self._rollback()
+                if isinstance(exc, sqlite3.Error):
+                    self.problem = str(exc) or type(exc).__name__
+                    raise StoreError(self.problem) from exc
+                raise
+        self.problem = None
+
+    async def _rollback(self) -> None:
+        # SQLite may have rolled back already (it does on a full disk): nothing to undo then.
+        with contextlib.suppress(sqlite3.Error):
+            await self._db.execute("ROLLBACK")
+
+    async def _write(self, sql: str, args: Sequence[object] = ()) -> int:
+        """One statement through the write path; how many rows it changed."""
+        async with self.transaction() as db:
+            cur = await db.execute(sql, args)
+        return cur.rowcount
+
+    async def _scrub(self) -> None:
+        """After deleting text: copy the -wal file into the database and truncate it, so no
+        older copy of a deleted page stays on disk (secure_delete zeroes it in the database
+        file; the -wal file still holds every version written since the last checkpoint)."""
+        async with self._write_lock:  # never inside another coroutine's transaction
+            await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    async def _migrate(self) -> None:
+        async with self._db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        version = int(row[0]) if row else 0
+        if version > len(MIGRATIONS):
+            raise RuntimeError(
+                f"database schema v{version} is newer than this hearthbot (v{len(MIGRATIONS)})"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            # executescript commits first; the version bump is part of the same script.
+            await self._db.executescript(
+                f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
+            )
