@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from bot.events import (
     RegenerateRequested,
     StopRequested,
 )
-from bot.intake import clean_text
+from bot.intake import clean_text, max_message_chars
 from bot.responder import shown_answer
 from support.daemons import DB, answered, ask, daemon_for
 from support.persona_files import only_persona
@@ -166,7 +167,8 @@ async def test_reset_and_forget(tmp_path: Path, tiny_model: Path) -> None:
 
 async def test_too_long_message_gets_a_clear_refusal(tmp_path: Path, tiny_model: Path) -> None:
     async with daemon_for(tmp_path, tiny_model, n_ctx=512) as (daemon, adapter):
-        msg = message("hello world " * 2000)
+        # Short enough to be read (under 8 characters a token of context), too many tokens.
+        msg = message("hello world " * 300)
         assert await daemon.handle(msg) is Outcome.ACCEPTED
         (record,) = adapter.for_message(msg.message_id)
         await asyncio.wait_for(record.done.wait(), 20)
@@ -174,6 +176,26 @@ async def test_too_long_message_gets_a_clear_refusal(tmp_path: Path, tiny_model:
         assert message_count(tmp_path / DB) == 0
         # The daemon still answers the next normal message.
         assert await ask(daemon, adapter, "hi")
+
+
+async def test_a_message_too_long_to_read_is_refused_unread(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    async with daemon_for(tmp_path, tiny_model, n_ctx=512, start=False) as (daemon, adapter):
+        limit = max_message_chars(512)
+        for text in ("x" * (limit + 1), "!persona " + "x" * limit):  # a command is no way round
+            msg = message(text, author="u1")
+            assert await daemon.handle(msg) is Outcome.REFUSED
+            (record,) = adapter.for_message(msg.message_id)
+            assert record.failed == texts.TOO_LONG_TO_READ.format(chars=len(text), limit=limit)
+        assert message_count(tmp_path / DB) == 0
+        assert daemon.context.counts.bytes < limit  # never tokenized
+        # Each counts against the sender's rate limit: a flood gets one notice, not one each.
+        outcomes = [await daemon.handle(message("x" * (limit + 1), author="u1")) for _ in range(9)]
+        assert set(outcomes) == {Outcome.REFUSED}
+        assert [notice for _, notice in adapter.refusals] == [texts.RATE_LIMITED]
+        assert len(adapter.replies) == 6  # the default 6 a minute, then the limit
+        assert await daemon.handle(message("x" * limit, author="u2")) is Outcome.ACCEPTED
 
 
 async def test_long_conversation_is_trimmed_and_says_so(tmp_path: Path, tiny_model: Path) -> None:
@@ -240,6 +262,12 @@ def test_shown_answer(answer: str, cut_at: int | None, kept: int | None, expecte
 )
 def test_clean_text(raw: str, clean: str) -> None:
     assert clean_text(raw) == clean
+
+
+def test_clean_text_drops_exactly_the_control_characters_but_newline_and_tab() -> None:
+    every = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    dropped = {ch for ch in every if clean_text(f"a{ch}b") == "ab"}
+    assert dropped == {ch for ch in every if unicodedata.category(ch) == "Cc"} - {"\n", "\t"}
 
 
 async def test_stop_request_ends_the_answer_in_that_channel(

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import functools
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bot.bounded import SizedCache, text_bytes
 from bot.model.backend import Backend
 from bot.prompt.window import Turn, Window, chat_messages, choose_window, speaker_text
 from bot.store import Store, StoredMessage
 
 _FALLBACK_OVERHEAD = 8
+# What the remembered token counts may hold of message texts (the texts are the keys).
+COUNTS_MAX_BYTES = 8 * 1024 * 1024
 # Rounds of "estimate, measure exactly, correct the per-turn overhead" before giving up.
 _CALIBRATIONS = 4
 
@@ -42,8 +45,11 @@ class ContextBuilder:
         self.backend = backend
         self.store = store
         self.n_ctx = n_ctx
-        # Token counts of message texts, so each turn is tokenized once, not every turn.
-        self._count = functools.lru_cache(maxsize=8192)(backend.count_tokens)
+        # Token counts of message texts, so each turn is tokenized once, not every turn;
+        # bounded by bytes, as one text may be a million times longer than another.
+        self.counts: SizedCache[str, int] = SizedCache(
+            COUNTS_MAX_BYTES, lambda text, _: text_bytes(text)
+        )
         self.turn_overhead = self._overhead(add_generation_prompt=False)
         self.reply_overhead = self._overhead(add_generation_prompt=True) - self.turn_overhead
 
@@ -56,6 +62,13 @@ class ContextBuilder:
             return max(len(self.backend.tokenize(text)) - self._count("x"), 0)
         except Exception:  # an unusual template: a safe guess
             return _FALLBACK_OVERHEAD
+
+    def _count(self, text: str) -> int:
+        counted = self.counts.get(text)
+        if counted is None:
+            counted = self.backend.count_tokens(text)
+            self.counts.put(text, counted)
+        return counted
 
     def turns(self, history: Sequence[StoredMessage], multi_user: bool) -> list[Turn]:
         return [
@@ -72,7 +85,8 @@ class ContextBuilder:
         history = await self.store.history(channel, through_row=through_row)
         turns = self.turns(history, multi_user)
         is_user = [t.role == "user" for t in turns]
-        texts = [self._count(t.text) for t in turns]
+        # Tokenizing is linear in the text (a long paste takes a while): off the event loop.
+        texts = await asyncio.to_thread(lambda: [self._count(t.text) for t in turns])
         start, last = 0, len(turns) - 1
         for _ in range(_CALIBRATIONS):
             system_cost = self._count(system_prompt) + self.turn_overhead
@@ -83,7 +97,7 @@ class ContextBuilder:
                 return TooLong(costs[-1] if costs else 0, max(budget, 0))
             start = window.start
             messages = chat_messages(system_prompt, turns[start:])
-            tokens = self.backend.prompt_tokens(messages)
+            tokens = await asyncio.to_thread(self.backend.prompt_tokens, messages)
             if len(tokens) + reserve <= self.n_ctx or start >= last:
                 break
             # The per-turn estimate was short for this template (tokens merge differently
@@ -106,4 +120,4 @@ class ContextBuilder:
         history = await self.store.history(channel)
         multi = len({m.author_id for m in history if m.role == "user"}) > 1
         messages = chat_messages(system_prompt, self.turns(history, multi))
-        return len(self.backend.prompt_tokens(messages))
+        return len(await asyncio.to_thread(self.backend.prompt_tokens, messages))
