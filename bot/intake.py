@@ -113,13 +113,14 @@ class Intake:
             await self.backend.forget(key)
         elif isinstance(event, MessageDeleted):
             key = channel_key(event.platform, event.channel_id)
-            await self.backend.forget(key)  # the deleted text must not linger in memory either
-            self.queue.remove(
+            queued = self.queue.remove(
                 lambda job: (
                     (job.message.channel_key, job.message.message_id) != (key, event.message_id)
                 )
             )
-            await self.store.delete_message(key, event.message_id)
+            if not (await self.store.delete_message(key, event.message_id) or queued):
+                return Outcome.IGNORED  # never stored (anyone's redaction): nothing to drop
+            await self.backend.forget(key)  # the deleted text must not linger in memory either
         elif isinstance(event, StopRequested):
             self.responder.stop_answer_in(channel_key(event.platform, event.channel_id))
         else:

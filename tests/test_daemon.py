@@ -323,6 +323,31 @@ async def test_edits_and_deletions_follow_the_platform(tmp_path: Path, tiny_mode
         assert "edited text" not in texts_now
 
 
+async def test_deleting_a_message_never_stored_drops_no_cached_state(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anyone in a Matrix room may redact their own messages, stored or not: one the bot never
+    stored must not cost the channel its KV state (dropping it is a job for the model)."""
+    async with daemon_for(tmp_path, tiny_model) as (daemon, adapter):
+        msg = message("remember this", direct=True)
+        await daemon.handle(msg)
+        await answered(adapter.for_message(msg.message_id)[0])
+        forgotten: list[str | None] = []
+        forget = daemon.backend.forget
+
+        async def counted(key: str | None = None) -> None:
+            forgotten.append(key)
+            await forget(key)
+
+        monkeypatch.setattr(daemon.backend, "forget", counted)
+        never = MessageDeleted("test", msg.channel_id, "never-stored")
+        assert await daemon.handle(never) is Outcome.IGNORED
+        assert forgotten == []
+        stored = MessageDeleted("test", msg.channel_id, msg.message_id)
+        assert await daemon.handle(stored) is Outcome.APPLIED
+        assert forgotten == [msg.channel_key]
+
+
 async def test_deleting_a_queued_message_unqueues_it(tmp_path: Path, tiny_model: Path) -> None:
     async with daemon_for(tmp_path, tiny_model, start=False) as (daemon, _adapter):
         msg = message("delete me before you answer")

@@ -29,6 +29,7 @@ from adapters.matrix.rules import (
     channel_id,
     edited_event,
     matches,
+    redaction_applies,
     reply_target,
     should_answer,
     strip_reply_fallback,
@@ -75,8 +76,7 @@ class Translator:
         from the first sync, which replays history that was never addressed to this device."""
         account = self._account
         if isinstance(event, RedactionEvent):
-            channel = self._channel_of(room.room_id, event.redacts)
-            return MessageDeleted(PLATFORM, channel, event.redacts)
+            return await self._deletion(room, event)
         if not account.allowed(room, event.sender) or not isinstance(event, RoomMessageText):
             return None  # (an undecryptable MegolmEvent is adapters.matrix.crypto's)
         content: dict[str, Any] = event.source.get("content", {})
@@ -133,18 +133,33 @@ class Translator:
             names.append(user.display_name)
         return names
 
+    async def _deletion(self, room: MatrixRoom, event: RedactionEvent) -> MessageDeleted | None:
+        """A redaction, when it is its author's or a moderator's (checked before anything else
+        is done for it: any room member can send one)."""
+        moderates = room.power_levels.can_user_redact(event.sender)
+        author = None if moderates else await self._sender_of(room, event.redacts)
+        if not redaction_applies(event.sender, author, moderates):
+            log.info("redaction ignored: not its author's", room=room.room_id, sender=event.sender)
+            return None
+        channel = self._channel_of(room.room_id, event.redacts)
+        return MessageDeleted(PLATFORM, channel, event.redacts)
+
     async def _sent_by_me(self, room: MatrixRoom, event_id: str) -> bool:
+        return await self._sender_of(room, event_id) == self._account.user_id
+
+    async def _sender_of(self, room: MatrixRoom, event_id: str) -> str | None:
+        """Who sent an event: remembered, or (older than our memory, or from before a restart)
+        asked of the homeserver once. None when it cannot say."""
         sender = self._senders.get(event_id)
         client = self._account.client
         if sender is None and client is not None:
-            # Older than our memory (or from before a restart): ask the homeserver once.
             try:
                 response = await client.room_get_event(room.room_id, event_id)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.info("could not look up a replied-to event", error=describe(exc))
-                return False
+                log.info("could not look up an event", error=describe(exc))
+                return None
             if isinstance(response, RoomGetEventResponse):
                 fetched = response.event
                 text = getattr(fetched, "body", None)
@@ -153,4 +168,4 @@ class Translator:
                         text = getattr(client.decrypt_event(fetched), "body", None)
                 sender = fetched.sender
                 self.remember(event_id, fetched.sender, text if isinstance(text, str) else None)
-        return sender == self._account.user_id
+        return sender
