@@ -9,8 +9,8 @@ and regenerate requests follow the platform.
 
 from __future__ import annotations
 
+import re
 import time
-import unicodedata
 
 import structlog
 
@@ -37,14 +37,24 @@ from bot.store import Store
 
 log = structlog.get_logger(__name__)
 
+# No text longer than this many characters per token of context can fit: about four is usual,
+# and a message must leave room for the persona and the answer besides.
+CHARS_PER_TOKEN_AT_MOST = 8
+# Unicode's control characters (category Cc, a closed set) but newline and tab.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def max_message_chars(n_ctx: int) -> int:
+    """The longest message worth reading for a context of `n_ctx` tokens: anything longer is
+    refused before any work is spent on it (attachments included)."""
+    return n_ctx * CHARS_PER_TOKEN_AT_MOST
+
 
 def clean_text(text: str) -> str:
     """Drop control characters a platform may deliver (NUL, escape sequences, lone
-    surrogates) but keep newlines and tabs."""
-    text = text.encode("utf-8", errors="replace").decode("utf-8")
-    return "".join(
-        ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cs")
-    ).strip()
+    surrogates) but keep newlines and tabs. Linear and in C: a long paste costs milliseconds."""
+    text = text.encode("utf-8", errors="replace").decode("utf-8")  # a lone surrogate → "?"
+    return _CONTROL.sub("", text).strip()
 
 
 class Intake:
@@ -109,9 +119,14 @@ class Intake:
                 return Outcome.IGNORED
         elif isinstance(event, MessageDeleted):
             gone = (event.platform, event.message_id)
-            self.queue.remove(lambda job: (job.message.platform, job.message.message_id) != gone)
+            queued = self.queue.remove(
+                lambda job: (job.message.platform, job.message.message_id) != gone
+            )
             # Where it was stored or quoted: the deleted text must not linger in memory either.
-            for key in await self.store.delete_message(event.platform, event.message_id):
+            deleted = await self.store.delete_message(event.platform, event.message_id)
+            if not (deleted or queued):
+                return Outcome.IGNORED  # never stored (anyone's redaction): nothing to drop
+            for key in deleted:
                 await self.backend.forget(key)
         elif isinstance(event, StopRequested):
             self.responder.stop_answer_in(channel_key(event.platform, event.channel_id))
@@ -128,9 +143,12 @@ class Intake:
         self.responder.enqueue(message.channel_key, Job(row, message, reply))
 
     async def _take(self, message: Incoming) -> Outcome:
+        adapter = self.live.adapters[message.platform]
+        limit = max_message_chars(self.backend.info.n_ctx)
+        if len(message.text) > limit:  # first: reading it at all costs time and memory
+            return await self._too_long(message, limit, adapter)
         if self.live.stopping:
             return await self._defer(message)
-        adapter = self.live.adapters[message.platform]
         text = clean_text(message.text)
         parsed = parse_command(text)
         if not text or parsed is not None:
@@ -146,13 +164,29 @@ class Intake:
             return Outcome.COMMAND
         ticket = self.queue.admit(message.user_key, rate_exempt=self.live.is_admin(message))
         if isinstance(ticket, Refusal):
-            if self.queue.should_notify(message.user_key):
-                notice = texts.BUSY if ticket is Refusal.BUSY else texts.RATE_LIMITED
-                await adapter.refuse(message, notice)
-            log.info("refused", reason=ticket.value, platform=message.platform)
-            self.live.observer.refused(message.platform, ticket.value)
-            return Outcome.REFUSED
+            return await self._refuse(message, ticket, adapter)
         return await self._accept(message, text, ticket, adapter)
+
+    async def _refuse(self, message: Incoming, refusal: Refusal, adapter: Adapter) -> Outcome:
+        if self.queue.should_notify(message.user_key):
+            notice = texts.BUSY if refusal is Refusal.BUSY else texts.RATE_LIMITED
+            await adapter.refuse(message, notice)
+        log.info("refused", reason=refusal.value, platform=message.platform)
+        self.live.observer.refused(message.platform, refusal.value)
+        return Outcome.REFUSED
+
+    async def _too_long(self, message: Incoming, limit: int, adapter: Adapter) -> Outcome:
+        """Refused unread, with a notice; it counts against the sender's rate limit like any
+        message, so a flood of them is answered by one busy notice, not a notice each."""
+        ticket = self.queue.admit(message.user_key, rate_exempt=self.live.is_admin(message))
+        if isinstance(ticket, Refusal):
+            return await self._refuse(message, ticket, adapter)
+        self.queue.cancel(ticket)
+        notice = texts.TOO_LONG_TO_READ.format(chars=len(message.text), limit=limit)
+        await adapter.open_reply(message).fail(notice)
+        log.info("refused", reason="too_long", platform=message.platform)
+        self.live.observer.refused(message.platform, "too_long")
+        return Outcome.REFUSED
 
     async def _defer(self, message: Incoming) -> Outcome:
         """Shutting down: a question is not answered now, but saved as pending, so the next

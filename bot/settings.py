@@ -176,7 +176,9 @@ class DiscordSettings(Section):
     command_guilds: list[int] = Field(
         default_factory=list, description="Sync slash commands to these servers only (fast)."
     )
-    attachment_max_kb: int = Field(256, ge=0, le=8192, description="Text attachments read up to.")
+    attachment_max_kb: int = Field(
+        256, ge=0, le=8192, description="Text attachments read up to, per message (all together)."
+    )
     catch_up_window_s: float = Field(
         600, ge=0, description="Messages sent while the bot was away are answered if this young."
     )

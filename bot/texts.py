@@ -11,6 +11,10 @@ TOO_LONG = (
     "Your message is too long for my context ({tokens:,} tokens; at most {limit:,} fit). "
     "Please shorten it."
 )
+TOO_LONG_TO_READ = (
+    "Your message is too long for my context ({chars:,} characters; I read at most {limit:,}). "
+    "Please shorten it."
+)
 MISSED_WHILE_DOWN = "Sorry, I was offline when this arrived and it is too old to answer now."
 TRY_AGAIN = "hearthbot is restarting; please try that again in a minute."
 SHUTTING_DOWN = "(Stopped: hearthbot is shutting down. I'll answer when I'm back.)"

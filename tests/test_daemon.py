@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from bot.events import (
     RegenerateRequested,
     StopRequested,
 )
-from bot.intake import clean_text
+from bot.intake import clean_text, max_message_chars
 from bot.prompt.builder import Prompt
 from bot.responder import shown_answer
 from support.daemons import DB, answered, ask, daemon_for
@@ -167,7 +168,8 @@ async def test_reset_and_forget(tmp_path: Path, tiny_model: Path) -> None:
 
 async def test_too_long_message_gets_a_clear_refusal(tmp_path: Path, tiny_model: Path) -> None:
     async with daemon_for(tmp_path, tiny_model, n_ctx=512) as (daemon, adapter):
-        msg = message("hello world " * 2000)
+        # Short enough to be read (under 8 characters a token of context), too many tokens.
+        msg = message("hello world " * 300)
         assert await daemon.handle(msg) is Outcome.ACCEPTED
         (record,) = adapter.for_message(msg.message_id)
         await asyncio.wait_for(record.done.wait(), 20)
@@ -175,6 +177,26 @@ async def test_too_long_message_gets_a_clear_refusal(tmp_path: Path, tiny_model:
         assert message_count(tmp_path / DB) == 0
         # The daemon still answers the next normal message.
         assert await ask(daemon, adapter, "hi")
+
+
+async def test_a_message_too_long_to_read_is_refused_unread(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    async with daemon_for(tmp_path, tiny_model, n_ctx=512, start=False) as (daemon, adapter):
+        limit = max_message_chars(512)
+        for text in ("x" * (limit + 1), "!persona " + "x" * limit):  # a command is no way round
+            msg = message(text, author="u1")
+            assert await daemon.handle(msg) is Outcome.REFUSED
+            (record,) = adapter.for_message(msg.message_id)
+            assert record.failed == texts.TOO_LONG_TO_READ.format(chars=len(text), limit=limit)
+        assert message_count(tmp_path / DB) == 0
+        assert daemon.context.counts.bytes < limit  # never tokenized
+        # Each counts against the sender's rate limit: a flood gets one notice, not one each.
+        outcomes = [await daemon.handle(message("x" * (limit + 1), author="u1")) for _ in range(9)]
+        assert set(outcomes) == {Outcome.REFUSED}
+        assert [notice for _, notice in adapter.refusals] == [texts.RATE_LIMITED]
+        assert len(adapter.replies) == 6  # the default 6 a minute, then the limit
+        assert await daemon.handle(message("x" * limit, author="u2")) is Outcome.ACCEPTED
 
 
 async def test_long_conversation_is_trimmed_and_says_so(tmp_path: Path, tiny_model: Path) -> None:
@@ -243,6 +265,12 @@ def test_clean_text(raw: str, clean: str) -> None:
     assert clean_text(raw) == clean
 
 
+def test_clean_text_drops_exactly_the_control_characters_but_newline_and_tab() -> None:
+    every = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    dropped = {ch for ch in every if clean_text(f"a{ch}b") == "ab"}
+    assert dropped == {ch for ch in every if unicodedata.category(ch) == "Cc"} - {"\n", "\t"}
+
+
 async def test_stop_request_ends_the_answer_in_that_channel(
     tmp_path: Path, tiny_model: Path
 ) -> None:
@@ -294,6 +322,31 @@ async def test_edits_and_deletions_follow_the_platform(tmp_path: Path, tiny_mode
         await daemon.handle(MessageDeleted("test", msg.channel_id, msg.message_id))
         texts_now = [m.text for m in await daemon.store.history(msg.channel_key)]
         assert "edited text" not in texts_now
+
+
+async def test_deleting_a_message_never_stored_drops_no_cached_state(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anyone in a Matrix room may redact their own messages, stored or not: one the bot never
+    stored must not cost the channel its KV state (dropping it is a job for the model)."""
+    async with daemon_for(tmp_path, tiny_model) as (daemon, adapter):
+        msg = message("remember this", direct=True)
+        await daemon.handle(msg)
+        await answered(adapter.for_message(msg.message_id)[0])
+        forgotten: list[str | None] = []
+        forget = daemon.backend.forget
+
+        async def counted(key: str | None = None) -> None:
+            forgotten.append(key)
+            await forget(key)
+
+        monkeypatch.setattr(daemon.backend, "forget", counted)
+        never = MessageDeleted("test", msg.channel_id, "never-stored")
+        assert await daemon.handle(never) is Outcome.IGNORED
+        assert forgotten == []
+        stored = MessageDeleted("test", msg.channel_id, msg.message_id)
+        assert await daemon.handle(stored) is Outcome.APPLIED
+        assert forgotten == [msg.channel_key]
 
 
 async def test_deleting_a_queued_message_unqueues_it(tmp_path: Path, tiny_model: Path) -> None:

@@ -246,9 +246,10 @@ async def test_text_attachment_is_read_and_others_named(
     async with hearthbot(tmp_path, tiny_model, fake, attachment_max_kb=1) as (daemon, _adapter):
         paste = fake.attachment("message.txt", b"line one\nline two\n", "text/plain; charset=utf-8")
         big = fake.attachment("big.log", b"x" * 3000, "text/plain")
+        more = fake.attachment("more.md", b"# more\n", "text/markdown")
         image = fake.attachment("cat.png", b"\x89PNG\x00" * 100, "image/png")
         asked = await fake.say(
-            fake.alice, fake.general, f"{at(fake)} summarize", attachments=[paste, big, image]
+            fake.alice, fake.general, f"{at(fake)} summarize", attachments=[paste, big, more, image]
         )
         await answer(fake, daemon, asked)
         (user,) = [
@@ -257,8 +258,12 @@ async def test_text_attachment_is_read_and_others_named(
             if m.role == "user"
         ]
         assert user.startswith("summarize\n\n[attachment message.txt]\nline one\nline two\n\n[")
-        assert "[attachment big.log]\n" + "x" * 1024 + "\n[… cut at 1 KB]" in user
-        assert "x" * 1025 not in user
+        # attachment_max_kb is what is read of all of them together; then they are only named.
+        left = 1024 - len("line one\nline two\n")
+        cut = "\n[… cut: 1 KB of attachments read per message]"
+        assert "[attachment big.log]\n" + "x" * left + cut in user
+        assert "x" * (left + 1) not in user
+        assert "[attachment more.md: text/markdown, 7 bytes, not read]" in user
         assert user.endswith("[attachment cat.png: image/png, 500 bytes, not read]")
 
 

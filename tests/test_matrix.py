@@ -41,6 +41,7 @@ from bot.prompt.builder import Prompt
 from bot.settings import load_settings
 from bot.store import Store
 from support.hostile import hostile_cases
+from support.matrix_reply import padded_table
 from support.stored import everything_stored
 from support.synapse import (
     SERVER_NAME,
@@ -925,3 +926,61 @@ async def test_hostile_corpus_in_an_encrypted_dm(
             assert alice.latest_text(reply.event.event_id).strip(), case_id
         asked = await alice.send(room, "hello, still there?")
         assert alice.latest_text((await answer_to(alice, bot, asked)).event.event_id).strip()
+
+
+# -- bounds: event size, one room's wait -------------------------------------------------------
+
+
+async def test_an_answer_whose_html_would_be_over_the_event_limit_arrives(
+    synapse: Synapse, tmp_path: Path, tiny_model: Path
+) -> None:
+    """4,000 characters of table rendered to 669 KB of HTML: every edit and the final text
+    were refused (M_TOO_LARGE), so the answer never showed. The reply is driven here as the
+    daemon drives it, with that text."""
+    account = await synapse.register("bot")
+    async with (
+        peer(synapse, tmp_path) as alice,
+        running_bot(tmp_path, tiny_model, synapse, account, worker=False) as bot,
+    ):
+        room = await dm_with(alice, bot, encrypted=True)
+        asked = await alice.send(room, "a table, please")
+        await eventually(lambda: _has_pending(bot))
+        (pending,) = await bot.store.pending()
+        table = padded_table(600)
+        reply = bot.adapter.open_reply(pending.message)
+        await reply.update(table[:1000])
+        await reply.update(table)
+        await reply.finish(table)
+        await asyncio.wait_for(reply.done.wait(), 60)
+        answer = await alice.wait_for(lambda: alice.reply_to(bot.user_id, asked))
+        assert answer.event.decrypted
+        await alice.wait_for(lambda: alice.latest_text(answer.event.event_id) == table, 30)
+
+
+async def test_a_room_waiting_on_the_daemon_holds_up_no_other_room(
+    synapse: Synapse, tmp_path: Path, tiny_model: Path
+) -> None:
+    """Events were handed over one at a time for all rooms: a `!forget` waiting for the model
+    froze every room. Now a room waits alone (its own events stay in order)."""
+    async with alice_and_bot(synapse, tmp_path, tiny_model) as (alice, bot):
+        slow_room, other_room = await dm_with(alice, bot), await dm_with(alice, bot)
+        release = asyncio.Event()
+        sink = bot.adapter.sync.sink
+        assert sink is not None
+
+        async def slow_in_one_room(event: ChatEvent) -> Outcome:
+            if getattr(event, "channel_id", None) == slow_room:
+                await release.wait()
+            return await sink(event)
+
+        bot.adapter.sync.sink = slow_in_one_room
+        held = [await alice.send(slow_room, "first, held"), await alice.send(slow_room, "second")]
+        await alice.wait_for(lambda: bot.adapter.sync.dispatcher.waiting >= 1)
+        asked = await alice.send(other_room, "and here?")
+        await answer_to(alice, bot, asked)
+        assert all(replies_from(alice, bot, event_id) == [] for event_id in held)
+        release.set()
+        for event_id in held:
+            await answer_to(alice, bot, event_id)
+        users = [text for role, text in await bot.history(slow_room) if role == "user"]
+        assert users == ["first, held", "second"]

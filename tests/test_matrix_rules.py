@@ -16,6 +16,7 @@ from adapters.matrix.rules import (
     is_direct,
     localpart,
     matches,
+    redaction_applies,
     reply_target,
     room_allowed,
     should_answer,
@@ -188,6 +189,23 @@ def test_should_answer(direct: bool, mentioned: bool, reply: bool, expected: boo
 def test_within_window(age_s: float, window_s: float, expected: bool) -> None:
     now = 1_800_000_000.0
     assert within_window(int((now - age_s) * 1000), now, window_s) is expected
+
+
+@pytest.mark.parametrize(
+    ("redactor", "author", "moderates", "applies"),
+    [
+        ("@alice:hs", "@alice:hs", False, True),  # her own message
+        ("@mallory:hs", "@alice:hs", False, False),  # another's: the server refuses it too
+        ("@mallory:hs", None, False, False),  # a message the bot cannot place
+        ("@mod:hs", "@alice:hs", True, True),  # a moderator removed it from the room
+        ("@mod:hs", None, True, True),
+        ("@alice:hs", "@bot:hs", False, False),  # the bot's answer, by someone who may not
+    ],
+)
+def test_redaction_applies(
+    redactor: str, author: str | None, moderates: bool, applies: bool
+) -> None:
+    assert redaction_applies(redactor, author, moderates) is applies
 
 
 def test_localpart() -> None:

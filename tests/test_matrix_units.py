@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import stat
 from pathlib import Path
-from typing import Any
 
 import pytest
 from nio import RoomSendError
@@ -22,8 +21,8 @@ from adapters.matrix.state import (
     Session,
     SyncState,
 )
-from bot.events import Incoming
 from bot.settings import load_settings
+from support.matrix_reply import RecordingOutbox, incoming
 
 
 @pytest.mark.parametrize(
@@ -123,52 +122,6 @@ def test_a_direct_room_is_measured_once_and_older_state_still_loads(tmp_path: Pa
     assert state.marked_members("!dm:hs", 4) == 3
     write_private(tmp_path / STATE_FILE, {"user_id": "@b:hs", "direct_rooms": ["!old:hs"]})
     assert SyncState.load(tmp_path, "@b:hs").direct_rooms == {"!old:hs": 2}
-
-
-class RecordingOutbox:
-    """The Outbox a MatrixReply talks to, recording what would go to the homeserver."""
-
-    max_length = 60
-
-    def __init__(self, interval: float = 0.2) -> None:
-        self.interval = interval
-        self.sent: list[dict[str, Any]] = []
-        self.typing: dict[str, set[object]] = {}
-        self.ready = asyncio.Event()
-        self.ready.set()
-        self.send_delay = 0.0
-
-    @property
-    def edit_interval(self) -> float:
-        return self.interval
-
-    def spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
-        return asyncio.create_task(coro, name=name)
-
-    async def wait_ready(self) -> None:
-        await self.ready.wait()
-
-    async def send(self, room_id: str, content: dict[str, Any], must: bool) -> str | None:
-        await asyncio.sleep(self.send_delay)
-        self.sent.append(content)
-        return f"$sent{len(self.sent)}"
-
-    def typing_on(self, room_id: str, holder: object) -> None:
-        self.typing.setdefault(room_id, set()).add(holder)
-
-    def typing_off(self, room_id: str, holder: object) -> None:
-        self.typing.get(room_id, set()).discard(holder)
-
-
-def incoming(channel: str = "!room:hs") -> Incoming:
-    return Incoming(
-        platform="matrix",
-        channel_id=channel,
-        message_id="$question",
-        author_id="@a:hs",
-        author_name="A",
-        text="q",
-    )
 
 
 async def test_updates_are_coalesced_and_the_final_text_always_lands() -> None:

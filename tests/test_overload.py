@@ -19,6 +19,7 @@ from bot.observer import Observer
 from support.daemons import daemon_for
 from support.discord_bot import at, hearthbot
 from support.fake_discord import FakeDiscord, Json
+from support.measure import rss_mb
 from support.persona_files import only_persona
 from support.progress import until_progressing, wait_progressing
 from support.recording_adapter import message
@@ -39,13 +40,6 @@ def flood() -> Iterator[tuple[int, int, int]]:
 
 async def paced() -> None:
     await asyncio.sleep(SECONDS / MESSAGES)
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def minutes_since(began: float) -> int:

@@ -1,6 +1,7 @@
 """Discord messages as the core's events: whether a message is for the bot, its channel and
 thread parent (for access), and its text as the model should read it (the bot's mention
-removed, other mentions as names, text attachments read up to a cap, others named)."""
+removed, other mentions as names, text attachments read up to a cap per message, others
+named)."""
 
 from __future__ import annotations
 
@@ -125,21 +126,29 @@ class Reader:
         )
 
     async def text(self, message: discord.Message, me: discord.ClientUser) -> str:
-        parts = [await self._attachment(a) for a in message.attachments[:MAX_ATTACHMENTS]]
+        """The message's text, then its attachments: text files are read until, all together,
+        attachment_max_kb is read (ten 256 KB files are not 2.5 MB to hold and refuse)."""
+        left = self.attachment_max_kb * 1024
+        parts = []
+        for attachment in message.attachments[:MAX_ATTACHMENTS]:
+            part, read = await self._attachment(attachment, left)
+            parts.append(part)
+            left -= read
         return with_attachments(self.plain(message, me), parts)
 
-    async def _attachment(self, attachment: discord.Attachment) -> str:
-        """A text file (a long paste becomes message.txt) is read up to attachment_max_kb;
-        anything else is only named."""
-        cap_kb = self.attachment_max_kb
-        if cap_kb and is_text_attachment(attachment.filename, attachment.content_type):
-            got = await self._download(attachment.url, cap_kb * 1024)
+    async def _attachment(self, attachment: discord.Attachment, left: int) -> tuple[str, int]:
+        """A text file (a long paste becomes message.txt) read up to `left` bytes, or only
+        named (anything else, or nothing left to read); and the bytes read."""
+        if left > 0 and is_text_attachment(attachment.filename, attachment.content_type):
+            got = await self._download(attachment.url, left)
             if got is not None:
                 body, truncated = got
                 text = decode_text(body)
                 if text is not None:
-                    return attachment_read(attachment.filename, text, cap_kb if truncated else None)
-        return attachment_named(attachment.filename, attachment.content_type, attachment.size)
+                    cut_kb = self.attachment_max_kb if truncated else None
+                    return attachment_read(attachment.filename, text, cut_kb), len(body)
+        named = attachment_named(attachment.filename, attachment.content_type, attachment.size)
+        return named, 0
 
     async def _download(self, url: str, cap: int) -> tuple[bytes, bool] | None:
         if self._http is None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from dataclasses import replace
 from typing import Protocol
 
@@ -19,6 +18,7 @@ import discord
 from adapters.discord.access import PLATFORM, Access, may_steer, reaction_kind
 from adapters.discord.incoming import Reader
 from adapters.discord.reply import InteractionReply, MessageReply, Outbox
+from bot.bounded import SizedCache, text_bytes
 from bot.commands.parse import Command, may_run, parse_command
 from bot.events import ChatEvent, Incoming, RegenerateRequested, StopRequested
 from bot.settings import BotSettings
@@ -40,7 +40,17 @@ class InteractionHost(Outbox, Protocol):
 
 # Discord answers an interaction within 3 s or shows "The application did not respond".
 DEFER_AFTER_S = 2.0
-REMEMBERED_REPLIES = 2000  # bot message id → its reply, for ⏹/🔁 reactions
+# Bot message id → its reply, for ⏹/🔁 reactions: the recent ones, by what they hold (a reply
+# keeps the question's text, attachments included, and the answer's).
+REMEMBERED_REPLIES_BYTES = 8 * 1024 * 1024
+REPLY_OVERHEAD = 2048  # a MessageReply and its parts besides the texts
+
+
+def reply_bytes(reply: MessageReply) -> int:
+    """What remembering `reply` holds in memory."""
+    message = reply.message
+    texts = (message.text, message.author_name, reply.shown)
+    return REPLY_OVERHEAD + sum(text_bytes(text) for text in texts)
 
 
 class Interactions:
@@ -48,7 +58,9 @@ class Interactions:
 
     def __init__(self, adapter: InteractionHost) -> None:
         self._adapter = adapter
-        self._replies: OrderedDict[int, MessageReply] = OrderedDict()
+        self.replies: SizedCache[int, MessageReply] = SizedCache(
+            REMEMBERED_REPLIES_BYTES, lambda _, reply: reply_bytes(reply)
+        )
         self._commands: dict[str, InteractionReply] = {}  # Incoming.message_id → its answer
         self._regenerating: dict[str, list[int]] = {}  # question → the messages to reuse
 
@@ -66,12 +78,10 @@ class Interactions:
         return self._commands.get(message.message_id)
 
     def sent(self, message_id: int, reply: MessageReply) -> None:
-        self._replies[message_id] = reply
-        while len(self._replies) > REMEMBERED_REPLIES:
-            self._replies.popitem(last=False)
+        self.replies.put(message_id, reply)
 
     def deleted(self, message_id: int) -> None:
-        self._replies.pop(message_id, None)
+        self.replies.pop(message_id)
 
     # -- reactions ------------------------------------------------------------------------------
 
@@ -81,7 +91,7 @@ class Interactions:
         kind = reaction_kind(str(payload.emoji))
         if me is None or kind is None or payload.user_id == me.id:
             return
-        reply = self._replies.get(payload.message_id)
+        reply = self.replies.get(payload.message_id)
         if kind == "stop":
             # Only an answer still being written can be stopped.
             if reply is None or reply.closed:

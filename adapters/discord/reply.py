@@ -97,6 +97,11 @@ class MessageReply:
     def message_ids(self) -> list[int]:
         return [mid for mid, _ in self._sent]
 
+    @property
+    def shown(self) -> str:
+        """The whole text on screen from this reply so far."""
+        return self._shown
+
     # -- the ReplyHandle protocol ---------------------------------------------------------------
 
     async def typing(self) -> None:

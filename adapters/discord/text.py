@@ -102,8 +102,9 @@ def attachment_named(filename: str, content_type: str | None, size: int) -> str:
     return f"[attachment {filename}: {kind}, {_size(size)}, not read]"
 
 
-def attachment_read(filename: str, body: str, truncated_at_kb: int | None) -> str:
-    cut = f"\n[… cut at {truncated_at_kb} KB]" if truncated_at_kb is not None else ""
+def attachment_read(filename: str, body: str, cut_kb: int | None) -> str:
+    """A text attachment as the model reads it; `cut_kb`: the per-message cap that cut it."""
+    cut = f"\n[… cut: {cut_kb} KB of attachments read per message]" if cut_kb is not None else ""
     return f"[attachment {filename}]\n{body.rstrip()}{cut}"
 
 

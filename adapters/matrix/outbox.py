@@ -23,8 +23,8 @@ from bot.backoff import Backoff
 
 log = structlog.get_logger(__name__)
 
-# One event may be 64 KiB; an edit carries the text twice (body and HTML) and encryption
-# grows it by a third, so 4,000 characters stay inside even for non-Latin scripts.
+# Characters a message holds at most, so it reads in one go; a text that would not fit one
+# event (64 KiB) even so is split further (adapters.matrix.format.event_parts).
 MAX_MESSAGE_LENGTH = 4000
 SEND_ATTEMPTS = 6
 MAX_EDIT_INTERVAL_S = 60.0

@@ -4,7 +4,9 @@ The daemon's worker calls `update()` for every few tokens; it must never wait on
 so each call only records the newest text and wakes this reply's own delivery task. That task
 sends the first text at once, then at most one edit per `edit_interval` (which the Outbox
 widens after a 429), and the final text as soon as it is known. Answers longer than one event
-continue in follow-up messages. Everything goes out through adapters/matrix/outbox.py."""
+continue in follow-up messages (adapters/matrix/format.py says what fits one). Content is built
+in a thread: rendering Markdown is pure Python, and a long answer must not hold up the loop.
+Everything goes out through adapters/matrix/outbox.py."""
 
 from __future__ import annotations
 
@@ -13,8 +15,7 @@ import contextlib
 import time
 from typing import TYPE_CHECKING
 
-from adapters.common.split import split_message
-from adapters.matrix.format import edit_content, message_content
+from adapters.matrix.format import edit_content, event_parts, message_content
 from adapters.matrix.rules import split_channel
 from bot.events import Incoming
 
@@ -106,30 +107,36 @@ class MatrixReply:
             if self.event_id is not None:  # a partial answer is showing: say why it stopped
                 await self._show(f"{self._shown}\n\n{text}", must=True)
             else:
-                content = message_content(
-                    text, reply_to=self._reply_to, thread_root=self._thread, msgtype="m.notice"
+                content = await asyncio.to_thread(
+                    message_content,
+                    text,
+                    reply_to=self._reply_to,
+                    thread_root=self._thread,
+                    msgtype="m.notice",
                 )
                 await self._outbox.send(self._room_id, content, must=True)
             return
-        chunks = split_message(text, self._outbox.max_length) or [text]
+        chunks = event_parts(text, self._outbox.max_length) or [text]
         await self._show(chunks[0], must=True)
         for chunk in chunks[1:]:
-            content = message_content(chunk, thread_root=self._thread)
+            content = await asyncio.to_thread(message_content, chunk, thread_root=self._thread)
             await self._outbox.send(self._room_id, content, must=True)
 
     def _visible(self, text: str) -> str:
-        if len(text) <= self._outbox.max_length:
-            return text
-        return split_message(text, self._outbox.max_length)[0]
+        """What of the answer so far fits the first message (the rest follows at the end)."""
+        return (event_parts(text, self._outbox.max_length) or [text])[0]
 
     async def _show(self, text: str, must: bool) -> None:
         if not text.strip() or (text == self._shown and self.event_id is not None):
             return
         if self.event_id is None:
-            content = message_content(text, reply_to=self._reply_to, thread_root=self._thread)
+            content = await asyncio.to_thread(
+                message_content, text, reply_to=self._reply_to, thread_root=self._thread
+            )
             self.event_id = await self._outbox.send(self._room_id, content, must)
         else:
-            sent = await self._outbox.send(self._room_id, edit_content(self.event_id, text), must)
+            edit = await asyncio.to_thread(edit_content, self.event_id, text)
+            sent = await self._outbox.send(self._room_id, edit, must)
             if sent is None:
                 return
         if self.event_id is not None:

@@ -159,6 +159,14 @@ def should_answer(direct: bool, mentioned: bool, replies_to_bot: bool) -> bool:
     return direct or mentioned or replies_to_bot
 
 
+def redaction_applies(redactor: str, author: str | None, redactor_moderates: bool) -> bool:
+    """Whether a redaction deletes the bot's copy: the author's own (allowed or not: their
+    words), or a room moderator's (the room removed it). Anyone else's, or one of a message
+    the bot cannot place (`author` None), is nothing to do: the server does not apply it
+    either, and no participant acts for another."""
+    return redactor_moderates or (author is not None and redactor == author)
+
+
 def within_window(origin_server_ts_ms: int, now_s: float, window_s: float) -> bool:
     """Whether a message is young enough to answer (it may have arrived while we were down)."""
     return now_s - origin_server_ts_ms / 1000 <= window_s

@@ -1,10 +1,11 @@
-"""The Matrix sync loop: log in, sync, and hand each sync's events to the daemon in order.
+"""The Matrix sync loop: log in, sync, and hand each sync's events to the daemon.
 
 nio runs callbacks inside its sync: here they only record events. After each sync the batch
-goes to a dispatcher task that translates it (adapters/matrix/translate.py) and hands it to
-the daemon; the sync token is saved once the daemon has taken the whole batch, so after a
-restart nothing is seen (or answered) twice, and messages that arrived while the bot was
-down are answered only within `catch_up_window_s`.
+goes to the dispatcher (adapters/matrix/dispatch.py), which hands each room's events in order
+to the translator (adapters/matrix/translate.py) and the daemon, rooms side by side; the sync
+token is saved once the daemon has taken the whole batch, so after a restart nothing is seen
+(or answered) twice, and messages that arrived while the bot was down are answered only within
+`catch_up_window_s`. While the dispatcher is full the loop waits before syncing again.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -35,6 +35,7 @@ from nio import (
 from adapters.common.failure import describe
 from adapters.matrix.account import Account
 from adapters.matrix.crypto import Crypto
+from adapters.matrix.dispatch import Batch, Dispatcher
 from adapters.matrix.login import (
     RETRY_MAX_S,
     FatalLogin,
@@ -68,15 +69,6 @@ SYNC_FILTER: dict[str, Any] = {
 }
 
 
-@dataclass(slots=True)
-class Batch:
-    """The events of one sync, in order, and the token to save once they are handed over."""
-
-    items: list[tuple[MatrixRoom, Event]] = field(default_factory=list)
-    next_batch: str | None = None
-    initial: bool = False  # the first sync without a saved token: history, never answered
-
-
 class SyncLoop:
     """Keeps the bot logged in and syncing; passes each sync's events on to the daemon."""
 
@@ -98,8 +90,9 @@ class SyncLoop:
         self.sink: Sink | None = None
         self.connected = False
         self.stopping = False
-        self._inbox: asyncio.Queue[Batch] = asyncio.Queue()
+        self.dispatcher = Dispatcher(self._pass_on, self._advance, account.save_state)
         self._batch = Batch()
+        self._keys_arrived: list[Batch] = []  # events readable now, recorded during a sync
         self._joining: set[str] = set()
 
     # -- logging in and syncing -----------------------------------------------------------------
@@ -195,8 +188,10 @@ class SyncLoop:
             backoff.reset()
             first = False
             self._batch.next_batch = response.next_batch
-            self._inbox.put_nowait(self._batch)
+            batches, self._keys_arrived = [*self._keys_arrived, self._batch], []
             self._batch = Batch()
+            for batch in batches:  # waits while the dispatcher is full: no sync meanwhile
+                await self.dispatcher.inbox.put(batch)
             self._ready.set()
             await self._crypto.after_sync(client)
 
@@ -258,28 +253,20 @@ class SyncLoop:
             for _, decrypted in readable:
                 self._translator.saw(decrypted)
             if readable:
-                self._inbox.put_nowait(Batch(items=list(readable)))
+                self._keys_arrived.append(Batch(items=list(readable)))
         else:
             self._crypto.verifier.handle(event)
 
     async def _on_error_response(self, response: ErrorResponse) -> None:
         self._outbox.rate_limited(response)
 
-    # -- the dispatcher: translate a batch and hand it to the daemon ---------------------------
+    # -- handing events to the daemon (adapters/matrix/dispatch.py) ---------------------------
 
     async def dispatch(self) -> None:
-        while True:
-            batch = await self._inbox.get()
-            for room, event in batch.items:
-                try:
-                    await self._pass_on(room, event, batch.initial)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    log.exception("could not handle a Matrix event", error=describe(exc))
-            if batch.next_batch is not None:
-                self._account.state.advance(batch.next_batch)
-            await self._account.save_state()
+        await self.dispatcher.run()
+
+    def _advance(self, token: str) -> None:
+        self._account.state.advance(token)  # the state of the account logged in now
 
     async def _pass_on(self, room: MatrixRoom, event: Event, initial: bool) -> None:
         if isinstance(event, MegolmEvent):

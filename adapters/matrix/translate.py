@@ -31,6 +31,7 @@ from adapters.matrix.rules import (
     channel_id,
     edited_event,
     matches,
+    redaction_applies,
     reply_target,
     should_answer,
     split_channel,
@@ -80,9 +81,8 @@ class Translator:
         from the first sync, which replays history that was never addressed to this device."""
         account = self._account
         if isinstance(event, RedactionEvent):
-            self.recent.deleted(event.redacts)
-            channel = self._channel_of(room.room_id, event.redacts)
-            return MessageDeleted(PLATFORM, channel, event.redacts)
+            self.recent.deleted(event.redacts)  # whoever sent it: a quote is looked up again
+            return await self._deletion(room, event)
         if not account.allowed(room, event.sender) or not isinstance(event, RoomMessageText):
             return None  # (an undecryptable MegolmEvent is adapters.matrix.crypto's)
         content: dict[str, Any] = event.source.get("content", {})
@@ -140,10 +140,26 @@ class Translator:
             names.append(user.display_name)
         return names
 
+    async def _deletion(self, room: MatrixRoom, event: RedactionEvent) -> MessageDeleted | None:
+        """A redaction, when it is its author's or a moderator's (checked before anything else
+        is done for it: any room member can send one)."""
+        moderates = room.power_levels.can_user_redact(event.sender)
+        author = None if moderates else await self._sender_of(room, event.redacts)
+        if not redaction_applies(event.sender, author, moderates):
+            log.info("redaction ignored: not its author's", room=room.room_id, sender=event.sender)
+            return None
+        channel = self._channel_of(room.room_id, event.redacts)
+        return MessageDeleted(PLATFORM, channel, event.redacts)
+
     async def _sent_by_me(self, room: MatrixRoom, event_id: str) -> bool:
+        return await self._sender_of(room, event_id) == self._account.user_id
+
+    async def _sender_of(self, room: MatrixRoom, event_id: str) -> str | None:
+        """Who sent an event: remembered, or (older than our memory, or from before a restart)
+        asked of the homeserver once. None when it cannot say."""
         if event_id not in self._senders:
-            await self._look_up(room.room_id, event_id)  # older than our memory
-        return self._senders.get(event_id) == self._account.user_id
+            await self._look_up(room.room_id, event_id)
+        return self._senders.get(event_id)
 
     async def fetch_quote(self, channel_id: str, message_id: str) -> Quoted | None:
         """A replied-to event's text (bot.events.QuoteSource): remembered, or asked of the

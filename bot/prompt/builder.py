@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import functools
+import hashlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from bot import texts
+from bot.bounded import SizedCache
 from bot.events import Quoted
 from bot.model.backend import Backend
 from bot.prompt.quotes import shown_quote
@@ -18,6 +19,8 @@ from bot.store import Store, StoredMessage
 FetchQuote = Callable[[str, str], Awaitable[Quoted | None]]
 
 _FALLBACK_OVERHEAD = 8
+# What the remembered token counts may hold of message texts (the texts are the keys).
+COUNTS_MAX_BYTES = 8 * 1024 * 1024
 # Rounds of "estimate, measure exactly, correct the per-turn overhead" before giving up.
 _CALIBRATIONS = 4
 
@@ -52,8 +55,10 @@ class ContextBuilder:
         self.store = store
         self.n_ctx = n_ctx
         self.fetch_quote = fetch_quote
-        # Token counts of message texts, so each turn is tokenized once, not every turn.
-        self._count = functools.lru_cache(maxsize=8192)(backend.count_tokens)
+        # Token counts of message texts, so each turn is tokenized once, not every turn;
+        # bounded by bytes, and keyed by a digest: a forgotten or deleted text must not stay
+        # here as a key (nor a refused 2.6 MB one weigh 2.6 MB).
+        self.counts: SizedCache[bytes, int] = SizedCache(COUNTS_MAX_BYTES, lambda k, _: len(k))
         self.turn_overhead = self._overhead(add_generation_prompt=False)
         self.reply_overhead = self._overhead(add_generation_prompt=True) - self.turn_overhead
 
@@ -66,6 +71,14 @@ class ContextBuilder:
             return max(len(self.backend.tokenize(text)) - self._count("x"), 0)
         except Exception:  # an unusual template: a safe guess
             return _FALLBACK_OVERHEAD
+
+    def _count(self, text: str) -> int:
+        key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+        counted = self.counts.get(key)
+        if counted is None:
+            counted = self.backend.count_tokens(text)
+            self.counts.put(key, counted)
+        return counted
 
     def turns(
         self,
@@ -129,14 +142,17 @@ class ContextBuilder:
         fetched = await self.quotes(channel, history)
         start, last = 0, len(history) - 1
         for _ in range(_CALIBRATIONS):
-            system_cost = self._count(system_prompt) + self.turn_overhead
+            system_cost = await asyncio.to_thread(self._count, system_prompt) + self.turn_overhead
             budget = self.n_ctx - reserve - system_cost - self.reply_overhead
-            window, turns, costs = self._fit(history, multi_user, fetched, budget, start)
+            # Tokenizing is linear in the text (a long paste takes a while): off the event loop.
+            window, turns, costs = await asyncio.to_thread(
+                self._fit, history, multi_user, fetched, budget, start
+            )
             if window is None:
                 return TooLong(costs[-1] if costs else 0, max(budget, 0))
             start = window.start
             messages = chat_messages(system_prompt, turns[start:])
-            tokens = self.backend.prompt_tokens(messages)
+            tokens = await asyncio.to_thread(self.backend.prompt_tokens, messages)
             if len(tokens) + reserve <= self.n_ctx or start >= last:
                 break
             # The per-turn estimate was short for this template (tokens merge differently
@@ -160,4 +176,4 @@ class ContextBuilder:
         multi = len({m.author_id for m in history if m.role == "user"}) > 1
         turns = self.turns(history, multi, await self.quotes(channel, history))
         messages = chat_messages(system_prompt, turns)
-        return len(self.backend.prompt_tokens(messages))
+        return len(await asyncio.to_thread(self.backend.prompt_tokens, messages))

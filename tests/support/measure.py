@@ -1,0 +1,65 @@
+"""What a running test process costs: its memory, and how long its event loop was held up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+
+TICK_S = 0.01
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def waited_for_cpu_s() -> float:
+    """How long the calling thread has been ready to run but waiting for a core (Linux
+    schedstat; 0 where the kernel does not keep it)."""
+    try:
+        fields = Path(f"/proc/self/task/{threading.get_native_id()}/schedstat").read_text()
+    except OSError:
+        return 0.0
+    return int(fields.split()[1]) / 1e9
+
+
+class LoopLag:
+    """A ticker task: the longest the event loop was held up between two ticks.
+
+    A tick is late when the loop was busy (its own work, a blocking call, a thread holding the
+    GIL) and when other processes had the shared cores; only the first is the loop's doing, so
+    the time the loop's thread waited for a core (the kernel counts it) is not lag."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self.ticks = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LoopLag:
+        self._task = asyncio.create_task(self._tick())
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _tick(self) -> None:
+        while True:
+            wall, waited = time.monotonic(), waited_for_cpu_s()
+            await asyncio.sleep(TICK_S)
+            late = time.monotonic() - wall - TICK_S
+            self.worst = max(self.worst, late - (waited_for_cpu_s() - waited))
+            self.ticks += 1
