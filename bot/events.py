@@ -96,10 +96,12 @@ class MessageDeleted:
 
 @dataclass(frozen=True, slots=True)
 class StopRequested:
-    """Stop the answer being generated in this channel (e.g. a ⏹ reaction)."""
+    """Stop the answer to one message while it is being written (e.g. a ⏹ reaction on that
+    answer). It names the asked message (`message_id`), so no other answer can be cut."""
 
     platform: str
     channel_id: str
+    message_id: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,7 +111,9 @@ class Intake:
             )
             await self.store.delete_message(key, event.message_id)
         elif isinstance(event, StopRequested):
-            self.responder.stop_answer_in(channel_key(event.platform, event.channel_id))
+            key = channel_key(event.platform, event.channel_id)
+            if not self.responder.stop_answer_to(key, event.message_id):
+                return Outcome.IGNORED  # only an answer being written can be stopped
         else:
             row = await self.store.reopen(event.message)
             if row is None:

@@ -123,15 +123,14 @@ class Responder:
         if self._generation is not None:
             self._generation.cancel()
 
-    def stop_answer_in(self, channel: str) -> None:
-        """A user asked to stop: end the answer being generated in `channel`, if any."""
+    def stop_answer_to(self, channel: str, message_id: str) -> bool:
+        """A user asked to stop: end the answer to message `message_id` of `channel` if it is
+        being generated now. False when it is not (queued, done, or never asked)."""
         current, generation = self._current, self._generation
-        if (
-            current is not None
-            and generation is not None
-            and current.message.channel_key == channel
-        ):
-            generation.cancel()
+        if current is None or generation is None or not _answers(current, channel, message_id):
+            return False
+        generation.cancel()
+        return True
 
     @property
     def in_flight(self) -> Generation | None:
@@ -236,6 +235,10 @@ class Responder:
         if bot.show_thinking:
             final = with_thinking(final, thinking.thinking)
         await job.reply.finish(final)
+
+
+def _answers(job: Job, channel: str, message_id: str) -> bool:
+    return (job.message.channel_key, job.message.message_id) == (channel, message_id)
 
 
 def _request(message: Incoming, prompt: Prompt, sampling: Sampling) -> GenerationRequest:

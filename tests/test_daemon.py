@@ -242,9 +242,7 @@ def test_clean_text(raw: str, clean: str) -> None:
     assert clean_text(raw) == clean
 
 
-async def test_stop_request_ends_the_answer_in_that_channel(
-    tmp_path: Path, tiny_model: Path
-) -> None:
+async def test_stop_request_ends_only_the_answer_it_names(tmp_path: Path, tiny_model: Path) -> None:
     # Greedy decoding never stops by itself with the tiny model.
     long = only_persona(tmp_path, "long", max_tokens=4000, temperature=0.0)
     async with daemon_for(tmp_path, tiny_model, n_ctx=8192, bot=long) as (daemon, adapter):
@@ -253,9 +251,16 @@ async def test_stop_request_ends_the_answer_in_that_channel(
         (record,) = adapter.for_message(msg.message_id)
         while not record.updates:  # noqa: ASYNC110 (waiting for the first streamed text)
             await asyncio.sleep(0.005)
-        # A stop for another channel changes nothing; one for this channel stops it.
-        assert await daemon.handle(StopRequested("test", "elsewhere")) is Outcome.APPLIED
-        assert await daemon.handle(StopRequested("test", "c1")) is Outcome.APPLIED
+        # A stop naming another message (of this channel, or the same id elsewhere) changes
+        # nothing; one naming this message stops it.
+        others = [
+            StopRequested("test", "c1", "another"),
+            StopRequested("test", "c2", msg.message_id),
+        ]
+        for other in others:
+            assert await daemon.handle(other) is Outcome.IGNORED
+        assert daemon.in_flight is not None and not daemon.in_flight.cancelled
+        assert await daemon.handle(StopRequested("test", "c1", msg.message_id)) is Outcome.APPLIED
         final = await answered(record)
         assert "stopped on request" in final
         history = await daemon.store.history(msg.channel_key)

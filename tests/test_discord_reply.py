@@ -170,7 +170,7 @@ async def test_a_deleted_reply_stops_cleanly(
     await reply.update("partial and more")
     await until(lambda: reply.dead, what="the reply to give up")
     # The core is asked to stop generating what nobody can see any more...
-    assert sink.events == [StopRequested("discord", incoming.channel_id)]
+    assert sink.events == [StopRequested("discord", incoming.channel_id, incoming.message_id)]
     # ...and nothing more is sent for this reply, without an exception anywhere.
     calls = len(fake.calls)
     await reply.update("even more")

@@ -87,7 +87,9 @@ class Interactions:
             if reply is None or reply.closed:
                 return
             if may_steer(payload.user_id, int(reply.message.author_id), adapter.access):
-                await adapter.deliver(StopRequested(PLATFORM, reply.message.channel_id))
+                await adapter.deliver(
+                    StopRequested(PLATFORM, reply.message.channel_id, reply.message.message_id)
+                )
             return
         if payload.message_author_id not in (None, me.id):
             return
