@@ -46,7 +46,7 @@ class Incoming:
 
     @property
     def user_key(self) -> str:
-        return f"{self.platform}:{self.author_id}"
+        return user_key(self.platform, self.author_id)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), ensure_ascii=False)
@@ -106,9 +106,17 @@ class StopRequested:
 
 @dataclass(frozen=True, slots=True)
 class RegenerateRequested:
-    """Answer `message` again, replacing the answer(s) given after it (e.g. a 🔁 reaction)."""
+    """Answer `message` again, replacing the answer(s) given after it (e.g. a 🔁 reaction).
+    Admitted like a new message from `requester_id` (the asker, or an admin), whose rate
+    limit it counts against."""
 
     message: Incoming
+    requester_id: str  # the platform's user ID
+    requester_is_admin: bool = False  # the adapter's verdict, as for Incoming.is_admin
+
+    @property
+    def requester_key(self) -> str:
+        return user_key(self.message.platform, self.requester_id)
 
 
 ChatEvent = Incoming | MessageEdited | MessageDeleted | StopRequested | RegenerateRequested
@@ -116,6 +124,11 @@ ChatEvent = Incoming | MessageEdited | MessageDeleted | StopRequested | Regenera
 
 def channel_key(platform: str, channel_id: str) -> str:
     return f"{platform}:{channel_id}"
+
+
+def user_key(platform: str, user_id: str) -> str:
+    """Unique across platforms: the key for rate limits, admins and !forget."""
+    return f"{platform}:{user_id}"
 
 
 class Outcome(Enum):

@@ -64,6 +64,7 @@ class Intake:
         self.queue = queue
         self.responder = responder
         self.commands = commands
+        self._regenerating: set[tuple[str, str]] = set()  # answers being reopened now
 
     async def handle(self, event: ChatEvent) -> Outcome:
         """Never raises: bad input must not crash the daemon."""
@@ -115,16 +116,55 @@ class Intake:
             if not self.responder.stop_answer_to(key, event.message_id):
                 return Outcome.IGNORED  # only an answer being written can be stopped
         else:
-            row = await self.store.reopen(event.message)
-            if row is None:
-                return Outcome.IGNORED
-            self._queue_again(row, event.message)
+            return await self._regenerate(event)
         return Outcome.APPLIED
 
     def _queue_again(self, row: int, message: Incoming) -> None:
-        """Queue a message accepted before (restored or regenerated): no bound, no limit."""
+        """Queue a message accepted before a restart: no bound, no limit."""
         reply = self.live.adapters[message.platform].open_reply(message)
         self.responder.enqueue(message.channel_key, Job(row, message, reply))
+
+    async def _regenerate(self, event: RegenerateRequested) -> Outcome:
+        """Answer a stored message again: admitted like a new message from the requester
+        (the queue bound, their rate limit), and not while its answer is queued or being
+        written, so one answer is never generated twice at once."""
+        message = event.message
+        answer = (message.channel_key, message.message_id)
+        if answer in self._regenerating or self.responder.is_answering(*answer):
+            return Outcome.IGNORED
+        adapter = self.live.adapters[message.platform]
+        requester = event.requester_key
+        exempt = self.live.is_admin_user(requester, event.requester_is_admin)
+        ticket = self.queue.admit(requester, rate_exempt=exempt)
+        if isinstance(ticket, Refusal):
+            return await self._refuse(message, requester, ticket, adapter)
+        # Reopening awaits: meanwhile a second request for this answer is ignored, and once
+        # it is queued (no await in between) is_answering says so.
+        self._regenerating.add(answer)
+        try:
+            row = await self.store.reopen(message)
+            reply = adapter.open_reply(message) if row is not None else None
+        except BaseException:
+            self.queue.cancel(ticket)
+            raise
+        finally:
+            self._regenerating.discard(answer)
+        if row is None or reply is None:  # not stored (forgotten, deleted, never asked)
+            self.queue.cancel(ticket)
+            return Outcome.IGNORED
+        self.responder.enqueue(message.channel_key, Job(row, message, reply), ticket)
+        return Outcome.APPLIED
+
+    async def _refuse(
+        self, message: Incoming, user: str, refusal: Refusal, adapter: Adapter
+    ) -> Outcome:
+        """Not admitted: its sender hears so at most once per notice interval."""
+        if self.queue.should_notify(user):
+            notice = texts.BUSY if refusal is Refusal.BUSY else texts.RATE_LIMITED
+            await adapter.refuse(message, notice)
+        log.info("refused", reason=refusal.value, platform=message.platform)
+        self.live.observer.refused(message.platform, refusal.value)
+        return Outcome.REFUSED
 
     async def _take(self, message: Incoming) -> Outcome:
         if self.live.stopping:
@@ -145,12 +185,7 @@ class Intake:
             return Outcome.COMMAND
         ticket = self.queue.admit(message.user_key, rate_exempt=self.live.is_admin(message))
         if isinstance(ticket, Refusal):
-            if self.queue.should_notify(message.user_key):
-                notice = texts.BUSY if ticket is Refusal.BUSY else texts.RATE_LIMITED
-                await adapter.refuse(message, notice)
-            log.info("refused", reason=ticket.value, platform=message.platform)
-            self.live.observer.refused(message.platform, ticket.value)
-            return Outcome.REFUSED
+            return await self._refuse(message, message.user_key, ticket, adapter)
         return await self._accept(message, text, ticket, adapter)
 
     async def _defer(self, message: Incoming) -> Outcome:

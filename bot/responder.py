@@ -132,6 +132,13 @@ class Responder:
         generation.cancel()
         return True
 
+    def is_answering(self, channel: str, message_id: str) -> bool:
+        """Whether the answer to this message is queued or being generated."""
+        current = self._current
+        if current is not None and _answers(current, channel, message_id):
+            return True
+        return self.queue.any(lambda job: _answers(job, channel, message_id))
+
     @property
     def in_flight(self) -> Generation | None:
         """The generation running now, if any (health checks watch its progress)."""

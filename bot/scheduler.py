@@ -149,6 +149,10 @@ class FairQueue(Generic[T]):
             self._ready.clear()
             await self._ready.wait()
 
+    def any(self, matches: Callable[[T], bool]) -> bool:
+        """Whether some queued job matches."""
+        return any(matches(job) for jobs in self._channels.values() for job in jobs)
+
     def remove(self, keep: Callable[[T], bool]) -> int:
         """Drop queued jobs for which keep() is False (e.g. a user asked to be forgotten)."""
         removed = 0

@@ -274,7 +274,7 @@ async def test_regenerate_replaces_the_answer(tmp_path: Path, tiny_model: Path) 
         msg = message("second question", direct=True)
         await daemon.handle(msg)
         first_answer = await answered(adapter.for_message(msg.message_id)[0])
-        assert await daemon.handle(RegenerateRequested(msg)) is Outcome.APPLIED
+        assert await daemon.handle(RegenerateRequested(msg, msg.author_id)) is Outcome.APPLIED
         records = adapter.for_message(msg.message_id)
         assert len(records) == 2
         await answered(records[1])
@@ -283,7 +283,43 @@ async def test_regenerate_replaces_the_answer(tmp_path: Path, tiny_model: Path) 
         assert [m.role for m in history] == ["user", "assistant", "user", "assistant"]
         assert first_answer.strip() not in [m.text for m in history[:3]]
         unknown = message("never stored")
-        assert await daemon.handle(RegenerateRequested(unknown)) is Outcome.IGNORED
+        assert (
+            await daemon.handle(RegenerateRequested(unknown, unknown.author_id)) is Outcome.IGNORED
+        )
+
+
+async def test_regenerate_is_admitted_like_a_message(tmp_path: Path, tiny_model: Path) -> None:
+    """#13.6: the queue bound, the requester's rate limit, and one regenerate per answer;
+    before, 10 regenerate requests queued 10 jobs past max_pending=3."""
+    short = only_persona(tmp_path, "short", max_tokens=4)
+    asked = {
+        who: [message(f"{who} asks {i}", author=who, channel=f"c{i}") for i in range(n)]
+        for who, n in (("u1", 3), ("u2", 1), ("u3", 1))
+    }
+    async with daemon_for(tmp_path, tiny_model, bot=short) as (daemon, adapter):
+        for msg in [m for ms in asked.values() for m in ms]:
+            await daemon.handle(msg)
+        await daemon.wait_idle()
+    limits = {"max_pending": 3, "per_user_per_minute": 2}
+    async with daemon_for(tmp_path, tiny_model, start=False, bot=short, queue=limits) as (
+        daemon,
+        adapter,
+    ):
+        (m1, m2, m3), (b1,), (c1,) = asked["u1"], asked["u2"], asked["u3"]
+        again = [RegenerateRequested(m1, requester_id="u1") for _ in range(10)]
+        outcomes = [await daemon.handle(request) for request in again]
+        # Once queued, the same answer is not queued again.
+        assert outcomes == [Outcome.APPLIED] + [Outcome.IGNORED] * 9
+        assert daemon.status().queued == 1
+        assert await daemon.handle(RegenerateRequested(m2, "u1")) is Outcome.APPLIED
+        assert await daemon.handle(RegenerateRequested(m3, "u1")) is Outcome.REFUSED
+        assert await daemon.handle(RegenerateRequested(b1, "u2")) is Outcome.APPLIED
+        # The bound holds for admins too (they are exempt from the rate limit only).
+        boss = RegenerateRequested(c1, "root", requester_is_admin=True)
+        assert await daemon.handle(boss) is Outcome.REFUSED
+        assert daemon.status().queued == 3
+        assert [notice for _, notice in adapter.refusals] == [texts.RATE_LIMITED, texts.BUSY]
+        assert len(await daemon.store.pending()) == 3
 
 
 async def test_edits_and_deletions_follow_the_platform(tmp_path: Path, tiny_model: Path) -> None:
