@@ -173,6 +173,11 @@ class Intake:
         text = clean_text(message.text)
         parsed = parse_command(text)
         if not text or parsed is not None:
+            # Answered at once, so not queued, but an answer in the channel all the same.
+            exempt = self.live.is_admin(message)
+            refusal = self.queue.admit_command(message.user_key, rate_exempt=exempt)
+            if refusal is not None:
+                return await self._refuse(message, message.user_key, refusal, adapter)
             reply = adapter.open_reply(message)
             if not text:
                 answer = texts.EMPTY_MESSAGE

@@ -77,6 +77,27 @@ async def test_rate_limit_per_user(tmp_path: Path, tiny_model: Path) -> None:
         assert await daemon.handle(message("y", author="other")) is Outcome.ACCEPTED
 
 
+async def test_commands_are_rate_limited_per_user(tmp_path: Path, tiny_model: Path) -> None:
+    """#13.6: 300 commands from one non-admin all ran (each an answer in the channel)."""
+    async with daemon_for(tmp_path, tiny_model, start=False, queue={"per_user_per_minute": 2}) as (
+        daemon,
+        adapter,
+    ):
+        flood = ["!help", "!status", "", "!nonsense", "!seed"] * 60
+        outcomes = [await daemon.handle(message(text, author="fast")) for text in flood]
+        allowed = 12  # twice the messages allowed, but at least 12 (bot.scheduler)
+        assert outcomes == [Outcome.COMMAND] * allowed + [Outcome.REFUSED] * (300 - allowed)
+        assert len(adapter.replies) == allowed
+        assert [notice for _, notice in adapter.refusals] == [texts.RATE_LIMITED]
+        # A separate limit: the same user may still ask; others and admins are unaffected.
+        assert await daemon.handle(message("a question", author="fast")) is Outcome.ACCEPTED
+        assert await daemon.handle(message("!help", author="other")) is Outcome.COMMAND
+        for _ in range(50):
+            assert (
+                await daemon.handle(message("!help", author="boss", admin=True)) is Outcome.COMMAND
+            )
+
+
 async def test_pending_messages_are_answered_exactly_once_after_restart(
     tmp_path: Path, tiny_model: Path
 ) -> None:
