@@ -238,6 +238,14 @@ class Store:
         cur = await self._db.execute("DELETE FROM messages WHERE author_id = ?", (user_key,))
         return cur.rowcount
 
+    async def channels_of(self, user_key: str) -> list[str]:
+        """The channels where a user has messages stored."""
+        async with self._db.execute(
+            "SELECT DISTINCT channel FROM messages WHERE author_id = ? ORDER BY channel",
+            (user_key,),
+        ) as cur:
+            return [str(r[0]) for r in await cur.fetchall()]
+
     async def purge(self, before: float) -> int:
         """Delete messages older than `before` (a Unix time), except those awaiting an answer."""
         cur = await self._db.execute(

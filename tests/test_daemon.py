@@ -185,6 +185,26 @@ async def test_reset_and_forget(tmp_path: Path, tiny_model: Path) -> None:
         assert await daemon.store.history("test:c1") == []
 
 
+async def test_forget_drops_cached_state_only_where_the_user_spoke(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """#13.6: anyone's !forget dropped every channel's cached KV state."""
+    async with daemon_for(tmp_path, tiny_model, kv_cache_mb=16) as (daemon, adapter):
+        await ask(daemon, adapter, "hi", author="a", channel="c1")
+        await ask(daemon, adapter, "hello", author="b", channel="c2")
+        await ask(daemon, adapter, "and you?", author="b", channel="c3")
+        await daemon.wait_idle()
+        warm = {c: daemon.backend.cache_state(f"test:{c}") != "cold" for c in ("c1", "c2", "c3")}
+        assert warm == {"c1": True, "c2": True, "c3": True}
+        assert "1 messages" in await ask(daemon, adapter, "!forget", author="a", channel="c3")
+        warm = {c: daemon.backend.cache_state(f"test:{c}") != "cold" for c in ("c1", "c2", "c3")}
+        assert warm == {"c1": False, "c2": True, "c3": True}
+        # An admin forgetting someone drops the state of that person's channels.
+        assert "2 messages" in await ask(daemon, adapter, "!forget b", author="r", admin=True)
+        warm = {c: daemon.backend.cache_state(f"test:{c}") != "cold" for c in ("c1", "c2", "c3")}
+        assert warm == {"c1": False, "c2": False, "c3": False}
+
+
 async def test_too_long_message_gets_a_clear_refusal(tmp_path: Path, tiny_model: Path) -> None:
     async with daemon_for(tmp_path, tiny_model, n_ctx=512) as (daemon, adapter):
         msg = message("hello world " * 2000)
