@@ -3,8 +3,9 @@
 A message ends in exactly one of: a command answer, a refusal (at most one notice per user per
 minute), being ignored, acceptance, or (while stopping) deferral. An accepted message is saved
 as pending before it is queued, and the responder clears the mark in the same transaction that
-saves the answer, so it is answered exactly once, also across a restart. Edits, deletions, stop
-and regenerate requests follow the platform.
+saves the answer, so it is answered exactly once, also across a restart. Commands have their
+own per-user rate limit. Edits and deletions follow the platform; a regenerate request is
+admitted like a message from whoever asked for it, and a stop ends only the answer it names.
 """
 
 from __future__ import annotations
