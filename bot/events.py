@@ -104,17 +104,27 @@ class MessageDeleted:
 
 @dataclass(frozen=True, slots=True)
 class StopRequested:
-    """Stop the answer being generated in this channel (e.g. a ⏹ reaction)."""
+    """Stop the answer to one message while it is being written (e.g. a ⏹ reaction on that
+    answer). It names the asked message (`message_id`), so no other answer can be cut."""
 
     platform: str
     channel_id: str
+    message_id: str
 
 
 @dataclass(frozen=True, slots=True)
 class RegenerateRequested:
-    """Answer `message` again, replacing the answer(s) given after it (e.g. a 🔁 reaction)."""
+    """Answer `message` again, replacing the answer(s) given after it (e.g. a 🔁 reaction).
+    Admitted like a new message from `requester_id` (the asker, or an admin), whose rate
+    limit it counts against."""
 
     message: Incoming
+    requester_id: str  # the platform's user ID
+    requester_is_admin: bool = False  # the adapter's verdict, as for Incoming.is_admin
+
+    @property
+    def requester_key(self) -> str:
+        return user_key(self.message.platform, self.requester_id)
 
 
 ChatEvent = Incoming | MessageEdited | MessageDeleted | StopRequested | RegenerateRequested
@@ -124,8 +134,9 @@ def channel_key(platform: str, channel_id: str) -> str:
     return f"{platform}:{channel_id}"
 
 
-def user_key(platform: str, author_id: str) -> str:
-    return f"{platform}:{author_id}"
+def user_key(platform: str, user_id: str) -> str:
+    """Unique across platforms: the key for rate limits, admins and !forget."""
+    return f"{platform}:{user_id}"
 
 
 def split_key(key: str) -> tuple[str, str]:

@@ -3,8 +3,9 @@
 A message ends in exactly one of: a command answer, a refusal (at most one notice per user per
 minute), being ignored, acceptance, or (while stopping) deferral. An accepted message is saved
 as pending before it is queued, and the responder clears the mark in the same transaction that
-saves the answer, so it is answered exactly once, also across a restart. Edits, deletions, stop
-and regenerate requests follow the platform.
+saves the answer, so it is answered exactly once, also across a restart. Commands have their
+own per-user rate limit. Edits and deletions follow the platform; a regenerate request is
+admitted like a message from whoever asked for it, and a stop ends only the answer it names.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class Intake:
         self.queue = queue
         self.responder = responder
         self.commands = commands
+        self._regenerating: set[tuple[str, str]] = set()  # answers being reopened now
 
     async def handle(self, event: ChatEvent) -> Outcome:
         """Never raises: bad input must not crash the daemon."""
@@ -129,18 +131,59 @@ class Intake:
             for key in deleted:
                 await self.backend.forget(key)
         elif isinstance(event, StopRequested):
-            self.responder.stop_answer_in(channel_key(event.platform, event.channel_id))
+            key = channel_key(event.platform, event.channel_id)
+            if not self.responder.stop_answer_to(key, event.message_id):
+                return Outcome.IGNORED  # only an answer being written can be stopped
         else:
-            row = await self.store.reopen(event.message)
-            if row is None:
-                return Outcome.IGNORED
-            self._queue_again(row, event.message)
+            return await self._regenerate(event)
         return Outcome.APPLIED
 
     def _queue_again(self, row: int, message: Incoming) -> None:
-        """Queue a message accepted before (restored or regenerated): no bound, no limit."""
+        """Queue a message accepted before a restart: no bound, no limit."""
         reply = self.live.adapters[message.platform].open_reply(message)
         self.responder.enqueue(message.channel_key, Job(row, message, reply))
+
+    async def _regenerate(self, event: RegenerateRequested) -> Outcome:
+        """Answer a stored message again: admitted like a new message from the requester
+        (the queue bound, their rate limit), and not while its answer is queued or being
+        written, so one answer is never generated twice at once."""
+        message = event.message
+        answer = (message.channel_key, message.message_id)
+        if answer in self._regenerating or self.responder.is_answering(*answer):
+            return Outcome.IGNORED
+        adapter = self.live.adapters[message.platform]
+        requester = event.requester_key
+        exempt = self.live.is_admin_user(requester, event.requester_is_admin)
+        ticket = self.queue.admit(requester, rate_exempt=exempt)
+        if isinstance(ticket, Refusal):
+            return await self._refuse(message, requester, ticket, adapter)
+        # Reopening awaits: meanwhile a second request for this answer is ignored, and once
+        # it is queued (no await in between) is_answering says so.
+        self._regenerating.add(answer)
+        try:
+            row = await self.store.reopen(message)
+            reply = adapter.open_reply(message) if row is not None else None
+        except BaseException:
+            self.queue.cancel(ticket)
+            raise
+        finally:
+            self._regenerating.discard(answer)
+        if row is None or reply is None:  # not stored (forgotten, deleted, never asked)
+            self.queue.cancel(ticket)
+            return Outcome.IGNORED
+        self.responder.enqueue(message.channel_key, Job(row, message, reply), ticket)
+        return Outcome.APPLIED
+
+    async def _refuse(
+        self, message: Incoming, user: str, refusal: Refusal, adapter: Adapter
+    ) -> Outcome:
+        """Not admitted: its sender hears so at most once per notice interval."""
+        if self.queue.should_notify(user):
+            notice = texts.BUSY if refusal is Refusal.BUSY else texts.RATE_LIMITED
+            await adapter.refuse(message, notice)
+        log.info("refused", reason=refusal.value, platform=message.platform)
+        self.live.observer.refused(message.platform, refusal.value)
+        return Outcome.REFUSED
 
     async def _take(self, message: Incoming) -> Outcome:
         adapter = self.live.adapters[message.platform]
@@ -152,6 +195,11 @@ class Intake:
         text = clean_text(message.text)
         parsed = parse_command(text)
         if not text or parsed is not None:
+            # Answered at once, so not queued, but an answer in the channel all the same.
+            exempt = self.live.is_admin(message)
+            refusal = self.queue.admit_command(message.user_key, rate_exempt=exempt)
+            if refusal is not None:
+                return await self._refuse(message, message.user_key, refusal, adapter)
             reply = adapter.open_reply(message)
             if not text:
                 answer = texts.EMPTY_MESSAGE
@@ -164,23 +212,15 @@ class Intake:
             return Outcome.COMMAND
         ticket = self.queue.admit(message.user_key, rate_exempt=self.live.is_admin(message))
         if isinstance(ticket, Refusal):
-            return await self._refuse(message, ticket, adapter)
+            return await self._refuse(message, message.user_key, ticket, adapter)
         return await self._accept(message, text, ticket, adapter)
-
-    async def _refuse(self, message: Incoming, refusal: Refusal, adapter: Adapter) -> Outcome:
-        if self.queue.should_notify(message.user_key):
-            notice = texts.BUSY if refusal is Refusal.BUSY else texts.RATE_LIMITED
-            await adapter.refuse(message, notice)
-        log.info("refused", reason=refusal.value, platform=message.platform)
-        self.live.observer.refused(message.platform, refusal.value)
-        return Outcome.REFUSED
 
     async def _too_long(self, message: Incoming, limit: int, adapter: Adapter) -> Outcome:
         """Refused unread, with a notice; it counts against the sender's rate limit like any
         message, so a flood of them is answered by one busy notice, not a notice each."""
         ticket = self.queue.admit(message.user_key, rate_exempt=self.live.is_admin(message))
         if isinstance(ticket, Refusal):
-            return await self._refuse(message, ticket, adapter)
+            return await self._refuse(message, message.user_key, ticket, adapter)
         self.queue.cancel(ticket)
         notice = texts.TOO_LONG_TO_READ.format(chars=len(message.text), limit=limit)
         await adapter.open_reply(message).fail(notice)

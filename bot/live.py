@@ -26,7 +26,11 @@ class Live:
     stopping: bool = False
 
     def is_admin(self, message: Incoming) -> bool:
-        return message.is_admin or message.user_key in self.settings.bot.admins
+        return self.is_admin_user(message.user_key, message.is_admin)
+
+    def is_admin_user(self, user_key: str, adapter_says: bool) -> bool:
+        """An admin by its adapter's access lists, or named in `[bot] admins`."""
+        return adapter_says or user_key in self.settings.bot.admins
 
     def reload(self, settings: Settings, personas: PersonaSet) -> None:
         """Take the personas, the live [bot] settings and the running adapters' sections from

@@ -149,15 +149,21 @@ class Responder:
         if self._generation is not None:
             self._generation.cancel()
 
-    def stop_answer_in(self, channel: str) -> None:
-        """A user asked to stop: end the answer being generated in `channel`, if any."""
+    def stop_answer_to(self, channel: str, message_id: str) -> bool:
+        """A user asked to stop: end the answer to message `message_id` of `channel` if it is
+        being generated now. False when it is not (queued, done, or never asked)."""
         current, generation = self._current, self._generation
-        if (
-            current is not None
-            and generation is not None
-            and current.message.channel_key == channel
-        ):
-            generation.cancel()
+        if current is None or generation is None or not _answers(current, channel, message_id):
+            return False
+        generation.cancel()
+        return True
+
+    def is_answering(self, channel: str, message_id: str) -> bool:
+        """Whether the answer to this message is queued or being generated."""
+        current = self._current
+        if current is not None and _answers(current, channel, message_id):
+            return True
+        return self.queue.any(lambda job: _answers(job, channel, message_id))
 
     def failure(self) -> str | None:
         """Why the worker is gone while the daemon runs (health checks withhold the watchdog
@@ -331,6 +337,10 @@ class Responder:
             total_s=round(result.total_s, 3),
         )
         await job.reply.finish(answer.shown)
+
+
+def _answers(job: Job, channel: str, message_id: str) -> bool:
+    return (job.message.channel_key, job.message.message_id) == (channel, message_id)
 
 
 def _request(message: Incoming, prompt: Prompt, sampling: Sampling) -> GenerationRequest:

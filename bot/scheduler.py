@@ -5,7 +5,8 @@ message carries a round number; the lowest is served first. A channel that just 
 moves to the next round, and a channel that becomes active joins the round being served, so a
 channel with one message waits at most for the reply in progress, however many messages a busy
 channel has queued, and a channel cannot jump ahead by emptying and refilling. The bound counts
-queued work; a per-user sliding-window rate limit keeps one person from filling it. Refused
+queued work; a per-user sliding-window rate limit keeps one person from filling it. Commands
+(answered at once, never queued) have their own, more generous per-user limit. Refused
 senders get at most one notice per `notice_interval_s`, so a flood never becomes a flood of
 notices.
 """
@@ -25,8 +26,19 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 RATE_WINDOW_S = 60.0
+# Commands a user may run per minute: twice the messages they may send, and at least this.
+# Someone setting up a channel types a few in a row (!persona, !temperature, !status), so
+# the message limit would be too tight; but each command is an answer in the channel, and
+# !reset and !forget drop cached KV state (the next answer evaluates its prompt afresh), so
+# a script typing hundreds a minute gets this many.
+MIN_COMMANDS_PER_MINUTE = 12
 # Bookkeeping of users is swept when it grows past this, so memory stays bounded.
 _SWEEP_AT = 2048
+
+
+def commands_per_minute(per_user_per_minute: int) -> int:
+    """The command limit that goes with a message limit."""
+    return max(2 * per_user_per_minute, MIN_COMMANDS_PER_MINUTE)
 
 
 class Refusal(Enum):
@@ -43,6 +55,34 @@ class Ticket:
     user: str
 
 
+class RateLimit:
+    """At most `per_minute` hits per user in any RATE_WINDOW_S (a sliding window)."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._hits: dict[str, deque[float]] = {}
+
+    def __len__(self) -> int:
+        """Users with hits remembered (swept, so it stays bounded)."""
+        return len(self._hits)
+
+    def hit(self, user: str, now: float) -> bool:
+        """Count a hit for `user`, or return False (not counted) when over the limit."""
+        hits = self._hits.setdefault(user, deque())
+        while hits and now - hits[0] >= RATE_WINDOW_S:
+            hits.popleft()
+        if len(hits) >= self.per_minute:
+            return False
+        hits.append(now)
+        if len(self._hits) > _SWEEP_AT:
+            self._hits = {
+                user: hits
+                for user, hits in self._hits.items()
+                if hits and now - hits[-1] < RATE_WINDOW_S
+            }
+        return True
+
+
 class FairQueue(Generic[T]):
     """The bounded queue of work, served fairly across channels, with a per-user rate limit."""
 
@@ -54,7 +94,8 @@ class FairQueue(Generic[T]):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_pending = max_pending
-        self.per_user_per_minute = per_user_per_minute
+        self._messages = RateLimit(per_user_per_minute)
+        self._commands = RateLimit(commands_per_minute(per_user_per_minute))
         self.notice_interval_s = notice_interval_s
         self._clock = clock
         self._channels: dict[str, deque[T]] = {}
@@ -64,29 +105,36 @@ class FairQueue(Generic[T]):
         self._arrivals = itertools.count()
         self._queued = 0
         self._reserved = 0
-        self._hits: dict[str, deque[float]] = {}
         self._noticed: dict[str, float] = {}
         self._ready = asyncio.Event()
 
     def __len__(self) -> int:
         return self._queued
 
+    @property
+    def per_user_per_minute(self) -> int:
+        return self._messages.per_minute
+
+    @per_user_per_minute.setter
+    def per_user_per_minute(self, value: int) -> None:
+        """The command limit follows (tests and benchmarks lift both at once)."""
+        self._messages.per_minute = value
+        self._commands.per_minute = commands_per_minute(value)
+
     def admit(self, user: str, rate_exempt: bool = False) -> Ticket | Refusal:
         """Reserve a place for a message from `user`, or say why not."""
-        now = self._clock()
         if self._queued + self._reserved >= self.max_pending:
             return Refusal.BUSY
-        if not rate_exempt:
-            hits = self._hits.setdefault(user, deque())
-            while hits and now - hits[0] >= RATE_WINDOW_S:
-                hits.popleft()
-            if len(hits) >= self.per_user_per_minute:
-                return Refusal.RATE_LIMITED
-            hits.append(now)
-            if len(self._hits) > _SWEEP_AT:
-                self._sweep(now)
+        if not rate_exempt and not self._messages.hit(user, self._clock()):
+            return Refusal.RATE_LIMITED
         self._reserved += 1
         return Ticket(user)
+
+    def admit_command(self, user: str, rate_exempt: bool = False) -> Refusal | None:
+        """None when `user` may run a command now; commands take no place in the queue."""
+        if rate_exempt or self._commands.hit(user, self._clock()):
+            return None
+        return Refusal.RATE_LIMITED
 
     def put(self, ticket: Ticket, channel: str, job: T) -> None:
         self._release(ticket)
@@ -138,6 +186,8 @@ class FairQueue(Generic[T]):
         else:
             del self._channels[channel]
             self._last_round[channel] = served_round
+            if len(self._last_round) > _SWEEP_AT:
+                self._sweep(self._clock())
         self._queued -= 1
         return job
 
@@ -148,6 +198,10 @@ class FairQueue(Generic[T]):
                 return job
             self._ready.clear()
             await self._ready.wait()
+
+    def any(self, matches: Callable[[T], bool]) -> bool:
+        """Whether some queued job matches."""
+        return any(matches(job) for jobs in self._channels.values() for job in jobs)
 
     def remove(self, keep: Callable[[T], bool]) -> int:
         """Drop queued jobs for which keep() is False (e.g. a user asked to be forgotten)."""
@@ -168,11 +222,6 @@ class FairQueue(Generic[T]):
         return removed
 
     def _sweep(self, now: float) -> None:
-        self._hits = {
-            user: hits
-            for user, hits in self._hits.items()
-            if hits and now - hits[-1] < RATE_WINDOW_S
-        }
         self._noticed = {
             user: at for user, at in self._noticed.items() if now - at < self.notice_interval_s
         }

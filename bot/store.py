@@ -227,6 +227,15 @@ class Store(Database):
         await self._scrub()
         return cur.rowcount
 
+    async def channels_of(self, user_key: str) -> list[str]:
+        """The channels where a user has messages stored, or replies quoting them."""
+        async with self._db.execute(
+            "SELECT DISTINCT channel FROM messages WHERE author_id = ? OR reply_to_author = ?"
+            " ORDER BY channel",
+            (user_key, user_key),
+        ) as cur:
+            return [str(r[0]) for r in await cur.fetchall()]
+
     async def purge(self, before: float) -> int:
         """Delete messages older than `before` (a Unix time), except those awaiting an answer."""
         deleted = await self._write(

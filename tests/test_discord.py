@@ -18,6 +18,7 @@ import pytest
 import adapters.discord.interactions as discord_interactions
 from adapters.common.recent import RecentMessages
 from bot.app.cli import main
+from bot.events import Outcome, StopRequested
 from bot.prompt.builder import Prompt
 from bot.texts import COMMAND_NOT_ALLOWED
 from support.daemons import DB
@@ -368,6 +369,57 @@ async def test_stop_reaction(tmp_path: Path, tiny_model: Path, fake: FakeDiscord
         assert "stopped on request" in final
         (_, assistant) = await daemon.store.history(f"discord:{fake.general['id']}")
         assert len(assistant.text) < 4000 * 3
+
+
+async def test_a_stop_cuts_only_the_answer_it_was_given_on(
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord
+) -> None:
+    """#13.5: Alice's 🔁 on her old answer registered that answer for the regenerated one at
+    once, and her ⏹ on it then stopped whatever the channel was generating: Bob's answer."""
+    async with hearthbot(tmp_path, tiny_model, fake, chatty_tokens=4000, n_ctx=8192) as (
+        daemon,
+        adapter,
+    ):
+        handled: list[tuple[object, Outcome]] = []
+        sink = adapter._sink
+
+        async def spy(event: Any) -> Outcome:
+            outcome = await sink(event)
+            handled.append((event, outcome))
+            return outcome
+
+        adapter._sink = spy
+
+        def writing(name: str) -> bool:
+            now = daemon.in_flight
+            return now is not None and now.request.messages[-1]["content"].startswith(name)
+
+        mine = await fake.say(fake.alice, fake.general, f"{at(fake)} go on forever")
+        await until(lambda: bool(fake.replies_to(mine)), what="Alice's first text")
+        (old,) = fake.replies_to(mine)
+        await fake.react(fake.alice, old, "⏹️")  # her own, so a short answer to regenerate
+        await answer(fake, daemon, mine)
+        bobs = await fake.say(fake.bob, fake.general, f"{at(fake)} go on forever")
+        await until(lambda: bool(fake.replies_to(bobs)), what="Bob's first text")
+        assert writing("Bob:")
+        await fake.react(fake.alice, old, "🔁")  # queued behind Bob's answer
+        await until(lambda: daemon.status().queued == 1, what="the regenerate queued")
+        await fake.react(fake.alice, old, "⏹️")
+        await until(lambda: isinstance(handled[-1][0], StopRequested), what="Alice's stop")
+        assert handled[-1][1] is Outcome.IGNORED  # her answer is not being written yet
+        assert writing("Bob:") and not daemon.in_flight.cancelled  # type: ignore[union-attr]
+        # Bob may stop his own; then Alice hers, once it is being written.
+        await fake.react(fake.bob, fake.replies_to(bobs)[0], "⏹️")
+        await until(lambda: writing("Alice:"), what="Alice's answer written again")
+        await fake.react(fake.alice, old, "⏹️")
+        await asyncio.wait_for(daemon.wait_idle(), 60)
+        assert [outcome for event, outcome in handled if isinstance(event, StopRequested)] == [
+            Outcome.APPLIED,
+            Outcome.IGNORED,
+            Outcome.APPLIED,
+            Outcome.APPLIED,
+        ]
+        assert "stopped on request" in fake.messages[int(old["id"])]["content"]
 
 
 async def test_regenerate_reaction_edits_the_answer_in_place(

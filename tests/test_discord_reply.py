@@ -170,7 +170,7 @@ async def test_a_deleted_reply_stops_cleanly(
     await reply.update("partial and more")
     await until(lambda: reply.dead, what="the reply to give up")
     # The core is asked to stop generating what nobody can see any more...
-    assert sink.events == [StopRequested("discord", incoming.channel_id)]
+    assert sink.events == [StopRequested("discord", incoming.channel_id, incoming.message_id)]
     # ...and nothing more is sent for this reply, without an exception anywhere.
     calls = len(fake.calls)
     await reply.update("even more")
@@ -337,6 +337,28 @@ async def test_regenerate_after_a_restart_finds_the_question(
     got = [c.path for c in fake.calls if c.method == "GET" and "/messages/" in c.path]
     both = [f"/channels/{fake.general['id']}/messages/{m['id']}" for m in (old_answer, question)]
     assert got == both * 2
+
+
+async def test_regenerate_only_where_the_user_may_ask(
+    fake: FakeDiscord, sink: RecordingSink
+) -> None:
+    """#13.6: 🔁 went past the access lists and allow_dms (here DMs are off): an answer in a
+    DM was regenerated for a user who may not ask there."""
+    async with adapter_on(fake, sink, allow_dms=False):
+        dm = fake.dm_channel(fake.alice)
+        in_dm = fake._message(dm, fake.alice, "why?")
+        dm_answer = fake._message(dm, fake.bot, "because", reference=in_dm)
+        question = fake._message(fake.general, fake.alice, f"{fake.mention(fake.bot)} why?")
+        old_answer = fake._message(fake.general, fake.bot, "because", reference=question)
+        await fake.react(fake.alice, dm_answer, "🔁")
+        await fake.react(fake.alice, old_answer, "🔁")
+        await until(lambda: bool(sink.events), what="the regenerate request")
+        (request,) = sink.events
+        assert isinstance(request, RegenerateRequested)
+        assert request.message.message_id == question["id"]
+        assert request.requester_id == fake.alice["id"] and not request.requester_is_admin
+        # The DM's answer was not even looked up.
+        assert not [c for c in fake.calls if c.method == "GET" and dm["id"] in c.path]
 
 
 async def test_slash_commands_can_be_synced_to_chosen_servers(fake: FakeDiscord) -> None:

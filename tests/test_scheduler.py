@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bot.scheduler import RATE_WINDOW_S, FairQueue, Refusal, Ticket
+from bot.scheduler import RATE_WINDOW_S, FairQueue, Refusal, Ticket, commands_per_minute
 
 
 class Clock:
@@ -192,6 +192,28 @@ def test_rate_exempt_bypasses_the_limit_but_not_the_bound(clock: Clock) -> None:
     assert q.admit("admin", rate_exempt=True) is Refusal.BUSY
 
 
+@pytest.mark.parametrize(("messages", "commands"), [(1, 12), (6, 12), (7, 14), (10_000, 20_000)])
+def test_commands_per_minute(messages: int, commands: int) -> None:
+    assert commands_per_minute(messages) == commands
+
+
+def test_commands_have_their_own_limit(clock: Clock) -> None:
+    q = make_queue(clock, max_pending=0, per_user_per_minute=1)
+    for _ in range(12):
+        assert q.admit_command("alice") is None  # a full queue does not matter
+    assert q.admit_command("alice") is Refusal.RATE_LIMITED
+    assert q.admit_command("bob") is None
+    assert q.admit_command("alice", rate_exempt=True) is None
+    q.max_pending = 1
+    assert isinstance(q.admit("alice"), Ticket)  # messages count separately
+    clock.advance(RATE_WINDOW_S)
+    assert q.admit_command("alice") is None
+    q.per_user_per_minute = 10  # lifting the message limit lifts the command limit
+    for _ in range(19):
+        assert q.admit_command("alice") is None
+    assert q.admit_command("alice") is Refusal.RATE_LIMITED
+
+
 def test_busy_is_reported_before_rate_limited(clock: Clock) -> None:
     q = make_queue(clock, max_pending=1, per_user_per_minute=1)
     assert isinstance(q.admit("u"), Ticket)
@@ -312,7 +334,7 @@ def test_rate_bookkeeping_is_swept(clock: Clock) -> None:
         assert isinstance(ticket, Ticket)
         q.cancel(ticket)
         clock.advance(1.0)  # about 60 users inside the window at any time
-        assert len(q._hits) < 3000
+        assert len(q._messages) < 3000
     assert len(q._noticed) == 0
 
 
@@ -323,7 +345,7 @@ def test_notice_bookkeeping_is_swept(clock: Clock) -> None:
         assert q.should_notify(f"user{i}")
         clock.advance(1.0)
         assert len(q._noticed) < 3000
-    assert len(q._hits) == 0  # refused as busy: nothing recorded
+    assert len(q._messages) == 0  # refused as busy: nothing recorded
 
 
 def test_sweep_keeps_users_inside_the_window(clock: Clock) -> None:

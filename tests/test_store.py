@@ -283,7 +283,10 @@ async def test_forget_user_everywhere_and_cascades_pending(store: Store) -> None
     await store.accept(incoming("a2", channel="c2"), "alice two")  # still pending
     bob = await store.accept(incoming("b1", channel="c1", author="bob"), "bob")
 
+    assert await store.channels_of("console:alice") == ["console:c1", "console:c2"]
+    assert await store.channels_of("console:bob") == ["console:c1"]
     assert await store.forget_user("console:alice") == 2
+    assert await store.channels_of("console:alice") == []
     assert await texts(store, "console:c1") == ["reply to alice", "bob"]
     assert await texts(store, "console:c2") == []
     assert [p.row for p in await store.pending()] == [bob]

@@ -206,7 +206,9 @@ class DiscordAdapter(ReportsFailure):
 
     async def reply_deleted(self, reply: MessageReply) -> None:
         # Nobody can see the answer any more: stop spending the model's time on it.
-        await self.deliver(StopRequested(PLATFORM, reply.message.channel_id))
+        await self.deliver(
+            StopRequested(PLATFORM, reply.message.channel_id, reply.message.message_id)
+        )
 
     def failed(self, error: BaseException) -> None:
         self.errors.append(error)

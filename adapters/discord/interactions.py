@@ -87,9 +87,10 @@ class Interactions:
 
     async def on_reaction(self, payload: discord.RawReactionActionEvent) -> None:
         adapter = self._adapter
-        me = adapter.client.user if adapter.client else None
+        client = adapter.client
+        me = client.user if client is not None else None
         kind = reaction_kind(str(payload.emoji))
-        if me is None or kind is None or payload.user_id == me.id:
+        if client is None or me is None or kind is None or payload.user_id == me.id:
             return
         reply = self.replies.get(payload.message_id)
         if kind == "stop":
@@ -97,10 +98,17 @@ class Interactions:
             if reply is None or reply.closed:
                 return
             if may_steer(payload.user_id, int(reply.message.author_id), adapter.access):
-                await adapter.deliver(StopRequested(PLATFORM, reply.message.channel_id))
+                await adapter.deliver(
+                    StopRequested(PLATFORM, reply.message.channel_id, reply.message.message_id)
+                )
             return
         if payload.message_author_id not in (None, me.id):
             return
+        channel = client.get_channel(payload.channel_id) or adapter.channel(
+            payload.channel_id, payload.guild_id
+        )
+        if not await adapter.reader.allows(client, payload.user_id, channel, payload.guild_id):
+            return  # where they may not ask (now), they get no new answer either
         original = reply.message if reply is not None else await self._asked(payload, me)
         if original is None or not may_steer(
             payload.user_id, int(original.author_id), adapter.access
@@ -113,8 +121,11 @@ class Interactions:
         # The new answer takes over the old answer's messages (edited in place).
         reuse = reply.message_ids if reply is not None else [payload.message_id]
         self._regenerating[original.message_id] = reuse
+        request = RegenerateRequested(
+            original, str(payload.user_id), adapter.access.is_admin(payload.user_id)
+        )
         try:
-            await adapter.deliver(RegenerateRequested(original))
+            await adapter.deliver(request)
         finally:  # the core opened its reply meanwhile, or it had nothing to regenerate
             self._regenerating.pop(original.message_id, None)
 

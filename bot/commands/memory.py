@@ -25,9 +25,11 @@ async def forget(ctx: CommandContext, command: Command, message: Incoming) -> st
         qualified = target.split(":", 1)[0] in ctx.live.adapters
         who = target if qualified else f"{message.platform}:{target}"
     ctx.forget_queued(who)
+    spoke_in = await ctx.store.channels_of(who)
     count = await ctx.store.forget_user(who)
     forget_author(ctx.live.adapters, who)  # the adapter's cached copies of their messages
-    await ctx.model.forget()  # their words may sit in any channel's cached KV
+    for channel in spoke_in:  # only these channels' cached KV can hold their words
+        await ctx.model.forget(channel)
     return texts.FORGET_DONE.format(count=count, who="you" if who == message.user_key else who)
 
 

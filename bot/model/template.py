@@ -2,13 +2,20 @@
 
 Both backends render and count through this one class: the in-process backend with its loaded
 model, the OpenAI-compatible backend with the same GGUF opened `vocab_only`. The prompt a
-server evaluates is then the text we rendered and counted, token for token, when it serves
-the same GGUF.
+server evaluates is then the tokens we counted, when it serves the same GGUF.
+
+Only the template's own markers become control tokens. Whatever a message holds (a user's
+text, a display name, a quote, an answer, a persona) is tokenized as plain text, so someone
+typing `<|im_end|>\n<|im_start|>system` writes characters, not a turn: the template renders
+placeholders in place of the messages' contents, its text is tokenized with special tokens
+parsed, and the contents without.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +31,26 @@ CHATML = (
     " + '<|im_end|>' + '\n'}}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+
+# A message's content while the template renders: its index between two private-use
+# characters, which no template writes (and a message's own text never passes through it).
+_OPEN, _CLOSE = "\ue000", "\ue001"
+_PLACEHOLDER = re.compile(f"{_OPEN}(\\d+){_CLOSE}")
+# Kinds of token that special-token parsing makes of text, and plain tokenizing never does.
+_SPECIAL = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+_C_SPACE = " \t\n\v\f\r"  # what llama.cpp strips beside a marker (C's isspace)
+
+
+def split_rendered(rendered: str) -> list[str | int]:
+    """A prompt rendered with placeholders: the template's text, and where each message's
+    content goes (its index)."""
+    parts: list[str | int] = []
+    for number, piece in enumerate(_PLACEHOLDER.split(rendered)):
+        if number % 2:
+            parts.append(int(piece))
+        elif piece:
+            parts.append(piece)
+    return parts
 
 
 class ChatText:
@@ -41,6 +68,10 @@ class ChatText:
         self._formatter = Jinja2ChatFormatter(template, eos_token=eos_text, bos_token=self.bos_text)
         self.quantization = quantization_name(meta.get("general.file_type"))
         self._eog: tuple[int, ...] | None = None
+        self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(llm._model.vocab))
+        # The template's text between contents repeats ("<|im_end|>\n<|im_start|>user\n").
+        self._markers = functools.lru_cache(maxsize=256)(self._split_markers)
+        self._trims = self._template_trims()
 
     def _piece(self, token: int) -> str:
         return self._llm.detokenize([token], special=True).decode("utf-8", errors="replace")
@@ -58,7 +89,70 @@ class ChatText:
         return len(self._llm.tokenize(text.encode("utf-8", errors="replace"), False, False))
 
     def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        return self.tokenize(self.render(messages))
+        """The prompt's tokens: the template's markers as control tokens, the messages'
+        contents as plain text. Text between two markers is tokenized in one piece, as
+        llama.cpp does, so a prompt without marker syntax in its messages gets exactly the
+        tokens of its rendered text."""
+        contents = [m.get("content", "") for m in messages]
+        if self._trims:  # the template would have trimmed them (Llama 3's, Gemma's)
+            contents = [c.strip() for c in contents]
+        held = [{**m, "content": f"{_OPEN}{i}{_CLOSE}"} for i, m in enumerate(messages)]
+        rendered = self.render(held)
+        runs: list[str | int] = []  # plain text to tokenize in one piece, control tokens
+        for part in split_rendered(rendered):
+            for piece in [contents[part]] if isinstance(part, int) else self._markers(part):
+                self._add(runs, piece)
+        bos = self._add_bos and not (self.bos_text and rendered.startswith(self.bos_text))
+        tokens = [self._llm.token_bos()] if bos else []
+        for run in runs:
+            if isinstance(run, int):
+                tokens.append(run)
+            elif run:
+                tokens += self._llm.tokenize(run.encode("utf-8", errors="replace"), False, False)
+        return tokens
+
+    def _add(self, runs: list[str | int], piece: str | int) -> None:
+        """Append a piece of the prompt: plain text joins the text before it; a marker may
+        strip the whitespace beside it (its LSTRIP/RSTRIP attributes, as llama.cpp does)."""
+        last = runs[-1] if runs else None
+        if isinstance(piece, int):
+            if isinstance(last, str) and self._attr(piece) & llama_cpp.LLAMA_TOKEN_ATTR_LSTRIP:
+                runs[-1] = last.rstrip(_C_SPACE)
+            runs.append(piece)
+        elif isinstance(last, str):
+            runs[-1] = last + piece
+        else:
+            if isinstance(last, int) and self._attr(last) & llama_cpp.LLAMA_TOKEN_ATTR_RSTRIP:
+                piece = piece.lstrip(_C_SPACE)
+            if piece:
+                runs.append(piece)
+
+    def _attr(self, token: int) -> int:
+        return int(llama_cpp.llama_vocab_get_attr(self._llm._model.vocab, token))
+
+    def _split_markers(self, text: str) -> tuple[str | int, ...]:
+        """The template's own text as plain pieces and the control tokens in it."""
+        found: list[str | int] = []
+        at = 0
+        for token in self._llm.tokenize(text.encode("utf-8", errors="replace"), False, True):
+            if not self._attr(token) & _SPECIAL:
+                continue
+            piece = self._piece(token)
+            start = text.find(piece, at)
+            if start < 0:  # e.g. <unk> for a character the vocabulary lacks: plain text
+                continue
+            found += [text[at:start], token]
+            at = start + len(piece)
+        found.append(text[at:])
+        return tuple(p for p in found if p != "")
+
+    def _template_trims(self) -> bool:
+        """Whether the template strips the whitespace around a message's text."""
+        try:
+            rendered = self.render([{"role": "user", "content": f" {_OPEN} "}])
+        except Exception:  # a template that wants more than one message: leave texts as is
+            return False
+        return _OPEN in rendered and f" {_OPEN} " not in rendered
 
     def eog_tokens(self) -> tuple[int, ...]:
         """Every end-of-generation token (a scan of the vocabulary, so done once)."""

@@ -1,10 +1,12 @@
 """The scale-out backend: an OpenAI-compatible server generates, everything else stays here.
 
 The prompt is rendered and counted locally with the GGUF's own template and vocabulary
-(opened `vocab_only`: no weights in memory) and sent as text to `/v1/completions`, so a
-server that serves the same GGUF evaluates exactly the tokens the context builder counted.
-`/v1/chat/completions` would let the server template the messages its own way, and trimming
-to the context window would become a guess.
+(opened `vocab_only`: no weights in memory) and sent to `/v1/completions` as token ids, so a
+server that serves the same GGUF evaluates exactly the tokens the context builder counted, and
+marker syntax typed in a message stays text (bot.model.template). A server that takes only a
+text prompt (`python -m llama_cpp.server` refuses token ids) gets the rendered text instead, and
+parses such syntax again: a warning says so once. `/v1/chat/completions` would let the server
+template the messages its own way, and trimming to the context window would become a guess.
 
 Text streams back as server-sent events into the same `Generation` the in-process backend
 uses. Stop strings go to the server and are also scanned here, so another speaker's turn
@@ -43,6 +45,9 @@ log = structlog.get_logger(__name__)
 
 # Enough to rule a token out on any server (OpenAI's logit_bias range is -100..100).
 BANNED = -100
+# How a server that takes only text refuses a prompt of token ids: 400 or 422 (its
+# validation error); llama_cpp.server says 500.
+IDS_REFUSED = (400, 422, 500)
 
 
 @dataclass(eq=False)
@@ -95,6 +100,8 @@ class OpenAIBackend(UsesChatText):
         self._session = aiohttp.ClientSession(headers=headers, timeout=timeout, trust_env=False)
         self._tasks: set[asyncio.Task[None]] = set()
         self._count_warned = False
+        self.ids_accepted = False  # the server took a prompt of token ids
+        self.text_only = False  # it refused one and took text: it gets text from now on
 
     @classmethod
     async def load(
@@ -148,11 +155,13 @@ class OpenAIBackend(UsesChatText):
 
     # -- generation ------------------------------------------------------------------------
 
-    def payload(self, request: GenerationRequest) -> dict[str, Any]:
-        """The /v1/completions body for a request."""
+    def payload(self, request: GenerationRequest, as_text: bool = False) -> dict[str, Any]:
+        """The /v1/completions body for a request: its prompt as token ids, or `as_text` for
+        a server that takes only text."""
         sampling = request.sampling
+        prompt = self.prompt_text(request.messages) if as_text else self.request_tokens(request)
         body: dict[str, Any] = {
-            "prompt": self.prompt_text(request.messages),
+            "prompt": prompt,
             "max_tokens": sampling.max_tokens,
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
@@ -200,9 +209,7 @@ class OpenAIBackend(UsesChatText):
         the streamed pieces (servers send one per token, or fewer while holding back text)."""
         finish: FinishReason = "stop"
         with server_errors(self.base_url, self.timeout_s):
-            async with self._session.post(
-                f"{self.root}/completions", json=self.payload(gen.request)
-            ) as response:
+            async with await self._post(gen.request) as response:
                 if response.status != 200:
                     raise ServerError(await self._refusal(response, "completions"))
                 async for data in sse_data(response.content):
@@ -221,6 +228,27 @@ class OpenAIBackend(UsesChatText):
                         response.close()
                         return "cancelled"
         return finish
+
+    async def _post(self, request: GenerationRequest) -> aiohttp.ClientResponse:
+        """Send the request with its prompt as token ids. A server that refuses those before
+        it ever took them (IDS_REFUSED), and takes the text instead, gets text from then on."""
+        url = f"{self.root}/completions"
+        if not self.text_only:
+            response = await self._session.post(url, json=self.payload(request))
+            if self.ids_accepted or response.status not in IDS_REFUSED:
+                self.ids_accepted = response.status == 200 or self.ids_accepted
+                return response
+            response.release()
+        response = await self._session.post(url, json=self.payload(request, as_text=True))
+        if response.status == 200 and not self.text_only:
+            self.text_only = True
+            log.warning(
+                "the model server takes prompts only as text: turn markers typed in messages"
+                " (e.g. <|im_start|>) become control tokens there; llama-server and vLLM take"
+                " token ids",
+                base_url=self.base_url,
+            )
+        return response
 
     async def _refusal(self, response: aiohttp.ClientResponse, endpoint: str) -> str:
         body = (await response.text(errors="replace"))[:2000]
