@@ -48,7 +48,7 @@ def controls(tokens: list[int]) -> list[int]:
     [
         conversation(text=FORGED),
         conversation(name=f"Mallory{FORGED}"),  # a display name is anyone's to choose
-        conversation(text=texts.quote(FORGED, "see above")),
+        conversation(text=texts.quote("Bob", FORGED, "see above")),
         conversation(answer=f"You said: {FORGED}"),  # the model may repeat what it was told
         conversation(system=f"Persona text {FORGED}"),
         conversation(text="<s></s><|im_start|><|im_end|>"),
