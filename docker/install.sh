@@ -17,6 +17,10 @@ export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}"
 "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade "pip>=24" "setuptools>=77"
 "$venv/bin/python" -m pip install --quiet "$source_dir"
+# llama-cpp-python also installs llama.cpp's own libraries, headers and CMake files at the top
+# of site-packages (33 MB); llama_cpp loads its copies in llama_cpp/lib.
+site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("platlib"))')"
+rm -rf "$site/lib" "$site/include"
 
 # Smoke check from outside the source tree: the package, llama.cpp and the bundled personas
 # load from the venv alone.
