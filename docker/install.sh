@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs hearthbot into a fresh venv: the image's one install step (Dockerfile, builder
-# stage) and what CI runs to test it without a Docker engine (tests/test_docker.py).
+# stage) and the systemd service's (README); tests/test_docker.py runs it both ways.
 #
 #   docker/install.sh VENV [SOURCE]      SOURCE: the source tree (default: this checkout)
 #
