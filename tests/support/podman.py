@@ -37,10 +37,6 @@ HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 WAIT_S = 120  # per step: two shared cores
 
 
-class ContainerToolsMissing(Exception):
-    """No podman, debootstrap or runc, or not root: `make test` installs them (as root)."""
-
-
 def missing_tools() -> str | None:
     """Why the image cannot be built and run here, or None."""
     absent = [tool for tool in ("podman", "debootstrap", "runc") if shutil.which(tool) is None]
