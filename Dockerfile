@@ -24,9 +24,11 @@ RUN sh docker/install.sh /opt/hearthbot/venv /src
 
 FROM ${PYTHON_IMAGE}
 # libgomp1: llama.cpp's CPU threads (OpenMP); the builder's compiler brought it there.
+# apt-get clean: apt's package caches (80 MB) too, on a base without Debian's docker-clean.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libgomp1 \
+    && apt-get clean \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --no-log-init --uid 10001 --user-group --home-dir /data hearthbot \
     && mkdir -p /data/models \

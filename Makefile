@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # llama-cpp-python builds llama.cpp from source here; the multimodal part is not needed.
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 
-.PHONY: run test lint bench clean system-tools
+.PHONY: run test lint bench clean system-tools container-tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,8 +36,17 @@ system-tools:
 		(apt-get update -qq && \
 		apt-get install -y -qq strace util-linux iproute2 systemd >/dev/null)
 
+# The image test (tests/test_docker.py) builds and runs the Dockerfile with podman and a base
+# image debootstrapped from the Debian mirror (no Docker engine, no Docker Hub; crun fails on
+# hybrid cgroups, hence runc). Installed only when missing.
+container-tools:
+	@command -v podman >/dev/null && command -v debootstrap >/dev/null && \
+		command -v runc >/dev/null || \
+		(apt-get update -qq && \
+		apt-get install -y -qq podman debootstrap runc >/dev/null)
+
 # The static checks, then the whole suite (the README's test command; .ci/run runs it).
-test: $(STAMP) $(SYNAPSE_STAMP) system-tools
+test: $(STAMP) $(SYNAPSE_STAMP) system-tools container-tools
 	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest
 

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs hearthbot into a fresh venv: the image's one install step (Dockerfile, builder
-# stage) and what CI runs to test it without a Docker engine (tests/test_docker.py).
+# stage) and the systemd service's (README); tests/test_docker.py runs it both ways.
 #
 #   docker/install.sh VENV [SOURCE]      SOURCE: the source tree (default: this checkout)
 #
@@ -17,6 +17,10 @@ export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}"
 "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade "pip>=24" "setuptools>=77"
 "$venv/bin/python" -m pip install --quiet "$source_dir"
+# llama-cpp-python also installs llama.cpp's own libraries, headers and CMake files at the top
+# of site-packages (33 MB); llama_cpp loads its copies in llama_cpp/lib.
+site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("platlib"))')"
+rm -rf "$site/lib" "$site/include"
 
 # Smoke check from outside the source tree: the package, llama.cpp and the bundled personas
 # load from the venv alone.
