@@ -105,6 +105,7 @@ def builder_sources() -> list[str]:
     return sources
 
 
+@pytest.mark.slow
 def test_install_script_builds_a_working_venv(tmp_path: Path, tiny_model: Path) -> None:
     src = tmp_path / "src"
     for name in builder_sources():
@@ -182,6 +183,8 @@ def models(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> list[s
     return ["--volume", f"{folder}:{MODELS}:ro", *env_args(env)]
 
 
+@pytest.mark.slow
+@pytest.mark.system
 def test_the_image_chats_on_the_console(image: str, models: list[str]) -> None:
     chat = podman(
         "run", "--rm", "--interactive", "--network", "none", *LIMITS, *models, image, "chat",
@@ -190,6 +193,8 @@ def test_the_image_chats_on_the_console(image: str, models: list[str]) -> None:
     assert "storyteller" in chat.stdout and '"event": "answered"' in chat.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.system
 def test_the_image_is_its_base_libgomp_and_the_venv(image: str) -> None:
     """No compiler and no package caches in the runtime stage; the venv not much more than
     what it needs (numpy, llama.cpp, the platforms' libraries: about 200 MB)."""
@@ -201,6 +206,8 @@ def test_the_image_is_its_base_libgomp_and_the_venv(image: str) -> None:
     assert image_size_mb(image) - image_size_mb(BASE_IMAGE) < 250
 
 
+@pytest.mark.slow
+@pytest.mark.system
 async def test_the_container_on_discord_as_docker_runs_it(
     image: str, models: list[str], fake: FakeDiscord, tmp_path: Path, unused_tcp_port: int
 ) -> None:
