@@ -17,7 +17,7 @@ from bot import logs, texts
 from bot.model.backend import Backend, load_backend
 from bot.model.llama_cpp.backend import LlamaCppBackend
 from bot.model.openai.backend import OpenAIBackend, api_root
-from bot.model.types import GenerationRequest
+from bot.model.types import GenerationRequest, GenerationResult
 from bot.personas import Sampling
 from bot.settings import load_settings
 from support.daemons import answered, ask, daemon_for
@@ -149,6 +149,27 @@ async def test_cancel_mid_stream_stops_the_server_too(backend: OpenAIBackend) ->
     _, text, finish = await collect(backend, request(seed=2, max_tokens=8, ban_eos=True))
     assert finish == "length" and text
     assert time.perf_counter() - started < 2
+
+
+async def test_a_stream_the_server_interrupts_is_an_error_not_an_answer(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """llama_cpp.server's default `interrupt_requests` ends a running stream with [DONE] (no
+    finish reason) when a second request arrives: the cut reply is an error; the second one
+    is answered in full."""
+    with llama_server(tiny_model, tmp_path, interrupt_requests=True) as url:
+        interrupting = await OpenAIBackend.load(tiny_model, url, n_ctx=2048, timeout_s=30)
+        try:
+            first = interrupting.start(request(seed=2, max_tokens=1500, ban_eos=True))
+            async for _ in first:
+                break  # streaming now
+            _, text, finish = await collect(interrupting, request(seed=3, max_tokens=8))
+            _ = [d async for d in first]
+        finally:
+            await interrupting.close()
+    assert first.result.finish == "error" and first.result.generated_tokens < 1500
+    assert first.result.error == f"the model server at {url} ended the reply without saying why"
+    assert finish in ("stop", "length") and text
 
 
 async def test_models_lists_the_served_gguf(backend: OpenAIBackend, tiny_model: Path) -> None:
@@ -372,6 +393,55 @@ async def test_usage_and_error_events(tiny_model: Path) -> None:
         await close_stub(server)
     assert generation.result.finish == "error"
     assert generation.result.error == f"the model server at {url} failed: model exploded"
+
+
+async def crafted_result(tiny_model: Path, events: list[str]) -> tuple[GenerationResult, str]:
+    """What the backend makes of a stream of `events` (then a stall), and the stub's URL."""
+    server, url = await stub(sse_then_stall(events))
+    crafted = await OpenAIBackend.load(tiny_model, url, n_ctx=2048, timeout_s=5)
+    try:
+        generation = crafted.start(request(seed=1))
+        deltas = [d async for d in generation]
+    finally:
+        await crafted.close()
+        await close_stub(server)
+    assert "".join(deltas) == generation.result.text
+    return generation.result, url
+
+
+async def test_a_chunk_of_unexpected_shape_ends_the_reply_as_an_error(tiny_model: Path) -> None:
+    """Issue 12 item 5: `{"choices": ["oops"]}` raised an AttributeError in the stream task
+    ("Task exception was never retrieved") and the cut answer was finished as "stop"."""
+    events = ['data: {"choices": [{"text": "Hel"}]}\n\n', 'data: {"choices":["oops"]}\n\n']
+    result, url = await crafted_result(tiny_model, events)
+    assert (result.finish, result.text) == ("error", "Hel")
+    assert (
+        result.error
+        == f'the model server at {url} sent unexpected JSON: \'{{"choices":["oops"]}}\''
+    )
+
+
+async def test_any_error_while_reading_ends_the_reply_as_an_error(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever goes wrong with a stream (here: a bug in reading it), the reply ends as an
+    error, like the in-process engine's, never as a complete answer."""
+
+    def broken(data: str, base_url: str) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr("bot.model.openai.backend.read_chunk", broken)
+    result, _url = await crafted_result(tiny_model, ['data: {"choices": [{"text": "x"}]}\n\n'])
+    assert (result.finish, result.error) == ("error", "KeyError: 'a bug'")
+
+
+async def test_a_stream_that_ends_without_a_finish_reason_is_an_error(tiny_model: Path) -> None:
+    """A stream cut short (llama_cpp.server's `interrupt_requests` sends [DONE] mid-reply when
+    a second request arrives) must not be stored as a complete answer."""
+    events = ['data: {"choices": [{"text": "Half an ans"}]}\n\n', "data: [DONE]\n\n"]
+    result, url = await crafted_result(tiny_model, events)
+    assert (result.finish, result.text) == ("error", "Half an ans")
+    assert result.error == f"the model server at {url} ended the reply without saying why"
 
 
 # -- the request itself --------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import structlog
 
 from bot import logs
 from bot.model.gguf import ModelFileError, inspect_model
-from bot.model.openai.errors import ServerError, refusal, server_errors
+from bot.model.openai.errors import ServerError, refusal, server_at, server_errors
 from bot.model.openai.sse import json_object, read_chunk, sse_data
 from bot.model.template import ChatText, UsesChatText, open_vocab
 from bot.model.types import (
@@ -191,13 +191,16 @@ class OpenAIBackend(UsesChatText):
             gen.result.finish = "cancelled"
         except ServerError as exc:
             writer.fail(str(exc))
+        except Exception as exc:  # whatever breaks, the reply ends as an error, never complete
+            writer.fail(f"{type(exc).__name__}: {exc}")
         finally:
             writer.close()
 
     async def _stream(self, gen: StreamingGeneration, writer: GenerationWriter) -> FinishReason:
         """Read the reply; `generated_tokens` is the server's count when it reports one, else
-        the streamed pieces (servers send one per token, or fewer while holding back text)."""
-        finish: FinishReason = "stop"
+        the streamed pieces (servers send one per token, or fewer while holding back text). A
+        stream that ends before the server says why was cut short: an error."""
+        finish: FinishReason | None = None
         with server_errors(self.base_url, self.timeout_s):
             async with self._session.post(
                 f"{self.root}/completions", json=self.payload(gen.request)
@@ -219,6 +222,8 @@ class OpenAIBackend(UsesChatText):
                     if gen.cancelled:
                         response.close()
                         return "cancelled"
+        if finish is None:
+            raise ServerError(f"{server_at(self.base_url)} ended the reply without saying why")
         return finish
 
     async def _refusal(self, response: aiohttp.ClientResponse, endpoint: str) -> str:
