@@ -56,6 +56,7 @@ class ModelSettings(Section):
         None, ge=1, le=1024, description="CPU threads for generation. Empty: all cores."
     )
     n_batch: int = Field(512, ge=8, le=65536, description="Prompt tokens evaluated per batch.")
+    parallel: int = Field(4, ge=1, le=64, description="Replies generated at once (slots). ...")
     kv_cache_mb: int = Field(
         256,
         ge=0,

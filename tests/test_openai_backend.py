@@ -172,6 +172,26 @@ async def test_a_stream_the_server_interrupts_is_an_error_not_an_answer(
     assert finish in ("stop", "length") and text
 
 
+async def test_concurrent_requests_each_get_the_text_they_get_alone(
+    tiny_model: Path, server: str
+) -> None:
+    """Issue 14: up to `parallel` streams at once (the test server runs them one after the
+    other, with --interrupt_requests false); each reply is whole and its own."""
+    parallel = await OpenAIBackend.load(tiny_model, server, n_ctx=2048, timeout_s=60, parallel=3)
+    try:
+        seeds = (11, 12, 13)
+        alone = [(await collect(parallel, request(seed=s, cold=True)))[1:] for s in seeds]
+        together = await asyncio.gather(
+            *(collect(parallel, request(seed=s, cold=True)) for s in seeds)
+        )
+        assert [result[1:] for result in together] == alone
+        assert all(text for text, _ in alone)
+        assert parallel.stats().slots_busy == 0
+        assert parallel.stats().tokens_per_s > 0
+    finally:
+        await parallel.close()
+
+
 async def test_models_lists_the_served_gguf(backend: OpenAIBackend, tiny_model: Path) -> None:
     assert await backend.models() == [str(tiny_model)]
 
@@ -444,6 +464,44 @@ async def test_a_stream_that_ends_without_a_finish_reason_is_an_error(tiny_model
     assert result.error == f"the model server at {url} ended the reply without saying why"
 
 
+async def test_no_more_streams_open_than_parallel(tiny_model: Path) -> None:
+    """Four replies on a backend with two slots: the server never sees more than two
+    requests at once; the others wait their turn and are answered too."""
+    release = asyncio.Event()
+    open_now: list[int] = [0, 0]  # [open, most ever open]
+
+    async def respond(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        open_now[0] += 1
+        open_now[1] = max(open_now[1], open_now[0])
+        await release.wait()
+        body = b'data: {"choices": [{"text": "ok", "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n'
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        await writer.drain()
+        open_now[0] -= 1
+        writer.close()
+
+    server, url = await stub(respond)
+    two = await OpenAIBackend.load(tiny_model, url, n_ctx=2048, timeout_s=5, parallel=2)
+    try:
+        generations = [two.start(request(seed=s)) for s in range(4)]
+        async with asyncio.timeout(10):
+            while open_now[0] < 2 or two.stats().slots_busy < 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # room for a third request, were it sent
+        assert open_now[1] == 2 and two.stats().slots_busy == 2
+        release.set()
+        for generation in generations:
+            _ = [d async for d in generation]
+            assert (generation.result.finish, generation.result.text) == ("stop", "ok")
+    finally:
+        await two.close()
+        await close_stub(server)
+    assert open_now[1] == 2
+
+
 # -- the request itself --------------------------------------------------------------------------
 
 
@@ -488,13 +546,14 @@ async def test_a_bos_the_template_wrote_is_not_sent_twice(
 
 def test_both_backends_have_what_the_daemon_uses() -> None:
     used = {name for name in dir(Backend) if not name.startswith("_")}
-    assert used == {"info", "start", "render", "tokenize", "count_tokens", "prompt_tokens"} | {
+    assert used == {"info", "slots", "start", "render", "tokenize", "count_tokens"} | {
+        "prompt_tokens",
         "forget",
         "cache_state",
         "close",
     }
     for cls in (LlamaCppBackend, OpenAIBackend):
-        assert used - {"info"} <= set(dir(cls)), cls  # info is set when loaded
+        assert used - {"info", "slots"} <= set(dir(cls)), cls  # may be set when loaded
 
 
 @pytest.mark.parametrize("kind", ["llama_cpp", "openai"])
