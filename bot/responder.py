@@ -1,14 +1,17 @@
-"""The model worker: one answer at a time, taken from the fair queue.
+"""The model worker: up to `backend.slots` answers at once, taken from the fair queue.
 
-For each job: resolve the channel's persona and sampling, build the prompt within the context
-window, generate, stream the text to the reply handle, then store the answer and clear the
-pending mark in one step. When the daemon stops, the answer in flight may finish within a
-grace period; after that it ends with a notice and stays pending for the next start.
+A free slot goes to the next channel in the queue's order that has no answer being generated,
+so one channel never has two at once. For each job (`_serve`, run once per slot in use):
+resolve the channel's persona and sampling, build the prompt within the context window,
+generate, stream the text to the reply handle, then store the answer and clear the pending mark
+in one step. When the daemon stops, the answers in flight may finish within one grace period;
+after that they end with a notice and stay pending for the next start.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -27,7 +30,7 @@ from bot.store import Store
 
 log = structlog.get_logger(__name__)
 
-# After the grace period: how long a stopped answer may take to show its final notice.
+# After the grace period: how long stopped answers may take to show their final notice.
 ABANDON_S = 5.0
 
 
@@ -38,6 +41,21 @@ class Job:
     row: int
     message: Incoming
     reply: ReplyHandle
+
+
+@dataclass(eq=False, slots=True)
+class Answering:
+    """A job holding a slot: its task, and its generation once that has started."""
+
+    job: Job
+    task: asyncio.Task[None] | None = None
+    generation: Generation | None = None
+    stopped: bool = False  # asked to stop: its generation is cancelled as soon as it starts
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.generation is not None:
+            self.generation.cancel()
 
 
 def shown_answer(answer: str, cut_at: int | None, kept: int | None, stopped: bool = False) -> str:
@@ -52,7 +70,7 @@ def shown_answer(answer: str, cut_at: int | None, kept: int | None, stopped: boo
 
 
 class Responder:
-    """Runs the one model worker over the queue and says what it is doing."""
+    """Runs the model's slots over the queue and says what they are doing."""
 
     def __init__(
         self,
@@ -67,14 +85,15 @@ class Responder:
         self.backend = backend
         self.queue = queue
         self.context = context
+        self.slots = max(1, backend.slots)
         self.answered = 0
         self._reused: dict[str, int] = {}  # channel → prompt tokens reused by its last reply
-        self._current: Job | None = None
-        self._generation: Generation | None = None
+        self._answering: dict[str, Answering] = {}  # channel → its answer in flight
+        self._slot_free = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
-        self._abandon = False  # shutting down without waiting for the answer in flight
+        self._abandon = False  # shutting down without waiting for the answers in flight
 
     def start(self) -> None:
         self._worker = asyncio.create_task(self._work(), name="hearthbot-worker")
@@ -89,54 +108,67 @@ class Responder:
         self._idle.clear()
 
     async def finish(self, grace: float) -> None:
-        """Let the answer in flight finish within `grace` seconds, else stop it with a final
-        notice (it stays pending, like every queued message); then end the worker. The caller
-        has set `live.stopping`, so the worker takes no new job."""
+        """Let the answers in flight finish within `grace` seconds (one period for all of
+        them), else stop them with a final notice (they stay pending, like every queued
+        message); the caller has set `live.stopping`, so no new job is taken."""
         worker = self._worker
-        if worker is None or worker.done():
+        if worker is None:
             return
-        if self._current is None:
-            worker.cancel()  # only waiting for work
-        else:
-            log.info("finishing the answer in flight", grace_s=grace)
-            await asyncio.wait([worker], timeout=grace)
-            if not worker.done():
-                log.info("grace period over: stopping the answer in flight")
-                self.abandon()
-                await asyncio.wait([worker], timeout=ABANDON_S)
-            if not worker.done():  # e.g. a platform call that hangs
-                worker.cancel()
+        worker.cancel()
         try:
             await worker
         except asyncio.CancelledError:
             pass
         except Exception:
             log.exception("the worker failed")
+        tasks = [a.task for a in self._answering.values() if a.task is not None]
+        if not tasks:
+            return
+        log.info("finishing the answers in flight", count=len(tasks), grace_s=grace)
+        _, late = await asyncio.wait(tasks, timeout=grace)
+        if late:
+            log.info("grace period over: stopping the answers in flight", count=len(late))
+            self.abandon()
+            _, late = await asyncio.wait(late, timeout=ABANDON_S)
+        for task in late:  # e.g. a platform call that hangs
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def forget_queued(self, user_key: str) -> int:
         """Drop a user's queued messages (they asked to be forgotten)."""
         return self.queue.remove(lambda job: job.message.user_key != user_key)
 
     def abandon(self) -> None:
-        """Stop the answer in flight now instead of waiting out the grace period."""
+        """Stop the answers in flight now instead of waiting out the grace period."""
         self._abandon = True
-        if self._generation is not None:
-            self._generation.cancel()
+        for answering in self._answering.values():
+            answering.stop()
 
     def stop_answer_in(self, channel: str) -> None:
         """A user asked to stop: end the answer being generated in `channel`, if any."""
-        current, generation = self._current, self._generation
-        if (
-            current is not None
-            and generation is not None
-            and current.message.channel_key == channel
-        ):
-            generation.cancel()
+        if (answering := self._answering.get(channel)) is not None:
+            answering.stop()
+
+    async def stop_answers(self, to: Callable[[Incoming], bool]) -> None:
+        """Stop the answers in flight to messages for which `to` holds, and wait until they
+        have ended (shown and stored as stopped), so what comes next sees them settled."""
+        tasks = []
+        for answering in list(self._answering.values()):
+            if to(answering.job.message) and answering.task is not None:
+                answering.stop()
+                tasks.append(answering.task)
+        if tasks:
+            await asyncio.wait(tasks)  # never cancels them, even if this caller is cancelled
 
     @property
-    def in_flight(self) -> Generation | None:
-        """The generation running now, if any (health checks watch its progress)."""
-        return self._generation
+    def in_flight(self) -> tuple[Generation, ...]:
+        """The generations running now (health checks watch their progress)."""
+        return tuple(a.generation for a in self._answering.values() if a.generation is not None)
+
+    @property
+    def busy(self) -> int:
+        """Slots in use: answers being prepared, generated or shown."""
+        return len(self._answering)
 
     def reused_tokens(self, channel: str) -> int:
         """Prompt tokens the channel's last reply took from the KV cache."""
@@ -149,25 +181,44 @@ class Responder:
             await asyncio.sleep(0)
 
     async def _work(self) -> None:
+        """Hands each free slot to the next channel in the queue's order that has no answer
+        in flight."""
         while not self.live.stopping:  # stopping: the rest stays pending for the next start
-            if not len(self.queue):
+            if len(self._answering) >= self.slots:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            if not len(self.queue) and not self._answering:
                 self._idle.set()
-            job = await self.queue.get()
+            job = await self.queue.get(skip=self._answering)
             self._idle.clear()
-            self._current = job
-            try:
-                await self._answer(job)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("answering failed", platform=job.message.platform)
-                self.live.observer.error("answer")
-                await self.store.drop_pending(job.row)
-                await job.reply.fail(texts.GENERATION_FAILED)
-            finally:
-                self._current = None
+            answering = Answering(job)
+            self._answering[job.message.channel_key] = answering
+            answering.task = asyncio.create_task(
+                self._serve(answering), name=f"hearthbot-answer-{job.row}"
+            )
 
-    async def _answer(self, job: Job) -> None:
+    async def _serve(self, answering: Answering) -> None:
+        """One job in one slot, start to end; a failure ends this answer only."""
+        job = answering.job
+        try:
+            await self._answer(answering)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("answering failed", platform=job.message.platform)
+            self.live.observer.error("answer")
+            await self.store.drop_pending(job.row)
+            await job.reply.fail(texts.GENERATION_FAILED)
+        finally:
+            del self._answering[job.message.channel_key]
+            self._slot_free.set()
+            self.queue.wake()  # the channel may have more queued
+            if not len(self.queue) and not self._answering:
+                self._idle.set()
+
+    async def _answer(self, answering: Answering) -> None:
+        job = answering.job
         message = job.message
         bot = self.live.settings.bot
         resolved = await resolve_for(self.store, message, self.live.personas, bot.default_persona)
@@ -191,8 +242,8 @@ class Responder:
         if room < sampling.max_tokens:
             sampling = sampling.model_copy(update={"max_tokens": room})
         generation = self.backend.start(_request(message, prompt, sampling))
-        self._generation = generation
-        if self._abandon:
+        answering.generation = generation
+        if self._abandon or answering.stopped:
             generation.cancel()
         try:
             thinking = await _stream(generation, job.reply)
@@ -201,7 +252,7 @@ class Responder:
             await job.reply.fail(texts.SHUTTING_DOWN)
             raise
         finally:
-            self._generation = None
+            answering.generation = None
         result = generation.result
         if self._abandon and result.finish == "cancelled":
             # Shutting down: a final notice rather than a frozen half answer; still pending.

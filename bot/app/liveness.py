@@ -1,8 +1,8 @@
 """Is the model worker alive? Asked by /healthz and before each systemd watchdog ping.
 
-A trivial job through the worker's thread answers it. A job waits behind the reply being
-generated, though, so while one is, the worker also counts as alive as long as its token
-count moves. Only a worker that has done neither for `stall_s` is reported stuck.
+A trivial job through the worker's thread answers it. A job waits behind the replies being
+generated, though, so while any is, the worker also counts as alive as long as a token count
+moves. Only a worker that has done neither for `stall_s` is reported stuck.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -28,18 +28,18 @@ def worker_ping(backend: object) -> Ping | None:
 
 class WorkerProbe:
     """Whether the model worker still works. One ping is in flight at a time, so probing
-    often costs nothing; a ping waits behind a reply being generated, so while one is, the
-    worker counts as alive as long as its token count moves."""
+    often costs nothing; a ping waits behind the replies being generated, so while any is,
+    the worker counts as alive as long as a token count moves."""
 
     def __init__(
-        self, ping: Ping | None, in_flight: Callable[[], Generation | None], stall_s: float
+        self, ping: Ping | None, in_flight: Callable[[], Sequence[Generation]], stall_s: float
     ) -> None:
         self._ping = ping
         self._in_flight = in_flight
         self.stall_s = stall_s
         self._pending: asyncio.Future[object] | None = None
         self._sent = 0.0
-        self._seen: tuple[int, int] = (0, -1)  # (id of the generation, its token count)
+        self._seen: dict[int, int] = {}  # id of each generation in flight → its token count
         self._seen_at = 0.0
 
     async def check(self, wait: float = 0.0) -> str | None:
@@ -62,11 +62,11 @@ class WorkerProbe:
         return f"the model worker has not answered for {waited:.0f} s"
 
     def _progressing(self) -> bool:
-        generation = self._in_flight()
-        if generation is None:
+        generations = self._in_flight()
+        if not generations:
             return False
         now = time.monotonic()
-        seen = (id(generation), generation.result.generated_tokens)
+        seen = {id(g): g.result.generated_tokens for g in generations}
         if seen != self._seen:
             self._seen, self._seen_at = seen, now
         return now - self._seen_at < self.stall_s

@@ -1,4 +1,11 @@
-"""!reset and !forget: delete what the bot remembers, a channel's or a person's."""
+"""!reset and !forget: delete what the bot remembers, a channel's or a person's.
+
+An answer being generated in the channel where either is given is stopped first: it was
+written from what is being deleted. !reset waits for it to end (shown and stored as stopped)
+and then deletes it with the rest of the history. !forget deletes the person's messages
+first, so an answer to one of them ends without being stored, then stops the answers to them
+and the one here, and drops cached KV state once they have ended.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +16,10 @@ from bot.events import Incoming
 
 
 async def reset(ctx: CommandContext, command: Command, message: Incoming) -> str:
-    count = await ctx.store.reset_channel(message.channel_key)
-    await ctx.model.forget(message.channel_key)
+    channel = message.channel_key
+    await ctx.stop_answers(lambda answered: answered.channel_key == channel)
+    count = await ctx.store.reset_channel(channel)
+    await ctx.model.forget(channel)
     return texts.RESET_DONE.format(count=count)
 
 
@@ -25,6 +34,10 @@ async def forget(ctx: CommandContext, command: Command, message: Incoming) -> st
         who = target if qualified else f"{message.platform}:{target}"
     ctx.forget_queued(who)
     count = await ctx.store.forget_user(who)
+    channel = message.channel_key
+    await ctx.stop_answers(
+        lambda answered: answered.channel_key == channel or answered.user_key == who
+    )
     await ctx.model.forget()  # their words may sit in any channel's cached KV
     return texts.FORGET_DONE.format(count=count, who="you" if who == message.user_key else who)
 
