@@ -139,8 +139,8 @@ class BotSettings(Section):
         15,
         ge=0,
         le=3600,
-        description="On SIGTERM the answer in flight may finish for this long; then it is "
-        "stopped (it stays pending and is answered after the restart).",
+        description="On SIGTERM the answers in flight may finish for this long; then they "
+        "are stopped (they stay pending and are answered after the restart).",
     )
 
 
