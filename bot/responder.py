@@ -1,13 +1,16 @@
-"""The model worker: one answer at a time, taken from the fair queue.
+"""The model worker: up to `backend.slots` answers at once, taken from the fair queue.
 
-For each job: resolve the channel's persona and sampling, build the prompt within the context
-window, generate, stream the text to the reply handle, then store the answer and clear the
-pending mark in one step. When the daemon stops, the answer in flight may finish within a
-grace period; after that it ends with a notice and stays pending for the next start.
+A free slot goes to the next channel in the queue's order that has no answer being generated,
+so one channel never has two at once. For each job (`_serve`, run once per slot in use):
+resolve the channel's persona and sampling, build the prompt within the context window,
+generate, stream the text to the reply handle, then store the answer and clear the pending mark
+in one step. When the daemon stops, the answers in flight may finish within one grace period;
+after that they end with a notice and stay pending for the next start.
 
 A store that cannot be written (a full disk, a lock held elsewhere) does not lose or repeat
 an answer: the message stays pending, saving is tried again with backoff, the user sees one
-"delayed" notice, and the answer once it is saved. Nothing but cancellation ends the worker.
+"delayed" notice, and the answer once it is saved. Nothing but cancellation ends the
+dispatcher or a slot's task.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from bot.store import Store
 
 log = structlog.get_logger(__name__)
 
-# After the grace period: how long a stopped answer may take to show its final notice.
+# After the grace period: how long stopped answers may take to show their final notice.
 ABANDON_S = 5.0
 # Waits before trying a failed write again, doubling: a full disk is not hammered, and an
 # answer is saved soon after room is made.
@@ -66,6 +69,21 @@ class Job:
     delayed: bool = False
 
 
+@dataclass(eq=False, slots=True)
+class Answering:
+    """A job holding a slot: its task, and its generation once that has started."""
+
+    job: Job
+    task: asyncio.Task[None] | None = None
+    generation: Generation | None = None
+    stopped: bool = False  # asked to stop: its generation is cancelled as soon as it starts
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.generation is not None:
+            self.generation.cancel()
+
+
 def shown_answer(answer: str, cut_at: int | None, kept: int | None, stopped: bool = False) -> str:
     """The text users see: never empty (platforms reject that), and with a brief note when
     the reply was stopped, hit max_tokens, or older history was left out."""
@@ -78,7 +96,7 @@ def shown_answer(answer: str, cut_at: int | None, kept: int | None, stopped: boo
 
 
 class Responder:
-    """Runs the one model worker over the queue and says what it is doing."""
+    """Runs the model's slots over the queue and says what they are doing."""
 
     def __init__(
         self,
@@ -93,14 +111,15 @@ class Responder:
         self.backend = backend
         self.queue = queue
         self.context = context
+        self.slots = max(1, backend.slots)
         self.answered = 0
         self._reused: dict[str, int] = {}  # channel → prompt tokens reused by its last reply
-        self._current: Job | None = None
-        self._generation: Generation | None = None
+        self._answering: dict[str, Answering] = {}  # channel → its answer in flight
+        self._slot_free = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
-        self._abandoned = asyncio.Event()  # shutting down without waiting for the answer
+        self._abandoned = asyncio.Event()  # shutting down without waiting for the answers
 
     def start(self) -> None:
         self._worker = asyncio.create_task(self._work(), name="hearthbot-worker")
@@ -115,59 +134,77 @@ class Responder:
         self._idle.clear()
 
     async def finish(self, grace: float) -> None:
-        """Let the answer in flight finish within `grace` seconds, else stop it with a final
-        notice (it stays pending, like every queued message); then end the worker. The caller
-        has set `live.stopping`, so the worker takes no new job."""
+        """Let the answers in flight finish within `grace` seconds (one period for all of
+        them), else stop them with a final notice (they stay pending, like every queued
+        message); the caller has set `live.stopping`, so no new job is taken."""
         worker = self._worker
-        if worker is None or worker.done():
+        if worker is None:
             return
-        if self._current is None:
-            worker.cancel()  # only waiting for work
-        else:
-            log.info("finishing the answer in flight", grace_s=grace)
-            await asyncio.wait([worker], timeout=grace)
-            if not worker.done():
-                log.info("grace period over: stopping the answer in flight")
-                self.abandon()
-                await asyncio.wait([worker], timeout=ABANDON_S)
-            if not worker.done():  # e.g. a platform call that hangs
-                worker.cancel()
+        worker.cancel()
         try:
             await worker
         except asyncio.CancelledError:
             pass
         except Exception:
             log.exception("the worker failed")
+        tasks = [a.task for a in self._answering.values() if a.task is not None]
+        if not tasks:
+            return
+        log.info("finishing the answers in flight", count=len(tasks), grace_s=grace)
+        _, late = await asyncio.wait(tasks, timeout=grace)
+        if late:
+            log.info("grace period over: stopping the answers in flight", count=len(late))
+            self.abandon()
+            _, late = await asyncio.wait(late, timeout=ABANDON_S)
+        for task in late:  # e.g. a platform call that hangs
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def forget_queued(self, user_key: str) -> int:
         """Drop a user's queued messages (they asked to be forgotten)."""
         return self.queue.remove(lambda job: job.message.user_key != user_key)
 
     def abandon(self) -> None:
-        """Stop the answer in flight now instead of waiting out the grace period."""
+        """Stop the answers in flight now instead of waiting out the grace period."""
         self._abandoned.set()
-        if self._generation is not None:
-            self._generation.cancel()
+        for answering in self._answering.values():
+            answering.stop()
 
     def stop_answer_to(self, channel: str, message_id: str) -> bool:
         """A user asked to stop: end the answer to message `message_id` of `channel` if it is
         being generated now. False when it is not (queued, done, or never asked)."""
-        current, generation = self._current, self._generation
-        if current is None or generation is None or not _answers(current, channel, message_id):
+        answering = self._answering.get(channel)
+        if (
+            answering is None
+            or answering.generation is None
+            or not _answers(answering.job, channel, message_id)
+        ):
             return False
-        generation.cancel()
+        answering.stop()
         return True
 
     def is_answering(self, channel: str, message_id: str) -> bool:
         """Whether the answer to this message is queued or being generated."""
-        current = self._current
-        if current is not None and _answers(current, channel, message_id):
+        answering = self._answering.get(channel)
+        if answering is not None and _answers(answering.job, channel, message_id):
             return True
         return self.queue.any(lambda job: _answers(job, channel, message_id))
 
+    async def stop_answers(self, to: Callable[[Incoming], bool]) -> None:
+        """Stop the answers in flight to messages for which `to` holds, and wait until they
+        have ended (shown and stored as stopped), so what comes next sees them settled."""
+        tasks = []
+        for answering in list(self._answering.values()):
+            if to(answering.job.message) and answering.task is not None:
+                answering.stop()
+                tasks.append(answering.task)
+        if tasks:
+            await asyncio.wait(tasks)  # never cancels them, even if this caller is cancelled
+
     def failure(self) -> str | None:
-        """Why the worker is gone while the daemon runs (health checks withhold the watchdog
-        then), else None. Only its type names an error: health output must not leak text."""
+        """Why the dispatcher (the worker handing out slots) is gone while the daemon runs
+        (health checks withhold the watchdog then), else None. Only its type names an error:
+        health output must not leak text."""
         worker = self._worker
         if worker is None or not worker.done() or self.live.stopping:
             return None
@@ -177,9 +214,14 @@ class Responder:
         return f"the answer worker stopped ({type(error).__name__ if error else 'returned'})"
 
     @property
-    def in_flight(self) -> Generation | None:
-        """The generation running now, if any (health checks watch its progress)."""
-        return self._generation
+    def in_flight(self) -> tuple[Generation, ...]:
+        """The generations running now (health checks watch their progress)."""
+        return tuple(a.generation for a in self._answering.values() if a.generation is not None)
+
+    @property
+    def busy(self) -> int:
+        """Slots in use: answers being prepared, generated or shown."""
+        return len(self._answering)
 
     def reused_tokens(self, channel: str) -> int:
         """Prompt tokens the channel's last reply took from the KV cache."""
@@ -192,21 +234,40 @@ class Responder:
             await asyncio.sleep(0)
 
     async def _work(self) -> None:
+        """Hands each free slot to the next channel in the queue's order that has no answer
+        in flight."""
         while not self.live.stopping:  # stopping: the rest stays pending for the next start
-            if not len(self.queue):
+            if len(self._answering) >= self.slots:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            if not len(self.queue) and not self._answering:
                 self._idle.set()
-            job = await self.queue.get()
+            job = await self.queue.get(skip=self._answering)
             self._idle.clear()
-            self._current = job
-            try:
-                await self._run(job)
-            finally:
-                self._current = None
+            answering = Answering(job)
+            self._answering[job.message.channel_key] = answering
+            answering.task = asyncio.create_task(
+                self._serve(answering), name=f"hearthbot-answer-{job.row}"
+            )
 
-    async def _run(self, job: Job) -> None:
-        """Answer one job; whatever fails ends the job, never the worker."""
+    async def _serve(self, answering: Answering) -> None:
+        """One job in one slot, start to end; then the slot is free for the next channel."""
+        job = answering.job
         try:
-            await self._until_saved(job, self._answer, notify=True)
+            await self._run(answering)
+        finally:
+            del self._answering[job.message.channel_key]
+            self._slot_free.set()
+            self.queue.wake()  # the channel may have more queued
+            if not len(self.queue) and not self._answering:
+                self._idle.set()
+
+    async def _run(self, answering: Answering) -> None:
+        """Answer one job; whatever fails ends the job, never its slot's task."""
+        job = answering.job
+        try:
+            await self._until_saved(job, lambda: self._answer(answering), notify=True)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -218,7 +279,7 @@ class Responder:
         """A failed answer is no longer pending (once the store takes that), and its sender
         is told. An adapter that raises here despite its protocol is logged, no more."""
         try:
-            if await self._until_saved(job, lambda job: self.store.drop_pending(job.row)):
+            if await self._until_saved(job, lambda: self.store.drop_pending(job.row)):
                 await job.reply.fail(texts.GENERATION_FAILED)
         except asyncio.CancelledError:
             raise
@@ -226,7 +287,7 @@ class Responder:
             log.exception("ending a failed answer failed", platform=job.message.platform)
 
     async def _until_saved(
-        self, job: Job, step: Callable[[Job], Awaitable[None]], notify: bool = False
+        self, job: Job, step: Callable[[], Awaitable[None]], notify: bool = False
     ) -> bool:
         """Run `step` until the store takes its writes: after a StoreError the message stays
         pending and `step` runs again after a backoff; with `notify` the user is told once that
@@ -235,7 +296,7 @@ class Responder:
         backoff = Backoff(STORE_RETRY_FIRST_S, STORE_RETRY_MAX_S)
         while True:
             try:
-                await step(job)
+                await step()
                 return True
             except StoreError as exc:
                 log.warning("the store failed; trying again", error=str(exc), in_s=backoff.delay)
@@ -249,22 +310,24 @@ class Responder:
                 return False
 
     async def _pause(self, seconds: float) -> bool:
-        """Wait before a retry; False if the daemon gave up on the answer in flight."""
+        """Wait before a retry; False if the daemon gave up on the answers in flight."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._abandoned.wait(), seconds)
         return not self._abandoned.is_set()
 
-    async def _answer(self, job: Job) -> None:
+    async def _answer(self, answering: Answering) -> None:
         """Generate the answer (unless a try before did), save it, show it."""
+        job = answering.job
         if job.answer is None:
-            job.answer = await self._generate(job)
+            job.answer = await self._generate(answering)
             if job.answer is None:
                 return
         await self._save_and_show(job, job.answer)
 
-    async def _generate(self, job: Job) -> Answer | None:
+    async def _generate(self, answering: Answering) -> Answer | None:
         """The answer, streamed to the reply as it grows; None when the job ended without
         one (too long, or stopped at shutdown) and its notice is shown."""
+        job = answering.job
         message = job.message
         bot = self.live.settings.bot
         resolved = await resolve_for(self.store, message, self.live.personas, bot.default_persona)
@@ -288,8 +351,8 @@ class Responder:
         if room < sampling.max_tokens:
             sampling = sampling.model_copy(update={"max_tokens": room})
         generation = self.backend.start(_request(message, prompt, sampling))
-        self._generation = generation
-        if self._abandoned.is_set():
+        answering.generation = generation
+        if self._abandoned.is_set() or answering.stopped:
             generation.cancel()
         try:
             thinking = await _stream(generation, job)
@@ -298,7 +361,7 @@ class Responder:
             await job.reply.fail(texts.SHUTTING_DOWN)
             raise
         finally:
-            self._generation = None
+            answering.generation = None
         result = generation.result
         if self._abandoned.is_set() and result.finish == "cancelled":
             # Shutting down: a final notice rather than a frozen half answer; still pending.

@@ -348,7 +348,8 @@ async def test_stop_request_ends_only_the_answer_it_names(tmp_path: Path, tiny_m
         ]
         for other in others:
             assert await daemon.handle(other) is Outcome.IGNORED
-        assert daemon.in_flight is not None and not daemon.in_flight.cancelled
+        (generation,) = daemon.in_flight
+        assert not generation.cancelled
         assert await daemon.handle(StopRequested("test", "c1", msg.message_id)) is Outcome.APPLIED
         final = await answered(record)
         assert "stopped on request" in final
