@@ -8,6 +8,7 @@ import contextlib
 
 import structlog
 
+from bot.answering import Job
 from bot.commands.context import CommandContext
 from bot.commands.runner import CommandRunner
 from bot.events import Adapter, ChatEvent, Incoming, Outcome, Quoted
@@ -19,7 +20,7 @@ from bot.observer import Observer
 from bot.personas import PersonaSet
 from bot.prompt.builder import ContextBuilder
 from bot.prompt.quotes import fetch_quote
-from bot.responder import Job, Responder
+from bot.responder import Responder
 from bot.retention import Retention
 from bot.scheduler import FairQueue
 from bot.settings import Settings

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot import texts
+from bot.answering import shown_answer
 from bot.events import (
     MessageDeleted,
     MessageEdited,
@@ -20,7 +21,6 @@ from bot.events import (
 )
 from bot.intake import clean_text, max_message_chars
 from bot.prompt.builder import Prompt, TooLong
-from bot.responder import shown_answer
 from support.daemons import DB, answered, ask, daemon_for
 from support.persona_files import only_persona
 from support.recording_adapter import message
