@@ -1,5 +1,6 @@
-"""The daemon: wires adapters → intake (bot.intake) → fair queue → responder (bot.responder),
-with retention (bot.retention) beside them, and owns their lifecycle: start, stop, reload."""
+"""The daemon: wires adapters → intake (bot.intake) → fair queue → responder (bot.responder,
+up to `backend.slots` answers at once), with retention (bot.retention) beside them, and owns
+their lifecycle: start, stop, reload."""
 
 from __future__ import annotations
 
@@ -7,18 +8,19 @@ import contextlib
 
 import structlog
 
+from bot.answering import Job
 from bot.commands.context import CommandContext
 from bot.commands.runner import CommandRunner
 from bot.events import Adapter, ChatEvent, Incoming, Outcome, Quoted
 from bot.intake import Intake
 from bot.live import Live
-from bot.model.backend import Backend
+from bot.model.backend import Backend, engine_stats
 from bot.model.types import Generation
 from bot.observer import Observer
 from bot.personas import PersonaSet
 from bot.prompt.builder import ContextBuilder
 from bot.prompt.quotes import fetch_quote
-from bot.responder import Job, Responder
+from bot.responder import Responder
 from bot.retention import Retention
 from bot.scheduler import FairQueue
 from bot.settings import Settings
@@ -53,6 +55,7 @@ class Daemon:
             model=backend,
             status=self.status,
             forget_queued=self.responder.forget_queued,
+            stop_answers=self.responder.stop_answers,
             reused_tokens=self.responder.reused_tokens,
             context_tokens=self.context.usage,
         )
@@ -88,8 +91,8 @@ class Daemon:
         self.live.observer = observer
 
     @property
-    def in_flight(self) -> Generation | None:
-        """The generation running now, if any (health checks watch its progress)."""
+    def in_flight(self) -> tuple[Generation, ...]:
+        """The generations running now (health checks watch their progress)."""
         return self.responder.in_flight
 
     def is_admin(self, message: Incoming) -> bool:
@@ -109,20 +112,20 @@ class Daemon:
         log.info("started", adapters=sorted(self.adapters), model=self.backend.info.name)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop intake; let the answer in flight finish within `grace` seconds (default
-        `[bot] shutdown_grace_s`), else stop it with a final notice (it stays pending, like
-        every queued message, and is answered after the restart); then disconnect."""
+        """Stop intake; let the answers in flight finish within `grace` seconds (default
+        `[bot] shutdown_grace_s`), else stop them with a final notice (they stay pending, like
+        every queued message, and are answered after the restart); then disconnect."""
         self.live.stopping = True
         self.retention.stop()
         await self.responder.finish(self.settings.bot.shutdown_grace_s if grace is None else grace)
-        # Disconnect last: the answer just finished or stopped still had to be shown.
+        # Disconnect last: the answers just finished or stopped still had to be shown.
         for adapter in self.adapters.values():
             with contextlib.suppress(Exception):
                 await adapter.stop()
         log.info("stopped", answered=self.responder.answered, still_pending=len(self.queue))
 
     def abandon(self) -> None:
-        """Stop the answer in flight now instead of waiting out the grace period."""
+        """Stop the answers in flight now instead of waiting out the grace period."""
         self.responder.abandon()
 
     def reload(self, settings: Settings, personas: PersonaSet) -> None:
@@ -133,12 +136,14 @@ class Daemon:
     def status(self) -> DaemonStatus:
         return DaemonStatus(
             queued=len(self.queue),
-            answering=self.responder.in_flight is not None,
+            answering=self.responder.busy,
+            slots=self.responder.slots,
             answered=self.responder.answered,
             stopping=self.live.stopping,
             adapters={name: is_connected(a) for name, a in sorted(self.adapters.items())},
             store_problem=self.store.problem,
             worker_failure=self.responder.failure(),
+            engine=engine_stats(self.backend),
         )
 
     async def handle(self, event: ChatEvent) -> Outcome:

@@ -16,6 +16,7 @@ import time
 import structlog
 
 from bot import texts
+from bot.answering import Job
 from bot.commands.parse import Command, CommandError, parse_command
 from bot.commands.runner import CommandRunner
 from bot.events import (
@@ -32,7 +33,7 @@ from bot.events import (
 from bot.live import Live
 from bot.model.backend import Backend
 from bot.prompt.quotes import fetch_quote
-from bot.responder import Job, Responder
+from bot.responder import Responder
 from bot.scheduler import FairQueue, Refusal, Ticket
 from bot.store import Store
 

@@ -1,84 +1,38 @@
-"""The model worker: one answer at a time, taken from the fair queue.
+"""The model's slots: up to `backend.slots` answers at once, taken from the fair queue.
 
-For each job: resolve the channel's persona and sampling, build the prompt within the context
-window, generate, stream the text to the reply handle, then store the answer and clear the
-pending mark in one step. When the daemon stops, the answer in flight may finish within a
-grace period; after that it ends with a notice and stays pending for the next start.
-
-A store that cannot be written (a full disk, a lock held elsewhere) does not lose or repeat
-an answer: the message stays pending, saving is tried again with backoff, the user sees one
-"delayed" notice, and the answer once it is saved. Nothing but cancellation ends the worker.
+A free slot goes to the next channel in the queue's order that has no answer being generated,
+so one channel never has two at once. Each job runs in its own task (`_serve`, one per slot in
+use), written by bot.answering, which also waits out a store that cannot be written. Stops act
+on answers in flight: the one a user names, those !reset or !forget delete, or all of them at
+shutdown. When the daemon stops, the answers in flight may finish within one grace period;
+after that they end with a notice and stay pending for the next start. Nothing but
+cancellation ends the dispatcher.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import structlog
 
-from bot import texts
-from bot.backoff import Backoff
-from bot.database import StoreError
-from bot.events import Incoming, ReplyHandle
+from bot.answering import Answering, AnswerWriter, Job
+from bot.events import Incoming
 from bot.live import Live
 from bot.model.backend import Backend
-from bot.model.types import Generation, GenerationRequest, GenerationResult, draw_seed
-from bot.personas import Sampling
-from bot.prompt.builder import ContextBuilder, Prompt, TooLong
-from bot.prompt.thinking import ThinkFilter, with_thinking
+from bot.model.types import Generation
+from bot.prompt.builder import ContextBuilder
 from bot.scheduler import FairQueue, Ticket
-from bot.scopes import resolve_for
 from bot.store import Store
 
 log = structlog.get_logger(__name__)
 
-# After the grace period: how long a stopped answer may take to show its final notice.
+# After the grace period: how long stopped answers may take to show their final notice.
 ABANDON_S = 5.0
-# Waits before trying a failed write again, doubling: a full disk is not hammered, and an
-# answer is saved soon after room is made.
-STORE_RETRY_FIRST_S = 1.0
-STORE_RETRY_MAX_S = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """A generated answer on its way to the store: the text stored, the text shown."""
-
-    text: str
-    shown: str
-    result: GenerationResult
-
-
-@dataclass(slots=True)
-class Job:
-    """An accepted message waiting for its answer: its store row and where to show it."""
-
-    row: int
-    message: Incoming
-    reply: ReplyHandle
-    # Kept while the store fails, so that a retry saves and shows the answer without
-    # generating it again, and the "delayed" notice is shown once.
-    answer: Answer | None = None
-    streamed: str = ""  # what the user sees of the answer so far
-    delayed: bool = False
-
-
-def shown_answer(answer: str, cut_at: int | None, kept: int | None, stopped: bool = False) -> str:
-    """The text users see: never empty (platforms reject that), and with a brief note when
-    the reply was stopped, hit max_tokens, or older history was left out."""
-    notes = [texts.NOTE_STOPPED] if stopped else []
-    if cut_at is not None:
-        notes.append(texts.NOTE_MAX_TOKENS.format(max_tokens=cut_at))
-    if kept is not None:
-        notes.append(texts.NOTE_TRIMMED.format(kept=kept))
-    return (answer.strip() or texts.EMPTY_REPLY) + texts.footnote(notes)
 
 
 class Responder:
-    """Runs the one model worker over the queue and says what it is doing."""
+    """Runs the model's slots over the queue and says what they are doing."""
 
     def __init__(
         self,
@@ -89,18 +43,14 @@ class Responder:
         context: ContextBuilder,
     ) -> None:
         self.live = live
-        self.store = store
-        self.backend = backend
         self.queue = queue
-        self.context = context
-        self.answered = 0
-        self._reused: dict[str, int] = {}  # channel → prompt tokens reused by its last reply
-        self._current: Job | None = None
-        self._generation: Generation | None = None
-        self._worker: asyncio.Task[None] | None = None
+        self.slots = max(1, backend.slots)
+        self._writer = AnswerWriter(live, store, backend, context)
+        self._answering: dict[str, Answering] = {}  # channel → its answer in flight
+        self._slot_free = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None  # the dispatcher handing out slots
         self._idle = asyncio.Event()
         self._idle.set()
-        self._abandoned = asyncio.Event()  # shutting down without waiting for the answer
 
     def start(self) -> None:
         self._worker = asyncio.create_task(self._work(), name="hearthbot-worker")
@@ -115,59 +65,77 @@ class Responder:
         self._idle.clear()
 
     async def finish(self, grace: float) -> None:
-        """Let the answer in flight finish within `grace` seconds, else stop it with a final
-        notice (it stays pending, like every queued message); then end the worker. The caller
-        has set `live.stopping`, so the worker takes no new job."""
+        """Let the answers in flight finish within `grace` seconds (one period for all of
+        them), else stop them with a final notice (they stay pending, like every queued
+        message); the caller has set `live.stopping`, so no new job is taken."""
         worker = self._worker
-        if worker is None or worker.done():
+        if worker is None:
             return
-        if self._current is None:
-            worker.cancel()  # only waiting for work
-        else:
-            log.info("finishing the answer in flight", grace_s=grace)
-            await asyncio.wait([worker], timeout=grace)
-            if not worker.done():
-                log.info("grace period over: stopping the answer in flight")
-                self.abandon()
-                await asyncio.wait([worker], timeout=ABANDON_S)
-            if not worker.done():  # e.g. a platform call that hangs
-                worker.cancel()
+        worker.cancel()
         try:
             await worker
         except asyncio.CancelledError:
             pass
         except Exception:
             log.exception("the worker failed")
+        tasks = [a.task for a in self._answering.values() if a.task is not None]
+        if not tasks:
+            return
+        log.info("finishing the answers in flight", count=len(tasks), grace_s=grace)
+        _, late = await asyncio.wait(tasks, timeout=grace)
+        if late:
+            log.info("grace period over: stopping the answers in flight", count=len(late))
+            self.abandon()
+            _, late = await asyncio.wait(late, timeout=ABANDON_S)
+        for task in late:  # e.g. a platform call that hangs
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def forget_queued(self, user_key: str) -> int:
         """Drop a user's queued messages (they asked to be forgotten)."""
         return self.queue.remove(lambda job: job.message.user_key != user_key)
 
     def abandon(self) -> None:
-        """Stop the answer in flight now instead of waiting out the grace period."""
-        self._abandoned.set()
-        if self._generation is not None:
-            self._generation.cancel()
+        """Stop the answers in flight now instead of waiting out the grace period."""
+        self._writer.abandon()
+        for answering in self._answering.values():
+            answering.stop()
 
     def stop_answer_to(self, channel: str, message_id: str) -> bool:
         """A user asked to stop: end the answer to message `message_id` of `channel` if it is
         being generated now. False when it is not (queued, done, or never asked)."""
-        current, generation = self._current, self._generation
-        if current is None or generation is None or not _answers(current, channel, message_id):
+        answering = self._answering.get(channel)
+        if (
+            answering is None
+            or answering.generation is None
+            or not _answers(answering.job, channel, message_id)
+        ):
             return False
-        generation.cancel()
+        answering.stop()
         return True
 
     def is_answering(self, channel: str, message_id: str) -> bool:
         """Whether the answer to this message is queued or being generated."""
-        current = self._current
-        if current is not None and _answers(current, channel, message_id):
+        answering = self._answering.get(channel)
+        if answering is not None and _answers(answering.job, channel, message_id):
             return True
         return self.queue.any(lambda job: _answers(job, channel, message_id))
 
+    async def stop_answers(self, to: Callable[[Incoming], bool]) -> None:
+        """Stop the answers in flight to messages for which `to` holds, and wait until they
+        have ended (shown and stored as stopped), so what comes next sees them settled."""
+        tasks = []
+        for answering in list(self._answering.values()):
+            if to(answering.job.message) and answering.task is not None:
+                answering.stop()
+                tasks.append(answering.task)
+        if tasks:
+            await asyncio.wait(tasks)  # never cancels them, even if this caller is cancelled
+
     def failure(self) -> str | None:
-        """Why the worker is gone while the daemon runs (health checks withhold the watchdog
-        then), else None. Only its type names an error: health output must not leak text."""
+        """Why the dispatcher (the worker handing out slots) is gone while the daemon runs
+        (health checks withhold the watchdog then), else None. Only its type names an error:
+        health output must not leak text."""
         worker = self._worker
         if worker is None or not worker.done() or self.live.stopping:
             return None
@@ -177,13 +145,23 @@ class Responder:
         return f"the answer worker stopped ({type(error).__name__ if error else 'returned'})"
 
     @property
-    def in_flight(self) -> Generation | None:
-        """The generation running now, if any (health checks watch its progress)."""
-        return self._generation
+    def in_flight(self) -> tuple[Generation, ...]:
+        """The generations running now (health checks watch their progress)."""
+        return tuple(a.generation for a in self._answering.values() if a.generation is not None)
+
+    @property
+    def busy(self) -> int:
+        """Slots in use: answers being prepared, generated or shown."""
+        return len(self._answering)
+
+    @property
+    def answered(self) -> int:
+        """Answers given since the daemon started."""
+        return self._writer.answered
 
     def reused_tokens(self, channel: str) -> int:
         """Prompt tokens the channel's last reply took from the KV cache."""
-        return self._reused.get(channel, 0)
+        return self._writer.reused_tokens(channel)
 
     async def wait_idle(self) -> None:
         """Until nothing is queued or being answered."""
@@ -192,179 +170,34 @@ class Responder:
             await asyncio.sleep(0)
 
     async def _work(self) -> None:
+        """Hands each free slot to the next channel in the queue's order that has no answer
+        in flight."""
         while not self.live.stopping:  # stopping: the rest stays pending for the next start
-            if not len(self.queue):
+            if len(self._answering) >= self.slots:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            if not len(self.queue) and not self._answering:
                 self._idle.set()
-            job = await self.queue.get()
+            job = await self.queue.get(skip=self._answering)
             self._idle.clear()
-            self._current = job
-            try:
-                await self._run(job)
-            finally:
-                self._current = None
+            answering = Answering(job)
+            self._answering[job.message.channel_key] = answering
+            answering.task = asyncio.create_task(
+                self._serve(answering), name=f"hearthbot-answer-{job.row}"
+            )
 
-    async def _run(self, job: Job) -> None:
-        """Answer one job; whatever fails ends the job, never the worker."""
+    async def _serve(self, answering: Answering) -> None:
+        """One job in one slot, start to end; then the slot is free for the next channel."""
         try:
-            await self._until_saved(job, self._answer, notify=True)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("answering failed", platform=job.message.platform)
-            self.live.observer.error("answer")
-            await self._fail(job)
-
-    async def _fail(self, job: Job) -> None:
-        """A failed answer is no longer pending (once the store takes that), and its sender
-        is told. An adapter that raises here despite its protocol is logged, no more."""
-        try:
-            if await self._until_saved(job, lambda job: self.store.drop_pending(job.row)):
-                await job.reply.fail(texts.GENERATION_FAILED)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("ending a failed answer failed", platform=job.message.platform)
-
-    async def _until_saved(
-        self, job: Job, step: Callable[[Job], Awaitable[None]], notify: bool = False
-    ) -> bool:
-        """Run `step` until the store takes its writes: after a StoreError the message stays
-        pending and `step` runs again after a backoff; with `notify` the user is told once that
-        the answer is delayed. False if the daemon gave up on it meanwhile (shutting down):
-        then it is still pending, for the next start."""
-        backoff = Backoff(STORE_RETRY_FIRST_S, STORE_RETRY_MAX_S)
-        while True:
-            try:
-                await step(job)
-                return True
-            except StoreError as exc:
-                log.warning("the store failed; trying again", error=str(exc), in_s=backoff.delay)
-                self.live.observer.error("store")
-            if notify and not job.delayed:
-                job.delayed = True
-                shown = f"{job.streamed}\n\n{texts.DELAYED}" if job.streamed else texts.DELAYED
-                await job.reply.update(shown)
-            if not await self._pause(backoff.next()):
-                await job.reply.fail(texts.SHUTTING_DOWN)
-                return False
-
-    async def _pause(self, seconds: float) -> bool:
-        """Wait before a retry; False if the daemon gave up on the answer in flight."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._abandoned.wait(), seconds)
-        return not self._abandoned.is_set()
-
-    async def _answer(self, job: Job) -> None:
-        """Generate the answer (unless a try before did), save it, show it."""
-        if job.answer is None:
-            job.answer = await self._generate(job)
-            if job.answer is None:
-                return
-        await self._save_and_show(job, job.answer)
-
-    async def _generate(self, job: Job) -> Answer | None:
-        """The answer, streamed to the reply as it grows; None when the job ended without
-        one (too long, or stopped at shutdown) and its notice is shown."""
-        message = job.message
-        bot = self.live.settings.bot
-        resolved = await resolve_for(self.store, message, self.live.personas, bot.default_persona)
-        sampling = resolved.sampling
-        n_ctx = self.backend.info.n_ctx
-        # A persona written for a big context must still leave room for history in a small one.
-        reserve = min(sampling.max_tokens, n_ctx // 2)
-        prompt = await self.context.build(
-            message.channel_key,
-            resolved.persona.system_prompt,
-            reserve=reserve,
-            multi_user=not message.is_direct,
-            through_row=job.row,
-        )
-        if isinstance(prompt, TooLong):
-            await self.store.discard(job.row)
-            await job.reply.fail(texts.TOO_LONG.format(tokens=prompt.tokens, limit=prompt.limit))
-            return None
-        await job.reply.typing()
-        room = n_ctx - len(prompt.tokens)
-        if room < sampling.max_tokens:
-            sampling = sampling.model_copy(update={"max_tokens": room})
-        generation = self.backend.start(_request(message, prompt, sampling))
-        self._generation = generation
-        if self._abandoned.is_set():
-            generation.cancel()
-        try:
-            thinking = await _stream(generation, job)
-        except asyncio.CancelledError:
-            generation.cancel()  # shutting down: the message stays pending for next start
-            await job.reply.fail(texts.SHUTTING_DOWN)
-            raise
+            await self._writer.run(answering)
         finally:
-            self._generation = None
-        result = generation.result
-        if self._abandoned.is_set() and result.finish == "cancelled":
-            # Shutting down: a final notice rather than a frozen half answer; still pending.
-            await job.reply.fail(texts.SHUTTING_DOWN)
-            return None
-        if result.finish == "error":
-            raise RuntimeError(result.error or "generation failed")
-        answer = thinking.answer.strip()
-        final = shown_answer(
-            answer,
-            cut_at=sampling.max_tokens if result.finish == "length" else None,
-            kept=prompt.turns_kept if prompt.window.trimmed else None,
-            stopped=result.finish == "cancelled",
-        )
-        if bot.show_thinking:
-            final = with_thinking(final, thinking.thinking)
-        return Answer(answer, final, result)
-
-    async def _save_and_show(self, job: Job, answer: Answer) -> None:
-        message, result = job.message, answer.result
-        if not await self.store.complete(job.row, message.channel_key, answer.text):
-            log.info("answer dropped: the message was forgotten meanwhile")
-            await job.reply.fail(texts.CANCELLED)
-            return
-        self.answered += 1
-        self._reused[message.channel_key] = result.reused_tokens
-        self.live.observer.answered(message.platform, result)
-        log.info(
-            "answered",
-            platform=message.platform,
-            prompt_tokens=result.prompt_tokens,
-            reused_tokens=result.reused_tokens,
-            generated_tokens=result.generated_tokens,
-            finish=result.finish,
-            first_token_s=round(result.first_token_s or 0, 3),
-            total_s=round(result.total_s, 3),
-        )
-        await job.reply.finish(answer.shown)
+            del self._answering[answering.job.message.channel_key]
+            self._slot_free.set()
+            self.queue.wake()  # the channel may have more queued
+            if not len(self.queue) and not self._answering:
+                self._idle.set()
 
 
 def _answers(job: Job, channel: str, message_id: str) -> bool:
     return (job.message.channel_key, job.message.message_id) == (channel, message_id)
-
-
-def _request(message: Incoming, prompt: Prompt, sampling: Sampling) -> GenerationRequest:
-    fixed = sampling.seed
-    return GenerationRequest(
-        messages=prompt.messages,
-        sampling=sampling,
-        seed=fixed if fixed is not None else draw_seed(),
-        # In a group the model must not go on to write the next speaker's turn.
-        stop=tuple(f"\n{name}:" for name in prompt.speakers) if not message.is_direct else (),
-        cold=fixed is not None,
-        prompt=prompt.tokens,
-        cache_key=message.channel_key,
-    )
-
-
-async def _stream(generation: Generation, job: Job) -> ThinkFilter:
-    """Show the answer as it grows; a reasoning model's <think> block is never streamed."""
-    text = ""
-    thinking = ThinkFilter()
-    async for delta in generation:
-        text += thinking.feed(delta)
-        if shown := text.lstrip():  # models often open with a space or newline
-            job.streamed = shown
-            await job.reply.update(shown)
-    thinking.flush()
-    return thinking

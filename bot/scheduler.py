@@ -1,10 +1,12 @@
-"""The fair, bounded queue between the adapters and the one model worker.
+"""The fair, bounded queue between the adapters and the model's slots.
 
 Fair across channels (start-time fair queuing with one unit per reply): every channel's next
 message carries a round number; the lowest is served first. A channel that just got a reply
 moves to the next round, and a channel that becomes active joins the round being served, so a
-channel with one message waits at most for the reply in progress, however many messages a busy
-channel has queued, and a channel cannot jump ahead by emptying and refilling. The bound counts
+channel with one message waits at most for the replies in progress, however many messages a
+busy channel has queued, and a channel cannot jump ahead by emptying and refilling. A channel
+whose reply is still being generated is skipped (one reply per channel at a time) and keeps
+its place, so with several slots a busy channel holds at most one of them. The bound counts
 queued work; a per-user sliding-window rate limit keeps one person from filling it. Commands
 (answered at once, never queued) have their own, more generous per-user limit. Refused
 senders get at most one notice per `notice_interval_s`, so a flood never becomes a flood of
@@ -18,7 +20,7 @@ import heapq
 import itertools
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from enum import Enum
 from typing import Generic, TypeVar
@@ -173,11 +175,18 @@ class FairQueue(Generic[T]):
             self._sweep(now)
         return True
 
-    def next_nowait(self) -> T | None:
-        """The next job in round-robin order, or None when nothing is queued."""
-        if not self._order:
+    def next_nowait(self, skip: Container[str] = frozenset()) -> T | None:
+        """The next job in round-robin order from a channel not in `skip` (those keep their
+        place), or None when there is none."""
+        passed = []
+        while self._order and self._order[0][2] in skip:
+            passed.append(heapq.heappop(self._order))
+        entry = heapq.heappop(self._order) if self._order else None
+        for kept in passed:
+            heapq.heappush(self._order, kept)
+        if entry is None:
             return None
-        served_round, _, channel = heapq.heappop(self._order)
+        served_round, _, channel = entry
         jobs = self._channels[channel]
         job = jobs.popleft()
         self._round = served_round
@@ -191,9 +200,11 @@ class FairQueue(Generic[T]):
         self._queued -= 1
         return job
 
-    async def get(self) -> T:
+    async def get(self, skip: Container[str] = frozenset()) -> T:
+        """The next job from a channel not in `skip`, once there is one. `skip` is read
+        again on every `wake()`, so it may be a live view of the channels being answered."""
         while True:
-            job = self.next_nowait()
+            job = self.next_nowait(skip)
             if job is not None:
                 return job
             self._ready.clear()
@@ -202,6 +213,10 @@ class FairQueue(Generic[T]):
     def any(self, matches: Callable[[T], bool]) -> bool:
         """Whether some queued job matches."""
         return any(matches(job) for jobs in self._channels.values() for job in jobs)
+
+    def wake(self) -> None:
+        """Let `get` look again: a channel it skipped may be free now."""
+        self._ready.set()
 
     def remove(self, keep: Callable[[T], bool]) -> int:
         """Drop queued jobs for which keep() is False (e.g. a user asked to be forgotten)."""

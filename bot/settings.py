@@ -62,6 +62,7 @@ class ModelSettings(Section):
         None, ge=1, le=1024, description="CPU threads for generation. Empty: all cores."
     )
     n_batch: int = Field(512, ge=8, le=65536, description="Prompt tokens evaluated per batch.")
+    parallel: int = Field(4, ge=1, le=64, description="Replies generated at once (slots). ...")
     kv_cache_mb: int = Field(
         256,
         ge=0,
@@ -144,8 +145,8 @@ class BotSettings(Section):
         15,
         ge=0,
         le=3600,
-        description="On SIGTERM the answer in flight may finish for this long; then it is "
-        "stopped (it stays pending and is answered after the restart).",
+        description="On SIGTERM the answers in flight may finish for this long; then they "
+        "are stopped (they stay pending and are answered after the restart).",
     )
 
 

@@ -6,19 +6,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.events import Adapter
+from bot.model.types import EngineStats
 
 
 @dataclass(frozen=True, slots=True)
 class DaemonStatus:
-    """The daemon at one moment: its queue, the answer in flight, its adapters, its store."""
+    """The daemon at one moment: its queue, the answers in flight, its adapters, its store."""
 
-    queued: int  # messages waiting for the model worker
-    answering: bool  # an answer is being generated now
+    queued: int  # messages waiting for a slot
+    answering: int  # slots in use: answers being generated now
+    slots: int  # answers that may be generated at once
     answered: int  # answers given since the daemon started
     stopping: bool
     adapters: dict[str, bool]  # adapter name → connected, in name order
     store_problem: str | None = None  # why the last write failed, until one succeeds
     worker_failure: str | None = None  # why the answer worker is gone, if it is
+    engine: EngineStats | None = None  # what the model engine says it is doing, if it can
 
     @property
     def disconnected(self) -> list[str]:

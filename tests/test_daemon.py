@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot import texts
+from bot.answering import shown_answer
 from bot.events import (
     MessageDeleted,
     MessageEdited,
@@ -20,7 +21,6 @@ from bot.events import (
 )
 from bot.intake import clean_text, max_message_chars
 from bot.prompt.builder import Prompt, TooLong
-from bot.responder import shown_answer
 from support.daemons import DB, answered, ask, daemon_for
 from support.persona_files import only_persona
 from support.recording_adapter import message
@@ -348,7 +348,8 @@ async def test_stop_request_ends_only_the_answer_it_names(tmp_path: Path, tiny_m
         ]
         for other in others:
             assert await daemon.handle(other) is Outcome.IGNORED
-        assert daemon.in_flight is not None and not daemon.in_flight.cancelled
+        (generation,) = daemon.in_flight
+        assert not generation.cancelled
         assert await daemon.handle(StopRequested("test", "c1", msg.message_id)) is Outcome.APPLIED
         final = await answered(record)
         assert "stopped on request" in final

@@ -9,7 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from bot.model.types import Generation, GenerationRequest, StopScanner
-from bot.model.writer import GenerationWriter
+from bot.model.writer import GenerationWriter, Throughput
 from bot.personas import Sampling
 
 
@@ -105,3 +105,46 @@ def test_stop_scanner(
             break
     out += scanner.flush()
     assert (out, scanner.text, stopped) == (shown, text, hit)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# (seconds after the start, tokens added then) ..., seconds when read, tokens per second
+@pytest.mark.parametrize(
+    ("adds", "read_at", "per_s"),
+    [
+        ([], 0.0, 0.0),
+        ([(0.0, 1)] * 20, 0.0, 2.0),  # 20 tokens, averaged over the 10 s window
+        ([(0.1, 5), (0.9, 5), (4.5, 10)], 5.0, 2.0),
+        ([(0.0, 30), (9.5, 10)], 9.9, 4.0),
+        ([(0.0, 30), (9.5, 10)], 10.0, 1.0),  # the first second has left the window
+        ([(0.0, 30), (9.5, 10)], 25.0, 0.0),  # idle: nothing recent
+    ],
+)
+def test_throughput_over_the_last_window(
+    adds: list[tuple[float, int]], read_at: float, per_s: float
+) -> None:
+    clock = Clock()
+    start = clock.now
+    meter = Throughput(window_s=10, clock=clock)
+    for at, tokens in adds:
+        clock.now = start + at
+        meter.add(tokens)
+    clock.now = start + read_at
+    assert meter.per_s() == pytest.approx(per_s)
+
+
+async def test_the_writer_counts_every_piece_in_the_meter() -> None:
+    meter = Throughput()
+    for _ in range(2):
+        writer = GenerationWriter(generation(), meter)
+        for piece in ("a", "b", "c"):
+            writer.write(piece)
+        writer.close()
+    assert meter.per_s() == pytest.approx(6 / meter.window_s)

@@ -14,9 +14,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot.app.bootstrap import checked_personas
 from bot.app.health import HealthError, HealthServer
 from bot.app.liveness import WorkerProbe
+from bot.app.metrics import Metrics
 from bot.app.service import Service
 from bot.app.systemd import Notifier
+from bot.model.types import EngineStats
 from bot.settings import ConfigError, load_settings
+from bot.status import DaemonStatus
 from support.daemons import answered, daemon_for, model_held
 from support.health import LOCAL, get, served
 from support.recording_adapter import message
@@ -61,6 +64,8 @@ async def test_health_ready_and_metrics(tmp_path: Path, tiny_model: Path) -> Non
         assert got[("hearthbot_time_to_first_token_seconds_count", ())] == 1
         assert ("hearthbot_tokens_per_second_count", ()) in got
         assert got[("hearthbot_queue_depth", ())] == 0
+        assert got[("hearthbot_generating", ())] == 0
+        assert got[("hearthbot_slots", ())] == daemon.backend.slots
         assert got[("hearthbot_adapter_connected", test)] == 1
         assert got[("hearthbot_errors_total", (("kind", "answer"),))] == 0
 
@@ -91,7 +96,7 @@ async def test_a_taken_port_is_logged_and_the_bot_runs_on(tmp_path: Path, tiny_m
         taken.listen()
         listen = f"127.0.0.1:{taken.getsockname()[1]}"
         async with daemon_for(tmp_path, tiny_model, health={"listen": listen}) as (daemon, _):
-            server = HealthServer(listen, daemon.status, WorkerProbe(None, lambda: None, 1), None)
+            server = HealthServer(listen, daemon.status, WorkerProbe(None, lambda: (), 1), None)
             with pytest.raises(HealthError, match=f"cannot listen on {listen}"):
                 await server.start()
             service = Service(daemon.settings, None, checked_personas, notifier=Notifier(None))
@@ -141,8 +146,8 @@ class FakeGeneration:
 async def test_probe_counts_a_progressing_answer_as_alive() -> None:
     never: asyncio.Future[object] = asyncio.get_running_loop().create_future()
     running = FakeGeneration()
-    current: list[FakeGeneration | None] = [running]
-    probe = WorkerProbe(lambda: never, lambda: current[0], stall_s=0.1)  # type: ignore[arg-type,return-value]
+    current: list[FakeGeneration] = [running]
+    probe = WorkerProbe(lambda: never, lambda: current, stall_s=0.1)  # type: ignore[arg-type,return-value]
     assert await probe.check() is None  # the ping was just sent
     await asyncio.sleep(0.15)
     assert await probe.check() is None  # no answer yet, but a new answer is on its way
@@ -151,6 +156,45 @@ async def test_probe_counts_a_progressing_answer_as_alive() -> None:
     assert await probe.check() is None  # tokens moved since the last look
     await asyncio.sleep(0.15)
     assert "not answered" in (await probe.check() or "")  # stuck mid-answer
-    current[0] = None
+    current.clear()
     assert "not answered" in (await probe.check() or "")
     probe.close()
+
+
+async def test_probe_counts_any_of_several_answers_moving_as_alive() -> None:
+    """Several answers in flight (issue 14): the worker is alive while any of them moves,
+    also when the others wait their turn."""
+    never: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    moving, waiting = FakeGeneration(), FakeGeneration()
+    probe = WorkerProbe(lambda: never, lambda: [waiting, moving], stall_s=0.1)  # type: ignore[arg-type,return-value]
+    assert await probe.check() is None
+    for _ in range(3):
+        await asyncio.sleep(0.15)
+        moving.result.generated_tokens += 1
+        assert await probe.check() is None  # only one of them moves, and that is enough
+    await asyncio.sleep(0.15)
+    assert "not answered" in (await probe.check() or "")  # none has moved
+    probe.close()
+
+
+def test_metrics_show_slots_and_what_the_engine_says() -> None:
+    def status(engine: EngineStats | None) -> DaemonStatus:
+        return DaemonStatus(
+            queued=5, answering=3, slots=4, answered=9, stopping=False, adapters={}, engine=engine
+        )
+
+    with_engine = samples(
+        Metrics(lambda: status(EngineStats(3, batch_size=3, tokens_per_s=42.5)))
+        .exposition()
+        .decode()
+    )
+    assert {name: value for (name, _), value in with_engine.items() if "_engine_" in name} == {
+        "hearthbot_engine_slots_busy": 3,
+        "hearthbot_engine_batch_size": 3,
+        "hearthbot_engine_tokens_per_second": 42.5,
+    }
+    assert with_engine[("hearthbot_generating", ())] == 3
+    assert with_engine[("hearthbot_slots", ())] == 4
+    assert with_engine[("hearthbot_queue_depth", ())] == 5
+    without = samples(Metrics(lambda: status(None)).exposition().decode())
+    assert not [name for name, _ in without if "_engine_" in name]  # nothing made up

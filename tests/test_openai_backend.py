@@ -19,7 +19,7 @@ from bot import logs, texts
 from bot.model.backend import Backend, load_backend
 from bot.model.llama_cpp.backend import LlamaCppBackend
 from bot.model.openai.backend import OpenAIBackend, api_root
-from bot.model.types import GenerationRequest
+from bot.model.types import GenerationRequest, GenerationResult
 from bot.personas import Sampling
 from bot.settings import load_settings
 from support.daemons import answered, ask, daemon_for
@@ -177,6 +177,50 @@ async def test_cancel_mid_stream_stops_the_server_too(backend: OpenAIBackend) ->
     _, text, finish = await collect(backend, request(seed=2, max_tokens=8, ban_eos=True))
     assert finish == "length" and text
     assert time.perf_counter() - started < 2
+
+
+async def test_a_stream_the_server_interrupts_is_an_error_not_an_answer(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """llama_cpp.server's default `interrupt_requests` ends a running stream with [DONE] (no
+    finish reason) when a second request arrives: the cut reply is an error; the second one
+    is answered in full."""
+    # 8,000 tokens: still streaming when the second request arrives, however busy the box.
+    with llama_server(tiny_model, tmp_path, n_ctx=8192, interrupt_requests=True) as url:
+        interrupting = await OpenAIBackend.load(
+            tiny_model, url, n_ctx=8192, timeout_s=30, parallel=2
+        )
+        try:
+            first = interrupting.start(request(seed=2, max_tokens=8000, ban_eos=True))
+            async for _ in first:
+                break  # streaming now
+            _, text, finish = await collect(interrupting, request(seed=3, max_tokens=8))
+            _ = [d async for d in first]
+        finally:
+            await interrupting.close()
+    assert first.result.finish == "error" and first.result.generated_tokens < 8000
+    assert first.result.error == f"the model server at {url} ended the reply without saying why"
+    assert finish in ("stop", "length") and text
+
+
+async def test_concurrent_requests_each_get_the_text_they_get_alone(
+    tiny_model: Path, server: str
+) -> None:
+    """Issue 14: up to `parallel` streams at once (the test server runs them one after the
+    other, with --interrupt_requests false); each reply is whole and its own."""
+    parallel = await OpenAIBackend.load(tiny_model, server, n_ctx=2048, timeout_s=60, parallel=3)
+    try:
+        seeds = (11, 12, 13)
+        alone = [(await collect(parallel, request(seed=s, cold=True)))[1:] for s in seeds]
+        together = await asyncio.gather(
+            *(collect(parallel, request(seed=s, cold=True)) for s in seeds)
+        )
+        assert [result[1:] for result in together] == alone
+        assert all(text for text, _ in alone)
+        assert parallel.stats().slots_busy == 0
+        assert parallel.stats().tokens_per_s > 0
+    finally:
+        await parallel.close()
 
 
 async def test_models_lists_the_served_gguf(backend: OpenAIBackend, tiny_model: Path) -> None:
@@ -428,6 +472,93 @@ async def test_usage_and_error_events(tiny_model: Path) -> None:
     assert generation.result.error == f"the model server at {url} failed: model exploded"
 
 
+async def crafted_result(tiny_model: Path, events: list[str]) -> tuple[GenerationResult, str]:
+    """What the backend makes of a stream of `events` (then a stall), and the stub's URL."""
+    server, url = await stub(sse_then_stall(events))
+    crafted = await OpenAIBackend.load(tiny_model, url, n_ctx=2048, timeout_s=5)
+    try:
+        generation = crafted.start(request(seed=1))
+        deltas = [d async for d in generation]
+    finally:
+        await crafted.close()
+        await close_stub(server)
+    assert "".join(deltas) == generation.result.text
+    return generation.result, url
+
+
+async def test_a_chunk_of_unexpected_shape_ends_the_reply_as_an_error(tiny_model: Path) -> None:
+    """Issue 12 item 5: `{"choices": ["oops"]}` raised an AttributeError in the stream task
+    ("Task exception was never retrieved") and the cut answer was finished as "stop"."""
+    events = ['data: {"choices": [{"text": "Hel"}]}\n\n', 'data: {"choices":["oops"]}\n\n']
+    result, url = await crafted_result(tiny_model, events)
+    assert (result.finish, result.text) == ("error", "Hel")
+    assert (
+        result.error
+        == f'the model server at {url} sent unexpected JSON: \'{{"choices":["oops"]}}\''
+    )
+
+
+async def test_any_error_while_reading_ends_the_reply_as_an_error(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever goes wrong with a stream (here: a bug in reading it), the reply ends as an
+    error, like the in-process engine's, never as a complete answer."""
+
+    def broken(data: str, base_url: str) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr("bot.model.openai.backend.read_chunk", broken)
+    result, _url = await crafted_result(tiny_model, ['data: {"choices": [{"text": "x"}]}\n\n'])
+    assert (result.finish, result.error) == ("error", "KeyError: 'a bug'")
+
+
+async def test_a_stream_that_ends_without_a_finish_reason_is_an_error(tiny_model: Path) -> None:
+    """A stream cut short (llama_cpp.server's `interrupt_requests` sends [DONE] mid-reply when
+    a second request arrives) must not be stored as a complete answer."""
+    events = ['data: {"choices": [{"text": "Half an ans"}]}\n\n', "data: [DONE]\n\n"]
+    result, url = await crafted_result(tiny_model, events)
+    assert (result.finish, result.text) == ("error", "Half an ans")
+    assert result.error == f"the model server at {url} ended the reply without saying why"
+
+
+async def test_no_more_streams_open_than_parallel(tiny_model: Path) -> None:
+    """Four replies on a backend with two slots: the server never sees more than two
+    requests at once; the others wait their turn and are answered too."""
+    release = asyncio.Event()
+    open_now: list[int] = [0, 0]  # [open, most ever open]
+
+    async def respond(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        open_now[0] += 1
+        open_now[1] = max(open_now[1], open_now[0])
+        await release.wait()
+        body = b'data: {"choices": [{"text": "ok", "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n'
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        await writer.drain()
+        open_now[0] -= 1
+        writer.close()
+
+    server, url = await stub(respond)
+    two = await OpenAIBackend.load(tiny_model, url, n_ctx=2048, timeout_s=5, parallel=2)
+    try:
+        generations = [two.start(request(seed=s)) for s in range(4)]
+        async with asyncio.timeout(10):
+            while open_now[0] < 2 or two.stats().slots_busy < 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # room for a third request, were it sent
+        assert open_now[1] == 2 and two.stats().slots_busy == 2
+        release.set()
+        for generation in generations:
+            _ = [d async for d in generation]
+            assert (generation.result.finish, generation.result.text) == ("stop", "ok")
+    finally:
+        await two.close()
+        await close_stub(server)
+    assert open_now[1] == 2
+
+
 # -- the request itself --------------------------------------------------------------------------
 
 
@@ -478,13 +609,14 @@ async def test_a_bos_the_template_wrote_is_not_sent_twice(
 
 def test_both_backends_have_what_the_daemon_uses() -> None:
     used = {name for name in dir(Backend) if not name.startswith("_")}
-    assert used == {"info", "start", "render", "tokenize", "count_tokens", "prompt_tokens"} | {
+    assert used == {"info", "slots", "start", "render", "tokenize", "count_tokens"} | {
+        "prompt_tokens",
         "forget",
         "cache_state",
         "close",
     }
     for cls in (LlamaCppBackend, OpenAIBackend):
-        assert used - {"info"} <= set(dir(cls)), cls  # info is set when loaded
+        assert used - {"info", "slots"} <= set(dir(cls)), cls  # may be set when loaded
 
 
 @pytest.mark.parametrize("kind", ["llama_cpp", "openai"])

@@ -74,6 +74,26 @@ def test_read_chunk_errors(data: str, error: str) -> None:
     assert str(raised.value) == error
 
 
+# Issue 12 item 5: a chunk of an unexpected shape is the server's error, never a crash (an
+# AttributeError used to end the stream task and leave the cut answer looking complete).
+@pytest.mark.parametrize(
+    "data",
+    [
+        '{"choices":["oops"]}',
+        '{"choices": {"text": "x"}}',
+        '{"choices": "x"}',
+        '{"choices": [{"text": 5}]}',
+        '{"choices": [{"text": ["a"]}]}',
+        '{"choices": [{"text": "a", "finish_reason": 1}]}',
+        '{"choices": [], "usage": 3}',
+    ],
+)
+def test_read_chunk_rejects_unexpected_shapes(data: str) -> None:
+    with pytest.raises(ServerError) as raised:
+        read_chunk(data, URL)
+    assert str(raised.value) == f"the model server at {URL} sent unexpected JSON: {data!r}"
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [

@@ -101,6 +101,71 @@ def test_round_robin_across_three_channels(clock: Clock) -> None:
     assert q.next_nowait() is None
 
 
+def test_channels_being_answered_are_skipped_and_keep_their_place(clock: Clock) -> None:
+    q = make_queue(clock)
+    for job, channel in [("a0", "A"), ("a1", "A"), ("b0", "B"), ("c0", "C"), ("b1", "B")]:
+        q.restore(channel, job)
+    assert q.next_nowait(skip={"A"}) == "b0"
+    assert q.next_nowait(skip={"A", "B"}) == "c0"
+    assert q.next_nowait(skip={"A", "B", "C"}) is None
+    assert len(q) == 3
+    # A waited in front all along: its next message comes first once it is free.
+    assert q.next_nowait(skip={"B"}) == "a0"
+    assert q.next_nowait(skip={"A"}) == "b1"
+    assert q.next_nowait() == "a1"
+
+
+def serve_with_slots(q: FairQueue[str], slots: int) -> tuple[list[str], list[list[str]]]:
+    """Runs the queue like the responder does: free slots go to the next channels in order,
+    skipping those with a reply in flight; then the oldest reply in flight ends. Returns the
+    jobs in the order they started, and the jobs in flight after each filling of slots."""
+    in_flight: list[str] = []  # oldest first; a job's channel is its first letter
+    started: list[str] = []
+    steps: list[list[str]] = []
+    while True:
+        while len(in_flight) < slots:
+            job = q.next_nowait(skip={job[0] for job in in_flight})
+            if job is None:
+                break
+            in_flight.append(job)
+            started.append(job)
+        if not in_flight:
+            return started, steps
+        steps.append(list(in_flight))
+        in_flight.pop(0)
+
+
+def test_fairness_with_slots_a_busy_channel_holds_at_most_one(clock: Clock) -> None:
+    """Issue 14: a channel with 20 queued messages holds at most one slot while the other
+    channels get the rest."""
+    q = make_queue(clock)
+    for i in range(20):
+        q.restore("A", f"A{i}")
+    for channel in "BCD":
+        for i in range(3):
+            q.restore(channel, f"{channel}{i}")
+    started, steps = serve_with_slots(q, slots=4)
+    assert steps[0] == ["A0", "B0", "C0", "D0"]
+    for in_flight in steps:
+        channels = [job[0] for job in in_flight]
+        assert len(channels) == len(set(channels)), in_flight  # one reply per channel
+    assert sorted(started) == sorted(
+        [f"A{i}" for i in range(20)] + [f"{c}{i}" for c in "BCD" for i in range(3)]
+    )
+    # While B, C and D have work, all four slots are busy, A holding one of them.
+    assert all(len(step) == 4 for step in steps[:9])
+    # B, C and D never wait behind A's backlog: their three replies come before A's fourth.
+    assert max(started.index(f"{c}2") for c in "BCD") < started.index("A3")
+
+
+def test_one_slot_serves_in_the_same_order_as_before(clock: Clock) -> None:
+    q = make_queue(clock)
+    for i in range(3):
+        q.restore("A", f"A{i}")
+    q.restore("B", "B0")
+    assert serve_with_slots(q, slots=1)[0] == ["A0", "B0", "A1", "A2"]
+
+
 # ---------------------------------------------------------------- bound and tickets
 
 
@@ -307,6 +372,18 @@ async def test_get_times_out_when_empty_and_the_timed_out_get_takes_nothing(cloc
     q.put(ticket, "A", "a1")
     assert await asyncio.wait_for(waiter, timeout=1) == "a1"
     assert len(q) == 0
+
+
+async def test_get_skips_busy_channels_until_woken(clock: Clock) -> None:
+    q = make_queue(clock)
+    q.restore("A", "a0")
+    busy = {"A"}  # a live view, as the responder passes its channels in flight
+    waiter = asyncio.create_task(q.get(skip=busy))
+    await asyncio.sleep(0.01)
+    assert not waiter.done()  # A's reply is still being generated
+    busy.clear()
+    q.wake()
+    assert await asyncio.wait_for(waiter, 1) == "a0"
 
 
 async def test_get_returns_queued_work_immediately_and_in_order(clock: Clock) -> None:

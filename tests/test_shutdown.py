@@ -68,7 +68,7 @@ async def test_the_answer_in_flight_finishes_within_the_grace_period(
         await daemon.handle(msg)
         (record,) = adapter.for_message(msg.message_id)
         await first_text(record)
-        assert daemon.in_flight is not None
+        assert daemon.in_flight
         await daemon.stop(grace=60)
         assert record.final is not None and record.failed is None
         assert len(record.final) > len(record.updates[0])

@@ -28,7 +28,8 @@ def test_is_connected(answer: object, connected: bool) -> None:
 def test_disconnected_names_the_adapters_that_are_down_in_order() -> None:
     status = DaemonStatus(
         queued=0,
-        answering=False,
+        answering=0,
+        slots=1,
         answered=0,
         stopping=False,
         adapters={"console": True, "discord": False, "matrix": False},
@@ -49,7 +50,8 @@ def test_degraded_says_what_works_only_in_part(
 ) -> None:
     status = DaemonStatus(
         queued=0,
-        answering=False,
+        answering=0,
+        slots=1,
         answered=0,
         stopping=False,
         adapters={"console": False},  # a platform that is down is not "degraded": see readyz

@@ -1,8 +1,8 @@
 """Are the workers alive? Asked by /healthz and before each systemd watchdog ping.
 
 The answer worker (a task on the event loop) must still be running. The model worker answers
-a trivial job through its thread. A job waits behind the reply being generated, though, so
-while one is, the model worker also counts as alive as long as its token count moves. Only a
+a trivial job through its thread. A job waits behind the replies being generated, though, so
+while any is, the model worker also counts as alive as long as a token count moves. Only a
 model worker that has done neither for `stall_s` is reported stuck. A store that cannot be
 written is no reason: answers wait for it, and a restart would not make room on a disk.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -32,13 +32,13 @@ def worker_ping(backend: object) -> Ping | None:
 class WorkerProbe:
     """Whether the workers still work: the answer worker has not ended (`failure` says why it
     did), and the model worker answers pings. One ping is in flight at a time, so probing
-    often costs nothing; a ping waits behind a reply being generated, so while one is, the
-    worker counts as alive as long as its token count moves."""
+    often costs nothing; a ping waits behind the replies being generated, so while any is,
+    the worker counts as alive as long as a token count moves."""
 
     def __init__(
         self,
         ping: Ping | None,
-        in_flight: Callable[[], Generation | None],
+        in_flight: Callable[[], Sequence[Generation]],
         stall_s: float,
         failure: Failure = lambda: None,
     ) -> None:
@@ -48,7 +48,7 @@ class WorkerProbe:
         self.stall_s = stall_s
         self._pending: asyncio.Future[object] | None = None
         self._sent = 0.0
-        self._seen: tuple[int, int] = (0, -1)  # (id of the generation, its token count)
+        self._seen: dict[int, int] = {}  # id of each generation in flight → its token count
         self._seen_at = 0.0
 
     async def check(self, wait: float = 0.0) -> str | None:
@@ -73,11 +73,11 @@ class WorkerProbe:
         return f"the model worker has not answered for {waited:.0f} s"
 
     def _progressing(self) -> bool:
-        generation = self._in_flight()
-        if generation is None:
+        generations = self._in_flight()
+        if not generations:
             return False
         now = time.monotonic()
-        seen = (id(generation), generation.result.generated_tokens)
+        seen = {id(g): g.result.generated_tokens for g in generations}
         if seen != self._seen:
             self._seen, self._seen_at = seen, now
         return now - self._seen_at < self.stall_s

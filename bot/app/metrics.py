@@ -1,8 +1,8 @@
 """Prometheus metrics: what the daemon did, counted once per reply (never per token).
 
 The daemon reports through a `bot.observer.Observer`; `Metrics` is the one that counts.
-Values that are state rather than events (queue depth, adapter connections) are read when
-scraped, so they can never go stale.
+Values that are state rather than events (queue depth, slots in use, the engine's speed,
+adapter connections) are read when scraped, so they can never go stale.
 """
 
 from __future__ import annotations
@@ -116,9 +116,28 @@ class _StateCollector(Collector):
         )
         yield GaugeMetricFamily(
             "hearthbot_generating",
-            "1 while an answer is being generated.",
-            value=int(status.answering),
+            "Answers being generated now (slots busy).",
+            value=status.answering,
         )
+        yield GaugeMetricFamily(
+            "hearthbot_slots", "Answers that may be generated at once.", value=status.slots
+        )
+        if (engine := status.engine) is not None:
+            yield GaugeMetricFamily(
+                "hearthbot_engine_slots_busy",
+                "Generations the model engine is running now.",
+                value=engine.slots_busy,
+            )
+            yield GaugeMetricFamily(
+                "hearthbot_engine_batch_size",
+                "Sequences in the engine's latest decode step (0: not known).",
+                value=engine.batch_size,
+            )
+            yield GaugeMetricFamily(
+                "hearthbot_engine_tokens_per_second",
+                "Tokens generated per second lately, all answers together.",
+                value=engine.tokens_per_s,
+            )
         connected = GaugeMetricFamily(
             "hearthbot_adapter_connected",
             "1 when the chat platform connection is up.",

@@ -39,6 +39,8 @@ class CommandContext:
     model: ModelControls
     status: Callable[[], DaemonStatus]
     forget_queued: Callable[[str], int]  # user key → queued messages dropped
+    # Stops the answers in flight to matching messages; returns once they have ended.
+    stop_answers: Callable[[Callable[[Incoming], bool]], Awaitable[None]]
     reused_tokens: Callable[[str], int]  # channel → prompt tokens its last reply reused
     context_tokens: Callable[[str, str], Awaitable[int]]  # (channel, system prompt) → in use
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from bot.commands.context import CommandContext, Handler
 from bot.commands.parse import Command, help_text
 from bot.events import Incoming
+from bot.status import DaemonStatus
 
 
 async def show_help(ctx: CommandContext, command: Command, message: Incoming) -> str:
@@ -30,8 +31,17 @@ async def show_status(ctx: CommandContext, command: Command, message: Incoming) 
             f"Seed: {seed if seed is not None else 'random (fresh each reply)'}",
             f"Cache: {ctx.model.cache_state(message.channel_key)}; last reply reused "
             f"{ctx.reused_tokens(message.channel_key):,} prompt tokens",
-            f"Queue: {ctx.status().queued} waiting",
+            slots_line(ctx.status()),
         ]
+    )
+
+
+def slots_line(status: DaemonStatus) -> str:
+    """How busy the model is: its slots in use, its speed when the engine says, the queue."""
+    engine = status.engine
+    speed = f" ({engine.tokens_per_s:.1f} tokens/s)" if engine and engine.tokens_per_s else ""
+    return (
+        f"Replying: {status.answering} of {status.slots} slots busy{speed}; {status.queued} waiting"
     )
 
 

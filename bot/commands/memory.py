@@ -1,4 +1,11 @@
-"""!reset and !forget: delete what the bot remembers, a channel's or a person's."""
+"""!reset and !forget: delete what the bot remembers, a channel's or a person's.
+
+An answer being generated in the channel where either is given is stopped first: it was
+written from what is being deleted. !reset waits for it to end (shown and stored as stopped)
+and then deletes it with the rest of the history. !forget deletes the person's messages
+first, so an answer to one of them ends without being stored, then stops the answers to them
+and the one here, and drops cached KV state once they have ended.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +17,10 @@ from bot.prompt.quotes import forget_author
 
 
 async def reset(ctx: CommandContext, command: Command, message: Incoming) -> str:
-    count = await ctx.store.reset_channel(message.channel_key)
-    await ctx.model.forget(message.channel_key)
+    channel = message.channel_key
+    await ctx.stop_answers(lambda answered: answered.channel_key == channel)
+    count = await ctx.store.reset_channel(channel)
+    await ctx.model.forget(channel)
     return texts.RESET_DONE.format(count=count)
 
 
@@ -27,9 +36,13 @@ async def forget(ctx: CommandContext, command: Command, message: Incoming) -> st
     ctx.forget_queued(who)
     spoke_in = await ctx.store.channels_of(who)
     count = await ctx.store.forget_user(who)
+    channel = message.channel_key
+    await ctx.stop_answers(
+        lambda answered: answered.channel_key == channel or answered.user_key == who
+    )
     forget_author(ctx.live.adapters, who)  # the adapter's cached copies of their messages
-    for channel in spoke_in:  # only these channels' cached KV can hold their words
-        await ctx.model.forget(channel)
+    for key in spoke_in:  # only these channels' cached KV can hold their words
+        await ctx.model.forget(key)
     return texts.FORGET_DONE.format(count=count, who="you" if who == message.user_key else who)
 
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from bot.model.types import Generation, GenerationRequest, ModelInfo
+from bot.model.types import EngineStats, Generation, GenerationRequest, ModelInfo
 from bot.settings import ModelSettings
 
 
@@ -21,6 +21,12 @@ class Backend(Protocol):
 
     @property
     def info(self) -> ModelInfo: ...
+
+    @property
+    def slots(self) -> int:
+        """How many generations may run at once (`[model] parallel`); the daemon starts no
+        more than that."""
+        ...
 
     def start(self, request: GenerationRequest) -> Generation:
         """Begin generating; iterate the Generation for text, read `.result` when it ends."""
@@ -45,6 +51,16 @@ class Backend(Protocol):
     async def close(self) -> None: ...
 
 
+def engine_stats(backend: object) -> EngineStats | None:
+    """The backend's `stats()`, if it has that optional hook (an engine that can tell). A
+    hook that fails reads as none: it must not fail a scrape or `!status`."""
+    stats = getattr(backend, "stats", None)
+    try:
+        return stats() if callable(stats) else None
+    except Exception:
+        return None
+
+
 async def load_backend(model: ModelSettings, path: Path) -> Backend:
     """The configured backend, ready to answer. `path` is the GGUF: the model itself for
     llama_cpp, its tokenizer and chat template for openai. Raises ModelFileError."""
@@ -59,6 +75,7 @@ async def load_backend(model: ModelSettings, path: Path) -> Backend:
             api_key=model.api_key.get_secret_value() if model.api_key else None,
             model=model.model,
             timeout_s=model.timeout_s,
+            parallel=model.parallel,
         )
     from bot.model.llama_cpp.backend import LlamaCppBackend
 

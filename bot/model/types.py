@@ -76,6 +76,15 @@ class GenerationResult:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    """What the model engine is doing now (a backend's optional `stats()`), for metrics."""
+
+    slots_busy: int  # generations running now
+    batch_size: int  # sequences in the latest decode step (0: not known, e.g. a remote server)
+    tokens_per_s: float  # tokens generated per second lately, all generations together
+
+
 @dataclass(eq=False)
 class Generation:
     """A running generation: iterate it for text deltas; `result` is set when it ends."""

@@ -9,6 +9,8 @@ Backend-neutral: nothing here imports llama_cpp or aiohttp.
 from __future__ import annotations
 
 import time
+from collections import deque
+from collections.abc import Callable
 
 import structlog
 
@@ -17,11 +19,38 @@ from bot.model.types import TURN_MARKERS, Generation, StopScanner
 log = structlog.get_logger(__name__)
 
 
+class Throughput:
+    """Tokens per second over the last `window_s` seconds, all generations together: an
+    engine's `stats().tokens_per_s`. Counted in whole-second buckets, so memory stays small."""
+
+    def __init__(self, window_s: int = 10, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window_s = window_s
+        self._clock = clock
+        self._buckets: deque[list[int]] = deque()  # [second, tokens], oldest first
+
+    def add(self, tokens: int = 1) -> None:
+        second = int(self._clock())
+        if self._buckets and self._buckets[-1][0] == second:
+            self._buckets[-1][1] += tokens
+        else:
+            self._buckets.append([second, tokens])
+        self._forget_before(second)
+
+    def per_s(self) -> float:
+        self._forget_before(int(self._clock()))
+        return sum(tokens for _, tokens in self._buckets) / self.window_s
+
+    def _forget_before(self, second: int) -> None:
+        while self._buckets and self._buckets[0][0] <= second - self.window_s:
+            self._buckets.popleft()
+
+
 class GenerationWriter:
     """Writes one generation's text and result, the same way for every backend."""
 
-    def __init__(self, generation: Generation) -> None:
+    def __init__(self, generation: Generation, meter: Throughput | None = None) -> None:
         self.generation = generation
+        self.meter = meter
         self.result = generation.result
         self.result.seed = generation.request.seed
         self.started = time.perf_counter()
@@ -37,6 +66,8 @@ class GenerationWriter:
         the reply ends there, and the marker is never shown."""
         self.first_token()
         self.result.generated_tokens += 1
+        if self.meter is not None:
+            self.meter.add()
         shown, hit = self._scanner.feed(piece)
         if shown:
             self.generation._emit(shown)

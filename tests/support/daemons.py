@@ -36,14 +36,18 @@ async def daemon_for(
     engine_cls: type[LlamaCppBackend] = LlamaCppBackend,
     kv_cache_mb: int = 0,
     backend: Backend | None = None,
+    slots: int | None = None,
     **sections: Any,
 ) -> AsyncIterator[tuple[Daemon, RecordingAdapter]]:
     """`backend`: used instead of loading `engine_cls` (e.g. the openai backend); closed at
-    the end like the engine."""
+    the end like the engine. `slots`: how many answers the daemon may have in flight (the
+    in-process engine of today generates them one after the other)."""
     settings = make_settings(tmp_path, **sections)
     engine = backend or await engine_cls.load(
         model, n_ctx=n_ctx, n_threads=2, kv_cache_mb=kv_cache_mb
     )
+    if slots is not None:
+        engine.slots = slots  # type: ignore[misc]
     store = await Store.open(tmp_path / DB)
     adapter = RecordingAdapter()
     personas = load_personas(settings.bot.personas_dir)

@@ -24,13 +24,20 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def llama_server(
-    model: Path, log_dir: Path, n_ctx: int = 2048, api_key: str | None = None
+    model: Path,
+    log_dir: Path,
+    n_ctx: int = 2048,
+    api_key: str | None = None,
+    interrupt_requests: bool = False,
 ) -> Iterator[str]:
-    """Start the server, wait until it answers, yield its base URL, stop it."""
+    """Start the server, wait until it answers, yield its base URL, stop it. By default a
+    second request waits for the first: llama_cpp.server's own default (interrupt_requests)
+    ends the running stream instead, as if the reply were complete."""
     port = free_port()
     args = [sys.executable, "-m", "llama_cpp.server", "--model", str(model)]
     args += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx)]
     args += ["--n_threads", "2", "--verbose", "false"]
+    args += ["--interrupt_requests", str(interrupt_requests).lower()]
     if api_key:
         args += ["--api_key", api_key]
     log_path = log_dir / f"llama-server-{port}.log"

@@ -34,6 +34,8 @@ class LlamaCppBackend(UsesChatText):
     """The in-process backend: owns the model and its thread. Create with
     `await LlamaCppBackend.load(...)`."""
 
+    slots = 1  # one generation at a time (issue 14's batched engine runs `parallel`)
+
     def __init__(self) -> None:
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="hearthbot-model", daemon=True)

@@ -10,7 +10,8 @@ template the messages its own way, and trimming to the context window would beco
 
 Text streams back as server-sent events into the same `Generation` the in-process backend
 uses. Stop strings go to the server and are also scanned here, so another speaker's turn
-never shows even where a server ignores them.
+never shows even where a server ignores them. Up to `parallel` replies stream at once, for
+servers that batch them (llama-server with -np, vLLM, Ollama with OLLAMA_NUM_PARALLEL).
 """
 
 from __future__ import annotations
@@ -29,17 +30,18 @@ import structlog
 from bot import logs
 from bot.masking import mask_url
 from bot.model.gguf import ModelFileError, inspect_model
-from bot.model.openai.errors import ServerError, refusal, server_errors
+from bot.model.openai.errors import ServerError, refusal, server_at, server_errors
 from bot.model.openai.sse import json_object, read_chunk, sse_data
 from bot.model.template import ChatText, UsesChatText, open_vocab
 from bot.model.types import (
+    EngineStats,
     FinishReason,
     Generation,
     GenerationRequest,
     GenerationResult,
     ModelInfo,
 )
-from bot.model.writer import GenerationWriter
+from bot.model.writer import GenerationWriter, Throughput
 
 log = structlog.get_logger(__name__)
 
@@ -84,6 +86,7 @@ class OpenAIBackend(UsesChatText):
         api_key: str | None,
         model: str | None,
         timeout_s: float,
+        parallel: int = 1,
     ) -> None:
         self._vocab = vocab
         self._text = text
@@ -100,6 +103,11 @@ class OpenAIBackend(UsesChatText):
         self._session = aiohttp.ClientSession(headers=headers, timeout=timeout, trust_env=False)
         self._tasks: set[asyncio.Task[None]] = set()
         self._count_warned = False
+        self.slots = parallel
+        # More replies than slots wait here, not on the server's side of a connection.
+        self._streams = asyncio.Semaphore(parallel)
+        self._streaming = 0
+        self._meter = Throughput()
         self.ids_accepted = False  # the server took a prompt of token ids
         self.text_only = False  # it refused one and took text: it gets text from now on
 
@@ -112,6 +120,7 @@ class OpenAIBackend(UsesChatText):
         api_key: str | None = None,
         model: str | None = None,
         timeout_s: float = 60.0,
+        parallel: int = 1,
     ) -> OpenAIBackend:
         """Open the GGUF's vocabulary (fast, no weights). The server is not contacted: a
         server that is down at start is reported per reply, not as a failed start."""
@@ -133,7 +142,7 @@ class OpenAIBackend(UsesChatText):
             n_threads=0,  # the server's business
             quantization=text.quantization,
         )
-        return cls(vocab, text, info, base_url, api_key, model, timeout_s)
+        return cls(vocab, text, info, base_url, api_key, model, timeout_s, parallel)
 
     # -- text: the same template and vocabulary as the served GGUF --------------------------
 
@@ -152,6 +161,10 @@ class OpenAIBackend(UsesChatText):
 
     def cache_state(self, key: str) -> str:
         return "kept by the model server"
+
+    def stats(self) -> EngineStats:
+        """Streams open and text pieces per second; how the server batches them is its own."""
+        return EngineStats(self._streaming, batch_size=0, tokens_per_s=self._meter.per_s())
 
     # -- generation ------------------------------------------------------------------------
 
@@ -193,21 +206,29 @@ class OpenAIBackend(UsesChatText):
         return generation
 
     async def _generate(self, gen: StreamingGeneration) -> None:
-        writer = GenerationWriter(gen)
+        writer = GenerationWriter(gen, self._meter)
         try:
             gen.result.prompt_tokens = len(self.request_tokens(gen.request))
-            gen.result.finish = await self._stream(gen, writer)
+            async with self._streams:
+                self._streaming += 1
+                try:
+                    gen.result.finish = await self._stream(gen, writer)
+                finally:
+                    self._streaming -= 1
         except asyncio.CancelledError:  # gen.cancel(), or shutting down
             gen.result.finish = "cancelled"
         except ServerError as exc:
             writer.fail(str(exc))
+        except Exception as exc:  # whatever breaks, the reply ends as an error, never complete
+            writer.fail(f"{type(exc).__name__}: {exc}")
         finally:
             writer.close()
 
     async def _stream(self, gen: StreamingGeneration, writer: GenerationWriter) -> FinishReason:
         """Read the reply; `generated_tokens` is the server's count when it reports one, else
-        the streamed pieces (servers send one per token, or fewer while holding back text)."""
-        finish: FinishReason = "stop"
+        the streamed pieces (servers send one per token, or fewer while holding back text). A
+        stream that ends before the server says why was cut short: an error."""
+        finish: FinishReason | None = None
         with server_errors(self.base_url, self.timeout_s):
             async with await self._post(gen.request) as response:
                 if response.status != 200:
@@ -227,6 +248,8 @@ class OpenAIBackend(UsesChatText):
                     if gen.cancelled:
                         response.close()
                         return "cancelled"
+        if finish is None:
+            raise ServerError(f"{server_at(self.base_url)} ended the reply without saying why")
         return finish
 
     async def _post(self, request: GenerationRequest) -> aiohttp.ClientResponse:

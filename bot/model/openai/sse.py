@@ -41,21 +41,29 @@ class Chunk:
 
 def read_chunk(data: str, base_url: str) -> Chunk | None:
     """The event's content; None for the end marker. Raises ServerError for an error event
-    or for something that is not a JSON object."""
+    or for anything not shaped like a completion chunk."""
     if data == DONE:
         return None
     event = json_object(data, base_url)
     if error := event.get("error"):
         raise ServerError(f"{server_at(base_url)} failed: {error_message(error)}")
+    choices = event.get("choices") or []
+    usage = event.get("usage") or None
+    if not isinstance(choices, list) or not isinstance(usage, dict | None):
+        raise unexpected(data, base_url)
     texts: list[str] = []
     finish: FinishReason | None = None
-    for choice in event.get("choices") or ():
-        if text := choice.get("text"):
+    for choice in choices:
+        if not isinstance(choice, dict):
+            raise unexpected(data, base_url)
+        text, reason = choice.get("text"), choice.get("finish_reason")
+        if not isinstance(text, str | None) or not isinstance(reason, str | None):
+            raise unexpected(data, base_url)
+        if text:
             texts.append(text)
-        if reason := choice.get("finish_reason"):
+        if reason:
             finish = "length" if reason == "length" else "stop"
-    usage = event.get("usage")
-    return Chunk(tuple(texts), finish, usage if isinstance(usage, dict) and usage else None)
+    return Chunk(tuple(texts), finish, usage)
 
 
 def json_object(data: str, base_url: str) -> dict[str, Any]:
@@ -67,5 +75,10 @@ def json_object(data: str, base_url: str) -> dict[str, Any]:
             f"{server_at(base_url)} sent something that is not JSON: {data[:80]!r}"
         ) from None
     if not isinstance(value, dict):
-        raise ServerError(f"{server_at(base_url)} sent unexpected JSON: {data[:80]!r}")
+        raise unexpected(data, base_url)
     return value
+
+
+def unexpected(data: str, base_url: str) -> ServerError:
+    """The server sent JSON of a shape we do not know."""
+    return ServerError(f"{server_at(base_url)} sent unexpected JSON: {data[:80]!r}")

@@ -1,0 +1,275 @@
+"""One answer in one slot (bot.responder hands out the slots), start to end.
+
+Resolve the channel's persona and sampling, build the prompt within the context window,
+generate, stream the text to the reply handle, then store the answer and clear the pending mark
+in one step. A store that cannot be written (a full disk, a lock held elsewhere) does not lose
+or repeat an answer: the message stays pending, saving is tried again with backoff, the user
+sees one "delayed" notice, and the answer once it is saved. Nothing but cancellation ends an
+answer's task, so a failure never costs its slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+
+from bot import texts
+from bot.backoff import Backoff
+from bot.database import StoreError
+from bot.events import Incoming, ReplyHandle
+from bot.live import Live
+from bot.model.backend import Backend
+from bot.model.types import Generation, GenerationRequest, GenerationResult, draw_seed
+from bot.personas import Sampling
+from bot.prompt.builder import ContextBuilder, Prompt, TooLong
+from bot.prompt.thinking import ThinkFilter, with_thinking
+from bot.scopes import resolve_for
+from bot.store import Store
+
+log = structlog.get_logger(__name__)
+
+# Waits before trying a failed write again, doubling: a full disk is not hammered, and an
+# answer is saved soon after room is made.
+STORE_RETRY_FIRST_S = 1.0
+STORE_RETRY_MAX_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A generated answer on its way to the store: the text stored, the text shown."""
+
+    text: str
+    shown: str
+    result: GenerationResult
+
+
+@dataclass(slots=True)
+class Job:
+    """An accepted message waiting for its answer: its store row and where to show it."""
+
+    row: int
+    message: Incoming
+    reply: ReplyHandle
+    # Kept while the store fails, so that a retry saves and shows the answer without
+    # generating it again, and the "delayed" notice is shown once.
+    answer: Answer | None = None
+    streamed: str = ""  # what the user sees of the answer so far
+    delayed: bool = False
+
+
+@dataclass(eq=False, slots=True)
+class Answering:
+    """A job holding a slot: its task, and its generation once that has started."""
+
+    job: Job
+    task: asyncio.Task[None] | None = None
+    generation: Generation | None = None
+    stopped: bool = False  # asked to stop: its generation is cancelled as soon as it starts
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.generation is not None:
+            self.generation.cancel()
+
+
+def shown_answer(answer: str, cut_at: int | None, kept: int | None, stopped: bool = False) -> str:
+    """The text users see: never empty (platforms reject that), and with a brief note when
+    the reply was stopped, hit max_tokens, or older history was left out."""
+    notes = [texts.NOTE_STOPPED] if stopped else []
+    if cut_at is not None:
+        notes.append(texts.NOTE_MAX_TOKENS.format(max_tokens=cut_at))
+    if kept is not None:
+        notes.append(texts.NOTE_TRIMMED.format(kept=kept))
+    return (answer.strip() or texts.EMPTY_REPLY) + texts.footnote(notes)
+
+
+class AnswerWriter:
+    """Writes answers, one job per call of `run` (one per slot in use), and counts them."""
+
+    def __init__(self, live: Live, store: Store, backend: Backend, context: ContextBuilder) -> None:
+        self.live = live
+        self.store = store
+        self.backend = backend
+        self.context = context
+        self.answered = 0
+        self._reused: dict[str, int] = {}  # channel → prompt tokens reused by its last reply
+        self._abandoned = asyncio.Event()  # shutting down without waiting for the answers
+
+    def abandon(self) -> None:
+        """Shutting down: answers started from now on are stopped at once, and those waiting
+        for the store give up (they stay pending). Stopping the generations running now is
+        the caller's, which knows them."""
+        self._abandoned.set()
+
+    def reused_tokens(self, channel: str) -> int:
+        """Prompt tokens the channel's last reply took from the KV cache."""
+        return self._reused.get(channel, 0)
+
+    async def run(self, answering: Answering) -> None:
+        """Answer one job; whatever fails ends the job, never its slot's task."""
+        job = answering.job
+        try:
+            await self._until_saved(job, lambda: self._answer(answering), notify=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("answering failed", platform=job.message.platform)
+            self.live.observer.error("answer")
+            await self._fail(job)
+
+    async def _fail(self, job: Job) -> None:
+        """A failed answer is no longer pending (once the store takes that), and its sender
+        is told. An adapter that raises here despite its protocol is logged, no more."""
+        try:
+            if await self._until_saved(job, lambda: self.store.drop_pending(job.row)):
+                await job.reply.fail(texts.GENERATION_FAILED)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("ending a failed answer failed", platform=job.message.platform)
+
+    async def _until_saved(
+        self, job: Job, step: Callable[[], Awaitable[None]], notify: bool = False
+    ) -> bool:
+        """Run `step` until the store takes its writes: after a StoreError the message stays
+        pending and `step` runs again after a backoff; with `notify` the user is told once that
+        the answer is delayed. False if the daemon gave up on it meanwhile (shutting down):
+        then it is still pending, for the next start."""
+        backoff = Backoff(STORE_RETRY_FIRST_S, STORE_RETRY_MAX_S)
+        while True:
+            try:
+                await step()
+                return True
+            except StoreError as exc:
+                log.warning("the store failed; trying again", error=str(exc), in_s=backoff.delay)
+                self.live.observer.error("store")
+            if notify and not job.delayed:
+                job.delayed = True
+                shown = f"{job.streamed}\n\n{texts.DELAYED}" if job.streamed else texts.DELAYED
+                await job.reply.update(shown)
+            if not await self._pause(backoff.next()):
+                await job.reply.fail(texts.SHUTTING_DOWN)
+                return False
+
+    async def _pause(self, seconds: float) -> bool:
+        """Wait before a retry; False if the daemon gave up on the answers in flight."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._abandoned.wait(), seconds)
+        return not self._abandoned.is_set()
+
+    async def _answer(self, answering: Answering) -> None:
+        """Generate the answer (unless a try before did), save it, show it."""
+        job = answering.job
+        if job.answer is None:
+            job.answer = await self._generate(answering)
+            if job.answer is None:
+                return
+        await self._save_and_show(job, job.answer)
+
+    async def _generate(self, answering: Answering) -> Answer | None:
+        """The answer, streamed to the reply as it grows; None when the job ended without
+        one (too long, or stopped at shutdown) and its notice is shown."""
+        job = answering.job
+        message = job.message
+        bot = self.live.settings.bot
+        resolved = await resolve_for(self.store, message, self.live.personas, bot.default_persona)
+        sampling = resolved.sampling
+        n_ctx = self.backend.info.n_ctx
+        # A persona written for a big context must still leave room for history in a small one.
+        reserve = min(sampling.max_tokens, n_ctx // 2)
+        prompt = await self.context.build(
+            message.channel_key,
+            resolved.persona.system_prompt,
+            reserve=reserve,
+            multi_user=not message.is_direct,
+            through_row=job.row,
+        )
+        if isinstance(prompt, TooLong):
+            await self.store.discard(job.row)
+            await job.reply.fail(texts.TOO_LONG.format(tokens=prompt.tokens, limit=prompt.limit))
+            return None
+        await job.reply.typing()
+        room = n_ctx - len(prompt.tokens)
+        if room < sampling.max_tokens:
+            sampling = sampling.model_copy(update={"max_tokens": room})
+        generation = self.backend.start(_request(message, prompt, sampling))
+        answering.generation = generation
+        if self._abandoned.is_set() or answering.stopped:
+            generation.cancel()
+        try:
+            thinking = await _stream(generation, job)
+        except asyncio.CancelledError:
+            generation.cancel()  # shutting down: the message stays pending for next start
+            await job.reply.fail(texts.SHUTTING_DOWN)
+            raise
+        finally:
+            answering.generation = None
+        result = generation.result
+        if self._abandoned.is_set() and result.finish == "cancelled":
+            # Shutting down: a final notice rather than a frozen half answer; still pending.
+            await job.reply.fail(texts.SHUTTING_DOWN)
+            return None
+        if result.finish == "error":
+            raise RuntimeError(result.error or "generation failed")
+        answer = thinking.answer.strip()
+        final = shown_answer(
+            answer,
+            cut_at=sampling.max_tokens if result.finish == "length" else None,
+            kept=prompt.turns_kept if prompt.window.trimmed else None,
+            stopped=result.finish == "cancelled",
+        )
+        if bot.show_thinking:
+            final = with_thinking(final, thinking.thinking)
+        return Answer(answer, final, result)
+
+    async def _save_and_show(self, job: Job, answer: Answer) -> None:
+        message, result = job.message, answer.result
+        if not await self.store.complete(job.row, message.channel_key, answer.text):
+            log.info("answer dropped: the message was forgotten meanwhile")
+            await job.reply.fail(texts.CANCELLED)
+            return
+        self.answered += 1
+        self._reused[message.channel_key] = result.reused_tokens
+        self.live.observer.answered(message.platform, result)
+        log.info(
+            "answered",
+            platform=message.platform,
+            prompt_tokens=result.prompt_tokens,
+            reused_tokens=result.reused_tokens,
+            generated_tokens=result.generated_tokens,
+            finish=result.finish,
+            first_token_s=round(result.first_token_s or 0, 3),
+            total_s=round(result.total_s, 3),
+        )
+        await job.reply.finish(answer.shown)
+
+
+def _request(message: Incoming, prompt: Prompt, sampling: Sampling) -> GenerationRequest:
+    fixed = sampling.seed
+    return GenerationRequest(
+        messages=prompt.messages,
+        sampling=sampling,
+        seed=fixed if fixed is not None else draw_seed(),
+        # In a group the model must not go on to write the next speaker's turn.
+        stop=tuple(f"\n{name}:" for name in prompt.speakers) if not message.is_direct else (),
+        cold=fixed is not None,
+        prompt=prompt.tokens,
+        cache_key=message.channel_key,
+    )
+
+
+async def _stream(generation: Generation, job: Job) -> ThinkFilter:
+    """Show the answer as it grows; a reasoning model's <think> block is never streamed."""
+    text = ""
+    thinking = ThinkFilter()
+    async for delta in generation:
+        text += thinking.feed(delta)
+        if shown := text.lstrip():  # models often open with a space or newline
+            job.streamed = shown
+            await job.reply.update(shown)
+    thinking.flush()
+    return thinking
