@@ -65,7 +65,31 @@ def settings_env(section: str, values: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-class BotProcess:
+class LoggedProcess:
+    """A process whose output goes to a log file: read it, count its log events, and wait
+    for a condition while it runs (an exit meanwhile fails the wait, with the log's tail)."""
+
+    log: Path
+    proc: subprocess.Popen[bytes]
+    what = "the bot"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def logged(self, event: str) -> int:
+        return self.output().count(f'"event": "{event}"')
+
+    async def until(self, condition: Callable[[], object], what: str) -> None:
+        def check() -> bool:
+            if self.proc.poll() is not None:
+                tail = self.output()[-3000:]
+                raise AssertionError(f"{self.what} exited waiting for {what}:\n{tail}")
+            return bool(condition())
+
+        await until(check, WAIT_S, what)
+
+
+class BotProcess(LoggedProcess):
     """`hearthbot run` with data in OUT/data and output in OUT/<log_name>. As a context
     manager: stopped by SIGTERM on the way out (unless already gone), its exit code then in
     `returncode`."""
@@ -96,20 +120,6 @@ class BotProcess:
                 command, env=env, cwd=out, stdin=subprocess.DEVNULL, stdout=log, stderr=log
             )
         self.returncode: int | None = None
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def logged(self, event: str) -> int:
-        return self.output().count(f'"event": "{event}"')
-
-    async def until(self, condition: Callable[[], object], what: str) -> None:
-        def check() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the bot exited waiting for {what}:\n{self.output()[-3000:]}")
-            return bool(condition())
-
-        await until(check, WAIT_S, what)
 
     def _signal(self, signum: int) -> None:
         # strace ignores fatal signals when it logs to a file: signal the bot, its child.

@@ -16,10 +16,10 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from support.bot_process import LoggedProcess
 from support.fake_discord import until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,11 +144,12 @@ def env_args(env: dict[str, str]) -> list[str]:
     return [f"--env={key}={value}" for key, value in env.items()]
 
 
-class Container:
+class Container(LoggedProcess):
     """One `podman run` of the image, attached, its output in a log file; stopped as
     `docker stop` stops it. As a context manager: stopped and removed on the way out."""
 
     def __init__(self, image: str, log: Path, *options: str, command: tuple[str, ...] = ()):
+        self.what = "the container"
         self.name = f"hearthbot-test-{secrets.token_hex(4)}"
         self.log = log
         with log.open("wb") as out:
@@ -159,21 +160,6 @@ class Container:
                 stderr=out,
             )
         self.returncode: int | None = None
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def logged(self, event: str) -> int:
-        return self.output().count(f'"event": "{event}"')
-
-    async def until(self, condition: Callable[[], object], what: str) -> None:
-        def check() -> bool:
-            if self.proc.poll() is not None:
-                tail = self.output()[-3000:]
-                raise AssertionError(f"the container exited waiting for {what}:\n{tail}")
-            return bool(condition())
-
-        await until(check, WAIT_S, what)
 
     async def podman(self, *args: str) -> subprocess.CompletedProcess[str]:
         """`podman ARGS` off the event loop: the fake Discord in it must keep serving."""
