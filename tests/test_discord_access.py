@@ -208,7 +208,8 @@ def test_attachment_texts() -> None:
     )
     assert attachment_named("x", None, 10) == "[attachment x: unknown type, 10 bytes, not read]"
     assert attachment_read("message.txt", "body", None) == "[attachment message.txt]\nbody"
-    assert attachment_read("a.txt", "bo", 1).endswith("bo\n[… cut at 1 KB]")
+    cut = "bo\n[… cut: 1 KB of attachments read per message]"
+    assert attachment_read("a.txt", "bo", 1).endswith(cut)
     assert with_attachments("question", ["A", "B"]) == "question\n\nA\n\nB"
     assert with_attachments("", ["A"]) == "A"
     assert decode_text("héllo".encode()) == "héllo"
