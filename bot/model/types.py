@@ -43,6 +43,19 @@ class ModelInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class EngineStats:
+    """What the model worker is doing, for metrics and !status: slots in use, the tokens of
+    its last step (one llama_decode), and the replies' tokens per second together."""
+
+    slots_busy: int = 0
+    batch_size: int = 0
+    tokens_per_s: float = 0.0
+    slots: int = 1
+    steps: int = 0  # llama_decode calls so far
+    resident: int = 0  # channels whose KV is resident in the pool
+
+
+@dataclass(frozen=True, slots=True)
 class GenerationRequest:
     """What to generate: the conversation, how to sample, where to stop."""
 
