@@ -64,11 +64,12 @@ class LlamaCppBackend(UsesChatText):
         parallel: int = 4,
         pool_tokens: int = 0,
         resident: int | None = None,
+        repack: bool = True,
     ) -> LlamaCppBackend:
         """Load the model on the worker thread. `parallel`: replies generated at once;
         `pool_tokens`: KV cells shared by all sequences (0: n_ctx × parallel); `resident`: idle
-        channels kept in the pool (default 2 per slot). Raises ModelFileError with a clear
-        message."""
+        channels kept in the pool (default 2 per slot); `repack`: llama.cpp's CPU weight
+        repacking (see LoadedModel). Raises ModelFileError with a clear message."""
         pool_tokens = max(pool_tokens or n_ctx * parallel, n_ctx)
         summary = await asyncio.to_thread(inspect_model, path)
         if check_memory:
@@ -86,7 +87,7 @@ class LlamaCppBackend(UsesChatText):
         backend._cache.budget_bytes = kv_cache_mb * 2**20
         backend._thread.start()
         try:
-            await backend._call(lambda: backend._open(path, shape, n_ctx, parallel))
+            await backend._call(lambda: backend._open(path, shape, n_ctx, parallel, repack))
         except Exception as exc:
             backend._jobs.put(None)
             if isinstance(exc, ModelFileError):
@@ -94,8 +95,8 @@ class LlamaCppBackend(UsesChatText):
             raise ModelFileError(f"llama.cpp could not load {path}: {exc}") from None
         return backend
 
-    def _open(self, path: Path, shape: PoolShape, n_ctx: int, parallel: int) -> None:
-        loaded = LoadedModel(path, shape)
+    def _open(self, path: Path, shape: PoolShape, n_ctx: int, parallel: int, repack: bool) -> None:
+        loaded = LoadedModel(path, shape, repack)
         self._loaded = loaded
         vocab = VocabView(loaded.model)
         # ChatText reads only what VocabView offers of a Llama.
