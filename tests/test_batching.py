@@ -165,7 +165,9 @@ async def test_a_fixed_seed_gives_the_same_reply_alone_together_warm_and_cold(
     await backend.ping()
     assert together == cold
     steps = backend.step_log.steps
-    assert all(len(s.tokens) == 1 for s in steps if s.holds(second))  # it decoded alone
+    # It decoded alone, in a context of its own: where its cells lie never depends on others.
+    assert all(len(s.tokens) == 1 and s.fixed_seed_lane for s in steps if s.holds(second))
+    assert not any(s.fixed_seed_lane for s in steps if any(s.holds(g) for g in others))
     # ... taking turns with the others' shared steps.
     mine = [i for i, s in enumerate(steps) if s.holds(second)]
     theirs = [i for i, s in enumerate(steps) if any(s.holds(g) for g in others)]

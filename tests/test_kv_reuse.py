@@ -137,10 +137,12 @@ async def test_restored_state_gives_the_same_logits_path(one_sequence: Recording
         generation = backend.start(req)
         return "".join([d async for d in generation])
 
-    cold = await greedy_run("a", cold=True)
-    await run(backend, conversation("b", 10), "b")
+    await greedy_run("a", cold=False)  # a's state is in the pool
+    await run(backend, conversation("b", 10), "b")  # ... then saved as a snapshot
+    assert "a" in backend._cache
     warm = await greedy_run("a", cold=False)
     assert backend.generations[-1].result.reused_tokens > 100
+    cold = await greedy_run("a", cold=True)  # evaluated from scratch
     assert warm == cold
 
 

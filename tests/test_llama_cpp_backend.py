@@ -160,9 +160,10 @@ async def test_prefix_of_previous_prompt_is_reused(backend: LlamaCppBackend) -> 
     assert generation.result.reused_tokens >= len(backend.prompt_tokens(MESSAGES)) - 2
 
 
-async def test_fixed_seed_replies_at_once_take_turns_alone(tiny_model: Path) -> None:
-    """Two fixed-seed (cold) replies started together both progress, but each step holds only
-    one of them: decoding together would change their logits, and with them the text."""
+async def test_fixed_seed_replies_decode_alone_one_at_a_time(tiny_model: Path) -> None:
+    """Two fixed-seed (cold) replies started together: each step holds only one of them
+    (decoding together would change their logits, and with them the text), the second starts
+    when the first has ended, and each gives the text it gives alone."""
     backend = await StepRecordingBackend.load(tiny_model, n_ctx=2048, n_threads=2)
     try:
 
@@ -177,10 +178,9 @@ async def test_fixed_seed_replies_at_once_take_turns_alone(tiny_model: Path) -> 
     finally:
         await backend.close()
     assert not any(step.holds(g1) and step.holds(g2) for step in steps)
-    # Taking turns: the second one started before the first one ended.
     last_of_first = max(i for i, step in enumerate(steps) if step.holds(g1))
     first_of_second = min(i for i, step in enumerate(steps) if step.holds(g2))
-    assert first_of_second < last_of_first
+    assert last_of_first < first_of_second
     assert [first, second] == alone  # neither disturbed the other
 
 

@@ -63,8 +63,9 @@ class GenerationRequest:
     sampling: Sampling
     seed: int  # resolved: a fixed seed, or a freshly drawn one
     stop: tuple[str, ...] = ()
-    # Evaluate the prompt from scratch: the same seed and history then give the same text
-    # (a different batch split of a reused cache can change the logits slightly).
+    # A reply that must be reproducible (a fixed seed): evaluated from scratch and decoded
+    # alone, so the same seed and history give the same text (where a sequence's cells lie
+    # and the batches around it change the logits slightly).
     cold: bool = False
     # For benchmarks: end-of-generation tokens can never be drawn (every reply is max_tokens).
     ban_eos: bool = False

@@ -17,6 +17,7 @@ class Step:
     """One llama_decode: per generation, (drawn tokens decoded, prompt tokens evaluated)."""
 
     tokens: dict[int, tuple[int, int]]  # keyed by id(generation)
+    fixed_seed_lane: bool = False  # decoded in the fixed-seed lane's own context
 
     def generated(self, generation: Generation) -> int:
         return self.tokens.get(id(generation), (0, 0))[0]
@@ -56,7 +57,8 @@ class RecordingEngine(Engine):
                 id(s.generation): (int(drawn), s.evaluated - evaluated)
                 for s, (drawn, evaluated) in before.items()
                 if drawn or s.evaluated != evaluated
-            }
+            },
+            fixed_seed_lane=group[0].lane is not self.shared,
         )
         self.log.steps.append(step)
         if self.log.after_step is not None:

@@ -205,7 +205,7 @@ class LlamaCppBackend(UsesChatText):
 
     def _honour_forgets(self) -> None:
         if self._engine is not None:  # not after close
-            self._pool.honour_forgets()
+            self._engine.honour_forgets()
 
     def cache_state(self, key: str) -> str:
         return self._pool.state(key)

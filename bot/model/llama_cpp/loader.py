@@ -54,34 +54,43 @@ def muted_log() -> Iterator[None]:
         llama_cpp.llama_log_set(_without_room_warnings, ctypes.c_void_p(0))
 
 
+def open_context(model: LlamaModel, shape: PoolShape) -> LlamaContext:
+    """A context on the loaded weights, laid out as `shape` says."""
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = shape.pool_tokens
+    params.n_batch = shape.step_tokens
+    params.n_ubatch = shape.step_tokens  # a step is one ubatch: one graph computation
+    params.n_seq_max = shape.n_seq_max
+    # A step asks for at most one token's logits per sequence; left at its default (n_batch),
+    # llama.cpp would reserve logits for every token of a step (~170 MB at a 150k vocabulary).
+    params.n_outputs_max = shape.n_seq_max
+    params.kv_unified = True
+    # Measured on CPU: with flash attention a token's logits change with the batch around it
+    # (by up to 0.3 on the bench model; 0.0 without), and four sequences decoded at once ran
+    # at a quarter of the speed they reach without it.
+    params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    params.n_threads = shape.n_threads
+    params.n_threads_batch = shape.n_threads
+    with muted_log():
+        return LlamaContext(model=model, params=params, verbose=False)
+
+
 class LoadedModel:
-    """The weights and their one context, freed together (the context first)."""
+    """The weights and the context of the KV pool, freed together (the context first)."""
 
     def __init__(self, path: Path, shape: PoolShape, repack: bool = True) -> None:
         set_verbose(False)  # afterwards llama.cpp's log shows warnings and errors only
-        model_params = llama_cpp.llama_model_default_params()
+        params = llama_cpp.llama_model_default_params()
         # Repacking weights for the CPU (AMX, interleaved quants) is llama.cpp's default; a VM
         # that reports AMX without allowing it needs it off (bench/ offers --no-repack).
-        model_params.use_extra_bufts = repack
-        ctx_params = llama_cpp.llama_context_default_params()
-        ctx_params.n_ctx = shape.pool_tokens
-        ctx_params.n_batch = shape.step_tokens
-        ctx_params.n_ubatch = shape.step_tokens  # a step is one ubatch: one graph computation
-        ctx_params.n_seq_max = shape.n_seq_max
-        ctx_params.kv_unified = True
-        # Measured on CPU: with flash attention a token's logits change with the batch around
-        # it (by up to 0.3 on the bench model; 0.0 without), and four sequences decoded at
-        # once ran at a quarter of the speed they reach without it.
-        ctx_params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        ctx_params.n_threads = shape.n_threads
-        ctx_params.n_threads_batch = shape.n_threads
+        params.use_extra_bufts = repack
         with muted_log():
-            self.model = LlamaModel(path_model=str(path), params=model_params, verbose=False)
-            try:
-                self.ctx = LlamaContext(model=self.model, params=ctx_params, verbose=False)
-            except Exception:
-                self.model.close()
-                raise
+            self.model = LlamaModel(path_model=str(path), params=params, verbose=False)
+        try:
+            self.ctx = open_context(self.model, shape)
+        except Exception:
+            self.model.close()
+            raise
         self.shape = shape
         self.pool_tokens = llama_cpp.llama_n_ctx(self.ctx.ctx)  # as llama.cpp rounded it
         self.vocab = self.model.vocab

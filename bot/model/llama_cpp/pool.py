@@ -103,19 +103,21 @@ class KvPool:
 
     # -- the model thread ------------------------------------------------------------------------
 
-    def honour_forgets(self) -> None:
-        """Drop what was forgotten; a sequence that is generating is dropped when it ends."""
+    def honour_forgets(self) -> tuple[bool, frozenset[str]]:
+        """Drop what was forgotten (a sequence that is generating when it ends); returns what
+        that was (every channel, and which ones) for other holders of KV state."""
         with self._lock:
-            forget_all, keys = self._forget_all, self._forgotten
+            forget_all, keys = self._forget_all, frozenset(self._forgotten)
             self._forget_all, self._forgotten = False, set()
         if not forget_all and not keys:
-            return
+            return forget_all, keys
         for resident in list(self.residents):
             if forget_all or resident.key in keys:
                 if resident.busy:
                     resident.forgotten = True
                 else:
                     self.drop(resident)
+        return forget_all, keys
 
     def claim(self, key: str | None, tokens: Sequence[int], cold: bool) -> tuple[Resident, int]:
         """A sequence for a generation of `key` with prompt `tokens`, holding the longest cached

@@ -8,9 +8,15 @@ from collections.abc import Callable, Sequence
 
 from llama_cpp._internals import LlamaSampler
 
+from bot.model.llama_cpp.lane import Lane
 from bot.model.llama_cpp.pool import Resident
 from bot.model.types import Generation
 from bot.model.writer import GenerationWriter
+
+
+def cells_needed(generation: Generation, prompt: Sequence[int], n_ctx: int) -> int:
+    """KV cells a reply may come to need: its prompt and its reply, within its window."""
+    return min(n_ctx, len(prompt) + generation.request.sampling.max_tokens)
 
 
 class Stream:
@@ -21,6 +27,7 @@ class Stream:
         generation: Generation,
         writer: GenerationWriter,
         prompt: Sequence[int],
+        lane: Lane,
         resident: Resident,
         reuse: int,
         sampler: LlamaSampler,
@@ -29,17 +36,16 @@ class Stream:
         self.generation = generation
         self.writer = writer
         self.prompt = prompt
+        self.lane = lane
         self.resident = resident
         self.evaluated = reuse  # prompt tokens in the KV so far
         self.sampler = sampler
         self.n_ctx = n_ctx
-        # A fixed-seed reply decodes alone: inside a batch with others its logits differ a
-        # little, and the same seed and history must give the same text.
+        # A fixed-seed reply decodes alone, in the fixed-seed lane.
         self.solo = generation.request.cold
         self.next_token: int | None = None  # drawn, to be decoded in the next step
         self.max_tokens = generation.request.sampling.max_tokens
-        # Cells this generation may come to need: its prompt and its reply, within n_ctx.
-        self.reserved = min(n_ctx, len(prompt) + self.max_tokens)
+        self.reserved = cells_needed(generation, prompt, n_ctx)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         writer.result.prompt_tokens = len(prompt)
         writer.result.reused_tokens = reuse
