@@ -61,13 +61,27 @@ class ModelSettings(Section):
     n_threads: int | None = Field(
         None, ge=1, le=1024, description="CPU threads for generation. Empty: all cores."
     )
-    n_batch: int = Field(512, ge=8, le=65536, description="Prompt tokens evaluated per batch.")
-    parallel: int = Field(4, ge=1, le=64, description="Replies generated at once (slots). ...")
+    n_batch: int = Field(
+        512,
+        ge=8,
+        le=65536,
+        description="Tokens per model step: each generating reply's next token plus a chunk of "
+        "prompt.",
+    )
+    parallel: int = Field(4, ge=1, le=64, description="Replies generated at once (slots).")
+    kv_pool_tokens: int = Field(
+        0,
+        ge=0,
+        le=16_777_216,
+        description="KV cache shared by the replies being generated and the channels kept "
+        "warm, in tokens (0: n_ctx × parallel, so every slot can hold a full window).",
+    )
     kv_cache_mb: int = Field(
         256,
         ge=0,
         le=1_048_576,
-        description="Memory for keeping recent channels' KV state warm between turns (0: off).",
+        description="Memory for keeping the KV state of channels evicted from the pool warm "
+        "between turns (0: off).",
     )
     pull_repo: str = Field(
         "Qwen/Qwen2.5-1.5B-Instruct-GGUF", description="Hugging Face repo for `model pull`."
@@ -109,6 +123,10 @@ class ModelSettings(Section):
 
     def threads(self) -> int:
         return self.n_threads or os.cpu_count() or 1
+
+    def pool_tokens(self) -> int:
+        """KV cells of the in-process backend's pool: at least one full window."""
+        return max(self.kv_pool_tokens or self.n_ctx * self.parallel, self.n_ctx)
 
 
 class BotSettings(Section):

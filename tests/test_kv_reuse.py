@@ -35,6 +35,16 @@ async def backend(tiny_model: Path) -> AsyncIterator[RecordingBackend]:
     await loaded.close()
 
 
+@pytest.fixture
+async def one_sequence(tiny_model: Path) -> AsyncIterator[RecordingBackend]:
+    """Room for one channel in the pool: every other channel's turn evicts it to a snapshot."""
+    loaded = await RecordingBackend.load(
+        tiny_model, n_ctx=4096, n_threads=2, kv_cache_mb=64, parallel=1, resident=0
+    )
+    yield loaded
+    await loaded.close()
+
+
 def conversation(channel: str, turns: int) -> list[dict[str, str]]:
     messages = [{"role": "system", "content": f"You talk in channel {channel}."}]
     for i in range(turns):
@@ -58,7 +68,21 @@ async def run(
 async def test_interleaved_channels_stay_warm(backend: RecordingBackend) -> None:
     a, b = conversation("a", 20), conversation("b", 20)
     await run(backend, a, "a")
-    await run(backend, b, "b")  # evicts a from the context: a is saved
+    await run(backend, b, "b")  # both stay resident in the pool
+    assert backend.cache_state("a").endswith("tokens resident)")
+    assert "a" not in backend._cache  # nothing was copied out
+    follow_up = [*a, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "more"}]
+    generation = await run(backend, follow_up, "a")
+    previous = len(backend.prompt_tokens(a))
+    assert generation.result.reused_tokens >= previous - 1
+    assert generation.result.prompt_tokens - generation.result.reused_tokens < 40
+
+
+async def test_evicted_channels_are_saved_and_stay_warm(one_sequence: RecordingBackend) -> None:
+    backend = one_sequence
+    a, b = conversation("a", 20), conversation("b", 20)
+    await run(backend, a, "a")
+    await run(backend, b, "b")  # evicts a from the pool: a is saved
     assert "a" in backend._cache and backend.cache_state("a").startswith("warm")
     follow_up = [*a, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "more"}]
     generation = await run(backend, follow_up, "a")
@@ -67,8 +91,10 @@ async def test_interleaved_channels_stay_warm(backend: RecordingBackend) -> None
     assert generation.result.prompt_tokens - generation.result.reused_tokens < 40
 
 
-async def test_without_a_cache_only_the_resident_channel_is_warm(tiny_model: Path) -> None:
-    backend = await LlamaCppBackend.load(tiny_model, n_ctx=4096, n_threads=2, kv_cache_mb=0)
+async def test_without_a_cache_an_evicted_channel_is_cold(tiny_model: Path) -> None:
+    backend = await LlamaCppBackend.load(
+        tiny_model, n_ctx=4096, n_threads=2, kv_cache_mb=0, parallel=1, resident=0
+    )
     try:
         a, b = conversation("a", 20), conversation("b", 20)
         await run(backend, a, "a")
@@ -83,7 +109,9 @@ async def test_without_a_cache_only_the_resident_channel_is_warm(tiny_model: Pat
 
 @pytest.mark.slow  # twelve conversations of 25 turns: half a minute
 async def test_the_byte_budget_is_kept(tiny_model: Path) -> None:
-    backend = await LlamaCppBackend.load(tiny_model, n_ctx=4096, n_threads=2, kv_cache_mb=1)
+    backend = await LlamaCppBackend.load(
+        tiny_model, n_ctx=4096, n_threads=2, kv_cache_mb=1, parallel=1, resident=0
+    )
     try:
         for i in range(12):
             await run(backend, conversation(f"c{i}", 25), f"c{i}")
@@ -97,9 +125,10 @@ async def test_the_byte_budget_is_kept(tiny_model: Path) -> None:
         await backend.close()
 
 
-async def test_restored_state_gives_the_same_logits_path(backend: RecordingBackend) -> None:
+async def test_restored_state_gives_the_same_logits_path(one_sequence: RecordingBackend) -> None:
     """A restored snapshot must hold exactly what evaluating the prompt would: with greedy
     sampling the warm and the cold continuation agree."""
+    backend = one_sequence
     greedy = Sampling(temperature=0.0, max_tokens=12)
     a = conversation("a", 10)
 
@@ -108,10 +137,12 @@ async def test_restored_state_gives_the_same_logits_path(backend: RecordingBacke
         generation = backend.start(req)
         return "".join([d async for d in generation])
 
-    cold = await greedy_run("a", cold=True)
-    await run(backend, conversation("b", 10), "b")
+    await greedy_run("a", cold=False)  # a's state is in the pool
+    await run(backend, conversation("b", 10), "b")  # ... then saved as a snapshot
+    assert "a" in backend._cache
     warm = await greedy_run("a", cold=False)
     assert backend.generations[-1].result.reused_tokens > 100
+    cold = await greedy_run("a", cold=True)  # evaluated from scratch
     assert warm == cold
 
 

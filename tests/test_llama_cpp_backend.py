@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import threading
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +12,7 @@ from bot.model.gguf import GgufSummary, ModelFileError, check_fits, inspect_mode
 from bot.model.llama_cpp.backend import LlamaCppBackend
 from bot.model.types import Generation, GenerationRequest
 from bot.personas import Sampling
+from support.engine_steps import StepRecordingBackend
 
 MESSAGES = [
     {"role": "system", "content": "You are a test."},
@@ -116,66 +114,33 @@ async def test_cancel_during_generation(backend: LlamaCppBackend) -> None:
     assert finish == "length" and text
 
 
-class AbortingBackend(LlamaCppBackend):
-    """Cancels a generation from inside llama.cpp's abort callback, i.e. while the prompt is
-    being evaluated: the real abort path of llama_decode."""
-
-    checks = 0
-
-    def _should_abort(self, _data: ctypes.c_void_p) -> bool:
-        flag = self._abort_flag
-        if flag is None:
-            return False
-        type(self).checks += 1
-        flag.set()
-        return True
-
-
-async def test_cancel_interrupts_prompt_evaluation(tiny_model: Path) -> None:
-    backend = await AbortingBackend.load(tiny_model, n_ctx=4096, n_threads=2, n_batch=2048)
+async def test_cancel_stops_prompt_evaluation_between_chunks(tiny_model: Path) -> None:
+    """A long prompt is evaluated in chunks, one per step; a cancel takes effect before the
+    next chunk (never inside a step: that would abort the other replies' tokens too)."""
+    backend = await StepRecordingBackend.load(tiny_model, n_ctx=4096, n_threads=2, n_batch=64)
     try:
         long_prompt = [{"role": "user", "content": "hello world " * 900}]
         req = GenerationRequest(
-            messages=long_prompt, sampling=Sampling(max_tokens=16), seed=1, cold=True
+            messages=long_prompt, sampling=Sampling(max_tokens=16), seed=1, cache_key="c"
         )
+        # On the model thread, right after the first step.
+        backend.step_log.after_step = lambda engine, _step: [
+            s.generation.cancel() for s in engine.streams
+        ]
         generation = backend.start(req)
         deltas = [d async for d in generation]
-        assert AbortingBackend.checks >= 1
+        await backend.ping()
+        steps = backend.step_log.steps
+        assert len(steps) == 1  # one chunk was evaluated, then the cancel was seen
+        assert 0 < steps[0].prompt(generation) <= 64
         assert generation.result.finish == "cancelled"
         assert generation.result.generated_tokens == 0 and deltas == []
-        # After an aborted decode the model still answers (the cache was cleaned up).
-        backend._should_abort = lambda _data: False  # type: ignore[method-assign]
-        backend._abort_cb = type(backend._abort_cb)(backend._should_abort)
-        _, text, _ = await collect(backend, request(seed=3, max_tokens=8, ban_eos=True))
-        assert text
-    finally:
-        await backend.close()
-
-
-async def test_prompt_evaluation_watches_the_abort_flag(tiny_model: Path) -> None:
-    """The abort callback is installed during prompt evaluation and removed afterwards."""
-    calls = {"during": 0}
-    backend = await LlamaCppBackend.load(tiny_model, n_ctx=4096, n_threads=2, n_batch=2048)
-    original = backend._should_abort
-
-    def counting(data: ctypes.c_void_p) -> bool:
-        calls["during"] += 1
-        return original(data)
-
-    backend._abort_cb = type(backend._abort_cb)(counting)
-    try:
-        long_prompt = [{"role": "user", "content": "hello world " * 500}]
-        req = GenerationRequest(messages=long_prompt, sampling=Sampling(max_tokens=32), seed=1)
-        generation = backend.start(req)
-        _ = [d async for d in generation]
-        assert calls["during"] > 0
-        during = calls["during"]
-        # Generation after the first token runs without the Python callback.
-        generation = backend.start(
-            GenerationRequest(messages=long_prompt, sampling=Sampling(max_tokens=32), seed=1)
-        )
-        _ = [d async for d in generation]
-        assert calls["during"] - during < 200
+        # The model still answers, and the chunk evaluated before the cancel is reused.
+        backend.step_log.after_step = None
+        again = backend.start(req)
+        _ = [d async for d in again]
+        assert again.result.finish == "length"
+        assert again.result.reused_tokens == steps[0].prompt(generation)
     finally:
         await backend.close()
 
@@ -195,40 +160,28 @@ async def test_prefix_of_previous_prompt_is_reused(backend: LlamaCppBackend) -> 
     assert generation.result.reused_tokens >= len(backend.prompt_tokens(MESSAGES)) - 2
 
 
-class TimedBackend(LlamaCppBackend):
-    """Records on which thread each generation starts and ends. Each one lingers at its start,
-    so two generations running at the same time would overlap for sure."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.events: list[tuple[str, str]] = []
-
-    def _generate(self, gen: Generation) -> None:
-        self.events.append(("start", threading.current_thread().name))
-        time.sleep(0.05)
-        try:
-            super()._generate(gen)
-        finally:
-            self.events.append(("end", threading.current_thread().name))
-
-
-async def test_generations_from_two_tasks_are_serialized(tiny_model: Path) -> None:
-    backend = await TimedBackend.load(tiny_model, n_ctx=2048, n_threads=2)
+async def test_fixed_seed_replies_decode_alone_one_at_a_time(tiny_model: Path) -> None:
+    """Two fixed-seed (cold) replies started together: each step holds only one of them
+    (decoding together would change their logits, and with them the text), the second starts
+    when the first has ended, and each gives the text it gives alone."""
+    backend = await StepRecordingBackend.load(tiny_model, n_ctx=2048, n_threads=2)
     try:
 
-        async def run(seed: int) -> str:
-            return (await collect(backend, request(seed=seed, max_tokens=16, cold=True)))[1]
+        async def run(seed: int) -> tuple[str, Generation]:
+            generation = backend.start(request(seed=seed, max_tokens=16, cold=True, ban_eos=True))
+            return "".join([d async for d in generation]), generation
 
-        together = await asyncio.gather(run(11), run(12))
-        await backend.ping()  # the worker is done with both
-        events = list(backend.events)
-        alone = [await run(11), await run(12)]
+        (first, g1), (second, g2) = await asyncio.gather(run(11), run(12))
+        await backend.ping()  # the step that ended them is recorded by now
+        steps = list(backend.step_log.steps)
+        alone = [(await run(11))[0], (await run(12))[0]]
     finally:
         await backend.close()
-    # One after the other on the model thread, never at the same time.
-    assert [kind for kind, _ in events] == ["start", "end", "start", "end"]
-    assert {thread for _, thread in events} == {"hearthbot-model"}
-    assert together == alone  # neither disturbed the other
+    assert not any(step.holds(g1) and step.holds(g2) for step in steps)
+    last_of_first = max(i for i, step in enumerate(steps) if step.holds(g1))
+    first_of_second = min(i for i, step in enumerate(steps) if step.holds(g2))
+    assert last_of_first < first_of_second
+    assert [first, second] == alone  # neither disturbed the other
 
 
 # -- model file checks ----------------------------------------------------------------------

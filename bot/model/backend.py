@@ -85,4 +85,6 @@ async def load_backend(model: ModelSettings, path: Path) -> Backend:
         model.threads(),
         model.n_batch,
         kv_cache_mb=model.kv_cache_mb,
+        parallel=model.parallel,
+        pool_tokens=model.pool_tokens(),
     )

@@ -43,6 +43,19 @@ class ModelInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class EngineStats:
+    """What the model worker is doing, for metrics and !status: slots in use, the tokens of
+    its last step (one llama_decode), and the replies' tokens per second together."""
+
+    slots_busy: int = 0
+    batch_size: int = 0
+    tokens_per_s: float = 0.0
+    slots: int = 1
+    steps: int = 0  # llama_decode calls so far
+    resident: int = 0  # channels whose KV is resident in the pool
+
+
+@dataclass(frozen=True, slots=True)
 class GenerationRequest:
     """What to generate: the conversation, how to sample, where to stop."""
 
@@ -50,8 +63,9 @@ class GenerationRequest:
     sampling: Sampling
     seed: int  # resolved: a fixed seed, or a freshly drawn one
     stop: tuple[str, ...] = ()
-    # Evaluate the prompt from scratch: the same seed and history then give the same text
-    # (a different batch split of a reused cache can change the logits slightly).
+    # A reply that must be reproducible (a fixed seed): evaluated from scratch and decoded
+    # alone, so the same seed and history give the same text (where a sequence's cells lie
+    # and the batches around it change the logits slightly).
     cold: bool = False
     # For benchmarks: end-of-generation tokens can never be drawn (every reply is max_tokens).
     ban_eos: bool = False
@@ -74,15 +88,6 @@ class GenerationResult:
     first_token_s: float | None = None
     total_s: float = 0.0
     error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class EngineStats:
-    """What the model engine is doing now (a backend's optional `stats()`), for metrics."""
-
-    slots_busy: int  # generations running now
-    batch_size: int  # sequences in the latest decode step (0: not known, e.g. a remote server)
-    tokens_per_s: float  # tokens generated per second lately, all generations together
 
 
 @dataclass(eq=False)

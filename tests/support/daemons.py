@@ -40,13 +40,13 @@ async def daemon_for(
     **sections: Any,
 ) -> AsyncIterator[tuple[Daemon, RecordingAdapter]]:
     """`backend`: used instead of loading `engine_cls` (e.g. the openai backend); closed at
-    the end like the engine. `slots`: how many answers the daemon may have in flight (the
-    in-process engine of today generates them one after the other)."""
+    the end like the engine. `slots`: how many answers are generated at once (the engine's
+    `parallel`; one unless a test asks for more)."""
     settings = make_settings(tmp_path, **sections)
     engine = backend or await engine_cls.load(
-        model, n_ctx=n_ctx, n_threads=2, kv_cache_mb=kv_cache_mb
+        model, n_ctx=n_ctx, n_threads=2, kv_cache_mb=kv_cache_mb, parallel=slots or 1
     )
-    if slots is not None:
+    if backend is not None and slots is not None:
         engine.slots = slots  # type: ignore[misc]
     store = await Store.open(tmp_path / DB)
     adapter = RecordingAdapter()

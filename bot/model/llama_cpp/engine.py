@@ -1,0 +1,294 @@
+"""The step loop of the model thread: continuous batching.
+
+Each step is one llama_decode holding the next token of every generating reply plus a bounded
+chunk of prompt for replies still being evaluated (chunked prefill: at most `step_tokens −
+parallel` prompt tokens), so a long new prompt delays the others by one chunk at most. Up to
+`parallel` replies run at once; more wait in order. A reply is admitted only while the pool's
+cells cover what every running reply may still need, so running replies never run out of room;
+idle resident channels fill the rest of the pool and are evicted when llama_decode finds no
+room. Cancellation is checked between steps (llama.cpp's abort callback would abort everyone's
+step).
+
+A fixed-seed reply decodes alone, in a context of its own (bot.model.llama_cpp.solo), so the
+same seed and history give the same text while other channels generate. Its cost: a step of
+its own for each of its tokens (a whole llama_decode per token, where a reply sharing a step
+adds ~0.65 ms to it), taken in turn with the shared steps, which then come half as often; its
+prompt is evaluated from scratch every turn; and the second context's memory (one window of
+KV), opened at the first fixed-seed reply.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+
+import llama_cpp
+
+from bot.model.llama_cpp.batch import NO_KV_ROOM, StepBatch
+from bot.model.llama_cpp.lane import Lane
+from bot.model.llama_cpp.loader import LoadedModel
+from bot.model.llama_cpp.pool import KvPool
+from bot.model.llama_cpp.sampler import sampler_chain
+from bot.model.llama_cpp.solo import SoloLane
+from bot.model.llama_cpp.stream import Stream, cells_needed
+from bot.model.types import EngineStats, Generation, GenerationRequest
+from bot.model.writer import GenerationWriter
+
+# How often the aggregate tokens/s figure is renewed.
+RATE_WINDOW_S = 1.0
+
+
+class Engine:
+    """Runs the replies' steps on the model thread; everything here is called from it."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        pool: KvPool,
+        parallel: int,
+        n_ctx: int,
+        prompt_of: Callable[[GenerationRequest], list[int]],
+        end_tokens: Callable[[], Sequence[int]],
+    ) -> None:
+        self._loaded = loaded
+        self._vocab = loaded.vocab
+        self._model = loaded.model
+        self.pool = pool
+        self.parallel = parallel
+        self.n_ctx = n_ctx
+        self.pool_tokens = loaded.pool_tokens
+        step_tokens = loaded.shape.step_tokens
+        self.shared = Lane(loaded.ctx, StepBatch(step_tokens), pool, step_tokens - parallel)
+        self.solo: SoloLane | None = None  # opened at the first fixed-seed reply
+        self._prompt_of = prompt_of
+        self._end_tokens = end_tokens
+        self.waiting: deque[tuple[Generation, list[int]]] = deque()
+        self.streams: list[Stream] = []
+        self.steps = 0
+        self._turn = 0
+        self._last_step = 0  # tokens in the last step
+        self._window = (time.perf_counter(), 0)  # (since, tokens generated since)
+        self._rate = 0.0
+        self.stats = EngineStats(slots=parallel)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.streams or self.waiting)
+
+    def submit(self, generation: Generation) -> None:
+        """Queue a reply; it starts when a slot and room in the pool are free."""
+        try:
+            prompt = self._prompt(generation.request)
+        except Exception as exc:
+            _finish_unstarted(generation, str(exc))
+            return
+        self.waiting.append((generation, prompt))
+
+    def step(self) -> None:
+        """Admit what fits, then one llama_decode for the next group of replies."""
+        self.honour_forgets()
+        for stream in [s for s in self.streams if s.generation.cancelled]:
+            stream.writer.result.finish = "cancelled"
+            self._end(stream)
+        self._admit()
+        group = self._next_group()
+        if group:
+            try:
+                self._run(group)
+            except Exception as exc:  # a broken step must not kill the worker
+                for stream in group:
+                    self._fail(stream, str(exc))
+        self._publish()
+
+    def honour_forgets(self) -> None:
+        """Drop the KV state of channels forgotten since the last step, wherever it is."""
+        forget_all, keys = self.pool.honour_forgets()
+        if self.solo is not None and (forget_all or keys):
+            self.solo.forget(forget_all, keys)
+
+    def close(self) -> None:
+        """Shutting down: every reply ends as cancelled."""
+        for stream in list(self.streams):
+            stream.generation.cancel()
+            stream.writer.result.finish = "cancelled"
+            self._end(stream)
+        while self.waiting:
+            generation, _ = self.waiting.popleft()
+            generation.cancel()
+            _finish_unstarted(generation, None)
+        self.shared.batch.close()
+        if self.solo is not None:
+            self.solo.close()
+
+    # -- admission -------------------------------------------------------------------------------
+
+    def _prompt(self, request: GenerationRequest) -> list[int]:
+        prompt = self._prompt_of(request)
+        if not prompt:
+            raise ValueError("empty prompt")
+        if len(prompt) >= self.n_ctx:
+            raise ValueError(f"the prompt ({len(prompt)} tokens) does not fit n_ctx ({self.n_ctx})")
+        return prompt
+
+    def _admit(self) -> None:
+        """Start waiting replies in order while slots are free. One waiting for room in the
+        pool holds back those after it; a fixed-seed one waiting for its lane does not."""
+        for entry in list(self.waiting):
+            if len(self.streams) >= self.parallel:
+                return
+            generation, prompt = entry
+            if generation.cancelled:
+                self.waiting.remove(entry)
+                _finish_unstarted(generation, None)
+                continue
+            if generation.request.cold:
+                if self.solo is not None and self.solo.busy:
+                    continue
+            elif self._shared_reserved() + cells_needed(generation, prompt, self.n_ctx) > (
+                self.pool_tokens
+            ) and any(not s.solo for s in self.streams):
+                return  # waits until running replies leave room
+            self.waiting.remove(entry)
+            writer = GenerationWriter(generation)
+            try:
+                self.streams.append(self._start(generation, writer, prompt))
+            except Exception as exc:
+                writer.fail(str(exc))
+                writer.close()
+
+    def _start(self, generation: Generation, writer: GenerationWriter, prompt: list[int]) -> Stream:
+        request = generation.request
+        banned = self._end_tokens() if request.ban_eos else ()
+        sampler = sampler_chain(request.sampling, request.seed, self._model.n_vocab(), banned)
+        try:
+            lane = self._solo_lane() if request.cold else self.shared
+            resident, reuse = lane.sequences.claim(request.cache_key, prompt, request.cold)
+        except Exception:
+            sampler.close()
+            raise
+        return Stream(generation, writer, prompt, lane, resident, reuse, sampler, self.n_ctx)
+
+    def _solo_lane(self) -> Lane:
+        if self.solo is None:
+            shape = self._loaded.shape
+            self.solo = SoloLane(self._model, self.n_ctx, shape.step_tokens, shape.n_threads)
+        return self.solo.lane
+
+    def _shared_reserved(self) -> int:
+        return sum(s.reserved for s in self.streams if not s.solo)
+
+    def _next_group(self) -> list[Stream]:
+        """The replies of this step: all that share steps, or the fixed-seed one, in turn."""
+        shared = [s for s in self.streams if not s.solo]
+        groups = ([shared] if shared else []) + [[s] for s in self.streams if s.solo]
+        if not groups:
+            return []
+        self._turn = (self._turn + 1) % len(groups)
+        return groups[self._turn]
+
+    # -- one step --------------------------------------------------------------------------------
+
+    def _run(self, group: list[Stream]) -> None:
+        lane = group[0].lane
+        batch = lane.batch
+        batch.clear()
+        planned: list[tuple[Stream, Sequence[int]]] = []
+        outputs: list[tuple[Stream, int]] = []
+        for stream in group:
+            if stream.next_token is not None:
+                index = batch.add(stream.next_token, stream.position, stream.seq, True)
+                planned.append((stream, (stream.next_token,)))
+                outputs.append((stream, index))
+        budget = lane.chunk
+        prompt_tokens = 0
+        for stream in group:
+            if stream.prefilling and budget > 0:
+                part = stream.prompt_part(budget)
+                last = stream.evaluated + len(part) == len(stream.prompt)
+                index = batch.add_run(part, stream.position, stream.seq, last)
+                planned.append((stream, part))
+                if last:
+                    outputs.append((stream, index))
+                budget -= len(part)
+                prompt_tokens += len(part)
+        if not planned:
+            return
+        started = time.perf_counter()
+        self._decode(lane)
+        self.pool.prompt_rate.add(prompt_tokens, time.perf_counter() - started)
+        self.steps += 1
+        self._last_step = batch.size
+        for stream, tokens in planned:
+            stream.evaluated_part(tokens)
+        for stream, index in outputs:
+            try:
+                token = stream.sampler.sample(lane.context, index)
+                ended = stream.accept(token, self._is_end, self._piece)
+            except Exception as exc:  # one reply's failure is not the others'
+                self._fail(stream, str(exc))
+                continue
+            self._count_token()
+            if ended:
+                self._end(stream)
+
+    def _decode(self, lane: Lane) -> None:
+        while (code := lane.batch.decode(lane.context.ctx)) == NO_KV_ROOM:
+            if not lane.sequences.evict():
+                raise RuntimeError("the KV pool is full")
+        if code != 0:
+            raise RuntimeError(f"llama_decode returned {code}")
+
+    def _is_end(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+    def _piece(self, token: int) -> bytes:
+        return self._model.detokenize([token])
+
+    # -- endings ---------------------------------------------------------------------------------
+
+    def _end(self, stream: Stream) -> None:
+        self.streams.remove(stream)
+        stream.sampler.close()
+        stream.lane.sequences.release(stream.resident)
+        stream.writer.close()
+
+    def _fail(self, stream: Stream, error: str) -> None:
+        """The reply broke: its sequence may hold a half-evaluated batch, so it goes too."""
+        if stream not in self.streams:
+            return
+        stream.writer.fail(error)
+        stream.lane.sequences.trim(stream.resident, 0)
+        self._end(stream)
+
+    # -- figures ---------------------------------------------------------------------------------
+
+    def _count_token(self) -> None:
+        since, tokens = self._window
+        self._window = (since, tokens + 1)
+
+    def _publish(self) -> None:
+        now = time.perf_counter()
+        since, tokens = self._window
+        if not self.streams:
+            self._rate, self._window = 0.0, (now, 0)
+        elif now - since >= RATE_WINDOW_S:
+            self._rate, self._window = tokens / (now - since), (now, 0)
+        self.stats = EngineStats(
+            slots_busy=len(self.streams),
+            batch_size=self._last_step,
+            tokens_per_s=self._rate,
+            slots=self.parallel,
+            steps=self.steps,
+            resident=len(self.pool.residents),
+        )
+
+
+def _finish_unstarted(generation: Generation, error: str | None) -> None:
+    """End a reply that never started: cancelled, or failed with `error`."""
+    writer = GenerationWriter(generation)
+    if error is None:
+        writer.result.finish = "cancelled"
+    else:
+        writer.fail(error)
+    writer.close()

@@ -1,0 +1,240 @@
+"""The KV pool: channels' conversations resident in the context as llama.cpp sequences, and the
+snapshots of channels evicted from it.
+
+Recently active channels stay resident (more of them than there are slots, as sequence ids and
+cells allow), so their next turn evaluates only what is new. A channel is evicted, least
+recently used first and never while it generates, when its sequence id or its cells are
+needed; its KV is then copied out into the snapshot LRU (bot.model.llama_cpp.kv_cache), from
+which its next turn can restore it.
+
+The model thread owns all of this. `forget` and `state` are called from the event loop and
+never wait for it: forgetting drops saved snapshots at once and leaves a mark that the model
+thread honours before its next use of the pool, so a reset never waits for a generation.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import llama_cpp
+
+from bot.model.llama_cpp.kv_cache import Rate, Snapshot, SnapshotCache, common_prefix, restore_wins
+
+# Shorter sequences are cheaper to evaluate again than to save.
+MIN_SNAPSHOT_TOKENS = 32
+
+
+@dataclass(eq=False, slots=True)
+class Resident:
+    """One channel's conversation held in the pool as a llama.cpp sequence."""
+
+    seq: int
+    key: str | None
+    tokens: list[int] = field(default_factory=list)  # what the KV holds, position by position
+    used: int = 0  # the pool's clock when it was last claimed or released
+    busy: bool = False  # a generation is writing to it
+    forgotten: bool = False  # forgotten while busy: dropped when its generation ends
+
+
+class KvPool:
+    """The resident sequences and the snapshots of evicted ones, within the context's sequence
+    ids. Owned by the model thread, except `forget` and `state` (any thread)."""
+
+    def __init__(
+        self,
+        ctx: llama_cpp.llama_context_p,
+        memory: llama_cpp.llama_memory_t,
+        n_seq_max: int,
+        snapshots: SnapshotCache,
+    ) -> None:
+        self._ctx = ctx
+        self._memory = memory
+        self._free = list(range(n_seq_max - 1, -1, -1))  # pop() hands out 0 first
+        self.residents: list[Resident] = []
+        self.snapshots = snapshots
+        self._clock = 0
+        # Starting guesses; measured as the backend runs.
+        self.prompt_rate = Rate(200.0)  # prompt tokens per second
+        self.copy_rate = Rate(2e9)  # snapshot bytes per second
+        # Shared with the event loop, under the lock: the snapshots, what `state` reports, and
+        # the channels forgotten since the model thread last looked.
+        self._lock = threading.Lock()
+        self._view: dict[str | None, int] = {}
+        self._forgotten: set[str] = set()
+        self._forget_all = False
+
+    # -- any thread ------------------------------------------------------------------------------
+
+    def forget(self, key: str | None) -> None:
+        """Drop a channel's saved state now (every channel's when None), and mark its resident
+        sequence for the model thread to drop before it uses the pool again."""
+        with self._lock:
+            if key is None:
+                self._forget_all = True
+                self.snapshots.clear()
+                self._view.clear()
+            else:
+                self._forgotten.add(key)
+                self.snapshots.drop(key)
+                self._view.pop(key, None)
+
+    def state(self, key: str) -> str:
+        with self._lock:
+            resident = self._view.get(key, 0)
+            snapshot = self.snapshots.peek(key)
+        if resident:
+            return f"warm ({resident:,} tokens resident)"
+        if snapshot is not None:
+            return f"warm ({len(snapshot.tokens):,} tokens saved, {snapshot.nbytes / 2**20:.1f} MB)"
+        return "cold"
+
+    def _marked(self, key: str | None) -> bool:
+        """Forgotten since the model thread last looked (call with the lock held)."""
+        return self._forget_all or (key is not None and key in self._forgotten)
+
+    def _publish(self, resident: Resident) -> None:
+        with self._lock:
+            if not self._marked(resident.key):
+                self._view[resident.key] = len(resident.tokens)
+
+    # -- the model thread ------------------------------------------------------------------------
+
+    def honour_forgets(self) -> tuple[bool, frozenset[str]]:
+        """Drop what was forgotten (a sequence that is generating when it ends); returns what
+        that was (every channel, and which ones) for other holders of KV state."""
+        with self._lock:
+            forget_all, keys = self._forget_all, frozenset(self._forgotten)
+            self._forget_all, self._forgotten = False, set()
+        if not forget_all and not keys:
+            return forget_all, keys
+        for resident in list(self.residents):
+            if forget_all or resident.key in keys:
+                if resident.busy:
+                    resident.forgotten = True
+                else:
+                    self.drop(resident)
+        return forget_all, keys
+
+    def claim(self, key: str | None, tokens: Sequence[int], cold: bool) -> tuple[Resident, int]:
+        """A sequence for a generation of `key` with prompt `tokens`, holding the longest cached
+        prefix of it (none when `cold`), and how many prompt tokens need no evaluation."""
+        resident = self._idle_for(key, tokens)
+        if resident is None:
+            resident = Resident(self._take_id(), key)
+            self.residents.append(resident)
+        resident.busy = True
+        self._tick(resident)
+        snapshot = self.snapshots.peek(key) if key is not None else None
+        if snapshot is not None and not cold:
+            saved = common_prefix(snapshot.tokens, tokens) - common_prefix(resident.tokens, tokens)
+            if saved > 0 and restore_wins(snapshot.nbytes, saved, self.copy_rate, self.prompt_rate):
+                self._restore(resident)
+        if key is not None:
+            with self._lock:
+                self.snapshots.drop(key)  # the resident sequence is the fresher copy
+        cached = 0 if cold else common_prefix(resident.tokens, tokens)
+        # At least one token is evaluated so that the logits belong to this prompt.
+        reuse = min(cached, len(tokens) - 1)
+        self.trim(resident, reuse)
+        self._publish(resident)
+        return resident, reuse
+
+    def release(self, resident: Resident) -> None:
+        """Its generation ended: it stays resident for the channel's next turn, unless it was
+        forgotten meanwhile. An older idle copy of the same channel goes."""
+        resident.busy = False
+        self._tick(resident)
+        if resident.forgotten:
+            self.drop(resident)
+            return
+        for other in list(self.residents):
+            if other is not resident and other.key == resident.key and not other.busy:
+                self.drop(other)
+        self._publish(resident)
+
+    def trim(self, resident: Resident, keep: int) -> None:
+        """Keep the first `keep` tokens of a sequence."""
+        if keep < len(resident.tokens):
+            llama_cpp.llama_memory_seq_rm(self._memory, resident.seq, keep, -1)
+            del resident.tokens[keep:]
+
+    def drop(self, resident: Resident) -> None:
+        """Remove a sequence from the pool (nothing saved)."""
+        llama_cpp.llama_memory_seq_rm(self._memory, resident.seq, -1, -1)
+        resident.tokens.clear()
+        self.residents.remove(resident)
+        self._free.append(resident.seq)
+        with self._lock:
+            if self._view.get(resident.key) is not None and not any(
+                r.key == resident.key for r in self.residents
+            ):
+                del self._view[resident.key]
+
+    def evict(self) -> bool:
+        """Make room: save the least recently used idle sequence as a snapshot and drop it.
+        False when every resident sequence is generating."""
+        idle = [r for r in self.residents if not r.busy]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda r: r.used)
+        self._stash(victim)
+        self.drop(victim)
+        return True
+
+    # -- inside ------------------------------------------------------------------------------------
+
+    def _idle_for(self, key: str | None, tokens: Sequence[int]) -> Resident | None:
+        mine = [r for r in self.residents if r.key == key and not r.busy and not r.forgotten]
+        return max(mine, key=lambda r: common_prefix(r.tokens, tokens), default=None)
+
+    def _take_id(self) -> int:
+        while not self._free:
+            if not self.evict():
+                raise RuntimeError("every sequence of the KV pool is generating")
+        return self._free.pop()
+
+    def _tick(self, resident: Resident) -> None:
+        self._clock += 1
+        resident.used = self._clock
+
+    def _stash(self, resident: Resident) -> None:
+        key = resident.key
+        if key is None or len(resident.tokens) < MIN_SNAPSHOT_TOKENS:
+            return
+        with self._lock:
+            if self._marked(key) or self.snapshots.budget_bytes <= 0:
+                return
+        started = time.perf_counter()
+        size = llama_cpp.llama_state_seq_get_size(self._ctx, resident.seq)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(self._ctx, buffer, size, resident.seq)
+        if not written:
+            return
+        snapshot = Snapshot(tuple(resident.tokens), bytes(memoryview(buffer)[:written]))
+        self.copy_rate.add(written, time.perf_counter() - started)
+        with self._lock:
+            if not self._marked(key):  # not forgotten while it was being copied
+                self.snapshots.put(key, snapshot)
+
+    def _restore(self, resident: Resident) -> None:
+        """Replace the sequence's KV with the channel's snapshot, making room if needed."""
+        assert resident.key is not None
+        with self._lock:
+            snapshot = self.snapshots.take(resident.key)
+        if snapshot is None:
+            return
+        self.trim(resident, 0)
+        started = time.perf_counter()
+        data = (ctypes.c_uint8 * snapshot.nbytes).from_buffer_copy(snapshot.data)
+        while not llama_cpp.llama_state_seq_set_data(
+            self._ctx, data, snapshot.nbytes, resident.seq
+        ):
+            llama_cpp.llama_memory_seq_rm(self._memory, resident.seq, -1, -1)
+            if not self.evict():  # no room, and nothing left to make room with
+                return
+        resident.tokens[:] = snapshot.tokens
+        self.copy_rate.add(snapshot.nbytes, time.perf_counter() - started)

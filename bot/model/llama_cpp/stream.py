@@ -1,0 +1,97 @@
+"""One generation inside the step loop: where its prompt stands, its own sampler chain, the
+token it decodes next, and how each drawn token ends up as text (or ends the reply)."""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Callable, Sequence
+
+from llama_cpp._internals import LlamaSampler
+
+from bot.model.llama_cpp.lane import Lane
+from bot.model.llama_cpp.pool import Resident
+from bot.model.types import Generation
+from bot.model.writer import GenerationWriter
+
+
+def cells_needed(generation: Generation, prompt: Sequence[int], n_ctx: int) -> int:
+    """KV cells a reply may come to need: its prompt and its reply, within its window."""
+    return min(n_ctx, len(prompt) + generation.request.sampling.max_tokens)
+
+
+class Stream:
+    """A generation being evaluated or generated, on its resident sequence of the pool."""
+
+    def __init__(
+        self,
+        generation: Generation,
+        writer: GenerationWriter,
+        prompt: Sequence[int],
+        lane: Lane,
+        resident: Resident,
+        reuse: int,
+        sampler: LlamaSampler,
+        n_ctx: int,
+    ) -> None:
+        self.generation = generation
+        self.writer = writer
+        self.prompt = prompt
+        self.lane = lane
+        self.resident = resident
+        self.evaluated = reuse  # prompt tokens in the KV so far
+        self.sampler = sampler
+        self.n_ctx = n_ctx
+        # A fixed-seed reply decodes alone, in the fixed-seed lane.
+        self.solo = generation.request.cold
+        self.next_token: int | None = None  # drawn, to be decoded in the next step
+        self.max_tokens = generation.request.sampling.max_tokens
+        self.reserved = cells_needed(generation, prompt, n_ctx)
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        writer.result.prompt_tokens = len(prompt)
+        writer.result.reused_tokens = reuse
+
+    @property
+    def seq(self) -> int:
+        return self.resident.seq
+
+    @property
+    def position(self) -> int:
+        """Where the next token goes: the sequence holds positions 0 .. position - 1."""
+        return len(self.resident.tokens)
+
+    @property
+    def prefilling(self) -> bool:
+        return self.evaluated < len(self.prompt)
+
+    def prompt_part(self, budget: int) -> Sequence[int]:
+        """The next at most `budget` prompt tokens to evaluate."""
+        return self.prompt[self.evaluated : self.evaluated + budget]
+
+    def evaluated_part(self, tokens: Sequence[int]) -> None:
+        """A step evaluated these tokens of the prompt (or the drawn token) for this stream."""
+        self.resident.tokens.extend(tokens)
+        if self.prefilling:
+            self.evaluated += len(tokens)
+        else:
+            self.next_token = None
+
+    def accept(
+        self, token: int, is_end: Callable[[int], bool], piece: Callable[[int], bytes]
+    ) -> bool:
+        """Handle a drawn token: show it, or end the reply. True when the reply ended."""
+        writer, result = self.writer, self.writer.result
+        writer.first_token()
+        if is_end(token):
+            result.finish = "stop"
+            return True
+        if writer.write(self._decoder.decode(piece(token))):
+            result.finish = "stop"
+            return True
+        if result.generated_tokens >= self.max_tokens:
+            result.finish = "length"
+            return True
+        if self.position >= self.n_ctx:
+            result.finish = "length"  # the channel's context window is full
+            return True
+        self.next_token = token
+        return False
