@@ -2,7 +2,7 @@
 
 The pipeline run is a message typed into the console adapter (its stdin is a pipe), through
 the daemon, queue, context builder, model worker and back to the console's stdout. The raw
-run is `Llama.create_completion(stream=True)` on the same `Llama`, same prompt tokens,
+run is `Llama.create_completion(stream=True)` on a `Llama` of the same file, same prompt tokens,
 sampling parameters, seed and max_tokens. End-of-generation tokens are banned in both, in C
 (a logit-bias sampler at the head of the chain), so every run generates exactly max_tokens.
 Runs are interleaved (pipeline, raw, bare, pipeline, ...). tokens/s counts from the first
@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+import llama_cpp
 import llama_cpp._internals as internals
 
 from adapters.console import ConsoleAdapter
@@ -130,9 +131,13 @@ async def measure(model: Path, max_tokens: int, repeats: int, n_ctx: int) -> dic
         settings = load_settings(
             None, bot={"data_dir": tmp, "personas_dir": personas_dir, "default_persona": "bench"}
         )
-        engine = await RecordingEngine.load(model, n_ctx=n_ctx, n_threads=threads)
+        engine = await RecordingEngine.load(model, n_ctx=n_ctx, n_threads=threads, parallel=1)
         engine.force = {"ban_eos": True, "seed": SEED}
-        llm = engine._llm
+        # The reference: llama-cpp-python's own Llama on the same file, run while the daemon
+        # is idle (the backend builds its context from the lower layer, with no Llama).
+        llm = await asyncio.to_thread(
+            llama_cpp.Llama, str(model), n_ctx=n_ctx, n_threads=threads, verbose=False
+        )
         BannedSampler.n_vocab = llm.n_vocab()
         BannedSampler.banned = dict.fromkeys(engine._text.eog_tokens(), float("-inf"))
         store = await Store.open(Path(tmp) / "hearthbot.db")
@@ -163,14 +168,15 @@ async def measure(model: Path, max_tokens: int, repeats: int, n_ctx: int) -> dic
         runs: dict[str, list[float]] = {"pipeline": [], "create_completion": [], "bare": []}
         for _ in range(repeats):
             runs["pipeline"].append(await ask())
-            n, span = await engine._call(lambda: raw_completion(llm, prompt, sampling))
+            n, span = await asyncio.to_thread(raw_completion, llm, prompt, sampling)
             runs["create_completion"].append((n - 1) / span)
-            n, span = await engine._call(lambda: bare_loop(llm, prompt, sampling))
+            n, span = await asyncio.to_thread(bare_loop, llm, prompt, sampling)
             runs["bare"].append((n - 1) / span)
         os.close(write_fd)
         await daemon.stop()
         await store.close()
         await engine.close()
+        llm.close()
     ratios = [p / r for p, r in zip(runs["pipeline"], runs["create_completion"], strict=True)]
     ratios_bare = [p / r for p, r in zip(runs["pipeline"], runs["bare"], strict=True)]
     return {
