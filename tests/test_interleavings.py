@@ -29,11 +29,13 @@ from hypothesis import strategies as st
 
 from bot import texts
 from bot.events import ChatEvent, MessageDeleted, Outcome
+from bot.migrations import MIGRATIONS
+from bot.store import Store, StoredQuote
 from support.daemons import DB, daemon_for
 from support.interleavings import CHANNELS, PEOPLE, Chat, Sent, Shown, Step
 from support.progress import wait_progressing
 from support.recording_adapter import message
-from support.stored import everything_stored
+from support.stored import everything_stored, schema_version
 
 person = st.sampled_from(sorted(PEOPLE))
 earlier = st.integers(0, 40)  # an earlier question, counted modulo those sent so far
@@ -178,3 +180,55 @@ async def test_a_message_taken_back_while_queued_leaves_the_daemon_idle(
             assert await daemon.handle(message("!forget")) is Outcome.COMMAND
         assert adapter.for_message(msg.message_id)[0].final is None  # it was still queued
         await wait_progressing(daemon.wait_idle(), lambda: None, 10, "the daemon to be idle")
+
+
+async def test_a_row_taken_back_is_never_another_message_s(tmp_path: Path) -> None:
+    """A question deleted (or forgotten) while its answer is written, then the next question
+    from anyone: before, the next one got the freed row id, so the old answer completed the
+    new question's pending mark and was stored in its place, and the new question ended with
+    "(stopped)" unanswered."""
+    store = await Store.open(tmp_path / DB)
+    try:
+        first = message("asked then deleted")
+        row = await store.accept(first, first.text)
+        assert row is not None
+        await store.delete_message("test", first.message_id)  # its answer being written
+        second = message("asked next", author="u2", channel="c2")
+        assert await store.accept(second, second.text) != row
+        assert not await store.complete(row, first.channel_key, "the deleted question's answer")
+        assert [p.message.message_id for p in await store.pending()] == [second.message_id]
+    finally:
+        await store.close()
+
+
+async def test_row_ids_are_never_reused_after_the_v3_migration(tmp_path: Path) -> None:
+    """v3 rebuilds the messages table (AUTOINCREMENT): rows, pending marks and quotes stay,
+    deleting a message still takes its pending mark with it, and no id comes back."""
+    db = tmp_path / DB
+    asked = message("pending before the update")
+    with closing(sqlite3.connect(db)) as raw:
+        raw.executescript(f"{MIGRATIONS[0]}\n{MIGRATIONS[1]}\nPRAGMA user_version = 2;")
+        for row, platform_id, reply_to in ((1, "m0", None), (2, asked.message_id, "m0")):
+            raw.execute(
+                "INSERT INTO messages (id, channel, platform_message_id, author_id, author_name,"
+                " role, text, created_at, reply_to_id, reply_to_row)"
+                " VALUES (?, 'test:c1', ?, 'test:u1', 'Alice', 'user', 'words', 0, ?, ?)",
+                (row, platform_id, reply_to, 1 if reply_to else None),
+            )
+        raw.execute("INSERT INTO pending VALUES (2, ?, 0)", (asked.to_json(),))
+        raw.commit()
+    store = await Store.open(db)
+    try:
+        assert schema_version(db) == len(MIGRATIONS)
+        assert [m.quote for m in await store.history("test:c1")][1] == StoredQuote(
+            "m0", 1, "Alice", "words"
+        )
+        assert [p.row for p in await store.pending()] == [2]
+        await store.delete_message("test", asked.message_id)
+        assert await store.pending() == []
+        later = message("after the update")
+        assert await store.accept(later, later.text) == 3
+    finally:
+        await store.close()
+    with closing(sqlite3.connect(db)) as raw:
+        assert raw.execute("PRAGMA foreign_key_check").fetchall() == []
