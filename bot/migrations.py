@@ -116,4 +116,12 @@ MIGRATIONS: tuple[str, ...] = (
             WHERE reply_to_row = OLD.id;
     END;
     """,
+    # 4: an answer names the question it answers, so a regenerate replaces that answer only.
+    # Before, it dropped the answers between its question and the next one, which in a busy
+    # channel are other people's (Bob's 🔁 dropped Alice's answer) and may miss its own.
+    # Answers saved before v4 have none, and are found by position as before.
+    """
+    ALTER TABLE messages ADD COLUMN answer_to INTEGER; -- the question's row, for an answer
+    CREATE INDEX messages_by_answer_to ON messages (answer_to) WHERE answer_to IS NOT NULL;
+    """,
 )

@@ -24,14 +24,14 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from bot import texts
-from bot.events import ChatEvent, MessageDeleted, Outcome
+from bot.events import ChatEvent, MessageDeleted, Outcome, RegenerateRequested
 from bot.migrations import MIGRATIONS
 from bot.store import Store, StoredQuote
-from support.daemons import DB, daemon_for
+from support.daemons import DB, answered, daemon_for, model_held
 from support.interleavings import CHANNELS, PEOPLE, Chat, Sent, Shown, Step
 from support.progress import wait_progressing
 from support.recording_adapter import message
@@ -158,6 +158,21 @@ async def interleave(folder: Path, model: Path, chat_steps: list[Step]) -> None:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(chat_steps=st.lists(steps, min_size=4, max_size=30))
+# What it found (each has its own test below): a regenerate that dropped someone else's answer
+@example(
+    [("ask", "u1", "c1", None, False), ("ask", "u2", "c1", None, False), ("regenerate", 1, False)]
+)
+# a deleted question's answer stored in the place of the next question's
+@example(
+    [
+        ("ask", "u1", "c1", None, False),
+        ("wait", "generating"),
+        ("delete", 0),
+        ("ask", "u2", "c2", None, False),
+    ]
+)
+# a message taken back while queued leaving the daemon busy
+@example([("ask", "u2", "c1", None, False), ("forget", "u2", None), ("wait", "idle")])
 def test_interleavings_keep_the_invariants(tiny_model: Path, chat_steps: list[Step]) -> None:
     with tempfile.TemporaryDirectory() as folder:
         asyncio.run(interleave(Path(folder), tiny_model, chat_steps))
@@ -232,3 +247,27 @@ async def test_row_ids_are_never_reused_after_the_v3_migration(tmp_path: Path) -
         await store.close()
     with closing(sqlite3.connect(db)) as raw:
         assert raw.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+async def test_a_regenerate_replaces_only_its_own_answer(tmp_path: Path, tiny_model: Path) -> None:
+    """Alice and Bob ask in one channel before either is answered (history: her question,
+    his, her answer, his). Before, a regenerate dropped the answers between its question and
+    the next question: Bob's 🔁 dropped Alice's answer from the history too, and Alice's
+    dropped none, so her old answer stayed beside the new one."""
+    async with daemon_for(tmp_path, tiny_model) as (daemon, adapter):
+        alice, bob = message("alice asks"), message("bob asks", author="u2", name="Bob")
+        async with model_held(daemon.backend):
+            for msg in (alice, bob):
+                assert await daemon.handle(msg) is Outcome.ACCEPTED
+        shown = {
+            msg.message_id: await answered(adapter.for_message(msg.message_id)[0])
+            for msg in (alice, bob)
+        }
+        await daemon.wait_idle()
+        for msg in (bob, alice):
+            assert await daemon.handle(RegenerateRequested(msg, msg.author_id)) is Outcome.APPLIED
+            shown[msg.message_id] = await answered(adapter.for_message(msg.message_id)[-1])
+            await daemon.wait_idle()
+            history = await daemon.store.history(msg.channel_key)
+            answers = [m.text for m in history if m.role == "assistant"]
+            assert sorted(answers) == sorted(stored_text(s) for s in shown.values())
