@@ -122,7 +122,7 @@ class Intake:
                 return Outcome.IGNORED
         elif isinstance(event, MessageDeleted):
             gone = (event.platform, event.message_id)
-            queued = self.queue.remove(
+            queued = self.responder.drop_queued(
                 lambda job: (job.message.platform, job.message.message_id) != gone
             )
             # Where it was stored or quoted: the deleted text must not linger in memory either.

@@ -66,4 +66,62 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE id IN (SELECT message_row FROM pending);
     UPDATE pending SET incoming = json_remove(incoming, '$.reply_to_text');
     """,
+    # 3: row ids are never used twice (AUTOINCREMENT). A question deleted or forgotten while
+    # its answer was written freed its id for the next message; the old answer then completed
+    # that message's pending mark (`Store.complete` finds it by row) and took its place.
+    # SQLite cannot change a primary key in place, so the tables are rebuilt: pending first,
+    # pointing at the new table, so that dropping the old one cascades to nothing.
+    """
+    CREATE TABLE messages_v3 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel TEXT NOT NULL,
+        platform_message_id TEXT,
+        author_id TEXT NOT NULL,
+        author_name TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+        text TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        reply_to_id TEXT,
+        reply_to_row INTEGER,
+        reply_to_author TEXT
+    );
+    INSERT INTO messages_v3 (id, channel, platform_message_id, author_id, author_name, role,
+            text, created_at, reply_to_id, reply_to_row, reply_to_author)
+        SELECT id, channel, platform_message_id, author_id, author_name, role, text,
+            created_at, reply_to_id, reply_to_row, reply_to_author FROM messages;
+    CREATE TABLE pending_v3 (
+        message_row INTEGER PRIMARY KEY REFERENCES messages_v3 (id) ON DELETE CASCADE,
+        incoming TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    INSERT INTO pending_v3 SELECT message_row, incoming, created_at FROM pending;
+    DROP TABLE pending;
+    DROP TABLE messages;
+    -- Renaming updates pending's reference to the new name.
+    ALTER TABLE messages_v3 RENAME TO messages;
+    ALTER TABLE pending_v3 RENAME TO pending;
+    CREATE INDEX messages_by_channel ON messages (channel, id);
+    CREATE INDEX messages_by_author ON messages (author_id);
+    CREATE UNIQUE INDEX messages_platform_id ON messages (channel, platform_message_id)
+        WHERE role = 'user' AND platform_message_id IS NOT NULL;
+    CREATE INDEX messages_by_platform_id ON messages (platform_message_id)
+        WHERE platform_message_id IS NOT NULL;
+    CREATE INDEX messages_by_reply_id ON messages (reply_to_id) WHERE reply_to_id IS NOT NULL;
+    CREATE INDEX messages_by_reply_row ON messages (reply_to_row)
+        WHERE reply_to_row IS NOT NULL;
+    CREATE INDEX messages_by_reply_author ON messages (reply_to_author)
+        WHERE reply_to_author IS NOT NULL;
+    CREATE TRIGGER messages_unquote AFTER DELETE ON messages BEGIN
+        UPDATE messages SET reply_to_id = NULL, reply_to_row = NULL, reply_to_author = NULL
+            WHERE reply_to_row = OLD.id;
+    END;
+    """,
+    # 4: an answer names the question it answers, so a regenerate replaces that answer only.
+    # Before, it dropped the answers between its question and the next one, which in a busy
+    # channel are other people's (Bob's 🔁 dropped Alice's answer) and may miss its own.
+    # Answers saved before v4 have none, and are found by position as before.
+    """
+    ALTER TABLE messages ADD COLUMN answer_to INTEGER; -- the question's row, for an answer
+    CREATE INDEX messages_by_answer_to ON messages (answer_to) WHERE answer_to IS NOT NULL;
+    """,
 )

@@ -93,7 +93,15 @@ class Responder:
 
     def forget_queued(self, user_key: str) -> int:
         """Drop a user's queued messages (they asked to be forgotten)."""
-        return self.queue.remove(lambda job: job.message.user_key != user_key)
+        return self.drop_queued(lambda job: job.message.user_key != user_key)
+
+    def drop_queued(self, keep: Callable[[Job], bool]) -> int:
+        """Drop the queued jobs for which keep() is False (deleted, forgotten). Idle if none
+        is left: the worker, woken for a job dropped here, would not say so itself."""
+        removed = self.queue.remove(keep)
+        if not len(self.queue) and not self._answering:
+            self._idle.set()
+        return removed
 
     def abandon(self) -> None:
         """Stop the answers in flight now instead of waiting out the grace period."""

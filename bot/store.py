@@ -147,9 +147,9 @@ class Store(Database):
             if not reply:
                 return True
             await db.execute(
-                "INSERT INTO messages (channel, author_id, author_name, role, text, created_at)"
-                " VALUES (?, 'bot', 'hearthbot', 'assistant', ?, ?)",
-                (channel, reply, time.time()),
+                "INSERT INTO messages (channel, author_id, author_name, role, text, created_at,"
+                " answer_to) VALUES (?, 'bot', 'hearthbot', 'assistant', ?, ?, ?)",
+                (channel, reply, time.time(), pending_row),
             )
         return True
 
@@ -293,8 +293,9 @@ class Store(Database):
             return [str(r[0]) for r in await cur.fetchall()]
 
     async def reopen(self, message: Incoming) -> int | None:
-        """Make a stored user message pending again and drop the answers given after it (up to
-        the next user message), so it is answered anew. None if it is not stored."""
+        """Make a stored user message pending again and drop its answer, so it is answered
+        anew. None if it is not stored. An answer saved before answers named their question
+        (schema v4) is found by position: after it, before the next user message."""
         channel = message.channel_key
         async with self.transaction() as db:
             async with db.execute(
@@ -307,10 +308,11 @@ class Store(Database):
                 return None
             row = int(found[0])
             await db.execute(
-                "DELETE FROM messages WHERE channel = ? AND role = 'assistant' AND id > ?"
+                "DELETE FROM messages WHERE role = 'assistant' AND (answer_to = ?"
+                " OR (answer_to IS NULL AND channel = ? AND id > ?"
                 " AND id < coalesce((SELECT min(id) FROM messages WHERE channel = ?"
-                " AND role = 'user' AND id > ?), 1 << 62)",
-                (channel, row, channel, row),
+                " AND role = 'user' AND id > ?), 1 << 62)))",
+                (row, channel, row, channel, row),
             )
             await db.execute(
                 "INSERT OR IGNORE INTO pending (message_row, incoming, created_at)"
