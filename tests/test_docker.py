@@ -252,7 +252,7 @@ async def test_the_container_on_discord_as_docker_runs_it(
             await bot.until(lambda: fake.replies_to(story), "the answer streaming")
             fake.rate_limit_next("PATCH", ONE_MESSAGE, retry_after=RATE_LIMITED_S)
             took = await bot.stop()
-        assert bot.logged("finishing the answer in flight") == 1, bot.output()[-3000:]
+        assert bot.logged("finishing the answers in flight") == 1, bot.output()[-3000:]
         assert bot.logged("grace period over: stopping the answer in flight") == 0
         assert bot.logged("answered") == 1 and bot.returncode == 0  # 137: killed at 10 s
         assert took < 10
