@@ -32,7 +32,7 @@ from bot.model.llama_cpp.pool import KvPool
 from bot.model.llama_cpp.sampler import sampler_chain
 from bot.model.llama_cpp.solo import SoloLane
 from bot.model.llama_cpp.stream import Stream, cells_needed
-from bot.model.types import EngineStats, Generation, GenerationRequest
+from bot.model.types import EngineStats, Generation, GenerationRequest, Outbox
 from bot.model.writer import GenerationWriter
 
 # How often the aggregate tokens/s figure is renewed.
@@ -65,6 +65,7 @@ class Engine:
         self._end_tokens = end_tokens
         self.waiting: deque[tuple[Generation, list[int]]] = deque()
         self.streams: list[Stream] = []
+        self.outbox = Outbox()  # the replies' text, handed to the event loop once per step
         self.steps = 0
         self._turn = 0
         self._last_step = 0  # tokens in the last step
@@ -87,19 +88,22 @@ class Engine:
 
     def step(self) -> None:
         """Admit what fits, then one llama_decode for the next group of replies."""
-        self.honour_forgets()
-        for stream in [s for s in self.streams if s.generation.cancelled]:
-            stream.writer.result.finish = "cancelled"
-            self._end(stream)
-        self._admit()
-        group = self._next_group()
-        if group:
-            try:
-                self._run(group)
-            except Exception as exc:  # a broken step must not kill the worker
-                for stream in group:
-                    self._fail(stream, str(exc))
-        self._publish()
+        try:
+            self.honour_forgets()
+            for stream in [s for s in self.streams if s.generation.cancelled]:
+                stream.writer.result.finish = "cancelled"
+                self._end(stream)
+            self._admit()
+            group = self._next_group()
+            if group:
+                try:
+                    self._run(group)
+                except Exception as exc:  # a broken step must not kill the worker
+                    for stream in group:
+                        self._fail(stream, str(exc))
+        finally:
+            self.outbox.send()
+            self._publish()
 
     def honour_forgets(self) -> None:
         """Drop the KV state of channels forgotten since the last step, wherever it is."""
@@ -117,6 +121,7 @@ class Engine:
             generation, _ = self.waiting.popleft()
             generation.cancel()
             _finish_unstarted(generation, None)
+        self.outbox.send()
         self.shared.batch.close()
         if self.solo is not None:
             self.solo.close()
@@ -150,6 +155,7 @@ class Engine:
             ) and any(not s.solo for s in self.streams):
                 return  # waits until running replies leave room
             self.waiting.remove(entry)
+            generation._outbox = self.outbox
             writer = GenerationWriter(generation)
             try:
                 self.streams.append(self._start(generation, writer, prompt))
