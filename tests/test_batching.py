@@ -4,12 +4,14 @@ replies generate in one step loop, each as if alone; steps are counted, never ti
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from bot.model.llama_cpp.engine import Engine
+from bot.model.llama_cpp.pieces import ALIGN, MIN_PIECE, cuts, reuse_point
 from bot.model.types import Generation, GenerationRequest
 from bot.personas import Sampling
 from support.engine_steps import Step, StepRecordingBackend
@@ -247,3 +249,64 @@ async def test_closing_ends_every_reply_in_flight(tiny_model: Path) -> None:
     texts = await asyncio.gather(*(text_of(g) for g in generations))
     assert all(g.result.finish == "cancelled" for g in generations)
     assert texts[3] == ""  # the fourth was still waiting for a slot
+
+
+async def test_a_fixed_seed_channel_reuses_its_prompt_and_still_gives_the_cold_reply(
+    backend: StepRecordingBackend, tiny_model: Path
+) -> None:
+    seeded = Sampling(temperature=0.8, max_tokens=30, seed=5)
+
+    def fixed(messages: list[dict[str, str]]) -> GenerationRequest:
+        return GenerationRequest(
+            messages=messages, sampling=seeded, seed=5, cache_key="t", cold=True, ban_eos=True
+        )
+
+    history = chat("tea", turns=3)
+    first = backend.start(fixed(history))
+    reply = await text_of(first)
+    follow_up = [*history, {"role": "assistant", "content": reply}]
+    follow_up.append({"role": "user", "content": "and the water for it?"})
+    others = [backend.start(ask(chat(topic), topic)) for topic in TOPICS[:2]]
+    second = backend.start(fixed(follow_up))
+    warm, *_ = await asyncio.gather(text_of(second), *(text_of(g) for g in others))
+    assert backend._engine is not None and backend._engine.solo is not None
+    assert backend._engine.solo.reuses  # the probe found the rule holds on the tiny model
+    # It kept its previous prompt (short of the last batch), not the reply.
+    assert first.result.prompt_tokens - MIN_PIECE - ALIGN < second.result.reused_tokens
+    assert second.result.reused_tokens <= first.result.prompt_tokens
+    assert [warm] == await alone(tiny_model, [fixed(follow_up)])  # evaluated cold there
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "step", "ends"),
+    [
+        (0, 100, 512, [100]),
+        (0, 20, 512, [20]),  # shorter than a batch's minimum: one batch
+        (0, 1024, 512, [512, 1024]),
+        (0, 1030, 512, [512, 992, 1030]),  # the last batch gets its 36 tokens
+        (0, 1100, 512, [512, 1024, 1100]),
+        (8, 700, 512, [520, 700]),
+        (0, 610, 100, [100, 200, 300, 400, 500, 572, 610]),
+    ],
+)
+def test_cuts(start: int, end: int, step: int, ends: list[int]) -> None:
+    assert cuts(start, end, step) == ends
+    pieces = list(itertools.pairwise([start, *ends]))
+    assert all(b % ALIGN == 0 for _, b in pieces[:-1])
+    assert all(MIN_PIECE <= b - a <= step for a, b in pieces) or len(pieces) == 1
+
+
+@pytest.mark.parametrize(
+    ("kept", "end", "point"),
+    [
+        (0, 500, 0),
+        (400, 500, 400),
+        (403, 500, 400),  # a multiple of 4
+        (490, 500, 464),  # leaves 36 tokens to evaluate
+        (600, 500, 464),
+        (30, 40, 4),
+        (30, 30, 0),
+    ],
+)
+def test_reuse_point(kept: int, end: int, point: int) -> None:
+    assert reuse_point(kept, end) == point

@@ -13,8 +13,9 @@ A fixed-seed reply decodes alone, in a context of its own (bot.model.llama_cpp.s
 same seed and history give the same text while other channels generate. Its cost: a step of
 its own for each of its tokens (a whole llama_decode per token, where a reply sharing a step
 adds ~0.65 ms to it), taken in turn with the shared steps, which then come half as often; its
-prompt is evaluated from scratch every turn; and the second context's memory (one window of
-KV), opened at the first fixed-seed reply.
+previous reply is evaluated again each turn (it was decoded a token at a time), and the whole
+prompt whenever another fixed-seed channel used the lane in between; and the second context's
+memory (one window of KV), opened at the first fixed-seed reply.
 """
 
 from __future__ import annotations

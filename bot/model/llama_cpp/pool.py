@@ -143,6 +143,9 @@ class KvPool:
         self._publish(resident)
         return resident, reuse
 
+    def cuts(self, resident: Resident, start: int, end: int) -> Sequence[int]:
+        return ()  # replies sharing the pool may split their prompts anywhere
+
     def release(self, resident: Resident) -> None:
         """Its generation ended: it stays resident for the channel's next turn, unless it was
         forgotten meanwhile. An older idle copy of the same channel goes."""
