@@ -240,6 +240,19 @@ async def test_forget_status_and_ping_never_wait_for_a_generation(
     assert again.result.reused_tokens == 0
 
 
+async def test_a_request_that_cannot_start_fails_alone(
+    backend: StepRecordingBackend, tiny_model: Path
+) -> None:
+    running = backend.start(ask(chat("water"), "a"))
+    too_long = backend.start(ask([{"role": "user", "content": "water " * 3000}], "b"))
+    empty = backend.start(GenerationRequest(messages=(), sampling=GREEDY, seed=1, prompt=()))
+    texts = await asyncio.gather(text_of(running), text_of(too_long), text_of(empty))
+    assert (too_long.result.finish, empty.result.finish) == ("error", "error")
+    assert "does not fit n_ctx" in (too_long.result.error or "")
+    assert texts[1:] == ["", ""]
+    assert [texts[0]] == await alone(tiny_model, [ask(chat("water"), "a")])
+
+
 async def test_closing_ends_every_reply_in_flight(tiny_model: Path) -> None:
     backend = await load(tiny_model, parallel=3)
     sampling = Sampling(temperature=0, max_tokens=1500)

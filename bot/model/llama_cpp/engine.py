@@ -174,7 +174,12 @@ class Engine:
         except Exception:
             sampler.close()
             raise
-        return Stream(generation, writer, prompt, lane, resident, reuse, sampler, self.n_ctx)
+        try:
+            return Stream(generation, writer, prompt, lane, resident, reuse, sampler, self.n_ctx)
+        except Exception:
+            sampler.close()
+            lane.sequences.release(resident)
+            raise
 
     def _solo_lane(self) -> Lane:
         if self.solo is None:

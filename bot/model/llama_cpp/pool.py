@@ -128,7 +128,8 @@ class KvPool:
             self.residents.append(resident)
         resident.busy = True
         self._tick(resident)
-        snapshot = self.snapshots.peek(key) if key is not None else None
+        with self._lock:
+            snapshot = self.snapshots.peek(key) if key is not None else None
         if snapshot is not None and not cold:
             saved = common_prefix(snapshot.tokens, tokens) - common_prefix(resident.tokens, tokens)
             if saved > 0 and restore_wins(snapshot.nbytes, saved, self.copy_rate, self.prompt_rate):
