@@ -8,6 +8,7 @@ import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import llama_cpp
 import pytest
 
 from bot.model.llama_cpp.engine import Engine
@@ -61,6 +62,21 @@ async def backend(tiny_model: Path) -> AsyncIterator[StepRecordingBackend]:
     await loaded.close()
 
 
+async def pool_agrees(backend: StepRecordingBackend) -> bool:
+    """Whether llama.cpp's KV cache holds exactly the positions the pool's bookkeeping says,
+    sequence by sequence (asked on the model thread)."""
+
+    def check() -> bool:
+        engine, loaded = backend._engine, backend._loaded
+        assert engine is not None and loaded is not None
+        return all(
+            llama_cpp.llama_memory_seq_pos_max(loaded.memory, r.seq) + 1 == len(r.tokens)
+            for r in engine.pool.residents
+        )
+
+    return bool(await backend._call(check))
+
+
 async def alone(tiny_model: Path, requests: list[GenerationRequest]) -> list[str]:
     """Each request's text on a fresh backend, one at a time."""
     fresh = await load(tiny_model, parallel=1)
@@ -79,6 +95,7 @@ async def test_replies_generated_together_are_the_replies_generated_alone(
     await backend.ping()  # the step that ended them is recorded by now
     assert list(together) == await alone(tiny_model, requests)
     assert all(g.result.finish == "length" for g in generations)
+    assert await pool_agrees(backend)
     # They really shared steps: most steps decoded a token of each of the four.
     full = [s for s in backend.step_log.steps if sum(s.generated(g) for g in generations) == 4]
     assert len(full) >= GREEDY.max_tokens - 2
@@ -115,6 +132,7 @@ async def test_cancelling_one_reply_leaves_the_others_intact(
     expected = await alone(tiny_model, requests)
     assert victim.result.finish == "cancelled"
     assert 5 <= victim.result.generated_tokens < GREEDY.max_tokens
+    assert await pool_agrees(backend)  # the cancelled reply's sequence is whole too
     assert expected[1].startswith(texts[1])
     assert [texts[0], texts[2]] == [expected[0], expected[2]]
     assert [generations[0].result.finish, generations[2].result.finish] == ["length"] * 2
@@ -193,6 +211,7 @@ async def test_more_channels_resident_than_slots_then_evicted_and_back(tiny_mode
         back = backend.start(ask(follow_up, TOPICS[0]))
         text = await text_of(back)
         assert back.result.reused_tokens >= len(backend.prompt_tokens(channels[0])) - 1
+        assert await pool_agrees(backend)
     finally:
         await backend.close()
     assert [text] == await alone(tiny_model, [ask(follow_up, TOPICS[0])])
@@ -214,6 +233,7 @@ async def test_running_out_of_kv_room_mid_step_evicts_an_idle_channel(tiny_model
         assert generation.result.finish == "length"
         assert "a" in backend._cache  # the least recently used one was saved, then dropped
         assert backend.cache_state("b").endswith("resident)")
+        assert await pool_agrees(backend)
     finally:
         await backend.close()
     assert [text] == await alone(tiny_model, [ask(c, "c")])
