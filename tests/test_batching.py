@@ -4,12 +4,15 @@ replies generate in one step loop, each as if alone; steps are counted, never ti
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import llama_cpp
 import pytest
 
 from bot.model.llama_cpp.engine import Engine
+from bot.model.llama_cpp.pieces import ALIGN, MIN_PIECE, cuts, reuse_point
 from bot.model.types import Generation, GenerationRequest
 from bot.personas import Sampling
 from support.engine_steps import Step, StepRecordingBackend
@@ -59,6 +62,21 @@ async def backend(tiny_model: Path) -> AsyncIterator[StepRecordingBackend]:
     await loaded.close()
 
 
+async def pool_agrees(backend: StepRecordingBackend) -> bool:
+    """Whether llama.cpp's KV cache holds exactly the positions the pool's bookkeeping says,
+    sequence by sequence (asked on the model thread)."""
+
+    def check() -> bool:
+        engine, loaded = backend._engine, backend._loaded
+        assert engine is not None and loaded is not None
+        return all(
+            llama_cpp.llama_memory_seq_pos_max(loaded.memory, r.seq) + 1 == len(r.tokens)
+            for r in engine.pool.residents
+        )
+
+    return bool(await backend._call(check))
+
+
 async def alone(tiny_model: Path, requests: list[GenerationRequest]) -> list[str]:
     """Each request's text on a fresh backend, one at a time."""
     fresh = await load(tiny_model, parallel=1)
@@ -77,6 +95,7 @@ async def test_replies_generated_together_are_the_replies_generated_alone(
     await backend.ping()  # the step that ended them is recorded by now
     assert list(together) == await alone(tiny_model, requests)
     assert all(g.result.finish == "length" for g in generations)
+    assert await pool_agrees(backend)
     # They really shared steps: most steps decoded a token of each of the four.
     full = [s for s in backend.step_log.steps if sum(s.generated(g) for g in generations) == 4]
     assert len(full) >= GREEDY.max_tokens - 2
@@ -113,6 +132,7 @@ async def test_cancelling_one_reply_leaves_the_others_intact(
     expected = await alone(tiny_model, requests)
     assert victim.result.finish == "cancelled"
     assert 5 <= victim.result.generated_tokens < GREEDY.max_tokens
+    assert await pool_agrees(backend)  # the cancelled reply's sequence is whole too
     assert expected[1].startswith(texts[1])
     assert [texts[0], texts[2]] == [expected[0], expected[2]]
     assert [generations[0].result.finish, generations[2].result.finish] == ["length"] * 2
@@ -191,6 +211,7 @@ async def test_more_channels_resident_than_slots_then_evicted_and_back(tiny_mode
         back = backend.start(ask(follow_up, TOPICS[0]))
         text = await text_of(back)
         assert back.result.reused_tokens >= len(backend.prompt_tokens(channels[0])) - 1
+        assert await pool_agrees(backend)
     finally:
         await backend.close()
     assert [text] == await alone(tiny_model, [ask(follow_up, TOPICS[0])])
@@ -212,6 +233,7 @@ async def test_running_out_of_kv_room_mid_step_evicts_an_idle_channel(tiny_model
         assert generation.result.finish == "length"
         assert "a" in backend._cache  # the least recently used one was saved, then dropped
         assert backend.cache_state("b").endswith("resident)")
+        assert await pool_agrees(backend)
     finally:
         await backend.close()
     assert [text] == await alone(tiny_model, [ask(c, "c")])
@@ -238,6 +260,19 @@ async def test_forget_status_and_ping_never_wait_for_a_generation(
     assert again.result.reused_tokens == 0
 
 
+async def test_a_request_that_cannot_start_fails_alone(
+    backend: StepRecordingBackend, tiny_model: Path
+) -> None:
+    running = backend.start(ask(chat("water"), "a"))
+    too_long = backend.start(ask([{"role": "user", "content": "water " * 3000}], "b"))
+    empty = backend.start(GenerationRequest(messages=(), sampling=GREEDY, seed=1, prompt=()))
+    texts = await asyncio.gather(text_of(running), text_of(too_long), text_of(empty))
+    assert (too_long.result.finish, empty.result.finish) == ("error", "error")
+    assert "does not fit n_ctx" in (too_long.result.error or "")
+    assert texts[1:] == ["", ""]
+    assert [texts[0]] == await alone(tiny_model, [ask(chat("water"), "a")])
+
+
 async def test_closing_ends_every_reply_in_flight(tiny_model: Path) -> None:
     backend = await load(tiny_model, parallel=3)
     sampling = Sampling(temperature=0, max_tokens=1500)
@@ -247,3 +282,64 @@ async def test_closing_ends_every_reply_in_flight(tiny_model: Path) -> None:
     texts = await asyncio.gather(*(text_of(g) for g in generations))
     assert all(g.result.finish == "cancelled" for g in generations)
     assert texts[3] == ""  # the fourth was still waiting for a slot
+
+
+async def test_a_fixed_seed_channel_reuses_its_prompt_and_still_gives_the_cold_reply(
+    backend: StepRecordingBackend, tiny_model: Path
+) -> None:
+    seeded = Sampling(temperature=0.8, max_tokens=30, seed=5)
+
+    def fixed(messages: list[dict[str, str]]) -> GenerationRequest:
+        return GenerationRequest(
+            messages=messages, sampling=seeded, seed=5, cache_key="t", cold=True, ban_eos=True
+        )
+
+    history = chat("tea", turns=3)
+    first = backend.start(fixed(history))
+    reply = await text_of(first)
+    follow_up = [*history, {"role": "assistant", "content": reply}]
+    follow_up.append({"role": "user", "content": "and the water for it?"})
+    others = [backend.start(ask(chat(topic), topic)) for topic in TOPICS[:2]]
+    second = backend.start(fixed(follow_up))
+    warm, *_ = await asyncio.gather(text_of(second), *(text_of(g) for g in others))
+    assert backend._engine is not None and backend._engine.solo is not None
+    assert backend._engine.solo.reuses  # the probe found the rule holds on the tiny model
+    # It kept its previous prompt (short of the last batch), not the reply.
+    assert first.result.prompt_tokens - MIN_PIECE - ALIGN < second.result.reused_tokens
+    assert second.result.reused_tokens <= first.result.prompt_tokens
+    assert [warm] == await alone(tiny_model, [fixed(follow_up)])  # evaluated cold there
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "step", "ends"),
+    [
+        (0, 100, 512, [100]),
+        (0, 20, 512, [20]),  # shorter than a batch's minimum: one batch
+        (0, 1024, 512, [512, 1024]),
+        (0, 1030, 512, [512, 992, 1030]),  # the last batch gets its 36 tokens
+        (0, 1100, 512, [512, 1024, 1100]),
+        (8, 700, 512, [520, 700]),
+        (0, 610, 100, [100, 200, 300, 400, 500, 572, 610]),
+    ],
+)
+def test_cuts(start: int, end: int, step: int, ends: list[int]) -> None:
+    assert cuts(start, end, step) == ends
+    pieces = list(itertools.pairwise([start, *ends]))
+    assert all(b % ALIGN == 0 for _, b in pieces[:-1])
+    assert all(MIN_PIECE <= b - a <= step for a, b in pieces) or len(pieces) == 1
+
+
+@pytest.mark.parametrize(
+    ("kept", "end", "point"),
+    [
+        (0, 500, 0),
+        (400, 500, 400),
+        (403, 500, 400),  # a multiple of 4
+        (490, 500, 464),  # leaves 36 tokens to evaluate
+        (600, 500, 464),
+        (30, 40, 4),
+        (30, 30, 0),
+    ],
+)
+def test_reuse_point(kept: int, end: int, point: int) -> None:
+    assert reuse_point(kept, end) == point

@@ -91,6 +91,9 @@ async def test_a_failure_is_an_error_unless_cancelled(
         (("<|im_start|>",), ["x<|im_", "start|>user"], "x", "x", True),
         (("END",), ["aEN", "D tail"], "a", "a", True),
         (("END", "STOP"), ["xSTO", "P"], "x", "x", True),
+        (("END",), ["aE", "x"], "aEx", "aEx", False),
+        (("END",), ["EEN", "x"], "EENx", "EENx", False),
+        (("X",), ["aX"], "a", "a", True),
     ],
 )
 def test_stop_scanner(

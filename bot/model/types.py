@@ -99,6 +99,7 @@ class Generation:
     result: GenerationResult = field(default_factory=GenerationResult)
     _cancel: threading.Event = field(default_factory=threading.Event)
     _deltas: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
+    _outbox: Outbox | None = None  # set by a worker that hands over deltas once per step
 
     def cancel(self) -> None:
         """Stop as soon as possible, also in the middle of evaluating a long prompt."""
@@ -110,6 +111,9 @@ class Generation:
 
     # Called from the worker thread.
     def _emit(self, delta: str | None) -> None:
+        if self._outbox is not None:
+            self._outbox.put(self, delta)
+            return
         try:
             self.loop.call_soon_threadsafe(self._deltas.put_nowait, delta)
         except RuntimeError:  # the loop is closed: nobody is listening any more
@@ -133,6 +137,34 @@ class Generation:
                 return
 
 
+class Outbox:
+    """Text of several generations, handed to their event loop in one wake-up: a worker that
+    steps many replies at once sends once per step rather than once per token."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple[Generation, str | None]] = []
+
+    def put(self, generation: Generation, delta: str | None) -> None:
+        self._items.append((generation, delta))
+
+    def send(self) -> None:
+        items, self._items = self._items, []
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Generation, str | None]]] = {}
+        for generation, delta in items:
+            by_loop.setdefault(generation.loop, []).append((generation, delta))
+        for loop, batch in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, batch)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                for generation, _ in batch:
+                    generation._cancel.set()
+
+
+def _deliver(batch: list[tuple[Generation, str | None]]) -> None:
+    for generation, delta in batch:
+        generation._deltas.put_nowait(delta)
+
+
 class StopScanner:
     """Finds stop strings in streamed text and holds back a tail that could start one."""
 
@@ -152,6 +184,9 @@ class StopScanner:
             return self._release(len(self.text)), True
         safe = len(self.text)
         for stop in self.stops:
+            # A tail to hold back starts with the stop's first character: mostly there is none.
+            if len(stop) == 1 or stop[0] not in self.text[1 - len(stop) :]:
+                continue
             for n in range(min(len(stop) - 1, len(self.text)), 0, -1):
                 if self.text.endswith(stop[:n]):
                     safe = min(safe, len(self.text) - n)

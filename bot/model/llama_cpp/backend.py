@@ -40,6 +40,7 @@ class LlamaCppBackend(UsesChatText):
     `await LlamaCppBackend.load(...)`."""
 
     engine_cls: type[Engine] = Engine
+    slots: int = 1  # replies generated at once: `parallel`, set when loaded
 
     def __init__(self) -> None:
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
@@ -49,7 +50,6 @@ class LlamaCppBackend(UsesChatText):
         self._text: ChatText
         self._pool: KvPool
         self.info: ModelInfo
-        self.slots = 1
         self._cache = SnapshotCache(0)  # the pool's snapshots of evicted channels
 
     @classmethod

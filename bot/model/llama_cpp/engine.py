@@ -13,8 +13,9 @@ A fixed-seed reply decodes alone, in a context of its own (bot.model.llama_cpp.s
 same seed and history give the same text while other channels generate. Its cost: a step of
 its own for each of its tokens (a whole llama_decode per token, where a reply sharing a step
 adds ~0.65 ms to it), taken in turn with the shared steps, which then come half as often; its
-prompt is evaluated from scratch every turn; and the second context's memory (one window of
-KV), opened at the first fixed-seed reply.
+previous reply is evaluated again each turn (it was decoded a token at a time), and the whole
+prompt whenever another fixed-seed channel used the lane in between; and the second context's
+memory (one window of KV), opened at the first fixed-seed reply.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from bot.model.llama_cpp.pool import KvPool
 from bot.model.llama_cpp.sampler import sampler_chain
 from bot.model.llama_cpp.solo import SoloLane
 from bot.model.llama_cpp.stream import Stream, cells_needed
-from bot.model.types import EngineStats, Generation, GenerationRequest
+from bot.model.types import EngineStats, Generation, GenerationRequest, Outbox
 from bot.model.writer import GenerationWriter
 
 # How often the aggregate tokens/s figure is renewed.
@@ -65,6 +66,7 @@ class Engine:
         self._end_tokens = end_tokens
         self.waiting: deque[tuple[Generation, list[int]]] = deque()
         self.streams: list[Stream] = []
+        self.outbox = Outbox()  # the replies' text, handed to the event loop once per step
         self.steps = 0
         self._turn = 0
         self._last_step = 0  # tokens in the last step
@@ -87,19 +89,22 @@ class Engine:
 
     def step(self) -> None:
         """Admit what fits, then one llama_decode for the next group of replies."""
-        self.honour_forgets()
-        for stream in [s for s in self.streams if s.generation.cancelled]:
-            stream.writer.result.finish = "cancelled"
-            self._end(stream)
-        self._admit()
-        group = self._next_group()
-        if group:
-            try:
-                self._run(group)
-            except Exception as exc:  # a broken step must not kill the worker
-                for stream in group:
-                    self._fail(stream, str(exc))
-        self._publish()
+        try:
+            self.honour_forgets()
+            for stream in [s for s in self.streams if s.generation.cancelled]:
+                stream.writer.result.finish = "cancelled"
+                self._end(stream)
+            self._admit()
+            group = self._next_group()
+            if group:
+                try:
+                    self._run(group)
+                except Exception as exc:  # a broken step must not kill the worker
+                    for stream in group:
+                        self._fail(stream, str(exc))
+        finally:
+            self.outbox.send()
+            self._publish()
 
     def honour_forgets(self) -> None:
         """Drop the KV state of channels forgotten since the last step, wherever it is."""
@@ -117,6 +122,7 @@ class Engine:
             generation, _ = self.waiting.popleft()
             generation.cancel()
             _finish_unstarted(generation, None)
+        self.outbox.send()
         self.shared.batch.close()
         if self.solo is not None:
             self.solo.close()
@@ -150,6 +156,7 @@ class Engine:
             ) and any(not s.solo for s in self.streams):
                 return  # waits until running replies leave room
             self.waiting.remove(entry)
+            generation._outbox = self.outbox
             writer = GenerationWriter(generation)
             try:
                 self.streams.append(self._start(generation, writer, prompt))
@@ -167,7 +174,12 @@ class Engine:
         except Exception:
             sampler.close()
             raise
-        return Stream(generation, writer, prompt, lane, resident, reuse, sampler, self.n_ctx)
+        try:
+            return Stream(generation, writer, prompt, lane, resident, reuse, sampler, self.n_ctx)
+        except Exception:
+            sampler.close()
+            lane.sequences.release(resident)
+            raise
 
     def _solo_lane(self) -> Lane:
         if self.solo is None:

@@ -128,7 +128,8 @@ class KvPool:
             self.residents.append(resident)
         resident.busy = True
         self._tick(resident)
-        snapshot = self.snapshots.peek(key) if key is not None else None
+        with self._lock:
+            snapshot = self.snapshots.peek(key) if key is not None else None
         if snapshot is not None and not cold:
             saved = common_prefix(snapshot.tokens, tokens) - common_prefix(resident.tokens, tokens)
             if saved > 0 and restore_wins(snapshot.nbytes, saved, self.copy_rate, self.prompt_rate):
@@ -142,6 +143,9 @@ class KvPool:
         self.trim(resident, reuse)
         self._publish(resident)
         return resident, reuse
+
+    def cuts(self, resident: Resident, start: int, end: int) -> Sequence[int]:
+        return ()  # replies sharing the pool may split their prompts anywhere
 
     def release(self, resident: Resident) -> None:
         """Its generation ended: it stays resident for the channel's next turn, unless it was

@@ -4,23 +4,33 @@ and decoded alone, the same way every time.
 Why a context of its own: on the bench model (Q4_K) a token's logits change by up to 0.3 with
 where its sequence's cells lie in the KV cache and with how its prompt was cut into batches, so
 a fixed seed would give another reply whenever other channels filled the shared pool
-differently. Here the sequence always starts at cell 0, the prompt is evaluated in the same
-chunks, and the reply one token at a time: the same seed and history give the same text, as
-they did before batching. The context is opened at the first fixed-seed reply and holds one
-window (n_ctx); fixed-seed replies take it one at a time.
+differently. Here the sequence always starts at cell 0, the prompt is evaluated in batches cut
+by one rule (bot.model.llama_cpp.pieces), the reply one token at a time: the same seed and
+history give the same text. When a probe at opening shows that the rule holds on the loaded
+model, a channel's next fixed-seed turn keeps what its previous prompt left in the lane and
+evaluates only the rest (the previous reply included); otherwise every turn is evaluated from
+scratch. The context is opened at the first fixed-seed reply and holds one window (n_ctx);
+fixed-seed replies take it one at a time.
 """
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Sequence
 
 import llama_cpp
 from llama_cpp._internals import LlamaModel
 
 from bot.model.llama_cpp.batch import StepBatch
+from bot.model.llama_cpp.kv_cache import common_prefix
 from bot.model.llama_cpp.lane import Lane
 from bot.model.llama_cpp.loader import PoolShape, open_context
+from bot.model.llama_cpp.pieces import MIN_PIECE, can_cut, cuts, reuse_point
 from bot.model.llama_cpp.pool import Resident
+
+# The probe's prompt, and two ways of cutting it by the rule (ends of batches).
+PROBE_TOKENS = 112
+PROBE_CUTS = ((PROBE_TOKENS,), (36, 76, PROBE_TOKENS), (40, PROBE_TOKENS))
 
 
 class SoloLane:
@@ -33,27 +43,51 @@ class SoloLane:
         self.context = open_context(model, shape)
         self.resident = Resident(seq=0, key=None)
         self.lane = Lane(self.context, StepBatch(step_tokens), self, chunk=step_tokens)
+        self._n_vocab = model.n_vocab()
+        self._step = step_tokens
+        self._prompt = 0  # tokens of the prompt being answered
+        self._kept = 0  # leading tokens whose KV was evaluated by the rule
+        self.reuses = can_cut(step_tokens) and self._probe()
 
     @property
     def busy(self) -> bool:
         return self.resident.busy
 
     def claim(self, key: str | None, tokens: Sequence[int], cold: bool) -> tuple[Resident, int]:
-        """The sequence, emptied: a fixed-seed prompt is evaluated from its first token."""
-        self.clear()
-        self.resident.key = key
-        self.resident.busy = True
-        return self.resident, 0
+        """The sequence, holding what the channel's previous prompt left that this prompt can
+        reuse (nothing unless the rule holds here)."""
+        resident = self.resident
+        reuse = 0
+        if self.reuses and key is not None and resident.key == key:
+            shared = common_prefix(resident.tokens[: self._kept], tokens)
+            reuse = reuse_point(shared, len(tokens))
+        if reuse:
+            self.trim(resident, reuse)
+        else:
+            self.clear()
+        resident.key = key
+        resident.busy = True
+        self._prompt = len(tokens)
+        return resident, reuse
+
+    def cuts(self, resident: Resident, start: int, end: int) -> Sequence[int]:
+        return cuts(start, end, self._step) if self.reuses else ()
 
     def release(self, resident: Resident) -> None:
         resident.busy = False
         if resident.forgotten:
             self.clear()
+            return
+        # Only the prompt was evaluated by the rule (the reply a token at a time), and only a
+        # prompt of one batch or more (a shorter batch is not covered by the rule).
+        evaluated = min(self._prompt, len(resident.tokens))
+        self._kept = evaluated if evaluated >= MIN_PIECE else 0
 
     def trim(self, resident: Resident, keep: int) -> None:
         if keep < len(resident.tokens):
             llama_cpp.llama_memory_seq_rm(self.context.memory, resident.seq, keep, -1)
             del resident.tokens[keep:]
+        self._kept = min(self._kept, keep)
 
     def evict(self) -> bool:
         return False  # one window: a reply always fits
@@ -71,7 +105,30 @@ class SoloLane:
         self.resident.tokens.clear()
         self.resident.key = None
         self.resident.forgotten = False
+        self._kept = 0
 
     def close(self) -> None:
         self.lane.batch.close()
         self.context.close()
+
+    def _probe(self) -> bool:
+        """Whether cutting a prompt by the rule gives bit-identical logits on this model."""
+        tokens = [(self._n_vocab // 3 + 7 * i) % self._n_vocab for i in range(PROBE_TOKENS)]
+        seen = {self._evaluate(tokens, ends) for ends in PROBE_CUTS}
+        self.clear()
+        return len(seen) == 1 and None not in seen
+
+    def _evaluate(self, tokens: list[int], ends: Sequence[int]) -> bytes | None:
+        """The last token's logits after evaluating `tokens` from scratch in batches ending at
+        `ends` (None if llama.cpp refused)."""
+        self.clear()
+        batch, ctx = self.lane.batch, self.context.ctx
+        start = 0
+        for end in ends:
+            batch.clear()
+            last = batch.add_run(tokens[start:end], start, 0, end == len(tokens))
+            if batch.decode(ctx) != 0:
+                return None
+            start = end
+        logits = llama_cpp.llama_get_logits_ith(ctx, last)
+        return ctypes.string_at(logits, self._n_vocab * ctypes.sizeof(ctypes.c_float))

@@ -39,6 +39,7 @@ class Stream:
         self.lane = lane
         self.resident = resident
         self.evaluated = reuse  # prompt tokens in the KV so far
+        self._cuts = list(lane.sequences.cuts(resident, reuse, len(prompt)))
         self.sampler = sampler
         self.n_ctx = n_ctx
         # A fixed-seed reply decodes alone, in the fixed-seed lane.
@@ -64,8 +65,14 @@ class Stream:
         return self.evaluated < len(self.prompt)
 
     def prompt_part(self, budget: int) -> Sequence[int]:
-        """The next at most `budget` prompt tokens to evaluate."""
-        return self.prompt[self.evaluated : self.evaluated + budget]
+        """The next at most `budget` prompt tokens to evaluate (up to the next cut, if the lane
+        wants the prompt cut in given places)."""
+        end = self.evaluated + budget
+        while self._cuts and self._cuts[0] <= self.evaluated:
+            self._cuts.pop(0)
+        if self._cuts:
+            end = min(end, self._cuts[0])
+        return self.prompt[self.evaluated : end]
 
     def evaluated_part(self, tokens: Sequence[int]) -> None:
         """A step evaluated these tokens of the prompt (or the drawn token) for this stream."""
