@@ -24,7 +24,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 
 from bot import texts
@@ -38,18 +38,23 @@ from support.recording_adapter import message
 from support.stored import everything_stored, schema_version
 
 person = st.sampled_from(sorted(PEOPLE))
-earlier = st.integers(0, 40)  # an earlier question, counted modulo those sent so far
+# An earlier question, counted back from the latest; None: the one being answered now.
+back = st.integers(0, 8)
+earlier = st.none() | back
+ask = st.tuples(st.just("ask"), person, st.sampled_from(CHANNELS), st.none() | back, st.booleans())
 steps = st.one_of(
-    st.tuples(
-        st.just("ask"), person, st.sampled_from(CHANNELS), st.none() | earlier, st.booleans()
-    ),
+    ask,
+    ask,
+    ask,
+    ask,
     st.tuples(st.just("edit"), earlier, st.booleans()),
     st.tuples(st.just("delete"), earlier),
     st.tuples(st.just("regenerate"), earlier, st.booleans()),
     st.tuples(st.just("stop"), earlier),
     st.tuples(st.just("forget"), person, st.none() | person),
     st.tuples(st.just("restart"), st.booleans()),
-    st.tuples(st.just("wait"), st.sampled_from(["generating", "idle"])),
+    st.tuples(st.just("wait"), st.just("generating")),
+    st.tuples(st.just("wait"), st.just("idle")),
 )
 
 
@@ -142,6 +147,19 @@ def stored_answers(db: Path) -> Counter[tuple[str, str]]:
 async def interleave(folder: Path, model: Path, chat_steps: list[Step]) -> None:
     chat = Chat(folder, model)
     await chat.run(chat_steps)
+    # What the examples exercised (pytest --hypothesis-show-statistics).
+    seen = {
+        "a stop applied": any(s.stops for s in chat.sent),
+        "a regenerate applied": any(s.regenerated for s in chat.sent),
+        "a message deferred while stopping": any(s.outcome is Outcome.DEFERRED for s in chat.sent),
+        "a message refused": any(s.outcome is Outcome.REFUSED for s in chat.sent),
+        "an answer taken back": any(s.gone and s.outcome is Outcome.ACCEPTED for s in chat.sent),
+        "a reply ended by shutdown": any(
+            end[2] == texts.SHUTTING_DOWN for s in chat.platform.shown for end in s.ends
+        ),
+    }
+    for label in (label for label, happened in seen.items() if happened):
+        event(label)
     expected = check_answers(chat)
     check_notices(chat)
     check_gone(chat, chat.db)
@@ -157,7 +175,7 @@ async def interleave(folder: Path, model: Path, chat_steps: list[Step]) -> None:
     phases=[Phase.explicit, Phase.generate],  # shrinking a daemon run takes too long
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(chat_steps=st.lists(steps, min_size=4, max_size=30))
+@given(chat_steps=st.lists(steps, min_size=12, max_size=40))
 # What it found (each has its own test below): a regenerate that dropped someone else's answer
 @example(
     [("ask", "u1", "c1", None, False), ("ask", "u2", "c1", None, False), ("regenerate", 1, False)]
