@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sqlite3
 import time
+from collections import Counter
 from collections.abc import Awaitable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from bot import texts
 from bot.daemon import Daemon
 from bot.events import (
     ChatEvent,
@@ -317,3 +321,16 @@ class Chat:
 
     async def progressing(self, done: Awaitable[object], what: str) -> None:
         await wait_progressing(done, self.progress, QUIET_S, what)
+
+
+def stored_text(final: str) -> str:
+    """What the store keeps of a shown answer: the model's text without its footnote."""
+    text, _, _ = final.partition(texts.footnote(["x"]).partition("(")[0] + "(")
+    return "" if text == texts.EMPTY_REPLY else text
+
+
+def stored_answers(db: Path) -> Counter[tuple[str, str]]:
+    """The bot's answers in the history, as (channel key, text)."""
+    with closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute("SELECT channel, text FROM messages WHERE role = 'assistant'")
+        return Counter((str(channel), str(text)) for channel, text in rows)
