@@ -28,7 +28,14 @@ from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 
 from bot import texts
-from bot.events import ChatEvent, MessageDeleted, Outcome, RegenerateRequested
+from bot.events import (
+    ChatEvent,
+    MessageDeleted,
+    MessageEdited,
+    Outcome,
+    Quoted,
+    RegenerateRequested,
+)
 from bot.migrations import MIGRATIONS
 from bot.store import Store, StoredQuote
 from support.daemons import DB, answered, daemon_for, model_held
@@ -43,7 +50,7 @@ from support.interleavings import (
     stored_text,
 )
 from support.progress import wait_progressing
-from support.recording_adapter import message
+from support.recording_adapter import RecordingAdapter, message
 from support.stored import everything_stored, schema_version
 
 person = st.sampled_from(sorted(PEOPLE))
@@ -314,3 +321,53 @@ async def test_deleting_while_history_is_read_completes(tmp_path: Path) -> None:
         deleting = False
         await asyncio.gather(*readers)
         await store.close()
+
+
+class SlowQuotes(RecordingAdapter):
+    """A platform whose quoted messages take until the test says to arrive (a REST fetch)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fetching = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def fetch_quote(self, channel_id: str, message_id: str) -> Quoted | None:
+        self.fetching.set()
+        await self.release.wait()
+        return await super().fetch_quote(channel_id, message_id)
+
+
+@pytest.mark.parametrize("overtaking", ["delete", "forget", "edit"])
+async def test_what_comes_while_a_quote_is_read_applies_to_the_reply(
+    tmp_path: Path, tiny_model: Path, overtaking: str
+) -> None:
+    """Found on Discord by the property test: a reply is stored only once its quote is read
+    (from the platform, up to seconds), and a deletion, `!forget` or edit of it that came
+    meanwhile found nothing stored and was dropped: the deleted or forgotten reply was then
+    stored and answered, the edit lost."""
+    async with daemon_for(tmp_path, tiny_model) as (daemon, _recording):
+        platform = daemon.adapters["test"] = SlowQuotes()
+        await platform.start(daemon.handle)
+        quoted = platform.post(message("the quoted words", author="u2"))
+        reply = message("zq1 a reply", reply_to_id=quoted.message_id)
+        arriving = asyncio.ensure_future(daemon.handle(reply))
+        await wait_progressing(platform.fetching.wait(), lambda: None, 10, "the quote read")
+        if overtaking == "delete":
+            event: ChatEvent = MessageDeleted("test", reply.channel_id, reply.message_id)
+        elif overtaking == "forget":
+            event = message("!forget")
+        else:
+            event = MessageEdited("test", reply.channel_id, reply.message_id, "u1", "zq2 edit")
+        overtaken = asyncio.ensure_future(daemon.handle(event))
+        for _ in range(10):  # before the fix it was done by now
+            await asyncio.sleep(0)
+        platform.release.set()
+        await arriving
+        await overtaken
+        await wait_progressing(daemon.wait_idle(), lambda: len(platform.replies), 30, "answers")
+        stored = everything_stored(tmp_path / DB)
+        if overtaking == "edit":
+            assert "zq1" not in stored and "zq2 edit" in stored
+        else:
+            assert "zq1" not in stored
+            assert all(r.final is None for r in platform.for_message(reply.message_id))

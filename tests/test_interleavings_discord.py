@@ -260,7 +260,7 @@ async def interleave_on_discord(
 
 @pytest.mark.slow
 @settings(
-    max_examples=8,
+    max_examples=15,
     deadline=None,
     derandomize=True,
     database=None,
