@@ -85,19 +85,23 @@ class DiscordChat:
         sink_owner._sink = spy  # type: ignore[attr-defined]
 
     def pick(self, back: object) -> Asked | None:
-        return self.asked[-1 - int(back) % len(self.asked)] if self.asked else None  # type: ignore[call-overload]
+        """The question `back` places before the latest (modulo their number)."""
+        if not self.asked or not isinstance(back, int):
+            return None
+        return self.asked[-1 - back % len(self.asked)]
+
+    def outcome_of(self, message: Json) -> Outcome | None:
+        """What the core did with a posted message, once it was handed over."""
+        for event, outcome in self.handled:
+            if isinstance(event, Incoming) and event.message_id == message["id"]:
+                return outcome
+        return None
 
     async def settle(self) -> None:
         """Until the core has taken every step (the gateway delivers them in order, so up to
         a last command) and answered everything."""
         last = await self.fake.say(self.fake.admin, self.fake.general, f"{at(self.fake)} !help")
-        await self.until(
-            lambda: any(
-                isinstance(event, Incoming) and event.message_id == last["id"]
-                for event, _ in self.handled
-            ),
-            "every step taken",
-        )
+        await self.until(lambda: self.outcome_of(last) is not None, "every step taken")
         await wait_progressing(self.daemon.wait_idle(), self.progress, QUIET_S, "answers")
 
     def progress(self) -> object:
@@ -120,10 +124,10 @@ class DiscordChat:
         elif kind == "forget":
             who, whom = args
             named = f" {fake.mention(self.people[str(whom)])}" if whom is not None else ""
-            before = len(self.handled)
-            await fake.say(self.people[str(who)], fake.general, f"{at(fake)} !forget{named}")
-            await self.until(lambda: len(self.handled) > before, "the !forget handled")
-            if whom is None or who == "admin":
+            said = await fake.say(self.people[str(who)], fake.general, f"{at(fake)} !forget{named}")
+            await self.until(lambda: self.outcome_of(said) is not None, "the !forget handled")
+            done = self.outcome_of(said) is Outcome.COMMAND  # not refused (too many commands)
+            if done and (whom is None or who == "admin"):
                 forgotten = self.people[str(whom or who)]["id"]
                 for asked in self.asked:
                     if asked.message["author"]["id"] == forgotten:
