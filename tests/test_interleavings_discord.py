@@ -98,11 +98,16 @@ class DiscordChat:
         return None
 
     async def settle(self) -> None:
-        """Until the core has taken every step (the gateway delivers them in order, so up to
-        a last command) and answered everything."""
-        last = await self.fake.say(self.fake.admin, self.fake.general, f"{at(self.fake)} !help")
-        await self.until(lambda: self.outcome_of(last) is not None, "every step taken")
-        await wait_progressing(self.daemon.wait_idle(), self.progress, QUIET_S, "answers")
+        """Until the core has taken every step and answered everything: the gateway delivers
+        events in order, but their handlers may finish out of order (a reaction looks its
+        answer up), so until a command sent after the rest comes in alone."""
+        while True:
+            before = len(self.handled)
+            last = await self.fake.say(self.fake.admin, self.fake.general, f"{at(self.fake)} !help")
+            await self.handed_over(last)
+            await wait_progressing(self.daemon.wait_idle(), self.progress, QUIET_S, "answers")
+            if len(self.handled) == before + 1:
+                return
 
     def progress(self) -> object:
         return (len(self.fake.calls), len(self.handled))
@@ -125,7 +130,7 @@ class DiscordChat:
             who, whom = args
             named = f" {fake.mention(self.people[str(whom)])}" if whom is not None else ""
             said = await fake.say(self.people[str(who)], fake.general, f"{at(fake)} !forget{named}")
-            await self.until(lambda: self.outcome_of(said) is not None, "the !forget handled")
+            await self.handed_over(said)
             done = self.outcome_of(said) is Outcome.COMMAND  # not refused (too many commands)
             if done and (whom is None or who == "admin"):
                 forgotten = self.people[str(whom or who)]["id"]
@@ -162,6 +167,9 @@ class DiscordChat:
                 if emoji == "⏹️":
                     asked.steered_by.add(who)
                 await fake.react(self.people[who], replies[0], emoji)
+
+    async def handed_over(self, message: Json) -> None:
+        await self.until(lambda: self.outcome_of(message) is not None, "a message handed over")
 
     async def until(self, condition: Callable[[], bool], what: str) -> None:
         await until_progressing(condition, self.progress, QUIET_S, what)
