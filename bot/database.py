@@ -97,6 +97,11 @@ class Database:
             cur = await db.execute(sql, args)
         return cur.rowcount
 
+    async def _read(self, sql: str, args: Sequence[object] = ()) -> list[sqlite3.Row]:
+        """A query's rows, read in one call on the connection's thread: a statement left
+        open across an await would make `_scrub`'s checkpoint fail ("table is locked")."""
+        return list(await self._db.execute_fetchall(sql, args))
+
     async def _scrub(self) -> None:
         """After deleting text: copy the -wal file into the database and truncate it, so no
         older copy of a deleted page stays on disk (secure_delete zeroes it in the database

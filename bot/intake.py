@@ -6,10 +6,13 @@ as pending before it is queued, and the responder clears the mark in the same tr
 saves the answer, so it is answered exactly once, also across a restart. Commands have their
 own per-user rate limit. Edits and deletions follow the platform; a regenerate request is
 admitted like a message from whoever asked for it, and a stop ends only the answer it names.
+An edit, a deletion or a `!forget` that overtakes a message still being stored (its quote is
+read first) waits for it, so it applies to that message too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 
@@ -78,6 +81,9 @@ class Intake:
         self.responder = responder
         self.commands = commands
         self._regenerating: set[tuple[str, str]] = set()  # answers being reopened now
+        # Messages admitted but not stored yet (their quote is read first, from the platform:
+        # up to seconds), each with an event set once it is stored or given up.
+        self._arriving: dict[tuple[str, str], asyncio.Event] = {}
 
     async def handle(self, event: ChatEvent) -> Outcome:
         """Never raises: bad input must not crash the daemon."""
@@ -111,6 +117,8 @@ class Intake:
     async def _apply(
         self, event: MessageEdited | MessageDeleted | StopRequested | RegenerateRequested
     ) -> Outcome:
+        if isinstance(event, MessageEdited | MessageDeleted):
+            await self._stored_first(event.platform, event.message_id)
         if isinstance(event, MessageEdited):
             # Only the author's own edit applies (the store checks it by platform id).
             changed = await self.store.edit_message(
@@ -208,6 +216,8 @@ class Intake:
                 answer = parsed.message
             else:
                 assert isinstance(parsed, Command)
+                if parsed.name == "forget":  # it must find everything said before it
+                    await self._stored_first()
                 answer = await self.commands.run(parsed, message)
             await reply.finish(answer)
             return Outcome.COMMAND
@@ -242,7 +252,31 @@ class Intake:
         await self.live.adapters[message.platform].open_reply(message).finish(texts.TRY_AGAIN)
         return Outcome.COMMAND
 
+    async def _stored_first(self, platform: str | None = None, message_id: str = "") -> None:
+        """Let a message being stored now (or, without `platform`, every one) be stored
+        first: an edit, a deletion or a `!forget` that overtook it would find nothing, and
+        the message would then be stored and answered as it was."""
+        if platform is None:
+            waits = list(self._arriving.values())
+        else:
+            one = self._arriving.get((platform, message_id))
+            waits = [one] if one is not None else []
+        for stored in waits:
+            await stored.wait()
+
     async def _accept(
+        self, message: Incoming, text: str, ticket: Ticket, adapter: Adapter
+    ) -> Outcome:
+        key = (message.platform, message.message_id)
+        stored = self._arriving.setdefault(key, asyncio.Event())
+        try:
+            return await self._store_and_queue(message, text, ticket, adapter)
+        finally:
+            if self._arriving.get(key) is stored:
+                del self._arriving[key]
+            stored.set()
+
+    async def _store_and_queue(
         self, message: Incoming, text: str, ticket: Ticket, adapter: Adapter
     ) -> Outcome:
         try:

@@ -162,10 +162,9 @@ class Store(Database):
         await self._write("DELETE FROM messages WHERE id = ?", (row,))
 
     async def pending(self) -> list[PendingMessage]:
-        async with self._db.execute(
+        rows = await self._read(
             "SELECT message_row, incoming, created_at FROM pending ORDER BY message_row"
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [PendingMessage(r[0], Incoming.from_json(r[1]), r[2]) for r in rows]
 
     async def history(self, channel: str, through_row: int | None = None) -> list[StoredMessage]:
@@ -180,8 +179,7 @@ class Store(Database):
             " ORDER BY m.id"
         )
         limit = through_row if through_row is not None else 2**62
-        async with self._db.execute(query, (channel, limit)) as cur:
-            rows = await cur.fetchall()
+        rows = await self._read(query, (channel, limit))
         return [
             StoredMessage(
                 r[0],
@@ -229,12 +227,12 @@ class Store(Database):
 
     async def channels_of(self, user_key: str) -> list[str]:
         """The channels where a user has messages stored, or replies quoting them."""
-        async with self._db.execute(
+        rows = await self._read(
             "SELECT DISTINCT channel FROM messages WHERE author_id = ? OR reply_to_author = ?"
             " ORDER BY channel",
             (user_key, user_key),
-        ) as cur:
-            return [str(r[0]) for r in await cur.fetchall()]
+        )
+        return [str(r[0]) for r in rows]
 
     async def purge(self, before: float) -> int:
         """Delete messages older than `before` (a Unix time), except those awaiting an answer."""
@@ -326,12 +324,12 @@ class Store(Database):
     async def scope_settings(self, scopes: Sequence[str]) -> list[ScopeSettings]:
         """Settings for each scope, in the order asked (missing scopes are empty)."""
         marks = ",".join("?" * len(scopes))
-        async with self._db.execute(
+        rows = await self._read(
             "SELECT scope, persona, temperature, seed FROM scope_settings"
             f" WHERE scope IN ({marks})",
             tuple(scopes),
-        ) as cur:
-            found = {r[0]: ScopeSettings(r[1], r[2], r[3]) for r in await cur.fetchall()}
+        )
+        found = {r[0]: ScopeSettings(r[1], r[2], r[3]) for r in rows}
         return [found.get(scope, ScopeSettings()) for scope in scopes]
 
     async def update_scope(self, scope: str, **changes: object) -> None:

@@ -24,39 +24,54 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 
 from bot import texts
-from bot.events import ChatEvent, MessageDeleted, Outcome, RegenerateRequested
+from bot.events import (
+    ChatEvent,
+    MessageDeleted,
+    MessageEdited,
+    Outcome,
+    Quoted,
+    RegenerateRequested,
+)
 from bot.migrations import MIGRATIONS
 from bot.store import Store, StoredQuote
 from support.daemons import DB, answered, daemon_for, model_held
-from support.interleavings import CHANNELS, PEOPLE, Chat, Sent, Shown, Step
+from support.interleavings import (
+    CHANNELS,
+    PEOPLE,
+    Chat,
+    Sent,
+    Shown,
+    Step,
+    stored_answers,
+    stored_text,
+)
 from support.progress import wait_progressing
-from support.recording_adapter import message
+from support.recording_adapter import RecordingAdapter, message
 from support.stored import everything_stored, schema_version
 
 person = st.sampled_from(sorted(PEOPLE))
-earlier = st.integers(0, 40)  # an earlier question, counted modulo those sent so far
+# An earlier question, counted back from the latest; None: the one being answered now.
+back = st.integers(0, 8)
+earlier = st.none() | back
+ask = st.tuples(st.just("ask"), person, st.sampled_from(CHANNELS), st.none() | back, st.booleans())
 steps = st.one_of(
-    st.tuples(
-        st.just("ask"), person, st.sampled_from(CHANNELS), st.none() | earlier, st.booleans()
-    ),
+    ask,
+    ask,
+    ask,
+    ask,
     st.tuples(st.just("edit"), earlier, st.booleans()),
     st.tuples(st.just("delete"), earlier),
     st.tuples(st.just("regenerate"), earlier, st.booleans()),
     st.tuples(st.just("stop"), earlier),
     st.tuples(st.just("forget"), person, st.none() | person),
     st.tuples(st.just("restart"), st.booleans()),
-    st.tuples(st.just("wait"), st.sampled_from(["generating", "idle"])),
+    st.tuples(st.just("wait"), st.just("generating")),
+    st.tuples(st.just("wait"), st.just("idle")),
 )
-
-
-def stored_text(final: str) -> str:
-    """What the store keeps of a shown answer: the model's text without its footnote."""
-    text, _, _ = final.partition(texts.footnote(["x"]).partition("(")[0] + "(")
-    return "" if text == texts.EMPTY_REPLY else text
 
 
 def ends_of(chat: Chat) -> dict[str, list[tuple[int, str, str]]]:
@@ -133,15 +148,22 @@ def check_gone(chat: Chat, db: Path) -> None:
         assert marker.encode() not in files, f"{text!r} is still in the database's files"
 
 
-def stored_answers(db: Path) -> Counter[tuple[str, str]]:
-    with closing(sqlite3.connect(db)) as conn:
-        rows = conn.execute("SELECT channel, text FROM messages WHERE role = 'assistant'")
-        return Counter((str(channel), str(text)) for channel, text in rows)
-
-
 async def interleave(folder: Path, model: Path, chat_steps: list[Step]) -> None:
     chat = Chat(folder, model)
     await chat.run(chat_steps)
+    # What the examples exercised (pytest --hypothesis-show-statistics).
+    seen = {
+        "a stop applied": any(s.stops for s in chat.sent),
+        "a regenerate applied": any(s.regenerated for s in chat.sent),
+        "a message deferred while stopping": any(s.outcome is Outcome.DEFERRED for s in chat.sent),
+        "a message refused": any(s.outcome is Outcome.REFUSED for s in chat.sent),
+        "an answer taken back": any(s.gone and s.outcome is Outcome.ACCEPTED for s in chat.sent),
+        "a reply ended by shutdown": any(
+            end[2] == texts.SHUTTING_DOWN for s in chat.platform.shown for end in s.ends
+        ),
+    }
+    for label in (label for label, happened in seen.items() if happened):
+        event(label)
     expected = check_answers(chat)
     check_notices(chat)
     check_gone(chat, chat.db)
@@ -157,7 +179,7 @@ async def interleave(folder: Path, model: Path, chat_steps: list[Step]) -> None:
     phases=[Phase.explicit, Phase.generate],  # shrinking a daemon run takes too long
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(chat_steps=st.lists(steps, min_size=4, max_size=30))
+@given(chat_steps=st.lists(steps, min_size=12, max_size=40))
 # What it found (each has its own test below): a regenerate that dropped someone else's answer
 @example(
     [("ask", "u1", "c1", None, False), ("ask", "u2", "c1", None, False), ("regenerate", 1, False)]
@@ -271,3 +293,81 @@ async def test_a_regenerate_replaces_only_its_own_answer(tmp_path: Path, tiny_mo
             history = await daemon.store.history(msg.channel_key)
             answers = [m.text for m in history if m.role == "assistant"]
             assert sorted(answers) == sorted(stored_text(s) for s in shown.values())
+
+
+async def test_deleting_while_history_is_read_completes(tmp_path: Path) -> None:
+    """Found on Discord by the property test: a deletion, edit or `!forget` while a prompt's
+    history was read (a statement open on the one connection) failed its checkpoint with
+    "database table is locked" after deleting, so the event ended in an error: no KV state
+    dropped, the text left in the -wal file, no answer to `!forget`."""
+    store = await Store.open(tmp_path / DB)
+    asked = [message(f"words {i}") for i in range(40)]
+    for msg in asked:
+        await store.accept(msg, msg.text)
+    deleting = True
+
+    async def prompts_read() -> None:
+        while deleting:
+            await store.history(asked[0].channel_key)
+
+    readers = [asyncio.ensure_future(prompts_read()) for _ in range(3)]
+    try:
+        for msg in asked[:20]:
+            await store.delete_message("test", msg.message_id)
+        for msg in asked[20:30]:
+            await store.edit_message("test", msg.message_id, msg.user_key, "edited")
+        assert await store.forget_user(asked[0].user_key) == 20
+    finally:
+        deleting = False
+        await asyncio.gather(*readers)
+        await store.close()
+
+
+class SlowQuotes(RecordingAdapter):
+    """A platform whose quoted messages take until the test says to arrive (a REST fetch)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fetching = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def fetch_quote(self, channel_id: str, message_id: str) -> Quoted | None:
+        self.fetching.set()
+        await self.release.wait()
+        return await super().fetch_quote(channel_id, message_id)
+
+
+@pytest.mark.parametrize("overtaking", ["delete", "forget", "edit"])
+async def test_what_comes_while_a_quote_is_read_applies_to_the_reply(
+    tmp_path: Path, tiny_model: Path, overtaking: str
+) -> None:
+    """Found on Discord by the property test: a reply is stored only once its quote is read
+    (from the platform, up to seconds), and a deletion, `!forget` or edit of it that came
+    meanwhile found nothing stored and was dropped: the deleted or forgotten reply was then
+    stored and answered, the edit lost."""
+    async with daemon_for(tmp_path, tiny_model) as (daemon, _recording):
+        platform = daemon.adapters["test"] = SlowQuotes()
+        await platform.start(daemon.handle)
+        quoted = platform.post(message("the quoted words", author="u2"))
+        reply = message("zq1 a reply", reply_to_id=quoted.message_id)
+        arriving = asyncio.ensure_future(daemon.handle(reply))
+        await wait_progressing(platform.fetching.wait(), lambda: None, 10, "the quote read")
+        if overtaking == "delete":
+            event: ChatEvent = MessageDeleted("test", reply.channel_id, reply.message_id)
+        elif overtaking == "forget":
+            event = message("!forget")
+        else:
+            event = MessageEdited("test", reply.channel_id, reply.message_id, "u1", "zq2 edit")
+        overtaken = asyncio.ensure_future(daemon.handle(event))
+        for _ in range(10):  # before the fix it was done by now
+            await asyncio.sleep(0)
+        platform.release.set()
+        await arriving
+        await overtaken
+        await wait_progressing(daemon.wait_idle(), lambda: len(platform.replies), 30, "answers")
+        stored = everything_stored(tmp_path / DB)
+        if overtaking == "edit":
+            assert "zq1" not in stored and "zq2 edit" in stored
+        else:
+            assert "zq1" not in stored
+            assert all(r.final is None for r in platform.for_message(reply.message_id))

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sqlite3
 import time
+from collections import Counter
 from collections.abc import Awaitable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from bot import texts
 from bot.daemon import Daemon
 from bot.events import (
     ChatEvent,
@@ -31,18 +35,18 @@ from bot.personas import load_personas
 from bot.store import Store
 from support.daemons import DB, make_settings
 from support.persona_files import only_persona
-from support.progress import until_progressing, wait_progressing
+from support.progress import wait_progressing
 from support.recording_adapter import RecordedReply, RecordingAdapter
 
 PEOPLE = {"u1": "Alice", "u2": "Bob", "root": "Root"}
 ADMIN = "root"
 CHANNELS = ("c1", "c2")
 QUIET_S = 60.0  # a run that makes no progress for this long has hung
-# Steps, as tuples: ("ask", author, channel, quoting: int | None, while restarting: bool),
+# Steps, as tuples: ("ask", author, channel, quoting: int | None (no quote), while
+# restarting: bool),
 # ("edit", which: int, by someone else: bool), ("delete", which), ("regenerate", which,
 # by the admin: bool), ("stop", which), ("forget", who, whom: str | None), ("restart", at
-# once: bool), ("wait", "generating" | "idle"). `which` counts the questions sent so far,
-# modulo their number.
+# once: bool), ("wait", "generating" | "idle"). `which`: see `Chat.pick`.
 Step = tuple[object, ...]
 
 
@@ -64,13 +68,14 @@ class Platform(RecordingAdapter):
         self.shown: list[Shown] = []
         self.notices: list[tuple[int, str, float]] = []  # (daemon life, user, monotonic)
         self.life = 0
+        self.showing = asyncio.Event()  # set whenever a reply shows something
 
     def open_reply(self, message: Incoming) -> EndsCounted:  # type: ignore[override]
         record = RecordedReply(message)
         self.replies.append(record)
         shown = Shown(record)
         self.shown.append(shown)
-        return EndsCounted(shown, self.clock)
+        return EndsCounted(shown, self)
 
     async def refuse(self, message: Incoming, notice: str) -> None:
         await super().refuse(message, notice)
@@ -80,23 +85,28 @@ class Platform(RecordingAdapter):
 class EndsCounted:
     """A reply handle that records how, and in which order, it was ended."""
 
-    def __init__(self, shown: Shown, clock: Iterator[int]) -> None:
+    def __init__(self, shown: Shown, platform: Platform) -> None:
         self.shown = shown
-        self.clock = clock
+        self.platform = platform
 
     async def typing(self) -> None:
         self.shown.record.typing += 1
 
     async def update(self, text: str) -> None:
         self.shown.record.updates.append(text)
+        self.platform.showing.set()
 
     async def finish(self, text: str) -> None:
-        self.shown.ends.append((next(self.clock), "finish", text))
+        self._end("finish", text)
         self.shown.record.final = text
 
     async def fail(self, notice: str) -> None:
-        self.shown.ends.append((next(self.clock), "fail", notice))
+        self._end("fail", notice)
         self.shown.record.failed = notice
+
+    def _end(self, kind: str, text: str) -> None:
+        self.shown.ends.append((next(self.platform.clock), kind, text))
+        self.platform.showing.set()
 
 
 @dataclass
@@ -127,9 +137,9 @@ class Chat:
         self.never_stored: list[str] = []  # texts the database must never hold
         self._markers = (f"zq{n}x" for n in itertools.count(1000))
         self._ids = (f"m{n}" for n in itertools.count(1))
-        persona = only_persona(folder, "short", max_tokens=24)
+        persona = only_persona(folder, "short", max_tokens=48)
         self.settings = make_settings(
-            folder, bot=persona, queue={"max_pending": 5, "per_user_per_minute": 4}
+            folder, bot=persona, queue={"max_pending": 4, "per_user_per_minute": 3}
         )
         self.daemon: Daemon | None = None
 
@@ -200,9 +210,20 @@ class Chat:
         )
 
     def pick(self, which: object) -> Sent | None:
-        """The `which`th question sent so far (modulo their number); None before the first."""
+        """A question sent so far: the `which`th counted back from the latest (modulo their
+        number), or for None the one whose answer is being streamed now (else the latest).
+        None before the first."""
         asked = [s for s in self.sent if not s.is_command]
-        return asked[int(which) % len(asked)] if asked else None  # type: ignore[call-overload]
+        if not asked:
+            return None
+        if which is None:
+            streaming = {
+                s.record.message.message_id
+                for s in self.platform.shown
+                if s.record.updates and not s.ends
+            }
+            return next((s for s in asked if s.message.message_id in streaming), asked[-1])
+        return asked[-1 - int(which) % len(asked)]  # type: ignore[call-overload]
 
     async def act(self, step: Step) -> None:
         kind, *args = step
@@ -284,17 +305,32 @@ class Chat:
         daemon = self._running()
         if what == "idle":
             await self.progressing(daemon.wait_idle(), "idle")
-        elif len(daemon.queue):
-            # Until an answer is being written: a stop or a deletion now meets it in flight.
-            await until_progressing(
-                lambda: daemon.in_flight is not None or not len(daemon.queue),
-                self.progress,
-                QUIET_S,
-                "a generation to start",
-            )
+        elif len(daemon.queue) or daemon.in_flight is not None:
+            # Until an answer shows its first words (or ends): a step taken now meets it
+            # while it is written.
+            self.platform.showing.clear()
+            shown = asyncio.ensure_future(self.platform.showing.wait())
+            # Awaited, not polled: a poll would wake after a tiny model's whole answer.
+            before = None
+            while not shown.done() and before != (before := self.progress()):
+                await asyncio.wait({shown}, timeout=QUIET_S)
+            assert shown.done(), f"no progress in {QUIET_S} s waiting for an answer to show"
 
     def progress(self) -> object:
         return sum(len(s.record.updates) + len(s.ends) for s in self.platform.shown)
 
-    async def progressing(self, done: Awaitable[None], what: str) -> None:
+    async def progressing(self, done: Awaitable[object], what: str) -> None:
         await wait_progressing(done, self.progress, QUIET_S, what)
+
+
+def stored_text(final: str) -> str:
+    """What the store keeps of a shown answer: the model's text without its footnote."""
+    text, _, _ = final.partition(texts.footnote(["x"]).partition("(")[0] + "(")
+    return "" if text == texts.EMPTY_REPLY else text
+
+
+def stored_answers(db: Path) -> Counter[tuple[str, str]]:
+    """The bot's answers in the history, as (channel key, text)."""
+    with closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute("SELECT channel, text FROM messages WHERE role = 'assistant'")
+        return Counter((str(channel), str(text)) for channel, text in rows)
