@@ -1,10 +1,11 @@
 """!reset and !forget: delete what the bot remembers, a channel's or a person's.
 
-An answer being generated in the channel where either is given is stopped first: it was
-written from what is being deleted. !reset waits for it to end (shown and stored as stopped)
-and then deletes it with the rest of the history. !forget deletes the person's messages
-first, so an answer to one of them ends without being stored, then stops the answers to them
-and the one here, and drops cached KV state once they have ended.
+!reset stops the answer being generated in its channel first (it was written from what is
+being deleted), waits for it to end (shown and stored as stopped) and then deletes it with
+the rest of the history. !forget deletes the person's messages first, so an answer to one of
+them ends without being stored, then stops the answers to them. Answers to other people run
+on, even where the forgotten words are in their prompt: nobody's action cuts another's
+answer, and the KV state holding those words is dropped when they end.
 """
 
 from __future__ import annotations
@@ -36,10 +37,7 @@ async def forget(ctx: CommandContext, command: Command, message: Incoming) -> st
     ctx.forget_queued(who)
     spoke_in = await ctx.store.channels_of(who)
     count = await ctx.store.forget_user(who)
-    channel = message.channel_key
-    await ctx.stop_answers(
-        lambda answered: answered.channel_key == channel or answered.user_key == who
-    )
+    await ctx.stop_answers(lambda answered: answered.user_key == who)
     forget_author(ctx.live.adapters, who)  # the adapter's cached copies of their messages
     for key in spoke_in:  # only these channels' cached KV can hold their words
         await ctx.model.forget(key)
