@@ -1,10 +1,12 @@
 """!reset and !forget: delete what the bot remembers, a channel's or a person's.
 
-An answer being generated in the channel where either is given is stopped first: it was
-written from what is being deleted. !reset waits for it to end (shown and stored as stopped)
-and then deletes it with the rest of the history. !forget deletes the person's messages
-first, so an answer to one of them ends without being stored, then stops the answers to them
-and the one here, and drops cached KV state once they have ended.
+!reset stops the answer being generated in its channel first (it was written from what is
+being deleted), waits for it to end (shown and stored as stopped) and then deletes it with the
+rest of the history. !forget deletes the person's messages first, so an answer to one of them
+ends without being stored, then stops the answers to them, and drops cached KV state where
+they spoke once the answers using it have ended. An answer to someone else goes on: one
+person's !forget never cuts another's answer (its text is the model's, and the KV state it
+was written from is dropped when it ends).
 """
 
 from __future__ import annotations
@@ -36,10 +38,7 @@ async def forget(ctx: CommandContext, command: Command, message: Incoming) -> st
     ctx.forget_queued(who)
     spoke_in = await ctx.store.channels_of(who)
     count = await ctx.store.forget_user(who)
-    channel = message.channel_key
-    await ctx.stop_answers(
-        lambda answered: answered.channel_key == channel or answered.user_key == who
-    )
+    await ctx.stop_answers(lambda answered: answered.user_key == who)
     forget_author(ctx.live.adapters, who)  # the adapter's cached copies of their messages
     for key in spoke_in:  # only these channels' cached KV can hold their words
         await ctx.model.forget(key)
