@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -69,9 +69,12 @@ class Answering:
     task: asyncio.Task[None] | None = None
     generation: Generation | None = None
     stopped: bool = False  # asked to stop: its generation is cancelled as soon as it starts
+    # Set with `stopped`: a pause before another try to save the answer ends at once.
+    stop_asked: asyncio.Event = field(default_factory=asyncio.Event)
 
     def stop(self) -> None:
         self.stopped = True
+        self.stop_asked.set()
         if self.generation is not None:
             self.generation.cancel()
 
@@ -113,7 +116,9 @@ class AnswerWriter:
         """Answer one job; whatever fails ends the job, never its slot's task."""
         job = answering.job
         try:
-            await self._until_saved(job, lambda: self._answer(answering), notify=True)
+            await self._until_saved(
+                job, lambda: self._answer(answering), notify=True, answering=answering
+            )
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -133,12 +138,19 @@ class AnswerWriter:
             log.exception("ending a failed answer failed", platform=job.message.platform)
 
     async def _until_saved(
-        self, job: Job, step: Callable[[], Awaitable[None]], notify: bool = False
+        self,
+        job: Job,
+        step: Callable[[], Awaitable[None]],
+        notify: bool = False,
+        answering: Answering | None = None,
     ) -> bool:
         """Run `step` until the store takes its writes: after a StoreError the message stays
         pending and `step` runs again after a backoff; with `notify` the user is told once that
         the answer is delayed. False if the daemon gave up on it meanwhile (shutting down):
-        then it is still pending, for the next start."""
+        then it is still pending, for the next start. Also False once `answering` is stopped
+        (!reset or !forget wait for it): it ends "(stopped)" unsaved, and is no longer
+        pending if the store takes that, so the command neither waits for the store nor
+        sees the question answered after the next start."""
         backoff = Backoff(STORE_RETRY_FIRST_S, STORE_RETRY_MAX_S)
         while True:
             try:
@@ -151,15 +163,26 @@ class AnswerWriter:
                 job.delayed = True
                 shown = f"{job.streamed}\n\n{texts.DELAYED}" if job.streamed else texts.DELAYED
                 await job.reply.update(shown)
-            if not await self._pause(backoff.next()):
+            if not await self._pause(backoff.next(), answering):
+                if not self._abandoned.is_set():  # stopped
+                    with contextlib.suppress(StoreError):
+                        await self.store.drop_pending(job.row)
+                    await job.reply.fail(texts.CANCELLED)
+                    return False
                 await job.reply.fail(texts.SHUTTING_DOWN)
                 return False
 
-    async def _pause(self, seconds: float) -> bool:
-        """Wait before a retry; False if the daemon gave up on the answers in flight."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._abandoned.wait(), seconds)
-        return not self._abandoned.is_set()
+    async def _pause(self, seconds: float, answering: Answering | None) -> bool:
+        """Wait before a retry; False if the daemon gave up on the answers in flight, or
+        `answering` was stopped."""
+        gave_up = [self._abandoned] + ([answering.stop_asked] if answering is not None else [])
+        waits = [asyncio.ensure_future(event.wait()) for event in gave_up]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        return not any(event.is_set() for event in gave_up)
 
     async def _answer(self, answering: Answering) -> None:
         """Generate the answer (unless a try before did), save it, show it."""

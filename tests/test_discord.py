@@ -629,3 +629,21 @@ def test_cli_exits_non_zero_with_one_line(
     (line,) = [line for line in err.splitlines() if line.startswith("hearthbot: discord:")]
     assert expected in line
     assert fake.token not in err
+
+
+async def test_a_failing_event_handler_is_recorded(
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord
+) -> None:
+    """An error in a gateway event's handler is logged and reaches the adapter's error
+    record. Before, on_error's own log call raised TypeError (`event` is structlog's
+    positional argument too), so the error was lost and the task died unretrieved."""
+    async with hearthbot(tmp_path, tiny_model, fake) as (_daemon, adapter):
+        broken = RuntimeError("a handler broke")
+
+        async def on_message(message: Any) -> None:
+            raise broken
+
+        adapter.on_message = on_message  # type: ignore[method-assign]
+        await fake.say(fake.alice, fake.general, f"{at(fake)} hello")
+        await until(lambda: broken in adapter.errors, 30, "the error recorded")
+        adapter.errors.clear()  # expected here: hearthbot() fails a test that left any

@@ -195,6 +195,8 @@ async def interleave(folder: Path, model: Path, chat_steps: list[Step]) -> None:
 )
 # a message taken back while queued leaving the daemon busy
 @example([("ask", "u2", "c1", None, False), ("forget", "u2", None), ("wait", "idle")])
+# waiting for an answer to show when none is queued or written (the test hung for 60 s)
+@example([("wait", "generating")])
 def test_interleavings_keep_the_invariants(tiny_model: Path, chat_steps: list[Step]) -> None:
     with tempfile.TemporaryDirectory() as folder:
         asyncio.run(interleave(Path(folder), tiny_model, chat_steps))

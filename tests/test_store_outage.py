@@ -113,6 +113,37 @@ async def test_stopping_while_the_answer_is_delayed_keeps_it_pending(
         assert pending_count(tmp_path / DB) == 1  # answered after the next start
 
 
+@pytest.mark.parametrize("command", ["!reset", "!forget"])
+async def test_reset_and_forget_end_a_stopped_answer_that_waits_for_the_store(
+    tmp_path: Path, tiny_model: Path, command: str
+) -> None:
+    """!reset and !forget stop the answer being written in the channel (to the person) and
+    wait for it to end. One whose saving failed went on retrying, so the command waited
+    until the store took writes again (here: never). Now a stopped answer does not retry: it
+    ends "(stopped)" unsaved, is no longer pending, and the command is answered at once."""
+    async with daemon_for(tmp_path, tiny_model) as (daemon, adapter):
+        first = message("hello there")
+        async with model_held(daemon.backend):
+            assert await daemon.handle(first) is Outcome.ACCEPTED
+            await fill_disk(daemon.store._db)
+        (record,) = adapter.for_message(first.message_id)
+        await delayed(daemon, record)
+        said = message(command, admin=True)
+        handled = asyncio.ensure_future(daemon.handle(said))
+        await until_progressing(
+            handled.done,
+            lambda: (len(record.updates), record.done.is_set(), len(adapter.replies)),
+            quiet_s=40,  # over the longest pause between two tries to save
+            what="the command's answer",
+        )
+        assert handled.result() is Outcome.COMMAND
+        assert record.failed == texts.CANCELLED and record.final is None
+        (answer,) = adapter.for_message(said.message_id)
+        assert answer.final is not None and answer.final.startswith(("Cleared", "Deleted"))
+        assert pending_count(tmp_path / DB) == 0  # not answered again after a restart
+        assert message_count(tmp_path / DB, CHANNEL) == 0
+
+
 async def test_a_reply_that_raises_ends_its_answer_not_the_worker(
     tmp_path: Path, tiny_model: Path
 ) -> None:

@@ -122,7 +122,7 @@ class HearthClient(discord.Client):
 
     async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
         error = sys.exc_info()[1]
-        log.error("discord event handler failed", event=event_method, exc_info=error)
+        log.error("discord event handler failed", handler=event_method, exc_info=error)
         if error is not None:
             self.adapter.failed(error)
 

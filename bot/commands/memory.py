@@ -1,11 +1,12 @@
 """!reset and !forget: delete what the bot remembers, a channel's or a person's.
 
 !reset stops the answer being generated in its channel first (it was written from what is
-being deleted), waits for it to end (shown and stored as stopped) and then deletes it with
-the rest of the history. !forget deletes the person's messages first, so an answer to one of
-them ends without being stored, then stops the answers to them. Answers to other people run
-on, even where the forgotten words are in their prompt: nobody's action cuts another's
-answer, and the KV state holding those words is dropped when they end.
+being deleted), waits for it to end (shown and stored as stopped) and then deletes it with the
+rest of the history. !forget deletes the person's messages first, so an answer to one of them
+ends without being stored, then stops the answers to them, and drops cached KV state where
+they spoke once the answers using it have ended. An answer to someone else goes on: one
+person's !forget never cuts another's answer (its text is the model's, and the KV state it
+was written from is dropped when it ends).
 """
 
 from __future__ import annotations

@@ -305,26 +305,26 @@ class Chat:
         daemon = self._running()
         if what == "idle":
             await self.progressing(daemon.wait_idle(), "idle")
-        elif len(daemon.queue) or daemon.in_flight:
-            # Until an answer shows its first words (or ends): a step taken now meets it
-            # while it is written. Or until the daemon is idle: a queued answer to a message
-            # forgotten meanwhile is dropped without showing anything.
+        elif daemon.status().queued or daemon.status().answering:
+            # Until an answer shows its first words (or ends), or none is left: a step taken
+            # now meets it while it is written. (Not `daemon.in_flight is not None`: a tuple
+            # since answers are batched, so with nothing to answer the wait never ended.)
             self.platform.showing.clear()
             shown = asyncio.ensure_future(self.platform.showing.wait())
-            idle = asyncio.ensure_future(daemon.wait_idle())
+            idle = asyncio.ensure_future(daemon.wait_idle())  # or nothing is left to show
             # Awaited, not polled: a poll would wake after a tiny model's whole answer.
             before = None
             try:
-                while not (shown.done() or idle.done()) and before != (before := self.progress()):
+                while not (ended := shown.done() or idle.done()):
+                    if before == (before := self.progress()):
+                        break  # nothing shown for a whole quiet window
                     await asyncio.wait(
                         {shown, idle}, timeout=QUIET_S, return_when=asyncio.FIRST_COMPLETED
                     )
-                assert shown.done() or idle.done(), (
-                    f"no progress in {QUIET_S} s waiting for an answer to show"
-                )
             finally:
                 shown.cancel()
                 idle.cancel()
+            assert ended, f"no progress in {QUIET_S} s waiting for an answer to show"
 
     def progress(self) -> object:
         return sum(len(s.record.updates) + len(s.ends) for s in self.platform.shown)
