@@ -16,6 +16,7 @@ from bot.model.llama_cpp.backend import LlamaCppBackend
 from bot.model.llama_cpp.devices import Device, devices
 from bot.model.llama_cpp.placement import Attention
 from bot.settings import ModelSettings, load_settings
+from support.daemons import ask, daemon_for
 from support.llama_server import free_port
 
 GIB = 2**30
@@ -95,3 +96,9 @@ async def test_status_says_where_the_model_runs(tiny_model_heads32: Path) -> Non
         assert (backend.info.layers, backend.info.offloaded_layers) == (3, 0)
     finally:
         await backend.close()
+
+
+async def test_the_status_command_says_it(tmp_path: Path, tiny_model: Path) -> None:
+    async with daemon_for(tmp_path, tiny_model) as (daemon, adapter):
+        status = await ask(daemon, adapter, "!status")
+    assert "\nRuns on: CPU, " in status and " threads; KV cache f16\n" in status
