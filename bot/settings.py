@@ -107,7 +107,8 @@ class ModelSettings(Section):
     kv_type: Literal["f16", "q8_0", "q4_0"] = Field(
         "f16",
         description="How the KV cache stores keys and values: q8_0 takes 0.53 and q4_0 0.28 of "
-        "f16's memory, so more channels stay warm (needs flash_attn auto or on).",
+        "f16's memory, so more channels stay warm. Needs flash_attn auto or on, which on the "
+        "CPU alone slows replies generated together (docs/performance.md).",
     )
     pull_repo: str = Field(
         "Qwen/Qwen2.5-1.5B-Instruct-GGUF", description="Hugging Face repo for `model pull`."

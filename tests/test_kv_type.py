@@ -254,3 +254,14 @@ def test_the_memory_estimate_follows_the_kv_type(tiny_model_heads32: Path) -> No
     f16 = summary.kv_bytes(4096)
     assert summary.kv_bytes(4096, kv_type="q8_0") == pytest.approx(f16 * RATIO["q8_0"], rel=1e-6)
     assert summary.kv_bytes(4096, kv_type="q4_0") == pytest.approx(f16 * RATIO["q4_0"], rel=1e-6)
+
+
+def test_tensor_split_is_handed_over_as_llama_cpp_reads_it() -> None:
+    """llama.cpp reads llama_max_devices() floats through the pointer (no getter shows it)."""
+    params = llama_cpp.llama_model_default_params()
+    keep = Offload(n_gpu_layers=5, main_gpu=1, tensor_split=(3.0, 1.0)).apply(params)
+    n = llama_cpp.llama_max_devices()
+    assert keep is not None and (params.n_gpu_layers, params.main_gpu) == (5, 1)
+    assert [params.tensor_split[i] for i in range(n)] == [3.0, 1.0] + [0.0] * (n - 2)
+    with pytest.raises(ValueError, match=f"tensor_split names {n + 1} devices, at most {n}"):
+        Offload(tensor_split=(1.0,) * (n + 1)).apply(params)
