@@ -7,9 +7,15 @@
 #
 # Pinned to an exact release; pin a digest as well (python:3.11.13-slim-bookworm@sha256:...)
 # for byte-for-byte reproducible builds.
+#
+# For an NVIDIA GPU (run with `docker run --gpus all`, the NVIDIA Container Toolkit):
+#   docker build --build-arg GPU=cuda --build-arg PYTHON_IMAGE=IMAGE -t hearthbot:cuda .
+# where IMAGE has Python 3.11 and the CUDA toolkit (nvcc, cuBLAS), both stages use it.
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS builder
+# cpu, or the GPU llama.cpp is built for (docker/cmake_args.sh): cuda, vulkan, rocm.
+ARG GPU=cpu
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential cmake \
@@ -19,8 +25,8 @@ COPY pyproject.toml setup.py README.md ./
 COPY bot ./bot
 COPY adapters ./adapters
 COPY personas ./personas
-COPY docker/install.sh ./docker/install.sh
-RUN sh docker/install.sh /opt/hearthbot/venv /src
+COPY docker/install.sh docker/cmake_args.sh ./docker/
+RUN GPU="${GPU}" sh docker/install.sh /opt/hearthbot/venv /src
 
 FROM ${PYTHON_IMAGE}
 # libgomp1: llama.cpp's CPU threads (OpenMP); the builder's compiler brought it there.

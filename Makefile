@@ -4,8 +4,22 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# llama-cpp-python builds llama.cpp from source here; the multimodal part is not needed.
-export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+# llama-cpp-python builds llama.cpp from source here, for the CPU or, with GPU=cuda (vulkan,
+# metal, rocm), for that GPU: docker/cmake_args.sh has the flags (CMAKE_EXTRA_ARGS adds to them,
+# e.g. -DCMAKE_CUDA_ARCHITECTURES=86).
+GPU ?=
+VARIANT := $(or $(GPU),cpu)
+VARIANT_ARGS := $(shell sh docker/cmake_args.sh $(VARIANT) 2>/dev/null)
+ifeq ($(VARIANT_ARGS),)
+$(error GPU must be cuda, vulkan, metal or rocm (got $(GPU)))
+endif
+ifeq ($(GPU),)
+export CMAKE_ARGS ?= $(VARIANT_ARGS)
+else
+export CMAKE_ARGS := $(strip $(VARIANT_ARGS) $(CMAKE_EXTRA_ARGS))
+endif
+# Which llama.cpp the venv holds: one stamp per variant, the others removed when it changes.
+LLAMA_STAMP := $(VENV)/.llama-$(VARIANT)
 
 .PHONY: run test lint bench clean system-tools container-tools
 
@@ -15,7 +29,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
-run: $(STAMP)
+# Another variant than the venv's: rebuild llama-cpp-python alone, at the installed version,
+# past pip's wheel cache (--no-cache-dir) and its "already satisfied" (--force-reinstall). A new
+# venv already holds the CPU build.
+$(LLAMA_STAMP): $(STAMP)
+	@if [ "$(VARIANT)" != cpu ] || ls $(VENV)/.llama-* >/dev/null 2>&1; then \
+		version="$$($(BIN)/python -c 'from importlib.metadata import version; print(version("llama-cpp-python"))')" && \
+		echo "building llama-cpp-python $$version for $(VARIANT): CMAKE_ARGS=$$CMAKE_ARGS" && \
+		$(BIN)/python -m pip install --quiet --force-reinstall --no-cache-dir --no-deps \
+			"llama-cpp-python==$$version"; \
+	fi
+	rm -f $(VENV)/.llama-*
+	touch $@
+
+run: $(LLAMA_STAMP)
 	$(BIN)/hearthbot run --pull-missing
 
 # The Matrix tests start a real Synapse from its own venv (the project never imports it).

@@ -21,12 +21,13 @@ RESULTS = Path(os.environ.get("HEARTHBOT_BENCH_RESULTS") or ROOT / "bench" / "re
 FETCH = ROOT.parent / "shared" / "bench-model" / "fetch"
 
 
-def tiny_model() -> Path:
-    """The test suite's generated GGUF (for smoke runs and model-excluded overhead)."""
+def tiny_model(wide_heads: bool = False) -> Path:
+    """The test suite's generated GGUF (for smoke runs and model-excluded overhead);
+    `wide_heads`: its variant whose heads fit a quantized KV block."""
     sys.path.insert(0, str(ROOT / "tests"))
     from support.tinymodel import tiny_model_path
 
-    return tiny_model_path(RESULTS / "models")
+    return tiny_model_path(RESULTS / "models", wide_heads)
 
 
 def real_model() -> Path:

@@ -22,6 +22,7 @@ SMOKE = {
     "kv_reuse": ["--tiny", "--length", "600", "--rounds", "1"],
     "fairness": ["--tiny", "--queued", "6", "--repeats", "1"],
     "memory": ["--tiny", "--messages", "100", "--channels", "10"],
+    "kv_type": ["--tiny", "--length", "300", "--channels", "2"],
 }
 FULL = {
     "overhead": [],
@@ -30,6 +31,7 @@ FULL = {
     "fairness": [],
     "memory": [],
     "memory-tiny": ["--tiny"],
+    "kv_type": [],
 }
 
 
@@ -56,6 +58,9 @@ def figures(smoke: bool) -> dict[str, float]:
     }
     if not smoke:
         found["P5_tiny_growth_mb"] = load("memory-tiny")["second_half_growth_mb"]
+    # Quantized KV (issue 15): bench.kv_type.
+    kv_type = load("kv_type" + suffix)
+    found["KV_q8_ratio"], found["P2_q8"] = kv_type["KV_q8_ratio"], kv_type["P2_q8"]
     return {k: round(v, 3) for k, v in found.items()}
 
 

@@ -31,6 +31,7 @@ from adapters.console import ConsoleAdapter
 from bench.harness import RecordingEngine, real_model, summary, table, tiny_model, write
 from bot import logs
 from bot.daemon import Daemon
+from bot.model.llama_cpp.placement import Offload
 from bot.personas import Sampling, load_personas
 from bot.settings import load_settings
 from bot.store import Store
@@ -135,8 +136,15 @@ async def measure(model: Path, max_tokens: int, repeats: int, n_ctx: int) -> dic
         engine.force = {"ban_eos": True, "seed": SEED}
         # The reference: llama-cpp-python's own Llama on the same file, run while the daemon
         # is idle (the backend builds its context from the lower layer, with no Llama).
+        # Offloaded as the backend is by default (all layers with a GPU backend; Llama's own
+        # default is none).
         llm = await asyncio.to_thread(
-            llama_cpp.Llama, str(model), n_ctx=n_ctx, n_threads=threads, verbose=False
+            llama_cpp.Llama,
+            str(model),
+            n_ctx=n_ctx,
+            n_threads=threads,
+            n_gpu_layers=Offload().layers(),
+            verbose=False,
         )
         BannedSampler.n_vocab = llm.n_vocab()
         BannedSampler.banned = dict.fromkeys(engine._text.eog_tokens(), float("-inf"))

@@ -83,6 +83,33 @@ class ModelSettings(Section):
         description="Memory for keeping the KV state of channels evicted from the pool warm "
         "between turns (0: off).",
     )
+    n_gpu_layers: int | None = Field(
+        None,
+        ge=-1,
+        le=100_000,
+        description="Layers offloaded to the GPU (-1: all). Empty: all when llama.cpp was built "
+        "with a GPU backend (`make run GPU=cuda`), else 0.",
+    )
+    main_gpu: int = Field(
+        0, ge=0, le=255, description="The GPU that holds the model when tensor_split is empty."
+    )
+    tensor_split: list[float] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Share of the layers per GPU, e.g. [3, 1] for two cards. Empty: llama.cpp "
+        "splits by free memory.",
+    )
+    flash_attn: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Flash attention. auto: llama.cpp decides when layers run on a GPU or a "
+        "quantized kv_type needs it; on the CPU alone off (faster with several replies).",
+    )
+    kv_type: Literal["f16", "q8_0", "q4_0"] = Field(
+        "f16",
+        description="How the KV cache stores keys and values: q8_0 takes 0.53 and q4_0 0.28 of "
+        "f16's memory, so more channels stay warm. Needs flash_attn auto or on, which on the "
+        "CPU alone slows replies generated together (docs/performance.md).",
+    )
     pull_repo: str = Field(
         "Qwen/Qwen2.5-1.5B-Instruct-GGUF", description="Hugging Face repo for `model pull`."
     )
@@ -119,6 +146,27 @@ class ModelSettings(Section):
             raise ValueError('needed with backend = "openai", e.g. "http://127.0.0.1:8080/v1"')
         if value and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("tensor_split")
+    @classmethod
+    def _shares(cls, value: list[float]) -> list[float]:
+        if any(share < 0 for share in value):
+            raise ValueError("shares must not be negative")
+        if value and not sum(value):
+            raise ValueError("at least one GPU needs a share above 0")
+        return value
+
+    @field_validator("kv_type")
+    @classmethod
+    def _v_cache_needs_flash_attn(cls, value: str, info: ValidationInfo) -> str:
+        # flash_attn is declared first, so it is validated by now. Else llama.cpp fails with a
+        # generic "Failed to create llama_context".
+        if value != "f16" and info.data.get("flash_attn") == "off":
+            raise ValueError(
+                f'kv_type = "{value}" quantizes the V cache, which needs flash attention, but '
+                'flash_attn = "off": set flash_attn = "auto" or "on", or kv_type = "f16"'
+            )
         return value
 
     def threads(self) -> int:

@@ -11,8 +11,8 @@ set -eu
 venv="${1:?usage: install.sh VENV [SOURCE]}"
 source_dir="${2:-$(dirname "$0")/..}"
 python="${PYTHON:-python3}"
-# The multimodal part of llama.cpp is not needed.
-export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}"
+# llama.cpp's CMake flags: for the CPU, or for $GPU (cuda, vulkan, metal, rocm).
+export CMAKE_ARGS="${CMAKE_ARGS:-$(sh "$(dirname "$0")/cmake_args.sh" "${GPU:-cpu}")}"
 
 "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade "pip>=24" "setuptools>=77"

@@ -18,6 +18,12 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_model_path(tmp_path_factory.mktemp("model"))
 
 
+@pytest.fixture(scope="session")
+def tiny_model_heads32(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with heads of 32 values: a q8_0 or q4_0 KV block each."""
+    return tiny_model_path(tmp_path_factory.mktemp("model32"), wide_heads=True)
+
+
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeDiscord]:
     """The fake Discord on 127.0.0.1. Afterwards, in every test: everything the bot sent had

@@ -55,6 +55,9 @@ async def test_a_good_setup_passes_every_check(tmp_path: Path, tiny_model: Path)
     assert set(checks) == {"config", "personas", "data_dir", "memory", "model", "context"} | {
         "adapters",
         "health",
+        "device",
+        "vram",
+        "offload",
     }
     assert "hearthbot-tiny-test" in checks["model"][1] and "F16" in checks["model"][1]
     assert "parameters" in checks["model"][1]

@@ -89,9 +89,15 @@ def test_dockerfile_shape() -> None:
     # `docker stop` waits 10 s: the grace period must end before that.
     grace = re.search(r"HEARTHBOT_BOT__SHUTDOWN_GRACE_S=(\d+)", env)
     assert grace is not None and int(grace.group(1)) < 10
+    # llama.cpp's flags come from docker/cmake_args.sh, for the CPU unless the GPU build
+    # argument names one (tests/test_gpu_build.py runs the script).
+    install = (ROOT / "docker/install.sh").read_text()
     assert (
-        'CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}"' in (ROOT / "docker/install.sh").read_text()
+        'CMAKE_ARGS="${CMAKE_ARGS:-$(sh "$(dirname "$0")/cmake_args.sh" "${GPU:-cpu}")}"' in install
     )
+    assert "GPU=cpu" in [arg for word, arg in steps if word == "ARG"]
+    assert any(run.startswith('GPU="${GPU}" sh docker/install.sh') for run in runs)
+    assert "docker/cmake_args.sh" in builder_sources()
 
 
 def builder_sources() -> list[str]:

@@ -187,3 +187,86 @@ def test_unit_service_settings() -> None:
     assert single["CapabilityBoundingSet"] == ""
     assert single["MemoryDenyWriteExecute"] == "yes"
     assert "@system-service" in lines["SystemCallFilter"]
+
+
+# -- the GPU drop-in --------------------------------------------------------------------------
+
+GPU_DROP_IN = ROOT / "systemd" / "hearthbot.service.d" / "gpu.conf"
+# Measured: 1.1 without the drop-in (the README says so), 1.5 with it.
+MAX_GPU_EXPOSURE = 2.0
+
+
+def exposure(systemd_analyze: str, unit: Path) -> tuple[float, str]:
+    result = subprocess.run(
+        [systemd_analyze, "security", "--offline=true", "--no-pager", str(unit)],
+        capture_output=True,
+        text=True,
+        cwd=unit.parent,
+    )
+    assert result.returncode == 0, result.stderr
+    level = re.search(r"Overall exposure level for hearthbot\.service: ([\d.]+)", result.stdout)
+    assert level is not None, result.stdout
+    return float(level.group(1)), result.stdout
+
+
+@pytest.fixture
+def with_gpu_drop_in(installed_unit: Path) -> Path:
+    """The unit with the drop-in applied: its [Service] section read after the unit's, as
+    systemd reads a drop-in (a later assignment wins; DeviceAllow= adds)."""
+    unit = installed_unit.parent / "gpu" / "hearthbot.service"
+    unit.parent.mkdir()
+    unit.write_text(installed_unit.read_text() + "\n" + GPU_DROP_IN.read_text())
+    return unit
+
+
+def drop_in_lines() -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in GPU_DROP_IN.read_text().splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, value = line.split("=", 1)
+            found.setdefault(key, []).append(value)
+    return found
+
+
+def test_the_gpu_drop_in_verifies_and_reports_both_exposures(
+    systemd_analyze: str, installed_unit: Path, with_gpu_drop_in: Path
+) -> None:
+    result = subprocess.run(
+        [systemd_analyze, "verify", str(with_gpu_drop_in)], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+    base, base_table = exposure(systemd_analyze, installed_unit)
+    gpu, table = exposure(systemd_analyze, with_gpu_drop_in)
+    print(f"exposure: {base} without the GPU drop-in, {gpu} with it")
+    assert base <= MAX_EXPOSURE and base < gpu <= MAX_GPU_EXPOSURE, table
+    # What the drop-in opened, and only that, in systemd's own words.
+    opened = failed_settings(table) - failed_settings(base_table)
+    assert opened == {
+        "PrivateDevices=",
+        "PrivateUsers=",
+        "MemoryDenyWriteExecute=",
+        "SupplementaryGroups=",
+    }, table  # DeviceAllow= is marked in both (ProtectClock= allows the clock); see below
+
+
+def failed_settings(table: str) -> set[str]:
+    """The settings systemd-analyze security marks ✗."""
+    return {line.split()[1] for line in table.splitlines() if line.startswith("✗")}
+
+
+def test_the_gpu_drop_in_opens_the_gpus_only() -> None:
+    lines = drop_in_lines()
+    assert lines["PrivateDevices"] == ["no"] and lines["PrivateUsers"] == ["no"]
+    assert lines["MemoryDenyWriteExecute"] == ["no"]
+    allowed = [value.split()[0] for value in lines["DeviceAllow"]]
+    assert allowed == [
+        "char-nvidia-frontend",
+        "char-nvidia-uvm",
+        "char-nvidia-caps",
+        "char-drm",
+        "char-kfd",
+    ]
+    # The closed device policy, the network rules and the system call filter stay the unit's.
+    for kept in ("DevicePolicy", "RestrictAddressFamilies", "SystemCallFilter", "DynamicUser"):
+        assert kept not in lines
+    assert unit_lines()["DevicePolicy"] == ["closed"]

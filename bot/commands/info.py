@@ -5,6 +5,7 @@ from __future__ import annotations
 from bot.commands.context import CommandContext, Handler
 from bot.commands.parse import Command, help_text
 from bot.events import Incoming
+from bot.model.types import ModelInfo
 from bot.status import DaemonStatus
 
 
@@ -22,6 +23,7 @@ async def show_status(ctx: CommandContext, command: Command, message: Incoming) 
         [
             f"Model: {info.name} — {info.params_text} parameters, "
             f"{info.quantization or 'unknown'} quantization ({info.description})",
+            *([runs_line(info)] if info.runs_on else []),
             f"Context: {used:,} / {info.n_ctx:,} tokens "
             f"(up to {sampling.max_tokens:,} more for the reply)",
             f"Persona: {current.persona.name} — {current.persona.description}",
@@ -34,6 +36,11 @@ async def show_status(ctx: CommandContext, command: Command, message: Incoming) 
             slots_line(ctx.status()),
         ]
     )
+
+
+def runs_line(info: ModelInfo) -> str:
+    """Where the in-process model runs and how it keeps its KV cache."""
+    return f"Runs on: {info.runs_on}; KV cache {info.kv_type or 'f16'}"
 
 
 def slots_line(status: DaemonStatus) -> str:

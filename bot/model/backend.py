@@ -78,6 +78,7 @@ async def load_backend(model: ModelSettings, path: Path) -> Backend:
             parallel=model.parallel,
         )
     from bot.model.llama_cpp.backend import LlamaCppBackend
+    from bot.model.llama_cpp.placement import Attention, Offload
 
     return await LlamaCppBackend.load(
         path,
@@ -87,4 +88,6 @@ async def load_backend(model: ModelSettings, path: Path) -> Backend:
         kv_cache_mb=model.kv_cache_mb,
         parallel=model.parallel,
         pool_tokens=model.pool_tokens(),
+        offload=Offload(model.n_gpu_layers, model.main_gpu, tuple(model.tensor_split)),
+        attention=Attention(model.kv_type, model.flash_attn),
     )

@@ -34,6 +34,9 @@ _STRUCT = {
 _STRING, _ARRAY = 8, 9
 # Headroom for llama.cpp's compute buffers and our own process.
 OVERHEAD_BYTES = 256 * 1024 * 1024
+# Bytes per cached K or V value, by `[model] kv_type`: a q8_0 block holds 32 values in 34 bytes
+# (0.53 of f16), a q4_0 block in 18 (0.28).
+KV_VALUE_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 
 
 class ModelFileError(Exception):
@@ -52,13 +55,15 @@ class GgufSummary:
     n_head: int
     n_head_kv: int
 
-    def kv_bytes(self, n_ctx: int, n_seq: int = 1) -> int:
-        """K and V in f16 for every layer and position (llama.cpp's default cache type)."""
+    def kv_bytes(self, n_ctx: int, n_seq: int = 1, kv_type: str = "f16") -> int:
+        """K and V for every layer and position, stored as `kv_type` (llama.cpp's default
+        is f16)."""
         head_dim = self.n_embd // max(self.n_head, 1)
-        return 2 * 2 * self.n_layer * self.n_head_kv * head_dim * n_ctx * n_seq
+        values = 2 * self.n_layer * self.n_head_kv * head_dim * n_ctx * n_seq
+        return int(values * KV_VALUE_BYTES[kv_type])
 
-    def needed_bytes(self, n_ctx: int, n_seq: int = 1) -> int:
-        return self.size_bytes + self.kv_bytes(n_ctx, n_seq) + OVERHEAD_BYTES
+    def needed_bytes(self, n_ctx: int, n_seq: int = 1, kv_type: str = "f16") -> int:
+        return self.size_bytes + self.kv_bytes(n_ctx, n_seq, kv_type) + OVERHEAD_BYTES
 
 
 def _read(f: BinaryIO, n: int) -> bytes:
@@ -142,12 +147,16 @@ def inspect_model(path: Path) -> GgufSummary:
 
 
 def check_fits(
-    summary: GgufSummary, n_ctx: int, available: int | None, extra_bytes: int = 0
+    summary: GgufSummary,
+    n_ctx: int,
+    available: int | None,
+    extra_bytes: int = 0,
+    kv_type: str = "f16",
 ) -> None:
     """`extra_bytes`: memory the backend will add on top (saved KV state of other channels)."""
     if available is None:
         return
-    needed = summary.needed_bytes(n_ctx) + extra_bytes
+    needed = summary.needed_bytes(n_ctx, kv_type=kv_type) + extra_bytes
     if needed > available:
         raise ModelFileError(
             f"model {summary.path} needs about {needed / 2**30:.1f} GiB (weights "

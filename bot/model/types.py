@@ -35,6 +35,10 @@ class ModelInfo:
     n_ctx: int
     n_threads: int
     quantization: str = ""  # e.g. "Q4_K_M", from the GGUF's file type
+    runs_on: str = ""  # e.g. "CPU, 4 threads", as llama.cpp placed it ("": not known here)
+    kv_type: str = ""  # the KV cache's type as llama.cpp made it, e.g. "q8_0"
+    layers: int = 0  # as llama.cpp places them (the output layer counts as one)
+    offloaded_layers: int = 0  # of those, on a GPU
 
     @property
     def params_text(self) -> str:

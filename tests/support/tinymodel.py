@@ -39,6 +39,9 @@ N_EMBD = 64
 N_HEAD = 4
 N_HEAD_KV = 2
 HEAD_DIM = N_EMBD // N_HEAD
+# The variant for quantized KV caches: q8_0 and q4_0 store blocks of 32 values, and llama.cpp
+# refuses a head narrower than a block. Same weights (one KV head of 32 instead of two of 16).
+WIDE_HEADS = (2, 1)
 N_FF = 128
 N_LAYER = 2
 N_CTX_TRAIN = 4096
@@ -151,7 +154,7 @@ def _build_tensors(bias: np.ndarray) -> dict[str, np.ndarray]:
     """Deterministic weights; numpy arrays are (out, in) as gguf expects."""
     rng = np.random.RandomState(SEED)
     n_vocab = bias.shape[0]
-    n_kv = N_HEAD_KV * HEAD_DIM
+    n_kv = N_HEAD_KV * HEAD_DIM  # the same in the WIDE_HEADS variant
     t: dict[str, np.ndarray] = {}
 
     embd = _normal(rng, (n_vocab, N_EMBD), EMBD_STD)
@@ -207,8 +210,12 @@ def _build_tensors(bias: np.ndarray) -> dict[str, np.ndarray]:
     return {k: (v.astype(np.float16) if v.ndim == 2 else v) for k, v in t.items()}
 
 
-def write_tiny_model(path: pathlib.Path) -> pathlib.Path:
-    """Write the tiny GGUF model to ``path``; same code gives identical bytes."""
+def write_tiny_model(
+    path: pathlib.Path, heads: tuple[int, int] = (N_HEAD, N_HEAD_KV)
+) -> pathlib.Path:
+    """Write the tiny GGUF model to ``path``; same code gives identical bytes. ``heads``:
+    (attention heads, KV heads)."""
+    n_head, n_head_kv = heads
     path = pathlib.Path(path)
     tokens, scores, types, bias = _build_vocab()
     tensors = _build_tensors(bias)
@@ -225,9 +232,9 @@ def write_tiny_model(path: pathlib.Path) -> pathlib.Path:
     w.add_embedding_length(N_EMBD)
     w.add_block_count(N_LAYER)
     w.add_feed_forward_length(N_FF)
-    w.add_head_count(N_HEAD)
-    w.add_head_count_kv(N_HEAD_KV)
-    w.add_rope_dimension_count(HEAD_DIM)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    w.add_rope_dimension_count(N_EMBD // n_head)
     w.add_rope_freq_base(ROPE_FREQ_BASE)
     w.add_layer_norm_rms_eps(RMS_EPS)
     w.add_vocab_size(len(tokens))
@@ -253,11 +260,13 @@ def write_tiny_model(path: pathlib.Path) -> pathlib.Path:
     return path
 
 
-def tiny_model_path(cache_dir: pathlib.Path) -> pathlib.Path:
-    """Return the cached model in ``cache_dir``, writing it atomically if missing."""
+def tiny_model_path(cache_dir: pathlib.Path, wide_heads: bool = False) -> pathlib.Path:
+    """Return the cached model in ``cache_dir``, writing it atomically if missing
+    (``wide_heads``: the WIDE_HEADS variant)."""
     cache_dir = pathlib.Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    target = cache_dir / FILE_NAME
+    heads = WIDE_HEADS if wide_heads else (N_HEAD, N_HEAD_KV)
+    target = cache_dir / (FILE_NAME.replace(".gguf", "-heads32.gguf") if wide_heads else FILE_NAME)
     if target.exists():
         return target
     # Temp file in the same directory + rename: concurrent test workers never
@@ -266,7 +275,7 @@ def tiny_model_path(cache_dir: pathlib.Path) -> pathlib.Path:
     os.close(fd)
     tmp = pathlib.Path(tmp_name)
     try:
-        write_tiny_model(tmp)
+        write_tiny_model(tmp, heads)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

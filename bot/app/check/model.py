@@ -3,12 +3,17 @@ backend: its vocabulary and template, then the server)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bot.app.bootstrap import model_path
 from bot.app.check.report import Check, Report
 from bot.app.check.server import server_checks
 from bot.model.gguf import OVERHEAD_BYTES, GgufSummary, ModelFileError, inspect_model
 from bot.model.memory import available_memory
 from bot.settings import ModelSettings, Settings
+
+if TYPE_CHECKING:
+    from bot.model.llama_cpp.devices import Device
 
 GIB = 2**30
 
@@ -27,11 +32,15 @@ async def model_checks(settings: Settings, report: Report) -> None:
     except ModelFileError as exc:
         report.checks.append(Check(name, False, str(exc)))
         return
+    found: list[Device] = []
     if not remote:
+        from bot.app.check.gpu import fit_checks
+
         memory = memory_check(summary, model)
         report.checks.append(memory)
-        if not memory.ok:
-            return  # loading would only thrash
+        found, vram = fit_checks(model, summary, report)
+        if not (memory.ok and vram.ok):
+            return  # loading would only thrash or fail
     try:
         backend = await load_backend(model, path)
     except ModelFileError as exc:
@@ -57,6 +66,9 @@ async def model_checks(settings: Settings, report: Report) -> None:
             report.checks.append(
                 Check("context", True, f"{info.n_ctx:,} tokens, {info.n_threads} threads")
             )
+            from bot.app.check.gpu import offload_check
+
+            report.checks.append(offload_check(info, found))
     finally:
         await backend.close()
 
@@ -64,11 +76,12 @@ async def model_checks(settings: Settings, report: Report) -> None:
 def memory_check(summary: GgufSummary, model: ModelSettings) -> Check:
     """The same estimate LlamaCppBackend.load enforces, itemized."""
     saved = model.kv_cache_mb * 2**20
-    needed = summary.needed_bytes(model.n_ctx) + saved
+    needed = summary.needed_bytes(model.n_ctx, kv_type=model.kv_type) + saved
     available = available_memory()
+    kv = summary.kv_bytes(model.n_ctx, kv_type=model.kv_type)
     parts = (
-        f"needs about {needed / GIB:.1f} GiB (weights {summary.size_bytes / GIB:.1f} + KV "
-        f"cache for {model.n_ctx:,} tokens {summary.kv_bytes(model.n_ctx) / GIB:.1f} + saved "
+        f"needs about {needed / GIB:.1f} GiB (weights {summary.size_bytes / GIB:.1f} + "
+        f"{model.kv_type} KV cache for {model.n_ctx:,} tokens {kv / GIB:.1f} + saved "
         f"channels {saved / GIB:.1f} + working memory {OVERHEAD_BYTES / GIB:.2f} GiB)"
     )
     if available is None:

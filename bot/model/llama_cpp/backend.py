@@ -24,6 +24,7 @@ from bot.model.gguf import ModelFileError, available_memory, check_fits, inspect
 from bot.model.llama_cpp.engine import Engine
 from bot.model.llama_cpp.kv_cache import SnapshotCache
 from bot.model.llama_cpp.loader import LoadedModel, PoolShape, VocabView
+from bot.model.llama_cpp.placement import Attention, Offload, Placement
 from bot.model.llama_cpp.pool import KvPool
 from bot.model.template import ChatText, UsesChatText
 from bot.model.types import EngineStats, Generation, GenerationRequest, ModelInfo
@@ -65,15 +66,25 @@ class LlamaCppBackend(UsesChatText):
         pool_tokens: int = 0,
         resident: int | None = None,
         repack: bool = True,
+        offload: Offload | None = None,
+        attention: Attention | None = None,
     ) -> LlamaCppBackend:
         """Load the model on the worker thread. `parallel`: replies generated at once;
         `pool_tokens`: KV cells shared by all sequences (0: n_ctx × parallel); `resident`: idle
         channels kept in the pool (default 2 per slot); `repack`: llama.cpp's CPU weight
-        repacking (see LoadedModel). Raises ModelFileError with a clear message."""
+        repacking (see LoadedModel); `offload`, `attention`: GPU layers, KV type and flash
+        attention (bot.model.llama_cpp.placement). Raises ModelFileError with a clear message."""
+        attention = attention or Attention()
         pool_tokens = max(pool_tokens or n_ctx * parallel, n_ctx)
         summary = await asyncio.to_thread(inspect_model, path)
         if check_memory:
-            check_fits(summary, pool_tokens, available_memory(), extra_bytes=kv_cache_mb * 2**20)
+            check_fits(
+                summary,
+                pool_tokens,
+                available_memory(),
+                extra_bytes=kv_cache_mb * 2**20,
+                kv_type=attention.kv_type,
+            )
         resident = RESIDENT_PER_SLOT * parallel if resident is None else resident
         shape = PoolShape(
             pool_tokens=pool_tokens,
@@ -81,13 +92,16 @@ class LlamaCppBackend(UsesChatText):
             # A step holds every slot's next token plus a chunk of prompt.
             step_tokens=min(max(n_batch, parallel + 8), pool_tokens),
             n_threads=n_threads,
+            attention=attention,
         )
         backend = cls()
         backend.slots = parallel
         backend._cache.budget_bytes = kv_cache_mb * 2**20
         backend._thread.start()
         try:
-            await backend._call(lambda: backend._open(path, shape, n_ctx, parallel, repack))
+            await backend._call(
+                lambda: backend._open(path, shape, n_ctx, parallel, repack, offload or Offload())
+            )
         except Exception as exc:
             backend._jobs.put(None)
             if isinstance(exc, ModelFileError):
@@ -95,8 +109,16 @@ class LlamaCppBackend(UsesChatText):
             raise ModelFileError(f"llama.cpp could not load {path}: {exc}") from None
         return backend
 
-    def _open(self, path: Path, shape: PoolShape, n_ctx: int, parallel: int, repack: bool) -> None:
-        loaded = LoadedModel(path, shape, repack)
+    def _open(
+        self,
+        path: Path,
+        shape: PoolShape,
+        n_ctx: int,
+        parallel: int,
+        repack: bool,
+        offload: Offload,
+    ) -> None:
+        loaded = LoadedModel(path, shape, repack, offload)
         self._loaded = loaded
         vocab = VocabView(loaded.model)
         # ChatText reads only what VocabView offers of a Llama.
@@ -116,6 +138,10 @@ class LlamaCppBackend(UsesChatText):
             n_ctx=n_ctx,
             n_threads=shape.n_threads,
             quantization=self._text.quantization,
+            runs_on=runs_on(loaded.placement, shape.n_threads),
+            kv_type=loaded.placement.k_type,
+            layers=loaded.placement.n_layers,
+            offloaded_layers=loaded.placement.offloaded,
         )
 
     async def close(self) -> None:
@@ -209,6 +235,16 @@ class LlamaCppBackend(UsesChatText):
 
     def cache_state(self, key: str) -> str:
         return self._pool.state(key)
+
+
+def runs_on(placement: Placement, n_threads: int) -> str:
+    """Where the model runs, as !status says it: "CPU, 4 threads" or the GPUs and layers."""
+    cpu = f"CPU, {n_threads} thread{'s' * (n_threads != 1)}"
+    if not placement.offloaded:
+        return cpu
+    gpus = " + ".join(placement.gpus)
+    where = f"{gpus} ({placement.offloaded} of {placement.n_layers} layers)"
+    return where if placement.offloaded == placement.n_layers else f"{where}, the rest on {cpu}"
 
 
 def _settle(future: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:

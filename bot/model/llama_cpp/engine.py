@@ -183,8 +183,7 @@ class Engine:
 
     def _solo_lane(self) -> Lane:
         if self.solo is None:
-            shape = self._loaded.shape
-            self.solo = SoloLane(self._model, self.n_ctx, shape.step_tokens, shape.n_threads)
+            self.solo = SoloLane(self._model, self.n_ctx, self._loaded.shape)
         return self.solo.lane
 
     def _shared_reserved(self) -> int:

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import llama_cpp
 from llama_cpp._internals import LlamaContext, LlamaModel
 from llama_cpp._logger import llama_log_callback, set_verbose
+
+from bot.model.llama_cpp.placement import Attention, Offload, Placement, read_placement
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,11 +32,19 @@ class PoolShape:
     n_seq_max: int
     step_tokens: int
     n_threads: int
+    attention: Attention = field(default_factory=Attention)
+    offloaded: bool = False  # layers run on a GPU: flash_attn "auto" is llama.cpp's to decide
+
+
+# What llama.cpp logs while a muted_log() is open: read for its Placement. The log callback is
+# process-wide, so one load at a time.
+_captured: list[str] = []
+_capturing = threading.Lock()
 
 
 @llama_cpp.llama_log_callback
-def _quiet(_level: int, _text: bytes, _data: ctypes.c_void_p) -> None:
-    pass
+def _quiet(_level: int, text: bytes, _data: ctypes.c_void_p) -> None:
+    _captured.append(text.decode("utf-8", errors="replace"))
 
 
 @llama_cpp.llama_log_callback
@@ -44,18 +56,23 @@ def _without_room_warnings(level: int, text: bytes, data: ctypes.c_void_p) -> No
 
 
 @contextlib.contextmanager
-def muted_log() -> Iterator[None]:
+def muted_log() -> Iterator[list[str]]:
     """llama.cpp narrates every load on stderr, and warns that a pool larger than the model's
-    training context might overflow it (each sequence stays within n_ctx, so it cannot)."""
-    llama_cpp.llama_log_set(_quiet, ctypes.c_void_p(0))
-    try:
-        yield
-    finally:
-        llama_cpp.llama_log_set(_without_room_warnings, ctypes.c_void_p(0))
+    training context might overflow it (each sequence stays within n_ctx, so it cannot). The
+    lines are kept instead (the list yielded), until the block ends."""
+    with _capturing:
+        _captured.clear()
+        llama_cpp.llama_log_set(_quiet, ctypes.c_void_p(0))
+        try:
+            yield _captured
+        finally:
+            llama_cpp.llama_log_set(_without_room_warnings, ctypes.c_void_p(0))
+            _captured.clear()
 
 
-def open_context(model: LlamaModel, shape: PoolShape) -> LlamaContext:
-    """A context on the loaded weights, laid out as `shape` says."""
+def open_context(model: LlamaModel, shape: PoolShape) -> tuple[LlamaContext, Placement]:
+    """A context on the loaded weights, laid out as `shape` says, and what llama.cpp logged of
+    its attention (flash attention, KV types)."""
     params = llama_cpp.llama_context_default_params()
     params.n_ctx = shape.pool_tokens
     params.n_batch = shape.step_tokens
@@ -67,30 +84,38 @@ def open_context(model: LlamaModel, shape: PoolShape) -> LlamaContext:
     params.kv_unified = True
     # Measured on CPU: with flash attention a token's logits change with the batch around it
     # (by up to 0.3 on the bench model; 0.0 without), and four sequences decoded at once ran
-    # at a quarter of the speed they reach without it.
-    params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    # at a quarter of the speed they reach without it: off unless asked, offloaded or needed.
+    shape.attention.apply(params, shape.offloaded)
     params.n_threads = shape.n_threads
     params.n_threads_batch = shape.n_threads
-    with muted_log():
-        return LlamaContext(model=model, params=params, verbose=False)
+    with muted_log() as lines:
+        ctx = LlamaContext(model=model, params=params, verbose=False)
+        return ctx, read_placement(lines)
 
 
 class LoadedModel:
     """The weights and the context of the KV pool, freed together (the context first)."""
 
-    def __init__(self, path: Path, shape: PoolShape, repack: bool = True) -> None:
+    def __init__(
+        self, path: Path, shape: PoolShape, repack: bool = True, offload: Offload | None = None
+    ) -> None:
         set_verbose(False)  # afterwards llama.cpp's log shows warnings and errors only
         params = llama_cpp.llama_model_default_params()
         # Repacking weights for the CPU (AMX, interleaved quants) is llama.cpp's default; a VM
         # that reports AMX without allowing it needs it off (bench/ offers --no-repack).
         params.use_extra_bufts = repack
-        with muted_log():
+        split = (offload or Offload()).apply(params)
+        with muted_log() as lines:
             self.model = LlamaModel(path_model=str(path), params=params, verbose=False)
+            placed = read_placement(lines)
+        del split  # read during the load only
+        shape = dataclasses.replace(shape, offloaded=placed.offloaded > 0)
         try:
-            self.ctx = open_context(self.model, shape)
+            self.ctx, attention = open_context(self.model, shape)
         except Exception:
             self.model.close()
             raise
+        self.placement = placed.merged(attention)
         self.shape = shape
         self.pool_tokens = llama_cpp.llama_n_ctx(self.ctx.ctx)  # as llama.cpp rounded it
         self.vocab = self.model.vocab

@@ -16,6 +16,7 @@ fixed-seed replies take it one at a time.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 from collections.abc import Sequence
 
 import llama_cpp
@@ -36,11 +37,11 @@ PROBE_CUTS = ((PROBE_TOKENS,), (36, 76, PROBE_TOKENS), (40, PROBE_TOKENS))
 class SoloLane:
     """The one-sequence context of fixed-seed replies, and its lane for the engine."""
 
-    def __init__(self, model: LlamaModel, n_ctx: int, step_tokens: int, n_threads: int) -> None:
-        shape = PoolShape(
-            pool_tokens=n_ctx, n_seq_max=1, step_tokens=step_tokens, n_threads=n_threads
-        )
-        self.context = open_context(model, shape)
+    def __init__(self, model: LlamaModel, n_ctx: int, pool: PoolShape) -> None:
+        """One window of the pool's context, with its threads, steps and KV type."""
+        shape = dataclasses.replace(pool, pool_tokens=n_ctx, n_seq_max=1)
+        step_tokens = shape.step_tokens
+        self.context, _ = open_context(model, shape)
         self.resident = Resident(seq=0, key=None)
         self.lane = Lane(self.context, StepBatch(step_tokens), self, chunk=step_tokens)
         self._n_vocab = model.n_vocab()
