@@ -29,6 +29,7 @@ from bot.prompt.builder import ContextBuilder, Prompt, TooLong
 from bot.prompt.thinking import ThinkFilter, with_thinking
 from bot.scopes import resolve_for
 from bot.store import Store
+from bot.usage import ReplyUsage
 
 log = structlog.get_logger(__name__)
 
@@ -100,6 +101,7 @@ class AnswerWriter:
         self.context = context
         self.answered = 0
         self._reused: dict[str, int] = {}  # channel → prompt tokens reused by its last reply
+        self.last_usage: dict[str, ReplyUsage] = {}  # channel → its last reply's figures
         self._abandoned = asyncio.Event()  # shutting down without waiting for the answers
 
     def abandon(self) -> None:
@@ -251,12 +253,14 @@ class AnswerWriter:
 
     async def _save_and_show(self, job: Job, answer: Answer) -> None:
         message, result = job.message, answer.result
-        if not await self.store.complete(job.row, message.channel_key, answer.text):
+        usage = ReplyUsage.of(result)
+        if not await self.store.complete(job.row, message.channel_key, answer.text, usage):
             log.info("answer dropped: the message was forgotten meanwhile")
             await job.reply.fail(texts.CANCELLED)
             return
         self.answered += 1
         self._reused[message.channel_key] = result.reused_tokens
+        self.last_usage[message.channel_key] = usage
         self.live.observer.answered(message.platform, result)
         log.info(
             "answered",
@@ -267,6 +271,9 @@ class AnswerWriter:
             finish=result.finish,
             first_token_s=round(result.first_token_s or 0, 3),
             total_s=round(result.total_s, 3),
+            model_s=round(result.model_s, 3),
+            energy_j=None if result.energy_j is None else round(result.energy_j, 3),
+            energy_source=result.energy_source or None,
         )
         await job.reply.finish(answer.shown)
 

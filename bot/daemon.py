@@ -58,6 +58,7 @@ class Daemon:
             stop_answers=self.responder.stop_answers,
             reused_tokens=self.responder.reused_tokens,
             context_tokens=self.context.usage,
+            last_usage=self.responder.last_usage,
         )
         self.intake = Intake(
             self.live, store, backend, self.queue, self.responder, CommandRunner(commands)

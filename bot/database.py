@@ -102,6 +102,10 @@ class Database:
         open across an await would make `_scrub`'s checkpoint fail ("table is locked")."""
         return list(await self._db.execute_fetchall(sql, args))
 
+    async def read(self, sql: str, args: Sequence[object] = ()) -> list[sqlite3.Row]:
+        """A query's rows, for a module that keeps a table of its own (bot.usage)."""
+        return await self._read(sql, args)
+
     async def _scrub(self) -> None:
         """After deleting text: copy the -wal file into the database and truncate it, so no
         older copy of a deleted page stays on disk (secure_delete zeroes it in the database

@@ -124,4 +124,21 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE messages ADD COLUMN answer_to INTEGER; -- the question's row, for an answer
     CREATE INDEX messages_by_answer_to ON messages (answer_to) WHERE answer_to IS NOT NULL;
     """,
+    # 5: what replies cost, totalled per channel and day (bot.usage). No text and no user:
+    # retention, !reset and !forget leave it.
+    """
+    CREATE TABLE usage (
+        channel TEXT NOT NULL,
+        day TEXT NOT NULL,                  -- the box's local date, YYYY-MM-DD
+        replies INTEGER NOT NULL,
+        evaluated_tokens INTEGER NOT NULL,  -- prompt tokens the model read
+        reused_tokens INTEGER NOT NULL,     -- prompt tokens taken from the KV cache
+        generated_tokens INTEGER NOT NULL,
+        model_s REAL NOT NULL,              -- time in the model's steps
+        joules REAL NOT NULL,
+        estimated_joules REAL NOT NULL,     -- the part of joules that is an estimate
+        unmeasured INTEGER NOT NULL,        -- replies without an energy figure
+        PRIMARY KEY (channel, day)
+    );
+    """,
 )

@@ -24,6 +24,7 @@ from bot.model.types import Generation
 from bot.prompt.builder import ContextBuilder
 from bot.scheduler import FairQueue, Ticket
 from bot.store import Store
+from bot.usage import ReplyUsage
 
 log = structlog.get_logger(__name__)
 
@@ -170,6 +171,10 @@ class Responder:
     def reused_tokens(self, channel: str) -> int:
         """Prompt tokens the channel's last reply took from the KV cache."""
         return self._writer.reused_tokens(channel)
+
+    def last_usage(self, channel: str) -> ReplyUsage | None:
+        """The figures of the channel's last reply since the start (None: none yet)."""
+        return self._writer.last_usage.get(channel)
 
     async def wait_idle(self) -> None:
         """Until nothing is queued or being answered."""

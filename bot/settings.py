@@ -324,6 +324,26 @@ class LogSettings(Section):
     )
 
 
+class FootprintSettings(Section):
+    """[footprint]: what a reply's energy costs, and the estimate where nothing measures it."""
+
+    watts_per_core: float = Field(
+        8.0,
+        gt=0,
+        le=1000,
+        description="Power of one busy CPU core, for the estimate used where no energy counter "
+        "is readable: a desktop CPU's package power at full load over its cores (65 W / 8). "
+        "A laptop is nearer 3-4, a server core 3-5, a Raspberry Pi 1.5.",
+    )
+    price_per_kwh: float | None = Field(
+        None, ge=0, description="Price of a kWh: !usage shows what replies cost. Empty: off."
+    )
+    currency: str = Field("", max_length=8, description='Shown after a cost, e.g. "EUR".')
+    grams_co2_per_kwh: float | None = Field(
+        None, ge=0, description="Grid carbon intensity: !usage shows CO₂. Empty: off."
+    )
+
+
 class Settings(BaseSettings):
     """The whole configuration: TOML file, secrets directory and environment, validated."""
 
@@ -343,6 +363,7 @@ class Settings(BaseSettings):
     matrix: MatrixSettings = Field(default_factory=MatrixSettings)  # type: ignore[arg-type]
     health: HealthSettings = Field(default_factory=HealthSettings)  # type: ignore[arg-type]
     log: LogSettings = Field(default_factory=LogSettings)  # type: ignore[arg-type]
+    footprint: FootprintSettings = Field(default_factory=FootprintSettings)  # type: ignore[arg-type]
 
     # Set on a per-load subclass: pydantic-settings takes the TOML path from the class.
     toml_path: ClassVar[Path | None] = None

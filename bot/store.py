@@ -16,6 +16,7 @@ import aiosqlite
 
 from bot.database import Database
 from bot.events import Incoming, Quoted, user_key
+from bot.usage import ReplyUsage, add_usage, local_day
 
 RANDOM_SEED = -1
 
@@ -136,14 +137,16 @@ class Store(Database):
             return int(found[0]), str(found[1])
         return None, user_key(message.platform, quoted.author_id) if quoted else None
 
-    async def complete(self, pending_row: int, channel: str, reply: str) -> bool:
-        """Save the answer and clear the pending mark in one step. False if the pending mark
-        was already gone (answered or forgotten meanwhile): the answer is then not stored.
-        An empty reply clears the mark without adding a turn."""
+    async def complete(
+        self, pending_row: int, channel: str, reply: str, usage: ReplyUsage | None = None
+    ) -> bool:
+        """Save the answer, add its `usage` to the totals, clear the pending mark: one step. False
+        if the mark was gone (answered or forgotten meanwhile): nothing stored. Empty: no turn."""
         async with self.transaction() as db:
             cur = await db.execute("DELETE FROM pending WHERE message_row = ?", (pending_row,))
             if cur.rowcount == 0:
                 return False
+            await add_usage(db, channel, usage, local_day())
             if not reply:
                 return True
             await db.execute(

@@ -40,6 +40,17 @@ UNDECRYPTABLE = (
     "🔒 I couldn't read your message: it was encrypted with a key my device doesn't have. "
     "I've asked your devices for it; if I don't answer, please send it again."
 )
+# !usage and !status: what replies cost (bot.commands.usage).
+USAGE_NONE = "no replies"
+USAGE_TOKENS = (
+    "{generated:,} tokens generated ({evaluated:,} prompt tokens read, {reused:,} reused)"
+)
+USAGE_UNMEASURED = "energy not measured (a remote model server)"
+LAST_REPLY = (
+    "Last reply here: {evaluated:,} prompt tokens read, {reused:,} reused, {generated:,} "
+    "generated, {model_s:.1f} s on the model, {energy}"
+)
+LAST_REPLY_NONE = "Last reply here: none since the start"
 
 NOTE_STOPPED = "stopped on request"
 NOTE_MAX_TOKENS = "reply cut at {max_tokens} tokens"

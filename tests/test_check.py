@@ -58,7 +58,10 @@ async def test_a_good_setup_passes_every_check(tmp_path: Path, tiny_model: Path)
         "device",
         "vram",
         "offload",
+        "energy",
     }
+    source, why = checks["energy"][1].split(": ", 1)
+    assert source in ("rapl", "nvml", "estimated") and why
     assert "hearthbot-tiny-test" in checks["model"][1] and "F16" in checks["model"][1]
     assert "parameters" in checks["model"][1]
     assert checks["context"][1] == "2,048 tokens, 2 threads"
@@ -207,6 +210,7 @@ async def test_openai_backend_server_is_reached(
     assert checks["server"] == (True, f"{server} answers; models: {tiny_model}")
     assert "vocabulary and template only" in checks["tokenizer"][1]
     assert "memory" not in checks and "model" not in checks  # nothing is loaded here
+    assert checks["energy"] == (True, "not measured: a remote server generates")
     assert checks["context"] == (True, "2,048 tokens (must not exceed the server's)")
     assert report.warnings == [
         f"[model] model = 'other' is not among the server's models ({tiny_model})"

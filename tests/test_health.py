@@ -59,6 +59,7 @@ async def test_health_ready_and_metrics(tmp_path: Path, tiny_model: Path) -> Non
         assert got[("hearthbot_messages_refused_total", refused)] == 1
         assert got[("hearthbot_messages_refused_total", (*test[:1], ("reason", "busy")))] == 0
         assert got[("hearthbot_tokens_generated_total", ())] >= 1
+        assert got[("hearthbot_energy_joules_total", (("source", "estimated"),))] > 0
         assert got[("hearthbot_prompt_tokens_evaluated_total", ())] >= 1
         assert ("hearthbot_prompt_tokens_reused_total", ()) in got
         assert got[("hearthbot_time_to_first_token_seconds_count", ())] == 1

@@ -56,6 +56,10 @@ class SlashCommands(app_commands.CommandTree):
         async def status(interaction: discord.Interaction) -> None:
             await run(interaction, command_text("status"), True)
 
+        @self.command(name="usage", description=_summary("usage"))
+        async def usage(interaction: discord.Interaction) -> None:
+            await run(interaction, command_text("usage"), True)
+
         @self.command(name="reset", description=_summary("reset"))
         async def reset(interaction: discord.Interaction) -> None:
             await run(interaction, command_text("reset"), False)

@@ -52,7 +52,7 @@ async def serve(
     path = model_path(settings)
     service = Service(settings, config_file, checked_personas)  # systemd, signals, health
     async with service.loading(f"model {path.name}"):
-        engine = await load_backend(settings.model, path)
+        engine = await load_backend(settings.model, path, settings.footprint)
     store = await Store.open(database_path(settings))
     adapters = build_adapters(settings, console_only)
     daemon = Daemon(settings, store, engine, personas, adapters)

@@ -67,6 +67,12 @@ class Metrics(Observer):
             buckets=TOKENS_PER_S_BUCKETS,
             registry=r,
         )
+        self._energy = Counter(
+            "hearthbot_energy_joules",
+            "Energy attributed to answers, by source: rapl or nvml (measured), or estimated.",
+            ["source"],
+            registry=r,
+        )
         self._errors = Counter(
             "hearthbot_errors",
             "Errors by kind (answer, event, reload, store).",
@@ -81,12 +87,16 @@ class Metrics(Observer):
                 self._refused.labels(platform, refusal.value)
         for kind in ("answer", "event", "reload", "store"):
             self._errors.labels(kind)
+        if (engine := status().engine) is not None and engine.energy_source:
+            self._energy.labels(engine.energy_source)
 
     def answered(self, platform: str, result: GenerationResult) -> None:
         self._answered.labels(platform).inc()
         self._generated.inc(result.generated_tokens)
         self._evaluated.inc(max(0, result.prompt_tokens - result.reused_tokens))
         self._reused.inc(result.reused_tokens)
+        if result.energy_j is not None:
+            self._energy.labels(result.energy_source).inc(result.energy_j)
         if result.first_token_s is not None:
             self._first_token.observe(result.first_token_s)
             streaming = result.total_s - result.first_token_s

@@ -17,6 +17,7 @@ from bot.model.types import ModelInfo
 from bot.scopes import Resolved, resolve_for
 from bot.status import DaemonStatus
 from bot.store import Store
+from bot.usage import ReplyUsage
 
 
 class ModelControls(Protocol):
@@ -43,6 +44,7 @@ class CommandContext:
     stop_answers: Callable[[Callable[[Incoming], bool]], Awaitable[None]]
     reused_tokens: Callable[[str], int]  # channel → prompt tokens its last reply reused
     context_tokens: Callable[[str, str], Awaitable[int]]  # (channel, system prompt) → in use
+    last_usage: Callable[[str], ReplyUsage | None]  # channel → its last reply's figures
 
     async def resolved(self, message: Incoming) -> Resolved:
         """The persona and sampling in effect where `message` was sent."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bot.commands.context import CommandContext, Handler
 from bot.commands.parse import Command, help_text
+from bot.commands.usage import last_reply_line
 from bot.events import Incoming
 from bot.model.types import ModelInfo
 from bot.status import DaemonStatus
@@ -34,6 +35,7 @@ async def show_status(ctx: CommandContext, command: Command, message: Incoming) 
             f"Cache: {ctx.model.cache_state(message.channel_key)}; last reply reused "
             f"{ctx.reused_tokens(message.channel_key):,} prompt tokens",
             slots_line(ctx.status()),
+            last_reply_line(ctx.last_usage(message.channel_key)),
         ]
     )
 

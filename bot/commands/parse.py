@@ -92,6 +92,7 @@ COMMANDS: dict[str, CommandSpec] = {
         ),
         CommandSpec("seed", "!seed [n|random]", "fix the seed for reproducible replies", _seed),
         CommandSpec("status", "!status", "model, context use, persona and sampling", _none),
+        CommandSpec("usage", "!usage", "replies, tokens and energy, today and in all", _none),
         CommandSpec(
             "forget",
             "!forget [user]",

@@ -4,13 +4,18 @@ handlers, one module per group of commands, act on it and word the answer (with 
 from __future__ import annotations
 
 from bot import texts
-from bot.commands import info, memory, tuning
+from bot.commands import info, memory, tuning, usage
 from bot.commands.context import CommandContext, Handler
 from bot.commands.parse import Command, may_run
 from bot.events import Incoming
 
 # Every command in bot.commands.parse.COMMANDS has its handler here (a test checks).
-HANDLERS: dict[str, Handler] = {**info.HANDLERS, **tuning.HANDLERS, **memory.HANDLERS}
+HANDLERS: dict[str, Handler] = {
+    **info.HANDLERS,
+    **tuning.HANDLERS,
+    **memory.HANDLERS,
+    **usage.HANDLERS,
+}
 
 
 class CommandRunner:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bot.model.types import EngineStats, Generation, GenerationRequest, ModelInfo
-from bot.settings import ModelSettings
+from bot.settings import FootprintSettings, ModelSettings
 
 
 class Backend(Protocol):
@@ -61,9 +61,13 @@ def engine_stats(backend: object) -> EngineStats | None:
         return None
 
 
-async def load_backend(model: ModelSettings, path: Path) -> Backend:
+async def load_backend(
+    model: ModelSettings, path: Path, footprint: FootprintSettings | None = None
+) -> Backend:
     """The configured backend, ready to answer. `path` is the GGUF: the model itself for
-    llama_cpp, its tokenizer and chat template for openai. Raises ModelFileError."""
+    llama_cpp, its tokenizer and chat template for openai; `footprint`: the estimate's
+    watts per core. Raises ModelFileError."""
+    footprint = footprint or FootprintSettings.model_validate({})
     if model.backend == "openai":
         from bot.model.openai.backend import OpenAIBackend
 
@@ -77,9 +81,12 @@ async def load_backend(model: ModelSettings, path: Path) -> Backend:
             timeout_s=model.timeout_s,
             parallel=model.parallel,
         )
-    from bot.model.llama_cpp.backend import LlamaCppBackend
+    from bot.model.energy import choose_source
+    from bot.model.llama_cpp.backend import LlamaCppBackend, runs_on_gpu
     from bot.model.llama_cpp.placement import Attention, Offload
 
+    offload = Offload(model.n_gpu_layers, model.main_gpu, tuple(model.tensor_split))
+    energy = choose_source(footprint.watts_per_core, on_gpu=runs_on_gpu(offload)).source
     return await LlamaCppBackend.load(
         path,
         model.n_ctx,
@@ -88,6 +95,7 @@ async def load_backend(model: ModelSettings, path: Path) -> Backend:
         kv_cache_mb=model.kv_cache_mb,
         parallel=model.parallel,
         pool_tokens=model.pool_tokens(),
-        offload=Offload(model.n_gpu_layers, model.main_gpu, tuple(model.tensor_split)),
+        offload=offload,
         attention=Attention(model.kv_type, model.flash_attn),
+        energy=energy,
     )

@@ -57,6 +57,7 @@ class EngineStats:
     slots: int = 1
     steps: int = 0  # llama_decode calls so far
     resident: int = 0  # channels whose KV is resident in the pool
+    energy_source: str = ""  # bot.model.energy: "rapl", "nvml" or "estimated"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,11 @@ class GenerationResult:
     first_token_s: float | None = None
     total_s: float = 0.0
     error: str | None = None
+    # Its footprint (bot.model.footprint): time in the model's steps that held its tokens, and
+    # the energy attributed to it; None where the backend cannot tell (a remote server).
+    model_s: float = 0.0
+    energy_j: float | None = None
+    energy_source: str = ""  # "rapl", "nvml" or "estimated" (bot.model.energy)
 
 
 @dataclass(eq=False)

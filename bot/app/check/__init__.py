@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot.app.check.config import config_file_warnings, personas_check
+from bot.app.check.energy import energy_check
 from bot.app.check.host import health_listen, port_free, writable_dir
 from bot.app.check.model import model_checks
 from bot.app.check.platforms import adapter_checks
@@ -29,6 +30,7 @@ async def diagnose(settings: Settings, config_file: Path | None, online: bool = 
     report.checks.append(personas_check(settings))
     report.checks.append(writable_dir(settings.bot.data_dir))
     await model_checks(settings, report)
+    report.checks.append(energy_check(settings))
     await adapter_checks(settings, online, report)
     if listen := health_listen(settings):
         report.checks.append(port_free(listen))

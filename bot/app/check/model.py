@@ -42,7 +42,7 @@ async def model_checks(settings: Settings, report: Report) -> None:
         if not (memory.ok and vram.ok):
             return  # loading would only thrash or fail
     try:
-        backend = await load_backend(model, path)
+        backend = await load_backend(model, path, settings.footprint)
     except ModelFileError as exc:
         report.checks.append(Check(name, False, str(exc)))
         return

@@ -20,6 +20,8 @@ from typing import Any, cast
 import llama_cpp
 import structlog
 
+from bot.model.energy import Source, choose_source
+from bot.model.footprint import Accountant
 from bot.model.gguf import ModelFileError, available_memory, check_fits, inspect_model
 from bot.model.llama_cpp.engine import Engine
 from bot.model.llama_cpp.kv_cache import SnapshotCache
@@ -28,6 +30,7 @@ from bot.model.llama_cpp.placement import Attention, Offload, Placement
 from bot.model.llama_cpp.pool import KvPool
 from bot.model.template import ChatText, UsesChatText
 from bot.model.types import EngineStats, Generation, GenerationRequest, ModelInfo
+from bot.settings import FootprintSettings
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +45,7 @@ class LlamaCppBackend(UsesChatText):
 
     engine_cls: type[Engine] = Engine
     slots: int = 1  # replies generated at once: `parallel`, set when loaded
+    energy: Source  # where the replies' energy is read, set when loaded
 
     def __init__(self) -> None:
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
@@ -68,12 +72,15 @@ class LlamaCppBackend(UsesChatText):
         repack: bool = True,
         offload: Offload | None = None,
         attention: Attention | None = None,
+        energy: Source | None = None,
     ) -> LlamaCppBackend:
         """Load the model on the worker thread. `parallel`: replies generated at once;
         `pool_tokens`: KV cells shared by all sequences (0: n_ctx × parallel); `resident`: idle
         channels kept in the pool (default 2 per slot); `repack`: llama.cpp's CPU weight
         repacking (see LoadedModel); `offload`, `attention`: GPU layers, KV type and flash
-        attention (bot.model.llama_cpp.placement). Raises ModelFileError with a clear message."""
+        attention (bot.model.llama_cpp.placement); `energy`: where replies' energy is read
+        (default: the best source of this box, bot.model.energy). Raises ModelFileError
+        with a clear message."""
         attention = attention or Attention()
         pool_tokens = max(pool_tokens or n_ctx * parallel, n_ctx)
         summary = await asyncio.to_thread(inspect_model, path)
@@ -94,7 +101,12 @@ class LlamaCppBackend(UsesChatText):
             n_threads=n_threads,
             attention=attention,
         )
+        if energy is None:
+            energy = choose_source(
+                FootprintSettings.model_validate({}).watts_per_core, on_gpu=runs_on_gpu(offload)
+            ).source
         backend = cls()
+        backend.energy = energy
         backend.slots = parallel
         backend._cache.budget_bytes = kv_cache_mb * 2**20
         backend._thread.start()
@@ -125,7 +137,13 @@ class LlamaCppBackend(UsesChatText):
         self._text = ChatText(cast(llama_cpp.Llama, vocab))
         self._pool = KvPool(loaded.ctx.ctx, loaded.memory, shape.n_seq_max, self._cache)
         self._engine = self.engine_cls(
-            loaded, self._pool, parallel, n_ctx, self.request_tokens, self._text.eog_tokens
+            loaded,
+            self._pool,
+            parallel,
+            n_ctx,
+            self.request_tokens,
+            self._text.eog_tokens,
+            Accountant(self.energy),
         )
         desc = ctypes.create_string_buffer(256)
         llama_cpp.llama_model_desc(loaded.model.model, desc, ctypes.sizeof(desc))
@@ -245,6 +263,11 @@ def runs_on(placement: Placement, n_threads: int) -> str:
     gpus = " + ".join(placement.gpus)
     where = f"{gpus} ({placement.offloaded} of {placement.n_layers} layers)"
     return where if placement.offloaded == placement.n_layers else f"{where}, the rest on {cpu}"
+
+
+def runs_on_gpu(offload: Offload | None = None) -> bool:
+    """Whether llama.cpp will offload layers of the model to a GPU with these settings."""
+    return bool(llama_cpp.llama_supports_gpu_offload()) and (offload or Offload()).layers() != 0
 
 
 def _settle(future: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:

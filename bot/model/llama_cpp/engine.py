@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import llama_cpp
 
+from bot.model.footprint import Accountant
 from bot.model.llama_cpp.batch import NO_KV_ROOM, StepBatch
 from bot.model.llama_cpp.lane import Lane
 from bot.model.llama_cpp.loader import LoadedModel
@@ -51,6 +52,7 @@ class Engine:
         n_ctx: int,
         prompt_of: Callable[[GenerationRequest], list[int]],
         end_tokens: Callable[[], Sequence[int]],
+        footprint: Accountant,
     ) -> None:
         self._loaded = loaded
         self._vocab = loaded.vocab
@@ -72,7 +74,8 @@ class Engine:
         self._last_step = 0  # tokens in the last step
         self._window = (time.perf_counter(), 0)  # (since, tokens generated since)
         self._rate = 0.0
-        self.stats = EngineStats(slots=parallel)
+        self.footprint = footprint  # each reply's time and energy on the model
+        self.stats = EngineStats(slots=parallel, energy_source=footprint.source.name)
 
     @property
     def busy(self) -> bool:
@@ -103,6 +106,8 @@ class Engine:
                     for stream in group:
                         self._fail(stream, str(exc))
         finally:
+            if not self.streams:
+                self.footprint.idle()
             self.outbox.send()
             self._publish()
 
@@ -225,9 +230,16 @@ class Engine:
                 prompt_tokens += len(part)
         if not planned:
             return
+        self.footprint.before_step()
+        cpu_started = time.process_time()
         started = time.perf_counter()
         self._decode(lane)
-        self.pool.prompt_rate.add(prompt_tokens, time.perf_counter() - started)
+        wall_s = time.perf_counter() - started
+        self.pool.prompt_rate.add(prompt_tokens, wall_s)
+        shares: dict[Hashable, int] = {}  # replies by their tokens in this step
+        for stream, part in planned:
+            shares[stream] = shares.get(stream, 0) + len(part)
+        self.footprint.step(shares, time.process_time() - cpu_started, wall_s)
         self.steps += 1
         self._last_step = batch.size
         for stream, tokens in planned:
@@ -260,6 +272,10 @@ class Engine:
 
     def _end(self, stream: Stream) -> None:
         self.streams.remove(stream)
+        spent = self.footprint.finish(stream)
+        result = stream.writer.result
+        result.model_s, result.energy_j = spent.model_s, spent.joules
+        result.energy_source = self.footprint.source.name
         stream.sampler.close()
         stream.lane.sequences.release(stream.resident)
         stream.writer.close()
@@ -292,6 +308,7 @@ class Engine:
             slots=self.parallel,
             steps=self.steps,
             resident=len(self.pool.residents),
+            energy_source=self.footprint.source.name,
         )
 
 
