@@ -24,6 +24,7 @@ from bot.events import Incoming, ReplyHandle
 from bot.live import Live
 from bot.model.backend import Backend
 from bot.model.types import Generation, GenerationRequest, GenerationResult, draw_seed
+from bot.notes import notes_scope
 from bot.personas import Sampling
 from bot.prompt.builder import ContextBuilder, Prompt, TooLong
 from bot.prompt.thinking import ThinkFilter, with_thinking
@@ -181,12 +182,16 @@ class AnswerWriter:
         n_ctx = self.backend.info.n_ctx
         # A persona written for a big context must still leave room for history in a small one.
         reserve = min(sampling.max_tokens, n_ctx // 2)
+        notes = []
+        if resolved.persona.memory and self.live.settings.memory.notes_per_person:
+            notes = [n.text for n in await self.store.notes(message.user_key, notes_scope(message))]
         prompt = await self.context.build(
             message.channel_key,
             resolved.persona.system_prompt,
             reserve=reserve,
             multi_user=not message.is_direct,
             through_row=job.row,
+            notes=notes,
         )
         if isinstance(prompt, TooLong):
             await self.store.discard(job.row)

@@ -124,4 +124,17 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE messages ADD COLUMN answer_to INTEGER; -- the question's row, for an answer
     CREATE INDEX messages_by_answer_to ON messages (answer_to) WHERE answer_to IS NOT NULL;
     """,
+    # 5: notes people ask the bot to keep about them (`!remember`), each in the scope where it
+    # was said: a server, or a channel (a DM, a Matrix room). Only their author adds or
+    # deletes them; `!forget` deletes them with the author's messages.
+    """
+    CREATE TABLE notes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_key TEXT NOT NULL,             -- Incoming.user_key of the person it is about
+        scope TEXT NOT NULL,                -- bot.notes.notes_scope: where it applies
+        text TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX notes_by_user ON notes (user_key, scope, id);
+    """,
 )

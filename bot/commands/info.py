@@ -5,6 +5,7 @@ from __future__ import annotations
 from bot.commands.context import CommandContext, Handler
 from bot.commands.parse import Command, help_text
 from bot.events import Incoming
+from bot.notes import notes_scope
 from bot.status import DaemonStatus
 
 
@@ -18,6 +19,8 @@ async def show_status(ctx: CommandContext, command: Command, message: Incoming) 
     sampling = current.sampling
     used = await ctx.context_tokens(message.channel_key, current.persona.system_prompt)
     seed = current.fixed_seed
+    notes = len(await ctx.store.notes(message.user_key, notes_scope(message)))
+    on = current.persona.memory and ctx.live.settings.memory.notes_per_person > 0
     return "\n".join(
         [
             f"Model: {info.name} — {info.params_text} parameters, "
@@ -31,6 +34,7 @@ async def show_status(ctx: CommandContext, command: Command, message: Incoming) 
             f"Seed: {seed if seed is not None else 'random (fresh each reply)'}",
             f"Cache: {ctx.model.cache_state(message.channel_key)}; last reply reused "
             f"{ctx.reused_tokens(message.channel_key):,} prompt tokens",
+            f"Notes: {notes} of yours apply here" if on else "Notes: off here",
             slots_line(ctx.status()),
         ]
     )

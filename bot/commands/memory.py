@@ -1,4 +1,5 @@
-"""!reset and !forget: delete what the bot remembers, a channel's or a person's.
+"""!reset and !forget: delete what the bot remembers, a channel's or a person's; !remember and
+!notes: the notes a person asks it to keep (bot.notes).
 
 An answer being generated in the channel where either is given is stopped first: it was
 written from what is being deleted. !reset waits for it to end (shown and stored as stopped)
@@ -13,6 +14,7 @@ from bot import texts
 from bot.commands.context import CommandContext, Handler
 from bot.commands.parse import Command
 from bot.events import Incoming
+from bot.notes import notes_scope
 from bot.prompt.quotes import forget_author
 
 
@@ -46,4 +48,43 @@ async def forget(ctx: CommandContext, command: Command, message: Incoming) -> st
     return texts.FORGET_DONE.format(count=count, who="you" if who == message.user_key else who)
 
 
-HANDLERS: dict[str, Handler] = {"reset": reset, "forget": forget}
+async def notes_on(ctx: CommandContext, message: Incoming) -> bool:
+    """Whether notes are kept and used where `message` was sent."""
+    if ctx.live.settings.memory.notes_per_person == 0:
+        return False
+    return (await ctx.resolved(message)).persona.memory
+
+
+async def remember(ctx: CommandContext, command: Command, message: Incoming) -> str:
+    if not await notes_on(ctx, message):
+        return texts.NOTES_OFF
+    text, memory = str(command.arg), ctx.live.settings.memory
+    if len(text) > memory.note_max_chars:
+        return texts.NOTE_TOO_LONG.format(chars=len(text), limit=memory.note_max_chars)
+    most = memory.notes_per_person
+    count = await ctx.store.add_note(message.user_key, notes_scope(message), text, most)
+    if count is None:
+        return texts.NOTES_FULL.format(most=most)
+    return texts.NOTE_KEPT.format(count=count, most=most)
+
+
+async def notes(ctx: CommandContext, command: Command, message: Incoming) -> str:
+    who, scope = message.user_key, notes_scope(message)
+    if command.arg == "clear":
+        spoke_in = await ctx.store.channels_of(who)
+        count = await ctx.store.clear_notes(who, scope)
+        for key in spoke_in:  # the notes were in their latest turns there
+            await ctx.model.forget(key)
+        return texts.NOTES_CLEARED.format(count=count)
+    kept = await ctx.store.notes(who, scope)
+    if not kept:
+        return texts.NO_NOTES if await notes_on(ctx, message) else texts.NOTES_OFF
+    return texts.notes_list([note.text for note in kept])
+
+
+HANDLERS: dict[str, Handler] = {
+    "reset": reset,
+    "forget": forget,
+    "remember": remember,
+    "notes": notes,
+}

@@ -86,19 +86,24 @@ class ContextBuilder:
         multi_user: bool,
         fetched: Mapping[int, Quoted],
         start: int = 0,
+        notes: Sequence[str] = (),
     ) -> list[Turn]:
         """The turns of `history`, the window opening at `start`: a reply shows what it
-        quotes unless that message is in the window already."""
+        quotes unless that message is in the window already. `notes`: what the speaker of
+        the last turn asked the bot to keep, shown just before that turn."""
         visible = {m.row for m in history[start:]}
         turns = []
-        for m in history:
+        for i, m in enumerate(history):
             if m.role == "assistant":
                 turns.append(Turn("assistant", m.text))
                 continue
             text = m.text
             if shown := shown_quote(m.quote, visible, fetched.get(m.row)):
                 text = texts.quote(*shown, text)
-            turns.append(Turn("user", speaker_text(m.author_name, text, multi_user)))
+            text = speaker_text(m.author_name, text, multi_user)
+            if notes and i == len(history) - 1:
+                text = texts.with_notes(m.author_name, list(notes), text)
+            turns.append(Turn("user", text))
         return turns
 
     async def quotes(self, channel: str, history: Sequence[StoredMessage]) -> dict[int, Quoted]:
@@ -122,12 +127,13 @@ class ContextBuilder:
         fetched: Mapping[int, Quoted],
         budget: int,
         start: int,
+        notes: Sequence[str],
     ) -> tuple[Window | None, list[Turn], list[int]]:
         """choose_window over the turns, again after a trim: a reply whose quoted message has
         just left the window shows the quote now, and must fit too. The start only moves on."""
         is_user = [m.role == "user" for m in history]
         while True:
-            turns = self.turns(history, multi_user, fetched, start)
+            turns = self.turns(history, multi_user, fetched, start, notes)
             costs = [self._count(t.text) + self.turn_overhead for t in turns]
             window = choose_window(costs, is_user, budget, start)
             if window is None or window.start == start:
@@ -135,9 +141,16 @@ class ContextBuilder:
             start = window.start
 
     async def build(
-        self, channel: str, system_prompt: str, reserve: int, multi_user: bool, through_row: int
+        self,
+        channel: str,
+        system_prompt: str,
+        reserve: int,
+        multi_user: bool,
+        through_row: int,
+        notes: Sequence[str] = (),
     ) -> Prompt | TooLong:
-        """The prompt for answering message `through_row` (later messages are not seen yet)."""
+        """The prompt for answering message `through_row` (later messages are not seen yet),
+        with its speaker's `notes` just before it."""
         history = await self.store.history(channel, through_row=through_row)
         fetched = await self.quotes(channel, history)
         start, last = 0, len(history) - 1
@@ -146,7 +159,7 @@ class ContextBuilder:
             budget = self.n_ctx - reserve - system_cost - self.reply_overhead
             # Tokenizing is linear in the text (a long paste takes a while): off the event loop.
             window, turns, costs = await asyncio.to_thread(
-                self._fit, history, multi_user, fetched, budget, start
+                self._fit, history, multi_user, fetched, budget, start, notes
             )
             if window is None:
                 return TooLong(costs[-1] if costs else 0, max(budget, 0))
