@@ -182,9 +182,11 @@ class AnswerWriter:
         n_ctx = self.backend.info.n_ctx
         # A persona written for a big context must still leave room for history in a small one.
         reserve = min(sampling.max_tokens, n_ctx // 2)
-        notes = []
-        if resolved.persona.memory and self.live.settings.memory.notes_per_person:
+        memory, notes = self.live.settings.memory, []
+        if resolved.persona.memory and memory.notes_per_person:
             notes = [n.text for n in await self.store.notes(message.user_key, notes_scope(message))]
+        summaries_on = resolved.persona.memory and memory.summary_tokens > 0
+        summary = await self.store.summary(message.channel_key) if summaries_on else None
         prompt = await self.context.build(
             message.channel_key,
             resolved.persona.system_prompt,
@@ -192,6 +194,7 @@ class AnswerWriter:
             multi_user=not message.is_direct,
             through_row=job.row,
             notes=notes,
+            summary=summary,
         )
         if isinstance(prompt, TooLong):
             await self.store.discard(job.row)

@@ -137,4 +137,26 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX notes_by_user ON notes (user_key, scope, id);
     """,
+    # 6: a rolling summary per channel of the messages trimmed out of its context window
+    # (bot.summarizer). It covers the channel's messages up to `through_row`; when one of them
+    # is deleted, edited, forgotten or purged, the summary goes in the same transaction (it
+    # may hold those words) and is rebuilt later from what remains.
+    """
+    CREATE TABLE summaries (
+        channel TEXT PRIMARY KEY,
+        text TEXT NOT NULL,
+        through_row INTEGER NOT NULL,       -- the newest message it covers
+        tokens INTEGER NOT NULL,
+        updated_at REAL NOT NULL,
+        shown TEXT,                         -- what prompts show: `text` as of the last trim
+        shown_tokens INTEGER
+    );
+    ALTER TABLE channel_window ADD COLUMN doomed_row INTEGER; -- the next trim drops up to it
+    CREATE TRIGGER summaries_drop_deleted AFTER DELETE ON messages BEGIN
+        DELETE FROM summaries WHERE channel = OLD.channel AND through_row >= OLD.id;
+    END;
+    CREATE TRIGGER summaries_drop_edited AFTER UPDATE OF text ON messages BEGIN
+        DELETE FROM summaries WHERE channel = OLD.channel AND through_row >= OLD.id;
+    END;
+    """,
 )

@@ -194,6 +194,13 @@ class MemorySettings(Section):
     note_max_chars: int = Field(
         300, ge=10, le=2000, description="Longest note `!remember` keeps, in characters."
     )
+    summary_tokens: int = Field(
+        256,
+        ge=0,
+        le=4096,
+        description="Longest summary of what was trimmed out of a channel's context window, "
+        "in tokens; 0 turns summaries off.",
+    )
 
 
 class DiscordSettings(Section):

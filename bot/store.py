@@ -16,6 +16,7 @@ import aiosqlite
 
 from bot.events import Incoming, Quoted, user_key
 from bot.notes import NotesStore
+from bot.summaries import SummaryStore
 
 RANDOM_SEED = -1
 
@@ -71,9 +72,8 @@ class PendingMessage:
     created_at: float
 
 
-class Store(NotesStore):
-    """hearthbot's memory on one SQLite connection: history, pending work, scope settings,
-    notes."""
+class Store(NotesStore, SummaryStore):
+    """hearthbot's memory on one SQLite connection: history, pending, settings, notes, summaries."""
 
     # -- messages -----------------------------------------------------------------------------
 
@@ -209,6 +209,7 @@ class Store(NotesStore):
                 (channel,),
             )
             await db.execute("DELETE FROM channel_window WHERE channel = ?", (channel,))
+            await db.execute("DELETE FROM summaries WHERE channel = ?", (channel,))
         await self._scrub()
         return cur.rowcount
 

@@ -32,6 +32,14 @@ NOTES_FULL = "You have {most} notes here already. Clear them with !notes clear f
 NOTES_OFF = "Notes are off here: I neither keep nor use them."
 NO_NOTES = "I keep no notes about you here. Add one with !remember <text>."
 NOTES_CLEARED = "Deleted your {count} notes here."
+NO_SUMMARY = "No summary here: nothing has left my context yet, or it is being rebuilt."
+SUMMARY_OFF = "Summaries are off here."
+# What the model is asked when it summarizes what left a channel's context window.
+SUMMARIZE = (
+    "You keep a short running summary of a chat conversation. Rewrite the summary so that it "
+    "also covers the new messages: who said what, facts, decisions, open questions. Plain "
+    "sentences, no preamble, at most {words} words."
+)
 UNKNOWN_PERSONA = "There is no persona called {name!r}. Available: {names}."
 PERSONA_SET = "Persona is now {name}: {description}"
 TEMPERATURE_SET = "Temperature is now {value:g} in this channel."
@@ -75,6 +83,21 @@ def with_notes(author: str, notes: list[str], turn: str) -> str:
     the notes, marked as theirs, just before the turn."""
     kept = "\n".join(f"- {text}" for text in notes)
     return f"(Notes {author} asked me to keep about them:)\n{kept}\n\n{turn}"
+
+
+def summary_request(previous: str | None, transcript: str) -> str:
+    """The summarizer's task: the summary so far and the messages that left the window."""
+    return f"Summary so far:\n{previous or '(none)'}\n\nNew messages:\n{transcript}"
+
+
+def with_summary(system_prompt: str, summary: str) -> str:
+    """The system prompt with the channel's summary right after it."""
+    return f"{system_prompt}\n\nEarlier in this conversation (a summary):\n{summary}"
+
+
+def show_summary(summary: str, tokens: int) -> str:
+    """What `!summary` shows."""
+    return f"Summary of what left my context here ({tokens:,} tokens):\n{summary}"
 
 
 def footnote(notes: list[str]) -> str:

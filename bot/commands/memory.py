@@ -1,5 +1,6 @@
 """!reset and !forget: delete what the bot remembers, a channel's or a person's; !remember and
-!notes: the notes a person asks it to keep (bot.notes).
+!notes: the notes a person asks it to keep (bot.notes); !summary: what it keeps of what left
+the channel's context (bot.summaries).
 
 An answer being generated in the channel where either is given is stopped first: it was
 written from what is being deleted. !reset waits for it to end (shown and stored as stopped)
@@ -82,8 +83,19 @@ async def notes(ctx: CommandContext, command: Command, message: Incoming) -> str
     return texts.notes_list([note.text for note in kept])
 
 
+async def summary(ctx: CommandContext, command: Command, message: Incoming) -> str:
+    current = await ctx.resolved(message)
+    if not current.persona.memory or ctx.live.settings.memory.summary_tokens == 0:
+        return texts.SUMMARY_OFF
+    found = await ctx.store.summary(message.channel_key)
+    if found is None or not found.text:
+        return texts.NO_SUMMARY
+    return texts.show_summary(found.text, found.tokens)
+
+
 HANDLERS: dict[str, Handler] = {
     "reset": reset,
+    "summary": summary,
     "forget": forget,
     "remember": remember,
     "notes": notes,

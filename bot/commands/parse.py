@@ -112,6 +112,7 @@ COMMANDS: dict[str, CommandSpec] = {
             "delete my messages everywhere (admins: a named user's)",
             _optional_user,
         ),
+        CommandSpec("summary", "!summary", "show what I keep of what left my context", _none),
         CommandSpec("remember", "!remember <text>", "keep a note about me, used here", _note),
         CommandSpec("notes", "!notes [clear]", "list my notes here, or delete them", _notes_action),
     )
