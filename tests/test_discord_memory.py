@@ -80,8 +80,11 @@ async def test_summary_forgotten_and_rebuilt_on_discord(
         store, engine = daemon.store, daemon.backend
         channel = f"discord:{fake.general['id']}"
 
+        said: list[Json] = []
+
         async def say(user: Json, text: str) -> str:
             asked = await fake.say(user, fake.general, f"{at(fake)} {text}")
+            said.append(asked)
             return await answer(fake, daemon, asked, timeout=60)
 
         async def summarized() -> bool:
@@ -103,6 +106,15 @@ async def test_summary_forgotten_and_rebuilt_on_discord(
         await until_true(summarized, "the rebuilt summary")
         assert "Quetzalcoatl" not in everything_stored(tmp_path / DB)
         assert "Quetzalcoatl" not in held_text(engine)
+
+        # Alice deletes her first message, which the rebuilt summary covers: it goes too.
+        await fake.user_delete(said[0])
+
+        async def gone() -> bool:
+            return await store.summary(channel) is None
+
+        await until_true(gone, "the summary to go with the deleted message")
+        assert engine.cache_state(channel) == "cold"
 
 
 async def until_true(condition: Callable[[], Awaitable[bool]], what: str) -> None:
