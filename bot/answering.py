@@ -24,6 +24,7 @@ from bot.events import Incoming, ReplyHandle
 from bot.live import Live
 from bot.model.backend import Backend
 from bot.model.types import Generation, GenerationRequest, GenerationResult, draw_seed
+from bot.notes import notes_scope
 from bot.personas import Sampling
 from bot.prompt.builder import ContextBuilder, Prompt, TooLong
 from bot.prompt.thinking import ThinkFilter, with_thinking
@@ -206,12 +207,19 @@ class AnswerWriter:
         n_ctx = self.backend.info.n_ctx
         # A persona written for a big context must still leave room for history in a small one.
         reserve = min(sampling.max_tokens, n_ctx // 2)
+        memory, notes = self.live.settings.memory, []
+        if resolved.persona.memory and memory.notes_per_person:
+            notes = [n.text for n in await self.store.notes(message.user_key, notes_scope(message))]
+        summaries_on = resolved.persona.memory and memory.summary_tokens > 0
+        summary = await self.store.summary(message.channel_key) if summaries_on else None
         prompt = await self.context.build(
             message.channel_key,
             resolved.persona.system_prompt,
             reserve=reserve,
             multi_user=not message.is_direct,
             through_row=job.row,
+            notes=notes,
+            summary=summary,
         )
         if isinstance(prompt, TooLong):
             await self.store.discard(job.row)

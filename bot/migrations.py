@@ -141,4 +141,39 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (channel, day)
     );
     """,
+    # 6: notes people ask the bot to keep about them (`!remember`), each in the scope where it
+    # was said: a server, or a channel (a DM, a Matrix room). Only their author adds or
+    # deletes them; `!forget` deletes them with the author's messages.
+    """
+    CREATE TABLE notes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_key TEXT NOT NULL,             -- Incoming.user_key of the person it is about
+        scope TEXT NOT NULL,                -- bot.notes.notes_scope: where it applies
+        text TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX notes_by_user ON notes (user_key, scope, id);
+    """,
+    # 7: a rolling summary per channel of the messages trimmed out of its context window
+    # (bot.summarizer). It covers the channel's messages up to `through_row`; when one of them
+    # is deleted, edited, forgotten or purged, the summary goes in the same transaction (it
+    # may hold those words) and is rebuilt later from what remains.
+    """
+    CREATE TABLE summaries (
+        channel TEXT PRIMARY KEY,
+        text TEXT NOT NULL,
+        through_row INTEGER NOT NULL,       -- the newest message it covers
+        tokens INTEGER NOT NULL,
+        updated_at REAL NOT NULL,
+        shown TEXT,                         -- what prompts show: `text` as of the last trim
+        shown_tokens INTEGER
+    );
+    ALTER TABLE channel_window ADD COLUMN doomed_row INTEGER; -- the next trim drops up to it
+    CREATE TRIGGER summaries_drop_deleted AFTER DELETE ON messages BEGIN
+        DELETE FROM summaries WHERE channel = OLD.channel AND through_row >= OLD.id;
+    END;
+    CREATE TRIGGER summaries_drop_edited AFTER UPDATE OF text ON messages BEGIN
+        DELETE FROM summaries WHERE channel = OLD.channel AND through_row >= OLD.id;
+    END;
+    """,
 )

@@ -35,6 +35,8 @@ class Persona(Sampling):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
     description: str = Field("", max_length=200)
     system_prompt: str = Field(min_length=1, max_length=20_000)
+    # False: this persona sees no notes (`!remember`) and keeps no summaries.
+    memory: bool = True
 
     @field_validator("system_prompt", "description", mode="before")
     @classmethod

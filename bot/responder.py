@@ -6,7 +6,8 @@ use), written by bot.answering, which also waits out a store that cannot be writ
 on answers in flight: the one a user names, those !reset or !forget delete, or all of them at
 shutdown. When the daemon stops, the answers in flight may finish within one grace period;
 after that they end with a notice and stay pending for the next start. Nothing but
-cancellation ends the dispatcher.
+cancellation ends the dispatcher. A slot left free while no message waits may summarize what
+left a channel's window (bot.summarizer); a message that arrives stops that summary at once.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from bot.model.types import Generation
 from bot.prompt.builder import ContextBuilder
 from bot.scheduler import FairQueue, Ticket
 from bot.store import Store
+from bot.summarizer import Summarizer, SummaryRun
 from bot.usage import ReplyUsage
 
 log = structlog.get_logger(__name__)
@@ -48,6 +50,11 @@ class Responder:
         self.slots = max(1, backend.slots)
         self._writer = AnswerWriter(live, store, backend, context)
         self._answering: dict[str, Answering] = {}  # channel → its answer in flight
+        self.summarizer = Summarizer(live, store, backend)
+        self._summary: SummaryRun | None = None  # the summary holding a slot, if one does
+        self._summary_task: asyncio.Task[None] | None = None
+        self._summary_due = False  # an answer ended since the last summary run: try one
+        self._wake = asyncio.Event()  # a job came, or a slot or a channel is free
         self._slot_free = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None  # the dispatcher handing out slots
         self._idle = asyncio.Event()
@@ -64,11 +71,16 @@ class Responder:
         else:
             self.queue.put(ticket, channel, job)
         self._idle.clear()
+        self._stop_summary()  # summaries never delay an answer
+        self._wake.set()
 
     async def finish(self, grace: float) -> None:
         """Let the answers in flight finish within `grace` seconds (one period for all of
         them), else stop them with a final notice (they stay pending, like every queued
         message); the caller has set `live.stopping`, so no new job is taken."""
+        self._stop_summary()
+        if self._summary_task is not None:
+            await asyncio.wait([self._summary_task])
         worker = self._worker
         if worker is None:
             return
@@ -133,6 +145,7 @@ class Responder:
     async def stop_answers(self, to: Callable[[Incoming], bool]) -> None:
         """Stop the answers in flight to messages for which `to` holds, and wait until they
         have ended (shown and stored as stopped), so what comes next sees them settled."""
+        self._stop_summary()  # it may be reading what is being deleted: it runs again later
         tasks = []
         for answering in list(self._answering.values()):
             if to(answering.job.message) and answering.task is not None:
@@ -186,13 +199,21 @@ class Responder:
         """Hands each free slot to the next channel in the queue's order that has no answer
         in flight."""
         while not self.live.stopping:  # stopping: the rest stays pending for the next start
-            if len(self._answering) >= self.slots:
+            if len(self._answering) + (self._summary is not None) >= self.slots:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
-            if not len(self.queue) and not self._answering:
-                self._idle.set()
-            job = await self.queue.get(skip=self._answering)
+            self._wake.clear()
+            job = self.queue.next_nowait(self._answering)
+            if job is None:
+                if not len(self.queue):
+                    if not self._answering:
+                        self._idle.set()
+                    if self._summary_due and self._summary is None:
+                        self._start_summary()
+                        continue
+                await self._wake.wait()
+                continue
             self._idle.clear()
             answering = Answering(job)
             self._answering[job.message.channel_key] = answering
@@ -206,10 +227,33 @@ class Responder:
             await self._writer.run(answering)
         finally:
             del self._answering[answering.job.message.channel_key]
+            self.summarizer.saw(answering.job.message)
+            self._summary_due = True
             self._slot_free.set()
-            self.queue.wake()  # the channel may have more queued
+            self._wake.set()  # the channel may have more queued
             if not len(self.queue) and not self._answering:
                 self._idle.set()
+
+    def _start_summary(self) -> None:
+        self._summary_due = False
+        run = self._summary = SummaryRun()
+        self._summary_task = asyncio.create_task(self._summarize(run), name="hearthbot-summary")
+
+    async def _summarize(self, run: SummaryRun) -> None:
+        """One summary run in a free slot; another follows if it saved one (more may wait)."""
+        try:
+            if await self.summarizer.run(run):
+                self._summary_due = True
+        except Exception:
+            log.exception("summarizing failed")
+        finally:
+            self._summary = self._summary_task = None
+            self._slot_free.set()
+            self._wake.set()
+
+    def _stop_summary(self) -> None:
+        if self._summary is not None:
+            self._summary.stop()
 
 
 def _answers(job: Job, channel: str, message_id: str) -> bool:

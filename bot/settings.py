@@ -229,6 +229,28 @@ class QueueSettings(Section):
     )
 
 
+class MemorySettings(Section):
+    """[memory]: what the bot keeps beyond the context window (docs/memory.md)."""
+
+    notes_per_person: int = Field(
+        10,
+        ge=0,
+        le=100,
+        description="Notes (`!remember`) one person may keep per server or direct chat; "
+        "0 turns notes off.",
+    )
+    note_max_chars: int = Field(
+        300, ge=10, le=2000, description="Longest note `!remember` keeps, in characters."
+    )
+    summary_tokens: int = Field(
+        256,
+        ge=0,
+        le=4096,
+        description="Longest summary of what was trimmed out of a channel's context window, "
+        "in tokens; 0 turns summaries off.",
+    )
+
+
 class DiscordSettings(Section):
     """Discord runs when `token` is set. Access lists take numeric IDs only."""
 
@@ -359,6 +381,7 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)  # type: ignore[arg-type]
     bot: BotSettings = Field(default_factory=BotSettings)  # type: ignore[arg-type]
     queue: QueueSettings = Field(default_factory=QueueSettings)  # type: ignore[arg-type]
+    memory: MemorySettings = Field(default_factory=MemorySettings)  # type: ignore[arg-type]
     discord: DiscordSettings = Field(default_factory=DiscordSettings)  # type: ignore[arg-type]
     matrix: MatrixSettings = Field(default_factory=MatrixSettings)  # type: ignore[arg-type]
     health: HealthSettings = Field(default_factory=HealthSettings)  # type: ignore[arg-type]

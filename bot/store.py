@@ -14,8 +14,9 @@ from typing import Literal
 
 import aiosqlite
 
-from bot.database import Database
 from bot.events import Incoming, Quoted, user_key
+from bot.notes import NotesStore
+from bot.summaries import SummaryStore
 from bot.usage import ReplyUsage, add_usage, local_day
 
 RANDOM_SEED = -1
@@ -72,8 +73,8 @@ class PendingMessage:
     created_at: float
 
 
-class Store(Database):
-    """hearthbot's memory on one SQLite connection: history, pending work, scope settings."""
+class Store(NotesStore, SummaryStore):
+    """hearthbot's memory on one SQLite connection: history, pending, settings, notes, summaries."""
 
     # -- messages -----------------------------------------------------------------------------
 
@@ -211,15 +212,17 @@ class Store(Database):
                 (channel,),
             )
             await db.execute("DELETE FROM channel_window WHERE channel = ?", (channel,))
+            await db.execute("DELETE FROM summaries WHERE channel = ?", (channel,))
         await self._scrub()
         return cur.rowcount
 
     async def forget_user(self, user_key: str) -> int:
-        """Delete everything a user wrote, everywhere (pending work included), and every
-        reference to it: a reply to one of their messages quotes nothing any more, even a
-        message of theirs the bot never stored."""
+        """Delete everything a user wrote, everywhere (pending work included), their notes,
+        and every reference to it: a reply to one of their messages quotes nothing any more,
+        even a message of theirs the bot never stored."""
         async with self.transaction() as db:
             cur = await db.execute("DELETE FROM messages WHERE author_id = ?", (user_key,))
+            await db.execute("DELETE FROM notes WHERE user_key = ?", (user_key,))
             await db.execute(
                 "UPDATE messages SET reply_to_id = NULL, reply_to_row = NULL,"
                 " reply_to_author = NULL WHERE reply_to_author = ?",

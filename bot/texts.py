@@ -24,6 +24,22 @@ CANCELLED = "(stopped)"
 NOT_ADMIN = "Only an admin can use !{name} here."
 RESET_DONE = "Cleared this channel's history ({count} messages)."
 FORGET_DONE = "Deleted {count} messages from {who} everywhere."
+NOTE_KEPT = "Noted. I'll keep it in mind when you talk to me here ({count} of {most} notes)."
+NOTE_TOO_LONG = (
+    "That note is too long ({chars:,} characters; at most {limit:,}). Please shorten it."
+)
+NOTES_FULL = "You have {most} notes here already. Clear them with !notes clear first."
+NOTES_OFF = "Notes are off here: I neither keep nor use them."
+NO_NOTES = "I keep no notes about you here. Add one with !remember <text>."
+NOTES_CLEARED = "Deleted your {count} notes here."
+NO_SUMMARY = "No summary here: nothing has left my context yet, or it is being rebuilt."
+SUMMARY_OFF = "Summaries are off here."
+# What the model is asked when it summarizes what left a channel's context window.
+SUMMARIZE = (
+    "You keep a short running summary of a chat conversation. Rewrite the summary so that it "
+    "also covers the new messages: who said what, facts, decisions, open questions. Plain "
+    "sentences, no preamble, at most {words} words."
+)
 UNKNOWN_PERSONA = "There is no persona called {name!r}. Available: {names}."
 PERSONA_SET = "Persona is now {name}: {description}"
 TEMPERATURE_SET = "Temperature is now {value:g} in this channel."
@@ -65,6 +81,34 @@ def quote(author: str, replied_to: str, text: str, limit: int = 1000) -> str:
     quoted = "\n".join(f"> {line}" for line in replied_to.splitlines())
     who = f" {author}" if author else ""
     return f"(replying to{who}:)\n{quoted}\n\n{text}"
+
+
+def notes_list(notes: list[str]) -> str:
+    """What `!notes` shows: the person's notes here, numbered."""
+    lines = [f"{i}. {text}" for i, text in enumerate(notes, start=1)]
+    return "\n".join(["Notes I keep about you here (delete with !notes clear):", *lines])
+
+
+def with_notes(author: str, notes: list[str], turn: str) -> str:
+    """What the model reads of a speaker's latest turn when they asked it to keep notes:
+    the notes, marked as theirs, just before the turn."""
+    kept = "\n".join(f"- {text}" for text in notes)
+    return f"(Notes {author} asked me to keep about them:)\n{kept}\n\n{turn}"
+
+
+def summary_request(previous: str | None, transcript: str) -> str:
+    """The summarizer's task: the summary so far and the messages that left the window."""
+    return f"Summary so far:\n{previous or '(none)'}\n\nNew messages:\n{transcript}"
+
+
+def with_summary(system_prompt: str, summary: str) -> str:
+    """The system prompt with the channel's summary right after it."""
+    return f"{system_prompt}\n\nEarlier in this conversation (a summary):\n{summary}"
+
+
+def show_summary(summary: str, tokens: int) -> str:
+    """What `!summary` shows."""
+    return f"Summary of what left my context here ({tokens:,} tokens):\n{summary}"
 
 
 def footnote(notes: list[str]) -> str:

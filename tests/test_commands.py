@@ -11,6 +11,7 @@ from bot.commands.parse import COMMANDS, Command, CommandError, help_text, may_r
 from bot.commands.runner import HANDLERS
 
 RANGE_ERROR = "!temperature [x] needs a number from 0 to 2, e.g. !temperature 0.7."
+NOTE_ERROR = "!remember <text> needs the text to keep, e.g. !remember I prefer short answers."
 SEED_ERROR = "!seed [n|random] needs a whole number from 0 to 4294967295, or `random`."
 
 # text -> expected parse result (None: an ordinary message, not a command)
@@ -58,6 +59,13 @@ TABLE: list[tuple[str, Command | CommandError | None]] = [
     ("!forget", Command("forget")),
     ("!forget 1234", Command("forget", "1234")),
     ("!forget Alice", Command("forget", "Alice")),
+    # remember: the note's text, kept as written; notes: nothing, or clear
+    ("!remember I like tea", Command("remember", "I like tea")),
+    ("!remember  two\nlines ", Command("remember", "two\nlines")),
+    ("!remember", CommandError(NOTE_ERROR)),
+    ("!notes", Command("notes")),
+    ("!notes CLEAR", Command("notes", "clear")),
+    ("!notes all", CommandError("!notes [clear] takes nothing, or `clear`.")),
     # unknown commands are errors, named lowercased
     ("!unknown", CommandError("Unknown command !unknown. Try !help.")),
     ("!Unknown stuff", CommandError("Unknown command !unknown. Try !help.")),

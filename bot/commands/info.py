@@ -7,7 +7,9 @@ from bot.commands.parse import Command, help_text
 from bot.commands.usage import last_reply_line
 from bot.events import Incoming
 from bot.model.types import ModelInfo
+from bot.notes import notes_scope
 from bot.status import DaemonStatus
+from bot.summaries import with_summary
 
 
 async def show_help(ctx: CommandContext, command: Command, message: Incoming) -> str:
@@ -18,8 +20,26 @@ async def show_status(ctx: CommandContext, command: Command, message: Incoming) 
     info = ctx.model.info
     current = await ctx.resolved(message)
     sampling = current.sampling
-    used = await ctx.context_tokens(message.channel_key, current.persona.system_prompt)
+    memory = ctx.live.settings.memory
+    summaries_on = current.persona.memory and memory.summary_tokens > 0
+    summary = await ctx.store.summary(message.channel_key) if summaries_on else None
+    shown = summary.shown if summary else None
+    used = await ctx.context_tokens(
+        message.channel_key, with_summary(current.persona.system_prompt, shown)
+    )
     seed = current.fixed_seed
+    notes = len(await ctx.store.notes(message.user_key, notes_scope(message)))
+    on = current.persona.memory and memory.notes_per_person > 0
+    if not summaries_on:
+        summary_line = "Summary: off here"
+    elif summary is None or not summary.text:
+        summary_line = "Summary: none in use"
+    elif not shown:
+        summary_line = f"Summary: {summary.tokens:,} tokens, used from the next trim"
+    else:
+        summary_line = (
+            f"Summary: in use, {summary.shown_tokens:,} / {memory.summary_tokens:,} tokens"
+        )
     return "\n".join(
         [
             f"Model: {info.name} — {info.params_text} parameters, "
@@ -34,6 +54,8 @@ async def show_status(ctx: CommandContext, command: Command, message: Incoming) 
             f"Seed: {seed if seed is not None else 'random (fresh each reply)'}",
             f"Cache: {ctx.model.cache_state(message.channel_key)}; last reply reused "
             f"{ctx.reused_tokens(message.channel_key):,} prompt tokens",
+            summary_line,
+            f"Notes: {notes} of yours apply here" if on else "Notes: off here",
             slots_line(ctx.status()),
             last_reply_line(ctx.last_usage(message.channel_key)),
         ]

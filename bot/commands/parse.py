@@ -68,6 +68,20 @@ def _optional_user(arg: str) -> str | None:
     return arg or None
 
 
+def _note(arg: str) -> str:
+    if not arg:
+        raise ValueError("needs the text to keep, e.g. !remember I prefer short answers")
+    return arg
+
+
+def _notes_action(arg: str) -> str | None:
+    if not arg:
+        return None
+    if arg.lower() != "clear":
+        raise ValueError("takes nothing, or `clear`")
+    return "clear"
+
+
 @dataclass(frozen=True, slots=True)
 class CommandSpec:
     """One command's syntax: how it is written, what !help says, how its argument parses."""
@@ -99,6 +113,9 @@ COMMANDS: dict[str, CommandSpec] = {
             "delete my messages everywhere (admins: a named user's)",
             _optional_user,
         ),
+        CommandSpec("summary", "!summary", "show what I keep of what left my context", _none),
+        CommandSpec("remember", "!remember <text>", "keep a note about me, used here", _note),
+        CommandSpec("notes", "!notes [clear]", "list my notes here, or delete them", _notes_action),
     )
 }
 

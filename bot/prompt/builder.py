@@ -12,8 +12,16 @@ from bot.bounded import SizedCache
 from bot.events import Quoted
 from bot.model.backend import Backend
 from bot.prompt.quotes import shown_quote
-from bot.prompt.window import Turn, Window, chat_messages, choose_window, speaker_text
+from bot.prompt.window import (
+    Turn,
+    Window,
+    chat_messages,
+    choose_window,
+    doomed,
+    speaker_text,
+)
 from bot.store import Store, StoredMessage
+from bot.summaries import Summary, with_summary
 
 # (channel key, platform message id) → the quoted message as its platform has it now.
 FetchQuote = Callable[[str, str], Awaitable[Quoted | None]]
@@ -23,6 +31,7 @@ _FALLBACK_OVERHEAD = 8
 COUNTS_MAX_BYTES = 8 * 1024 * 1024
 # Rounds of "estimate, measure exactly, correct the per-turn overhead" before giving up.
 _CALIBRATIONS = 4
+_DOOMED_KEPT = 4096  # channels whose doomed row is remembered (to write it only on change)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +43,16 @@ class Prompt:
     window: Window
     turns_kept: int
     speakers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Fitted:
+    """A window that fits: where it opens, and the prompt it makes."""
+
+    start: int
+    messages: list[dict[str, str]]
+    tokens: list[int]
+    doomed: int | None  # the last turn the next trim drops, if known (window.doomed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +78,7 @@ class ContextBuilder:
         # bounded by bytes, and keyed by a digest: a forgotten or deleted text must not stay
         # here as a key (nor a refused 2.6 MB one weigh 2.6 MB).
         self.counts: SizedCache[bytes, int] = SizedCache(COUNTS_MAX_BYTES, lambda k, _: len(k))
+        self._doomed: dict[str, int] = {}  # channel → the doomed row last written
         self.turn_overhead = self._overhead(add_generation_prompt=False)
         self.reply_overhead = self._overhead(add_generation_prompt=True) - self.turn_overhead
 
@@ -86,19 +106,24 @@ class ContextBuilder:
         multi_user: bool,
         fetched: Mapping[int, Quoted],
         start: int = 0,
+        notes: Sequence[str] = (),
     ) -> list[Turn]:
         """The turns of `history`, the window opening at `start`: a reply shows what it
-        quotes unless that message is in the window already."""
+        quotes unless that message is in the window already. `notes`: what the speaker of
+        the last turn asked the bot to keep, shown just before that turn."""
         visible = {m.row for m in history[start:]}
         turns = []
-        for m in history:
+        for i, m in enumerate(history):
             if m.role == "assistant":
                 turns.append(Turn("assistant", m.text))
                 continue
             text = m.text
             if shown := shown_quote(m.quote, visible, fetched.get(m.row)):
                 text = texts.quote(*shown, text)
-            turns.append(Turn("user", speaker_text(m.author_name, text, multi_user)))
+            text = speaker_text(m.author_name, text, multi_user)
+            if notes and i == len(history) - 1:
+                text = texts.with_notes(m.author_name, list(notes), text)
+            turns.append(Turn("user", text))
         return turns
 
     async def quotes(self, channel: str, history: Sequence[StoredMessage]) -> dict[int, Quoted]:
@@ -122,12 +147,13 @@ class ContextBuilder:
         fetched: Mapping[int, Quoted],
         budget: int,
         start: int,
+        notes: Sequence[str],
     ) -> tuple[Window | None, list[Turn], list[int]]:
         """choose_window over the turns, again after a trim: a reply whose quoted message has
         just left the window shows the quote now, and must fit too. The start only moves on."""
         is_user = [m.role == "user" for m in history]
         while True:
-            turns = self.turns(history, multi_user, fetched, start)
+            turns = self.turns(history, multi_user, fetched, start, notes)
             costs = [self._count(t.text) + self.turn_overhead for t in turns]
             window = choose_window(costs, is_user, budget, start)
             if window is None or window.start == start:
@@ -135,18 +161,80 @@ class ContextBuilder:
             start = window.start
 
     async def build(
-        self, channel: str, system_prompt: str, reserve: int, multi_user: bool, through_row: int
+        self,
+        channel: str,
+        system_prompt: str,
+        reserve: int,
+        multi_user: bool,
+        through_row: int,
+        notes: Sequence[str] = (),
+        summary: Summary | None = None,
     ) -> Prompt | TooLong:
-        """The prompt for answering message `through_row` (later messages are not seen yet)."""
+        """The prompt for answering message `through_row` (later messages are not seen yet),
+        with its speaker's `notes` just before it and the channel's `summary` after the
+        system prompt: the one shown so far, or, at a trim point (the prefix changes anyway),
+        the newest one, which is shown from then on (so the prefix stays stable between)."""
         history = await self.store.history(channel, through_row=through_row)
         fetched = await self.quotes(channel, history)
-        start, last = 0, len(history) - 1
+        shown = summary.shown if summary else None
+        fitted = await self._measured(
+            history, fetched, with_summary(system_prompt, shown), reserve, multi_user, 0, notes
+        )
+        if isinstance(fitted, TooLong):
+            return fitted
+        newest = summary.text if summary else None
+        pin = fitted.start > 0 and summary is not None and bool(newest) and newest != shown
+        if pin:
+            system = with_summary(system_prompt, newest)
+            again = await self._measured(
+                history, fetched, system, reserve, multi_user, fitted.start, notes
+            )
+            if isinstance(again, TooLong):
+                pin = False
+            else:
+                fitted = again
+        window = Window(fitted.start, trimmed=fitted.start > 0)
+        if window.start > 0:
+            await self.store.set_window_start(channel, history[window.start].row)
+        if pin and summary is not None:
+            await self.store.pin_summary(channel, summary.through_row)
+        if fitted.doomed is not None:
+            await self._doom(channel, history[fitted.doomed].row)
+        speakers = tuple(
+            sorted({m.author_name for m in history[window.start :] if m.role == "user"})
+        )
+        turns_kept = len(history) - window.start
+        return Prompt(fitted.messages, fitted.tokens, window, turns_kept, speakers)
+
+    async def _doom(self, channel: str, row: int) -> None:
+        """Say which messages the next trim drops (bot.summarizer summarizes them ahead),
+        when that changed."""
+        if self._doomed.get(channel) == row:
+            return
+        await self.store.set_doomed(channel, row)
+        self._doomed.pop(channel, None)
+        self._doomed[channel] = row
+        while len(self._doomed) > _DOOMED_KEPT:
+            del self._doomed[next(iter(self._doomed))]
+
+    async def _measured(
+        self,
+        history: Sequence[StoredMessage],
+        fetched: Mapping[int, Quoted],
+        system_prompt: str,
+        reserve: int,
+        multi_user: bool,
+        start: int,
+        notes: Sequence[str],
+    ) -> _Fitted | TooLong:
+        """The window from `start` on that fits with this system prompt, measured exactly."""
+        last = len(history) - 1
         for _ in range(_CALIBRATIONS):
             system_cost = await asyncio.to_thread(self._count, system_prompt) + self.turn_overhead
             budget = self.n_ctx - reserve - system_cost - self.reply_overhead
             # Tokenizing is linear in the text (a long paste takes a while): off the event loop.
             window, turns, costs = await asyncio.to_thread(
-                self._fit, history, multi_user, fetched, budget, start
+                self._fit, history, multi_user, fetched, budget, start, notes
             )
             if window is None:
                 return TooLong(costs[-1] if costs else 0, max(budget, 0))
@@ -160,15 +248,9 @@ class ContextBuilder:
             estimate = system_cost + sum(costs[start:]) + self.reply_overhead
             turns_seen = len(turns) - start + 1
             self.turn_overhead += max(1, -(-(len(tokens) - estimate) // turns_seen))
-        window = Window(start, trimmed=start > 0)
         if len(tokens) + reserve > self.n_ctx:
             return TooLong(len(tokens), self.n_ctx - reserve)
-        if window.start > 0:
-            await self.store.set_window_start(channel, history[window.start].row)
-        speakers = tuple(
-            sorted({m.author_name for m in history[window.start :] if m.role == "user"})
-        )
-        return Prompt(messages, tokens, window, len(turns) - window.start, speakers)
+        return _Fitted(start, messages, tokens, doomed(costs, budget, start))
 
     async def usage(self, channel: str, system_prompt: str) -> int:
         """Tokens the channel's context uses now (system prompt + remembered turns)."""

@@ -70,6 +70,23 @@ def choose_window(
     return Window(start, trimmed=True)
 
 
+def doomed(
+    costs: Sequence[int], budget: int, start: int = 0, slack: float = TRIM_SLACK
+) -> int | None:
+    """The last turn that the next trim drops whatever comes before it, or None: from it on
+    the turns already cost more than a trim keeps, and turns only add. What is doomed may be
+    summarized ahead of the trim, so that the summary is ready when the turns leave."""
+    target = int(budget * (1 - slack))
+    total = sum(costs[start:])
+    last = None
+    for i in range(start, len(costs) - 1):
+        if total <= target:
+            break
+        last = i
+        total -= costs[i]
+    return last
+
+
 def chat_messages(system_prompt: str, turns: Sequence[Turn]) -> list[dict[str, str]]:
     """The messages in the shape chat templates expect."""
     return [{"role": "system", "content": system_prompt}] + [

@@ -1,0 +1,186 @@
+"""Rolling summaries: what left a channel's context window, summarized by the model when it
+has nothing else to do.
+
+bot.responder runs a summary only on a free slot while no user message waits, and stops it
+(`SummaryRun.stop`) as soon as one arrives: it is tried again in the next idle time. Each run
+folds the oldest messages not summarized yet into the channel's summary (bot.summaries),
+within `[memory] summary_tokens`. Its KV state is dropped as soon as it ends, so no cached
+sequence or snapshot keeps the words it read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import structlog
+
+from bot import texts
+from bot.events import Incoming
+from bot.live import Live
+from bot.model.backend import Backend
+from bot.model.types import Generation, GenerationRequest, draw_seed
+from bot.personas import Sampling
+from bot.prompt.thinking import ThinkFilter
+from bot.scopes import resolve_for
+from bot.store import Store
+from bot.summaries import Summary, Trimmed
+
+log = structlog.get_logger(__name__)
+
+KEY_PREFIX = "summary:"  # the KV cache key of a summary run, dropped when it ends
+ROWS_PER_RUN = 200  # messages one run reads at most (fewer when they do not fit)
+SEEN_MAX = 1024  # channels remembered as candidates (most recently answered)
+_SAMPLING_TEMPERATURE = 0.3
+
+
+@dataclass(eq=False, slots=True)
+class SummaryRun:
+    """One summary run holding a slot: its generation once started; `stop` pre-empts it."""
+
+    channel: str | None = None
+    generation: Generation | None = None
+    stopped: bool = False
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.generation is not None:
+            self.generation.cancel()
+
+
+def transcript_line(message: Trimmed) -> str:
+    return f"{message.author_name}: {message.text}"
+
+
+class Summarizer:
+    """Finds channels with messages out of the window that no summary covers, and folds
+    them into the channel's summary, one run at a time."""
+
+    def __init__(self, live: Live, store: Store, backend: Backend) -> None:
+        self.live = live
+        self.store = store
+        self.backend = backend
+        self._seen: dict[str, Incoming] = {}  # channel → its latest message answered
+        self.runs = 0  # summaries saved since the daemon started
+        self.stopped = 0  # runs pre-empted or dropped
+
+    def saw(self, message: Incoming) -> None:
+        """A message of this channel was answered: its window may have moved."""
+        self._seen.pop(message.channel_key, None)
+        self._seen[message.channel_key] = message
+        while len(self._seen) > SEEN_MAX:
+            del self._seen[next(iter(self._seen))]
+
+    @property
+    def tokens(self) -> int:
+        return self.live.settings.memory.summary_tokens
+
+    async def next_channel(self) -> str | None:
+        """A channel with messages to summarize whose persona keeps summaries, if any."""
+        if self.tokens == 0:
+            return None
+        for channel in await self.store.unsummarized(list(self._seen)):
+            bot = self.live.settings.bot
+            message = self._seen[channel]
+            resolved = await resolve_for(
+                self.store, message, self.live.personas, bot.default_persona
+            )
+            if resolved.persona.memory:
+                return channel
+        return None
+
+    async def run(self, run: SummaryRun) -> bool:
+        """Summarize one batch of the next channel's trimmed messages. True when a summary
+        was saved (more may be waiting); False when there was nothing to do, or the run was
+        stopped or failed (it is tried again later)."""
+        channel = await self.next_channel()
+        if channel is None or run.stopped:
+            return False
+        run.channel = channel
+        previous = await self.store.summary(channel)
+        after = previous.through_row if previous else 0
+        rows = await self.store.trimmed(channel, after, ROWS_PER_RUN)
+        if not rows:
+            return False
+        request, fitted = await asyncio.to_thread(self._request, channel, previous, rows)
+        key = KEY_PREFIX + channel
+        try:
+            text = await self._generate(run, request)
+        finally:
+            await self.backend.forget(key)  # the words it read stay in no KV cache
+        if text is None:
+            self.stopped += 1
+            return False
+        tokens = await asyncio.to_thread(self.backend.count_tokens, text)
+        used = rows[:fitted]
+        if not await self.store.save_summary(channel, text, tokens, previous, used):
+            log.info("summary dropped: its messages changed meanwhile", channel=channel)
+            self.stopped += 1
+            return False
+        self.runs += 1
+        log.info("summarized", channel=channel, messages=len(used), tokens=tokens)
+        return True
+
+    def _request(
+        self, channel: str, previous: Summary | None, rows: list[Trimmed]
+    ) -> tuple[GenerationRequest, int]:
+        """The summary request for as many of `rows` as fit the context, oldest first
+        (at least one, cut to fit), and how many that is."""
+        n_ctx, room = self.backend.info.n_ctx, self.tokens
+        system = texts.SUMMARIZE.format(words=max(room * 2 // 3, 10))
+        fixed = self.backend.count_tokens(system) + self.backend.count_tokens(
+            previous.text if previous else ""
+        )
+        budget = n_ctx - room - fixed - 64  # 64: template markers and the request's words
+        lines: list[str] = []
+        used = 0
+        for message in rows:
+            line = transcript_line(message)
+            cost = self.backend.count_tokens(line) + 1
+            if lines and used + cost > budget:
+                break
+            lines.append(line)
+            used += cost
+        while True:
+            content = texts.summary_request(previous.text if previous else None, "\n".join(lines))
+            messages = [{"role": "system", "content": system}, {"role": "user", "content": content}]
+            tokens = self.backend.prompt_tokens(messages)
+            if len(tokens) + room <= n_ctx:
+                break
+            if len(lines) > 1:
+                lines.pop()
+            elif len(lines[0]) > 1:  # one message longer than the context: its beginning
+                lines[0] = lines[0][: len(lines[0]) // 2]
+            else:
+                raise ValueError("the summary so far leaves no room for messages")
+        request = GenerationRequest(
+            messages=messages,
+            sampling=Sampling.model_validate(
+                {"temperature": _SAMPLING_TEMPERATURE, "max_tokens": room}
+            ),
+            seed=draw_seed(),
+            prompt=tokens,
+            cache_key=KEY_PREFIX + channel,
+        )
+        return request, len(lines)
+
+    async def _generate(self, run: SummaryRun, request: GenerationRequest) -> str | None:
+        """The summary's text; None when stopped or failed."""
+        generation = self.backend.start(request)
+        run.generation = generation
+        if run.stopped:
+            generation.cancel()
+        thinking = ThinkFilter()
+        try:
+            async for delta in generation:
+                thinking.feed(delta)
+        finally:
+            run.generation = None
+        thinking.flush()
+        text = thinking.answer
+        result = generation.result
+        if result.finish in ("cancelled", "error") or run.stopped:
+            if result.finish == "error":
+                log.warning("summarizing failed", error=result.error)
+            return None
+        return text.strip()
