@@ -124,4 +124,8 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE messages ADD COLUMN answer_to INTEGER; -- the question's row, for an answer
     CREATE INDEX messages_by_answer_to ON messages (answer_to) WHERE answer_to IS NOT NULL;
     """,
+    # 5: when the bot answers in a scope (bot.triggers: mention, all, name, off; NULL inherits).
+    """
+    ALTER TABLE scope_settings ADD COLUMN trigger_mode TEXT;
+    """,
 )

@@ -32,6 +32,9 @@ from pydantic_settings import (
 
 from bot.masking import mask_url
 
+# When the bot answers in a server's channel or a group room (bot.triggers decides).
+Trigger = Literal["mention", "all", "name", "off"]
+
 ENV_PREFIX = "HEARTHBOT_"
 ENV_DELIMITER = "__"
 DEFAULT_CONFIG_NAME = "hearthbot.toml"
@@ -142,7 +145,7 @@ class BotSettings(Section):
     )
     default_persona: str = Field("assistant", min_length=1, description="Persona of new channels.")
     admin_commands: list[str] = Field(
-        default_factory=lambda: ["persona", "temperature", "seed"],
+        default_factory=lambda: ["persona", "temperature", "seed", "trigger"],
         description="Commands only admins may use (anyone may in a direct chat).",
     )
     admins: list[str] = Field(
@@ -159,6 +162,23 @@ class BotSettings(Section):
     show_thinking: bool = Field(
         False, description="Show a reasoning model's <think> text above the answer."
     )
+    trigger: Trigger = Field(
+        "mention",
+        description="When the bot answers in servers and group rooms: mention, all (every "
+        "message), name (its name or a keyword) or off (commands only); DMs always. "
+        "`!trigger` sets it per channel.",
+    )
+    keywords: list[str] = Field(
+        default_factory=list,
+        description="Words that call the bot in `name` mode, besides its name (whole words).",
+    )
+    burst_max: int = Field(
+        8,
+        ge=1,
+        le=100,
+        description="In `all` mode, messages answered together at most: those arriving while "
+        "the channel's answer is still queued join it.",
+    )
     shutdown_grace_s: float = Field(
         15,
         ge=0,
@@ -169,7 +189,15 @@ class BotSettings(Section):
 
 
 # [bot] settings that SIGHUP applies at once (`Daemon.reload`); other changes need a restart.
-LIVE_BOT_SETTINGS = ("admins", "admin_commands", "default_persona", "personas_dir")
+LIVE_BOT_SETTINGS = (
+    "admins",
+    "admin_commands",
+    "default_persona",
+    "personas_dir",
+    "trigger",
+    "keywords",
+    "burst_max",
+)
 
 
 class QueueSettings(Section):
@@ -201,6 +229,9 @@ class DiscordSettings(Section):
     catch_up_window_s: float = Field(
         600, ge=0, description="Messages sent while the bot was away are answered if this young."
     )
+    trigger: Trigger | None = Field(
+        None, description="When the bot answers in servers (see [bot] trigger). Empty: that."
+    )
     api_base: str = Field("https://discord.com/api/v10", description="REST base (proxies).")
     gateway_url: str = Field("wss://gateway.discord.gg/", description="Gateway URL (proxies).")
 
@@ -226,6 +257,9 @@ class MatrixSettings(Section):
     edit_interval_s: float = Field(3.0, ge=0.2, le=60, description="At most one edit per this.")
     catch_up_window_s: float = Field(
         600, ge=0, description="Messages that arrived while down are answered if this young."
+    )
+    trigger: Trigger | None = Field(
+        None, description="When the bot answers in group rooms (see [bot] trigger). Empty: that."
     )
 
     @property

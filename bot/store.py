@@ -60,6 +60,7 @@ class ScopeSettings:
     persona: str | None = None
     temperature: float | None = None
     seed: int | None = None
+    trigger: str | None = None  # bot.triggers' mode
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,14 +137,19 @@ class Store(Database):
             return int(found[0]), str(found[1])
         return None, user_key(message.platform, quoted.author_id) if quoted else None
 
-    async def complete(self, pending_row: int, channel: str, reply: str) -> bool:
-        """Save the answer and clear the pending mark in one step. False if the pending mark
-        was already gone (answered or forgotten meanwhile): the answer is then not stored.
-        An empty reply clears the mark without adding a turn."""
+    async def complete(
+        self, pending_row: int, channel: str, reply: str, joined: Sequence[int] = ()
+    ) -> bool:
+        """Save the answer and clear the pending mark in one step (and those of the `joined`
+        rows: a burst it answers too). False if the mark was already gone (answered or
+        forgotten meanwhile): the answer is then not stored. An empty reply adds no turn."""
         async with self.transaction() as db:
             cur = await db.execute("DELETE FROM pending WHERE message_row = ?", (pending_row,))
             if cur.rowcount == 0:
                 return False
+            await db.executemany(
+                "DELETE FROM pending WHERE message_row = ?", [(r,) for r in joined]
+            )
             if not reply:
                 return True
             await db.execute(
@@ -153,18 +159,17 @@ class Store(Database):
             )
         return True
 
-    async def drop_pending(self, pending_row: int) -> None:
-        """The message will not be answered (failed, or too old after a restart)."""
-        await self._write("DELETE FROM pending WHERE message_row = ?", (pending_row,))
+    async def drop_pending(self, *pending_rows: int) -> None:
+        """The messages will not be answered (failed, or too old after a restart)."""
+        marks = ",".join("?" * len(pending_rows))
+        await self._write(f"DELETE FROM pending WHERE message_row IN ({marks})", pending_rows)
 
     async def discard(self, row: int) -> None:
         """Remove a message that can never be part of a prompt (and its pending mark)."""
         await self._write("DELETE FROM messages WHERE id = ?", (row,))
 
     async def pending(self) -> list[PendingMessage]:
-        rows = await self._read(
-            "SELECT message_row, incoming, created_at FROM pending ORDER BY message_row"
-        )
+        rows = await self._read("SELECT message_row, incoming, created_at FROM pending ORDER BY 1")
         return [PendingMessage(r[0], Incoming.from_json(r[1]), r[2]) for r in rows]
 
     async def history(self, channel: str, through_row: int | None = None) -> list[StoredMessage]:
@@ -182,12 +187,7 @@ class Store(Database):
         rows = await self._read(query, (channel, limit))
         return [
             StoredMessage(
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                r[4],
-                StoredQuote(r[5], r[6], r[7], r[8]) if r[5] or r[6] else None,
+                r[0], r[1], r[2], r[3], r[4], StoredQuote(*r[5:9]) if r[5] or r[6] else None
             )
             for r in rows
         ]
@@ -325,19 +325,20 @@ class Store(Database):
         """Settings for each scope, in the order asked (missing scopes are empty)."""
         marks = ",".join("?" * len(scopes))
         rows = await self._read(
-            "SELECT scope, persona, temperature, seed FROM scope_settings"
+            "SELECT scope, persona, temperature, seed, trigger_mode FROM scope_settings"
             f" WHERE scope IN ({marks})",
             tuple(scopes),
         )
-        found = {r[0]: ScopeSettings(r[1], r[2], r[3]) for r in rows}
+        found = {r[0]: ScopeSettings(r[1], r[2], r[3], r[4]) for r in rows}
         return [found.get(scope, ScopeSettings()) for scope in scopes]
 
     async def update_scope(self, scope: str, **changes: object) -> None:
-        """Set some of persona / temperature / seed for a scope (None clears one)."""
-        allowed = {"persona", "temperature", "seed"}
+        """Set some of persona / temperature / seed / trigger for a scope (None clears one)."""
+        allowed = {"persona", "temperature", "seed", "trigger"}
         if not changes or set(changes) - allowed:
             raise ValueError(f"unknown scope settings: {set(changes) - allowed}")
-        columns = ", ".join(changes)
+        changes = {("trigger_mode" if c == "trigger" else c): v for c, v in changes.items()}
+        columns = ", ".join(changes)  # (TRIGGER is SQL's word)
         marks = ", ".join("?" * len(changes))
         updates = ", ".join(f"{c} = excluded.{c}" for c in changes)
         await self._write(

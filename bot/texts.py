@@ -32,6 +32,15 @@ SEED_FIXED = "Seed is now {value}: the same history gives the same reply."
 SEED_RANDOM = "Seed is random: each reply draws a fresh one."
 SEED_SHOW_FIXED = "Seed here is fixed at {value}."
 SEED_SHOW_RANDOM = "Seed here is random (each reply draws a fresh one)."
+TRIGGER_SHOW = "Here I answer {what} (change with !trigger mention|all|name|off)."
+TRIGGER_SET = "From now on I answer {what} in this channel."
+TRIGGER_DIRECT = "In a direct chat I answer every message."
+TRIGGER_WHAT = {
+    "mention": "when mentioned or replied to",
+    "all": "every message",
+    "name": "when my name or a keyword is said",
+    "off": "commands only",
+}
 # Said by one platform's adapter: a slash command where the bot is not for the user, or
 # while the daemon takes none; a Matrix message the bot's device has no key for.
 COMMAND_NOT_ALLOWED = "You can't use hearthbot here."

@@ -302,7 +302,16 @@ async def test_slash_commands_and_autocomplete(
     admin = int(fake.admin["id"])
     async with hearthbot(tmp_path, tiny_model, fake, admins=[admin]) as (daemon, _adapter):
         registered = {c["name"] for c in fake.commands["global"]}
-        assert registered == {"help", "status", "reset", "persona", "temperature", "seed", "forget"}
+        assert registered == {
+            "help",
+            "status",
+            "reset",
+            "persona",
+            "temperature",
+            "seed",
+            "trigger",
+            "forget",
+        }
 
         async def run(user: Json, name: str, *options: Json, where: Json | None = None) -> Json:
             interaction = await fake.slash(user, where or fake.general, name, list(options))

@@ -1,4 +1,5 @@
-"""Discord: mentions, replies to the bot and DMs in; streamed replies, reactions and slash
+"""Discord: people's messages in (mentions, replies to the bot and DMs flagged as
+addressed, the rest for the channel's trigger mode); streamed replies, reactions and slash
 commands out. A translator only: it never touches the engine or the store.
 
 discord.py runs in a background task. `start` returns at once (a Discord outage must not
@@ -26,7 +27,7 @@ import structlog
 
 from adapters.common.failure import ReportsFailure
 from adapters.common.tasks import BackgroundTasks
-from adapters.discord.access import PLATFORM, Access, addressed
+from adapters.discord.access import PLATFORM, Access, addressed, speaks
 from adapters.discord.catch_up import CatchUp
 from adapters.discord.client import (
     FATAL_CLOSE,
@@ -45,6 +46,7 @@ from bot.events import (
     Incoming,
     MessageDeleted,
     MessageEdited,
+    Outcome,
     Quoted,
     Sink,
     StopRequested,
@@ -267,12 +269,12 @@ class DiscordAdapter(ReportsFailure):
             log.exception("discord: reading back failed")
             self.failed(exc)
 
-    async def deliver(self, event: ChatEvent) -> bool:
-        """False when it could not be delivered (stopping): nothing was done with it."""
+    async def deliver(self, event: ChatEvent) -> Outcome | None:
+        """What the core did with it; None when it could not be delivered (stopping):
+        nothing was done with it."""
         if self._sink is None or self._stopping:
-            return False
-        await self._sink(event)
-        return True
+            return None
+        return await self._sink(event)
 
     # -- events in ------------------------------------------------------------------------------
 
@@ -285,7 +287,8 @@ class DiscordAdapter(ReportsFailure):
         channel_id = message.channel.id
         if message.author.id == me.id:
             self.catch_up.saw_own(channel_id, guild_id, message.id)
-        if not addressed(self.reader.addressing(message, me)):
+        addressing = self.reader.addressing(message, me)
+        if not speaks(addressing):  # the core decides the rest by the channel's trigger mode
             return
         if not self.catch_up.first_time(message.id):
             return
@@ -296,7 +299,10 @@ class DiscordAdapter(ReportsFailure):
             allowed = await self.reader.allows(client, message.author.id, message.channel, guild_id)
             denied = not allowed
             if not denied:
-                left = not await self.deliver(await self.reader.incoming(message, me))
+                spoken_to = addressed(addressing)
+                outcome = await self.deliver(await self.reader.incoming(message, me, spoken_to))
+                left = outcome is None
+                denied = outcome is Outcome.IGNORED and not spoken_to  # not the bot's talk
         finally:
             self.catch_up.end(channel_id, guild_id, message.id, left, allowed=not denied)
 
@@ -308,13 +314,17 @@ class DiscordAdapter(ReportsFailure):
         if not data.get("edited_timestamp") or "content" not in data:
             return  # not a user's edit (e.g. Discord adding a link preview)
         self.reader.quotes.edited(message, me)
-        # Only messages the bot was asked can be in its history: skip the rest of the server.
-        if not addressed(self.reader.addressing(message, me)):
+        # Only people's messages can be in its history (any, in a free-chat channel).
+        addressing = self.reader.addressing(message, me)
+        if not speaks(addressing):
             return
         guild_id = message.guild.id if message.guild else None
         if not await self.reader.allows(client, message.author.id, message.channel, guild_id):
             return
-        text = await self.reader.text(message, me)
+        if addressed(addressing):
+            text = await self.reader.text(message, me)
+        else:  # as it was taken (bot.events.Incoming.addressed)
+            text = self.reader.named_only(message, me)
         author = str(message.author.id)
         channel = str(message.channel.id)
         await self.deliver(MessageEdited(PLATFORM, channel, str(message.id), author, text))

@@ -1,5 +1,6 @@
-"""nio's room events as the core's events: a message for the bot becomes an Incoming, an
-edit a MessageEdited, a redaction a MessageDeleted. The decisions themselves (access globs,
+"""nio's room events as the core's events: a message becomes an Incoming (flagged whether it
+is for the bot; the room's trigger mode decides the rest), an edit a MessageEdited, a
+redaction a MessageDeleted. The decisions themselves (access globs,
 DM detection, is it for us) are pure functions in adapters/matrix/rules.py; this keeps what
 they need: who sent recent events and what they said (is a reply to us? what does a reply
 quote? — read by the core when it builds a prompt, so a redacted event is dropped here).
@@ -30,6 +31,7 @@ from adapters.matrix.rules import (
     addressing,
     channel_id,
     edited_event,
+    localpart,
     matches,
     redaction_applies,
     reply_target,
@@ -40,6 +42,7 @@ from adapters.matrix.rules import (
     within_window,
 )
 from bot.events import ChatEvent, Incoming, MessageDeleted, MessageEdited, Quoted
+from bot.triggers import names_any
 
 log = structlog.get_logger(__name__)
 
@@ -114,8 +117,9 @@ class Translator:
             and not (direct or spoken_to.mentioned)  # then there is no need to look it up
             and await self._sent_by_me(room, target.event_id)
         )
-        if not should_answer(direct, spoken_to.mentioned, replies_to_bot):
-            return None
+        # Not spoken to: passed on all the same, for the room's trigger mode (bot.triggers).
+        addressed = should_answer(direct, spoken_to.mentioned, replies_to_bot)
+        names = [account.user_id, localpart(account.user_id), *self._bot_names(room)]
         reply_to = target.event_id if target and not target.falling_back else None
         return Incoming(
             platform=PLATFORM,
@@ -127,6 +131,8 @@ class Translator:
             is_direct=direct,
             reply_to_id=reply_to,
             is_admin=matches(event.sender, account.settings.admins),
+            addressed=addressed,
+            named=names_any(spoken_to.text, names),
             received_at=event.server_timestamp / 1000,
         )
 
