@@ -158,6 +158,7 @@ class Quoted:
     author_id: str  # the platform's id of its author, like Incoming.author_id
     author_name: str
     text: str
+    reply_to_id: str | None = None  # what it replies to in turn: a reply chain goes on there
 
 
 class Outcome(Enum):

@@ -179,6 +179,13 @@ class BotSettings(Section):
         description="In `all` mode, messages answered together at most: those arriving while "
         "the channel's answer is still queued join it.",
     )
+    reply_chain_tokens: int = Field(
+        512,
+        ge=0,
+        le=100_000,
+        description="A reply shows the message it quotes and, above that, the reply chain "
+        "that message is part of, up to this many tokens. 0: the quoted message only.",
+    )
     shutdown_grace_s: float = Field(
         15,
         ge=0,
@@ -197,6 +204,7 @@ LIVE_BOT_SETTINGS = (
     "trigger",
     "keywords",
     "burst_max",
+    "reply_chain_tokens",
 )
 
 

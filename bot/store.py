@@ -3,6 +3,8 @@
 A user message and its pending row are written in one transaction, and so are an answer and
 the removal of its pending row: that is what makes "accepted means answered exactly once" hold
 across a crash. The connection, its write path and migrations are bot/database.py's.
+Longer than most modules, on purpose: every statement on the history is here, beside the
+transactions that keep exactly-once and the deletion promises true.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import aiosqlite
 
@@ -51,6 +53,13 @@ class StoredMessage:
     author_name: str
     text: str
     quote: StoredQuote | None = None
+
+
+def _stored(r: Sequence[Any]) -> StoredMessage:
+    """A row of (id, role, author_id, author_name, text, reply_to_id, reply_to_row[, the
+    quoted row's author_name, text])."""
+    quote = StoredQuote(r[5], r[6], *r[7:9]) if r[5] or r[6] else None
+    return StoredMessage(r[0], r[1], r[2], r[3], r[4], quote)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,12 +194,20 @@ class Store(Database):
         )
         limit = through_row if through_row is not None else 2**62
         rows = await self._read(query, (channel, limit))
-        return [
-            StoredMessage(
-                r[0], r[1], r[2], r[3], r[4], StoredQuote(*r[5:9]) if r[5] or r[6] else None
-            )
-            for r in rows
-        ]
+        return [_stored(r) for r in rows]
+
+    async def chain_link(
+        self, channel: str, row: int | None, platform_id: str | None
+    ) -> StoredMessage | None:
+        """A message a reply chain passes through, by row or else platform id, in `channel`;
+        its quote names what it replies to (an answer: its question)."""
+        rows = await self._read(
+            "SELECT id, role, author_id, author_name, text, reply_to_id,"
+            " coalesce(reply_to_row, answer_to) FROM messages WHERE channel = ?"
+            " AND (id = ? OR platform_message_id = ?) ORDER BY id DESC LIMIT 1",
+            (channel, row, platform_id),
+        )
+        return next((_stored(r) for r in rows), None)
 
     async def set_window_start(self, channel: str, first_row: int) -> None:
         await self._write(
@@ -213,8 +230,7 @@ class Store(Database):
 
     async def forget_user(self, user_key: str) -> int:
         """Delete everything a user wrote, everywhere (pending work included), and every
-        reference to it: a reply to one of their messages quotes nothing any more, even a
-        message of theirs the bot never stored."""
+        reference to it, even to a message of theirs the bot never stored."""
         async with self.transaction() as db:
             cur = await db.execute("DELETE FROM messages WHERE author_id = ?", (user_key,))
             await db.execute(

@@ -55,14 +55,27 @@ NOTE_MAX_TOKENS = "reply cut at {max_tokens} tokens"
 NOTE_TRIMMED = "only the last {kept} messages fit in my context"
 
 
-def quote(author: str, replied_to: str, text: str, limit: int = 1000) -> str:
+def quote(
+    author: str,
+    replied_to: str,
+    text: str,
+    limit: int = 1000,
+    earlier: list[tuple[str, str]] | None = None,
+) -> str:
     """What the model reads of a reply whose quoted message is not in the prompt otherwise:
-    that message above the reply, marked as quoted."""
+    that message above the reply, marked as quoted; above it, oldest first, the `earlier`
+    messages of its reply chain ((author, text), nearest first)."""
     if len(replied_to) > limit:
         replied_to = replied_to[:limit] + "…"
     quoted = "\n".join(f"> {line}" for line in replied_to.splitlines())
     who = f" {author}" if author else ""
-    return f"(replying to{who}:)\n{quoted}\n\n{text}"
+    above = "".join(
+        f"(earlier in the reply chain, {name or 'someone'}:)\n"
+        + "\n".join(f"> {line}" for line in said.splitlines())
+        + "\n\n"
+        for name, said in reversed(earlier or [])
+    )
+    return f"{above}(replying to{who}:)\n{quoted}\n\n{text}"
 
 
 def footnote(notes: list[str]) -> str:

@@ -1,15 +1,19 @@
-"""Trigger modes on Discord (issue #17): the real daemon, DiscordAdapter and discord.py
-against the fake Discord. The adapter passes people's messages on flagged as addressed or
-not, and the channel's mode (set by `/trigger` or `!trigger`) decides."""
+"""Conversations on Discord (issue #17): the real daemon, DiscordAdapter and discord.py
+against the fake Discord. Trigger modes: the adapter passes people's messages on flagged as
+addressed or not, and the channel's mode (set by `/trigger` or `!trigger`) decides. Reply
+chains: read from Discord when the prompt is built, never stored."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Awaitable, Callable
 from contextlib import closing
 from pathlib import Path
 
+from adapters.common.recent import RecentMessages
 from bot.daemon import Daemon
+from bot.prompt.builder import Prompt
 from support.daemons import DB, model_held
 from support.discord_bot import answer, at, hearthbot, texts_in
 from support.fake_discord import FakeDiscord, Json, until
@@ -117,3 +121,46 @@ async def test_name_mode_with_keywords_and_off_mode(
         dm = fake.dm_channel(fake.bob)
         direct = await fake.say(fake.bob, dm, "a DM is always answered")
         assert await answer(fake, daemon, direct)
+
+
+async def test_a_reply_chain_never_stored_is_read_from_discord(
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord
+) -> None:
+    async with hearthbot(tmp_path, tiny_model, fake) as (daemon, adapter):
+        channel = f"discord:{fake.general['id']}"
+        root = await fake.say(fake.bob, fake.general, "dinner at 8?")
+        middle = await fake.say(fake.admin, fake.general, "make it 9", reply_to=root, ping=False)
+        asked = await fake.say(
+            fake.alice, fake.general, f"{at(fake)} so when?", reply_to=middle, ping=False
+        )
+        await answer(fake, daemon, asked)
+        assert await texts_in(daemon, channel) == ["so when?"]  # the chain is not stored
+
+        async def prompt_of_the_reply() -> str:
+            prompt = await daemon.context.build(
+                channel, "sys", reserve=64, multi_user=True, through_row=10**9
+            )
+            assert isinstance(prompt, Prompt)
+            (text,) = [m["content"] for m in prompt.messages if m["role"] == "user"]
+            return text
+
+        admin_name = fake.admin.get("global_name") or fake.admin["username"]
+        bob_name = fake.bob.get("global_name") or fake.bob["username"]
+        expected = (
+            f"Alice: (earlier in the reply chain, {bob_name}:)\n> dinner at 8?\n\n"
+            f"(replying to {admin_name}:)\n> make it 9\n\nso when?"
+        )
+        assert await prompt_of_the_reply() == expected
+        adapter.reader.quotes.recent = RecentMessages()  # as after a restart: read by REST
+        assert await prompt_of_the_reply() == expected
+        await fake.user_delete(root)  # deleted on Discord: gone from the next prompt
+        gone = f"Alice: (replying to {admin_name}:)\n> make it 9\n\nso when?"
+        await until_true(prompt_of_the_reply, gone)
+
+
+async def until_true(read: Callable[[], Awaitable[str]], expected: str) -> None:
+    for _ in range(200):
+        if await read() == expected:
+            return
+        await asyncio.sleep(0.05)
+    assert await read() == expected

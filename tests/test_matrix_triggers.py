@@ -1,7 +1,8 @@
 """Trigger modes on Matrix (issue #17) against a real Synapse, with the real daemon, the tiny
 real model and a real Store; the people are real matrix-nio clients. Every mode in one group
 room: `mention` (the default), `all` with a burst answered once, `name` with the bot's
-display name and a keyword, and `off` still running commands."""
+display name and a keyword, and `off` still running commands. And a reply chain read from
+the homeserver, whose redacted root is gone from the next prompt."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from bot import texts
 from bot.daemon import Daemon
 from bot.model.llama_cpp.backend import LlamaCppBackend
 from bot.personas import load_personas
+from bot.prompt.builder import Prompt
 from bot.settings import load_settings
 from bot.store import Store
 from support.daemons import DB, model_held
@@ -124,3 +126,54 @@ async def test_every_trigger_mode_in_a_group_room(
             await ignored(await carol.send(room, "Hearthbot: hello?", **to_bot))
             status = await alice.send(room, "Hearthbot: !trigger", **to_bot)
             assert "commands only" in await answered(status)
+
+
+async def test_a_reply_chain_never_stored_and_its_redacted_root(
+    synapse: Synapse, tmp_path: Path, tiny_model: Path
+) -> None:
+    """In mention mode the people's messages above a reply are not stored: the prompt reads
+    them from the homeserver; a root redacted since is gone from the next prompt."""
+    account = await synapse.register("bot")
+    async with (
+        person(synapse, tmp_path, "alice") as alice,
+        person(synapse, tmp_path, "carol") as carol,
+        bot_running(tmp_path, tiny_model, synapse, account) as daemon,
+    ):
+        bot_id = account.user_id
+        room = await alice.create_room(invite=[bot_id, carol.user_id])
+        await carol.wait_for(lambda: room in carol.client.invited_rooms)
+        await carol.join(room)
+        await alice.wait_for(lambda: alice.joined(room, bot_id))
+
+        def replying(to: str, **more: Any) -> dict[str, Any]:
+            return {"m.relates_to": {"m.in_reply_to": {"event_id": to}}, **more}
+
+        root = await carol.send(room, "dinner at 8?", **NOBODY)
+        middle = await alice.send(room, "make it 9", **replying(root, **NOBODY))
+        asked = await carol.send(
+            room, "so when?", **replying(middle, **{"m.mentions": {"user_ids": [bot_id]}})
+        )
+        await alice.wait_for(lambda: alice.reply_to(bot_id, asked), 120)
+        await asyncio.wait_for(daemon.wait_idle(), 120)
+        channel = f"matrix:{room}"
+
+        async def prompt_of_the_reply() -> str:
+            prompt = await daemon.context.build(
+                channel, "sys", reserve=64, multi_user=False, through_row=10**9
+            )
+            assert isinstance(prompt, Prompt)
+            return next(m["content"] for m in prompt.messages if m["role"] == "user")
+
+        def name(someone: Peer) -> str:  # their display name: Synapse's default, the localpart
+            return someone.user_id[1:].split(":")[0]
+
+        middle_part = f"(replying to {name(alice)}:)\n> make it 9\n\nso when?"
+        assert await prompt_of_the_reply() == (
+            f"(earlier in the reply chain, {name(carol)}:)\n> dinner at 8?\n\n" + middle_part
+        )
+        await carol.client.room_redact(room, root, reason="changed my mind")
+        for _ in range(200):
+            if await prompt_of_the_reply() == middle_part:
+                break
+            await asyncio.sleep(0.05)
+        assert await prompt_of_the_reply() == middle_part

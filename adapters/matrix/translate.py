@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections import OrderedDict
 from typing import Any
@@ -58,17 +59,20 @@ class Translator:
         self._senders: OrderedDict[str, str] = OrderedDict()  # event id → sender
         self.recent = RecentMessages(REMEMBERED_EVENTS)  # event id → what it says
 
-    def remember(self, event_id: str, sender: str, text: str | None) -> None:
+    def remember(
+        self, event_id: str, sender: str, text: str | None, reply_to: str | None = None
+    ) -> None:
         self._senders[event_id] = sender
         self._senders.move_to_end(event_id)
         while len(self._senders) > REMEMBERED_EVENTS:
             self._senders.popitem(last=False)
-        self.recent.saw(event_id, Quoted(sender, sender, text) if text is not None else None)
+        seen = Quoted(sender, sender, text, reply_to) if text is not None else None
+        self.recent.saw(event_id, seen)
 
     def saw(self, event: RoomMessageText) -> None:
         """A message event as it arrived: its text without the quote of an older client's
-        reply fallback (that quote may hold words redacted since)."""
-        self.remember(event.event_id, event.sender, _own_text(event))
+        reply fallback (that quote may hold words redacted since), and what it replies to."""
+        self.remember(event.event_id, event.sender, _own_text(event), _replies_to(event))
 
     def remember_sent(self, event_id: str, content: dict[str, Any]) -> None:
         """One of the bot's own messages (or edits), as sent."""
@@ -179,7 +183,7 @@ class Translator:
         client = self._account.client
         room = client.rooms.get(room_id) if client is not None else None
         name = room.user_name(known.author_id) if room is not None else None
-        return Quoted(known.author_id, name or known.author_name, known.text)
+        return dataclasses.replace(known, author_name=name or known.author_name)
 
     def forget_author(self, author_id: str) -> None:
         self.recent.forget_author(author_id)
@@ -203,8 +207,15 @@ class Translator:
         if isinstance(fetched, MegolmEvent):
             with contextlib.suppress(Exception):
                 fetched = client.decrypt_event(fetched)
-        text = _own_text(fetched) if isinstance(fetched, RoomMessageText) else None
-        self.remember(event_id, fetched.sender, text)
+        if isinstance(fetched, RoomMessageText):
+            self.remember(event_id, fetched.sender, _own_text(fetched), _replies_to(fetched))
+        else:
+            self.remember(event_id, fetched.sender, None)
+
+
+def _replies_to(event: RoomMessageText) -> str | None:
+    target = reply_target(event.source.get("content") or {})
+    return target.event_id if target is not None and not target.falling_back else None
 
 
 def _own_text(event: RoomMessageText) -> str:
