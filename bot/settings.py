@@ -240,6 +240,11 @@ class DiscordSettings(Section):
     trigger: Trigger | None = Field(
         None, description="When the bot answers in servers (see [bot] trigger). Empty: that."
     )
+    auto_thread_channels: list[int] = Field(
+        default_factory=list,
+        description="Channels where a mention opens a thread from it, answered there; the "
+        "bot's threads then answer every message, no mention needed.",
+    )
     api_base: str = Field("https://discord.com/api/v10", description="REST base (proxies).")
     gateway_url: str = Field("wss://gateway.discord.gg/", description="Gateway URL (proxies).")
 

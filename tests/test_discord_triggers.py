@@ -164,3 +164,39 @@ async def until_true(read: Callable[[], Awaitable[str]], expected: str) -> None:
             return
         await asyncio.sleep(0.05)
     assert await read() == expected
+
+
+async def test_auto_thread_opens_a_thread_and_continues_there_without_mentions(
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord
+) -> None:
+    general = int(fake.general["id"])
+    async with hearthbot(tmp_path, tiny_model, fake, auto_thread_channels=[general]) as (
+        daemon,
+        _adapter,
+    ):
+        asked = await fake.say(fake.alice, fake.general, f"{at(fake)} plan a picnic with me")
+        await until(lambda: bool(fake.threads_started), what="a thread opened")
+        (thread,) = fake.threads_started
+        assert thread["id"] == asked["id"] and thread["name"] == "plan a picnic with me"
+        await until(lambda: bool(fake.bot_messages(thread)), 30, "the answer in the thread")
+        await daemon.wait_idle()
+        assert fake.bot_messages(fake.general) == []  # nothing in the channel itself
+        # In the bot's thread no mention is needed; it is its own conversation.
+        follow = await fake.say(fake.bob, thread, "bring lemonade?")
+        await until(lambda: len(fake.bot_messages(thread)) >= 2, 30, "the second answer")
+        await daemon.wait_idle()
+        assert await texts_in(daemon, f"discord:{thread['id']}") == [
+            "plan a picnic with me",
+            "bring lemonade?",
+        ]
+        assert await texts_in(daemon, f"discord:{general}") == []
+        assert fake.replies_to(follow)  # a reply to the follow-up, in the thread
+        # A command is answered in place.
+        command = await fake.say(fake.alice, fake.general, f"{at(fake)} !trigger")
+        assert "when mentioned" in await answer(fake, daemon, command)
+        # Elsewhere nothing changes: a mention is answered in place, chatter is not.
+        other = await fake.say(fake.alice, fake.other, f"{at(fake)} no thread here")
+        assert await answer(fake, daemon, other)
+        assert len(fake.threads_started) == 1
+        chatter = await fake.say(fake.alice, fake.thread, "a thread someone else opened")
+        await quiet(fake, daemon, chatter)

@@ -9,8 +9,8 @@ enabled) resolves `failure` with one line for the CLI to print.
 
 The parts: client.py (discord.py's client and its gateway events), incoming.py (a message as
 the core's Incoming), interactions.py (reactions and slash commands), reply.py (an answer on
-screen), catch_up.py (what was said while away), access.py (who may ask) and membership.py
-(whether a DM's author is in an allowed server).
+screen), catch_up.py (what was said while away), threads.py (auto_thread), access.py (who
+may ask) and membership.py (whether a DM's author is in an allowed server).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from adapters.discord.incoming import Reader
 from adapters.discord.interactions import Interactions
 from adapters.discord.reply import InteractionReply, MessageReply
 from adapters.discord.text import REFUSED_EMOJI
+from adapters.discord.threads import in_own_thread, open_thread, opens_thread
 from bot.backoff import Backoff
 from bot.events import (
     ChatEvent,
@@ -299,8 +300,13 @@ class DiscordAdapter(ReportsFailure):
             allowed = await self.reader.allows(client, message.author.id, message.channel, guild_id)
             denied = not allowed
             if not denied:
-                spoken_to = addressed(addressing)
-                outcome = await self.deliver(await self.reader.incoming(message, me, spoken_to))
+                threads = self.settings.auto_thread_channels
+                spoken_to = addressed(addressing) or in_own_thread(message, me, threads)
+                thread = None
+                if spoken_to and opens_thread(message, threads):
+                    thread = await open_thread(message, self.reader.plain(message, me))
+                incoming = await self.reader.incoming(message, me, spoken_to, thread)
+                outcome = await self.deliver(incoming)
                 left = outcome is None
                 denied = outcome is Outcome.IGNORED and not spoken_to  # not the bot's talk
         finally:

@@ -95,11 +95,16 @@ class Reader:
         return (channel.id,) if parent is None else (channel.id, parent)
 
     async def incoming(
-        self, message: discord.Message, me: discord.ClientUser, addressed: bool = True
+        self,
+        message: discord.Message,
+        me: discord.ClientUser,
+        addressed: bool = True,
+        thread_id: int | None = None,
     ) -> Incoming:
         """`addressed`: a mention, a reply to the bot or a DM (else the channel's trigger
         mode decides, and most such messages are not for the bot: their attachments are
-        named, never downloaded); whether the bot's name is in it is found here."""
+        named, never downloaded); whether the bot's name is in it is found here.
+        `thread_id`: a thread opened from it (auto_thread), where it is answered."""
         text = await self.text(message, me) if addressed else self.named_only(message, me)
         resolved = message.reference.resolved if message.reference else None
         if isinstance(resolved, discord.Message):  # read by the core when it builds the prompt
@@ -107,7 +112,7 @@ class Reader:
         guild_id = message.guild.id if message.guild else None
         return Incoming(
             platform=PLATFORM,
-            channel_id=str(message.channel.id),  # a thread is its own channel
+            channel_id=str(thread_id or message.channel.id),  # a thread is its own channel
             message_id=str(message.id),
             author_id=str(message.author.id),
             author_name=message.author.display_name,
