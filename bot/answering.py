@@ -56,11 +56,28 @@ class Job:
     row: int
     message: Incoming
     reply: ReplyHandle
+    # A burst in a free-chat channel (trigger `all`): the earlier messages this one answer
+    # completes too (newest last); `row` and `message` are the newest. Only a job queued for a
+    # new message may take more (`joinable`), never a regenerate.
+    joined: list[Job] = field(default_factory=list)
+    joinable: bool = False
     # Kept while the store fails, so that a retry saves and shows the answer without
     # generating it again, and the "delayed" notice is shown once.
     answer: Answer | None = None
     streamed: str = ""  # what the user sees of the answer so far
     delayed: bool = False
+
+    @property
+    def rows(self) -> list[int]:
+        """Every row this job answers: the joined ones, then its own."""
+        return [*(j.row for j in self.joined), self.row]
+
+    def answers(self, channel: str, message_id: str) -> bool:
+        """Whether this job answers that message (its own or one joined)."""
+        return any(
+            (m.channel_key, m.message_id) == (channel, message_id)
+            for m in (self.message, *(j.message for j in self.joined))
+        )
 
 
 @dataclass(eq=False, slots=True)
@@ -133,7 +150,8 @@ class AnswerWriter:
         """A failed answer is no longer pending (once the store takes that), and its sender
         is told. An adapter that raises here despite its protocol is logged, no more."""
         try:
-            if await self._until_saved(job, lambda: self.store.drop_pending(job.row)):
+            rows = job.rows
+            if await self._until_saved(job, lambda: self.store.drop_pending(*rows)):
                 await job.reply.fail(texts.GENERATION_FAILED)
         except asyncio.CancelledError:
             raise
@@ -223,6 +241,8 @@ class AnswerWriter:
         )
         if isinstance(prompt, TooLong):
             await self.store.discard(job.row)
+            if job.joined:  # they stay in the history; this answer was theirs too
+                await self.store.drop_pending(*job.rows[:-1])
             await job.reply.fail(texts.TOO_LONG.format(tokens=prompt.tokens, limit=prompt.limit))
             return None
         await job.reply.typing()
@@ -262,7 +282,8 @@ class AnswerWriter:
     async def _save_and_show(self, job: Job, answer: Answer) -> None:
         message, result = job.message, answer.result
         usage = ReplyUsage.of(result)
-        if not await self.store.complete(job.row, message.channel_key, answer.text, usage):
+        joined = job.rows[:-1]
+        if not await self.store.complete(job.row, message.channel_key, answer.text, usage, joined):
             log.info("answer dropped: the message was forgotten meanwhile")
             await job.reply.fail(texts.CANCELLED)
             return

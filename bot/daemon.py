@@ -47,7 +47,13 @@ class Daemon:
         self.queue: FairQueue[Job] = FairQueue(
             settings.queue.max_pending, settings.queue.per_user_per_minute
         )
-        self.context = ContextBuilder(backend, store, backend.info.n_ctx, self._fetch_quote)
+        self.context = ContextBuilder(
+            backend,
+            store,
+            backend.info.n_ctx,
+            self._fetch_quote,
+            lambda: self.live.settings.bot.reply_chain_tokens,
+        )
         self.responder = Responder(self.live, store, backend, self.queue, self.context)
         commands = CommandContext(
             live=self.live,

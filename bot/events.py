@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 
 @dataclass(frozen=True, slots=True)
 class Incoming:
-    """One chat message addressed to the bot, already stripped of the bot's own mention."""
+    """One chat message the bot may answer, already stripped of the bot's own mention."""
 
     platform: str
     channel_id: str
@@ -37,6 +37,11 @@ class Incoming:
     server_id: str | None = None
     # The adapter's verdict from its platform's access lists (IDs only, never display names).
     is_admin: bool = False
+    # Spoken to: a mention, a reply to the bot, a DM. Adapters also deliver what is not (for
+    # free-chat and name-triggered channels); the core decides by the channel's trigger mode
+    # (bot.triggers). `named`: the bot's own name on its platform is in it, as a whole word.
+    addressed: bool = True
+    named: bool = False
     received_at: float = field(default_factory=time.time)
 
     @property
@@ -153,6 +158,7 @@ class Quoted:
     author_id: str  # the platform's id of its author, like Incoming.author_id
     author_name: str
     text: str
+    reply_to_id: str | None = None  # what it replies to in turn: a reply chain goes on there
 
 
 class Outcome(Enum):

@@ -7,7 +7,10 @@ saves the answer, so it is answered exactly once, also across a restart. Command
 own per-user rate limit. Edits and deletions follow the platform; a regenerate request is
 admitted like a message from whoever asked for it, and a stop ends only the answer it names.
 An edit, a deletion or a `!forget` that overtakes a message still being stored (its quote is
-read first) waits for it, so it applies to that message too.
+read first) waits for it, so it applies to that message too. Whether a message is for the bot
+at all is the channel's trigger mode's (bot.triggers); in a free-chat channel (`all`) a message
+arriving while the channel's answer is still queued joins that answer (up to `[bot]
+burst_max`), which then completes every pending row of the burst.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import structlog
 
 from bot import texts
 from bot.answering import Job
-from bot.commands.parse import Command, CommandError, parse_command
+from bot.commands.parse import PREFIX, Command, CommandError, parse_command
 from bot.commands.runner import CommandRunner
 from bot.events import (
     Adapter,
@@ -38,13 +41,17 @@ from bot.model.backend import Backend
 from bot.prompt.quotes import fetch_quote
 from bot.responder import Responder
 from bot.scheduler import FairQueue, Refusal, Ticket
-from bot.store import Store
+from bot.scopes import scopes_for, trigger_of
+from bot.settings import Trigger
+from bot.store import ScopeSettings, Store
+from bot.triggers import answers, runs_commands
 
 log = structlog.get_logger(__name__)
 
 # No text longer than this many characters per token of context can fit: about four is usual,
 # and a message must leave room for the persona and the answer besides.
 CHARS_PER_TOKEN_AT_MOST = 8
+_TRIGGERS_KEPT = 4096  # channels whose trigger settings are kept in memory, at most
 # Unicode's control characters (category Cc, a closed set) but newline and tab.
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -84,6 +91,9 @@ class Intake:
         # Messages admitted but not stored yet (their quote is read first, from the platform:
         # up to seconds), each with an event set once it is stored or given up.
         self._arriving: dict[tuple[str, str], asyncio.Event] = {}
+        # Scope settings a channel's trigger mode is read from: every message asks, so they
+        # are read once, and again after any command (`!trigger` changes them).
+        self._trigger_layers: dict[str, list[ScopeSettings]] = {}
 
     async def handle(self, event: ChatEvent) -> Outcome:
         """Never raises: bad input must not crash the daemon."""
@@ -107,7 +117,7 @@ class Intake:
             if adapter is None:
                 continue  # that platform is not running now; answer when it is
             if now - message.received_at <= window:
-                self._queue_again(pending.row, message)
+                self._queue_again(pending.row, message, await self._trigger(message))
             else:
                 await self.store.drop_pending(pending.row)
                 await adapter.open_reply(message).fail(texts.MISSED_WHILE_DOWN)
@@ -147,10 +157,40 @@ class Intake:
             return await self._regenerate(event)
         return Outcome.APPLIED
 
-    def _queue_again(self, row: int, message: Incoming) -> None:
-        """Queue a message accepted before a restart: no bound, no limit."""
+    def _queue_again(self, row: int, message: Incoming, mode: Trigger) -> None:
+        """Queue a message accepted before a restart: no bound, no limit; a burst of a
+        free-chat channel is answered together again."""
         reply = self.live.adapters[message.platform].open_reply(message)
-        self.responder.enqueue(message.channel_key, Job(row, message, reply))
+        job = Job(row, message, reply, joinable=mode == "all")
+        if not (job.joinable and self._join(job)):
+            self.responder.enqueue(message.channel_key, job)
+
+    def _join(self, job: Job) -> bool:
+        limit = self.live.settings.bot.burst_max
+        return self.responder.join(job.message.channel_key, job, limit)
+
+    async def _trigger(self, message: Incoming) -> Trigger:
+        """The trigger mode of the message's channel (bot.scopes.trigger_of)."""
+        key = message.channel_key
+        layers = self._trigger_layers.get(key)
+        if layers is None:
+            layers = await self.store.scope_settings(scopes_for(message))
+            if len(self._trigger_layers) >= _TRIGGERS_KEPT:
+                self._trigger_layers.clear()
+            self._trigger_layers[key] = layers
+        return trigger_of(layers, message, self.live.settings)
+
+    def _for_bot(self, message: Incoming, mode: Trigger) -> bool:
+        """Whether the channel's mode takes this message: a command where commands run, any
+        other message where it is answered. Nothing said to someone else is read further."""
+        direct, addressed = message.is_direct, message.addressed
+        raw = message.text.lstrip()
+        if not raw:  # e.g. an image alone: said to the bot, it is greeted
+            return direct or (addressed and mode != "off")
+        if raw.startswith(PREFIX):
+            return runs_commands(mode, is_direct=direct, addressed=addressed)
+        keywords = self.live.settings.bot.keywords
+        return answers(mode, direct, addressed, message.named, raw, keywords)
 
     async def _regenerate(self, event: RegenerateRequested) -> Outcome:
         """Answer a stored message again: admitted like a new message from the requester
@@ -196,6 +236,9 @@ class Intake:
 
     async def _take(self, message: Incoming) -> Outcome:
         adapter = self.live.adapters[message.platform]
+        mode = await self._trigger(message)
+        if not self._for_bot(message, mode):
+            return Outcome.IGNORED
         limit = max_message_chars(self.backend.info.n_ctx)
         if len(message.text) > limit:  # first: reading it at all costs time and memory
             return await self._too_long(message, limit, adapter)
@@ -219,12 +262,13 @@ class Intake:
                 if parsed.name == "forget":  # it must find everything said before it
                     await self._stored_first()
                 answer = await self.commands.run(parsed, message)
+                self._trigger_layers.clear()  # it may have changed one
             await reply.finish(answer)
             return Outcome.COMMAND
         ticket = self.queue.admit(message.user_key, rate_exempt=self.live.is_admin(message))
         if isinstance(ticket, Refusal):
             return await self._refuse(message, message.user_key, ticket, adapter)
-        return await self._accept(message, text, ticket, adapter)
+        return await self._accept(message, text, ticket, adapter, mode)
 
     async def _too_long(self, message: Incoming, limit: int, adapter: Adapter) -> Outcome:
         """Refused unread, with a notice; it counts against the sender's rate limit like any
@@ -265,19 +309,19 @@ class Intake:
             await stored.wait()
 
     async def _accept(
-        self, message: Incoming, text: str, ticket: Ticket, adapter: Adapter
+        self, message: Incoming, text: str, ticket: Ticket, adapter: Adapter, mode: Trigger
     ) -> Outcome:
         key = (message.platform, message.message_id)
         stored = self._arriving.setdefault(key, asyncio.Event())
         try:
-            return await self._store_and_queue(message, text, ticket, adapter)
+            return await self._store_and_queue(message, text, ticket, adapter, mode)
         finally:
             if self._arriving.get(key) is stored:
                 del self._arriving[key]
             stored.set()
 
     async def _store_and_queue(
-        self, message: Incoming, text: str, ticket: Ticket, adapter: Adapter
+        self, message: Incoming, text: str, ticket: Ticket, adapter: Adapter, mode: Trigger
     ) -> Outcome:
         try:
             quoted = None
@@ -293,6 +337,10 @@ class Intake:
             self.queue.cancel(ticket)
             return Outcome.IGNORED
         reply = adapter.open_reply(message)
-        self.responder.enqueue(message.channel_key, Job(row, message, reply), ticket)
+        job = Job(row, message, reply, joinable=mode == "all" and not message.is_direct)
+        if job.joinable and self._join(job):
+            self.queue.cancel(ticket)  # answered with the burst: no place of its own
+        else:
+            self.responder.enqueue(message.channel_key, job, ticket)
         await reply.typing()
         return Outcome.ACCEPTED

@@ -176,4 +176,8 @@ MIGRATIONS: tuple[str, ...] = (
         DELETE FROM summaries WHERE channel = OLD.channel AND through_row >= OLD.id;
     END;
     """,
+    # 8: when the bot answers in a scope (bot.triggers: mention, all, name, off; NULL inherits).
+    """
+    ALTER TABLE scope_settings ADD COLUMN trigger_mode TEXT;
+    """,
 )

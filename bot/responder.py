@@ -74,6 +74,18 @@ class Responder:
         self._stop_summary()  # summaries never delay an answer
         self._wake.set()
 
+    def join(self, channel: str, job: Job, limit: int) -> bool:
+        """Let the channel's queued answer answer `job`'s message too (a burst in a
+        free-chat channel), if one is queued, may take more, and has fewer than `limit`
+        messages. The newest message is the one answered (its prompt reaches it)."""
+        queued = self.queue.last(channel)
+        if queued is None or not queued.joinable or len(queued.joined) + 1 >= limit:
+            return False
+        earlier = Job(queued.row, queued.message, queued.reply)
+        queued.joined.append(earlier)
+        queued.row, queued.message, queued.reply = job.row, job.message, job.reply
+        return True
+
     async def finish(self, grace: float) -> None:
         """Let the answers in flight finish within `grace` seconds (one period for all of
         them), else stop them with a final notice (they stay pending, like every queued
@@ -111,7 +123,9 @@ class Responder:
     def drop_queued(self, keep: Callable[[Job], bool]) -> int:
         """Drop the queued jobs for which keep() is False (deleted, forgotten). Idle if none
         is left: the worker, woken for a job dropped here, would not say so itself."""
-        removed = self.queue.remove(keep)
+        # Of a queued burst only the messages not kept go; its newest left is then answered.
+        removed = sum(_prune(job, keep) for job in self.queue.jobs() if job.joined)
+        removed += self.queue.remove(keep)
         if not len(self.queue) and not self._answering:
             self._idle.set()
         return removed
@@ -256,5 +270,18 @@ class Responder:
             self._summary.stop()
 
 
+def _prune(job: Job, keep: Callable[[Job], bool]) -> int:
+    """Drop from a burst the messages for which keep() is False, but its last one (that is
+    left to the queue); returns how many went."""
+    kept = [joined for joined in job.joined if keep(joined)]
+    dropped = len(job.joined) - len(kept)
+    if kept and not keep(job):
+        newest = kept.pop()
+        job.row, job.message, job.reply = newest.row, newest.message, newest.reply
+        dropped += 1
+    job.joined[:] = kept
+    return dropped
+
+
 def _answers(job: Job, channel: str, message_id: str) -> bool:
-    return (job.message.channel_key, job.message.message_id) == (channel, message_id)
+    return job.answers(channel, message_id)

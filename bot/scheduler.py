@@ -214,6 +214,15 @@ class FairQueue(Generic[T]):
         """Whether some queued job matches."""
         return any(matches(job) for jobs in self._channels.values() for job in jobs)
 
+    def jobs(self) -> list[T]:
+        """Every queued job."""
+        return [job for jobs in self._channels.values() for job in jobs]
+
+    def last(self, channel: str) -> T | None:
+        """The channel's newest queued job (not taken yet), if any."""
+        jobs = self._channels.get(channel)
+        return jobs[-1] if jobs else None
+
     def wake(self) -> None:
         """Let `get` look again: a channel it skipped may be free now."""
         self._ready.set()

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from bot.events import Incoming
 from bot.personas import Persona, PersonaSet, Sampling
+from bot.settings import Settings, Trigger
 from bot.store import RANDOM_SEED, ScopeSettings, Store
+from bot.triggers import pick
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,3 +54,10 @@ async def resolve_for(
     store: Store, message: Incoming, personas: PersonaSet, default_persona: str
 ) -> Resolved:
     return resolve(await store.scope_settings(scopes_for(message)), personas, default_persona)
+
+
+def trigger_of(layers: list[ScopeSettings], message: Incoming, settings: Settings) -> Trigger:
+    """The channel's trigger mode: set for it, its server or globally (`!trigger`), else
+    the platform's config (`[discord] trigger`), else `[bot] trigger`."""
+    configured = getattr(getattr(settings, message.platform, None), "trigger", None)
+    return pick([*(s.trigger for s in layers), configured], settings.bot.trigger)

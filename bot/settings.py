@@ -32,6 +32,9 @@ from pydantic_settings import (
 
 from bot.masking import mask_url
 
+# When the bot answers in a server's channel or a group room (bot.triggers decides).
+Trigger = Literal["mention", "all", "name", "off"]
+
 ENV_PREFIX = "HEARTHBOT_"
 ENV_DELIMITER = "__"
 DEFAULT_CONFIG_NAME = "hearthbot.toml"
@@ -190,7 +193,7 @@ class BotSettings(Section):
     )
     default_persona: str = Field("assistant", min_length=1, description="Persona of new channels.")
     admin_commands: list[str] = Field(
-        default_factory=lambda: ["persona", "temperature", "seed"],
+        default_factory=lambda: ["persona", "temperature", "seed", "trigger"],
         description="Commands only admins may use (anyone may in a direct chat).",
     )
     admins: list[str] = Field(
@@ -207,6 +210,30 @@ class BotSettings(Section):
     show_thinking: bool = Field(
         False, description="Show a reasoning model's <think> text above the answer."
     )
+    trigger: Trigger = Field(
+        "mention",
+        description="When the bot answers in servers and group rooms: mention, all (every "
+        "message), name (its name or a keyword) or off (commands only); DMs always. "
+        "`!trigger` sets it per channel.",
+    )
+    keywords: list[str] = Field(
+        default_factory=list,
+        description="Words that call the bot in `name` mode, besides its name (whole words).",
+    )
+    burst_max: int = Field(
+        8,
+        ge=1,
+        le=100,
+        description="In `all` mode, messages answered together at most: those arriving while "
+        "the channel's answer is still queued join it.",
+    )
+    reply_chain_tokens: int = Field(
+        512,
+        ge=0,
+        le=100_000,
+        description="A reply shows the message it quotes and, above that, the reply chain "
+        "that message is part of, up to this many tokens. 0: the quoted message only.",
+    )
     shutdown_grace_s: float = Field(
         15,
         ge=0,
@@ -217,7 +244,16 @@ class BotSettings(Section):
 
 
 # [bot] settings that SIGHUP applies at once (`Daemon.reload`); other changes need a restart.
-LIVE_BOT_SETTINGS = ("admins", "admin_commands", "default_persona", "personas_dir")
+LIVE_BOT_SETTINGS = (
+    "admins",
+    "admin_commands",
+    "default_persona",
+    "personas_dir",
+    "trigger",
+    "keywords",
+    "burst_max",
+    "reply_chain_tokens",
+)
 
 
 class QueueSettings(Section):
@@ -271,6 +307,14 @@ class DiscordSettings(Section):
     catch_up_window_s: float = Field(
         600, ge=0, description="Messages sent while the bot was away are answered if this young."
     )
+    trigger: Trigger | None = Field(
+        None, description="When the bot answers in servers (see [bot] trigger). Empty: that."
+    )
+    auto_thread_channels: list[int] = Field(
+        default_factory=list,
+        description="Channels where a mention opens a thread from it, answered there; the "
+        "bot's threads then answer every message, no mention needed.",
+    )
     api_base: str = Field("https://discord.com/api/v10", description="REST base (proxies).")
     gateway_url: str = Field("wss://gateway.discord.gg/", description="Gateway URL (proxies).")
 
@@ -296,6 +340,9 @@ class MatrixSettings(Section):
     edit_interval_s: float = Field(3.0, ge=0.2, le=60, description="At most one edit per this.")
     catch_up_window_s: float = Field(
         600, ge=0, description="Messages that arrived while down are answered if this young."
+    )
+    trigger: Trigger | None = Field(
+        None, description="When the bot answers in group rooms (see [bot] trigger). Empty: that."
     )
 
     @property

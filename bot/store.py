@@ -3,6 +3,8 @@
 A user message and its pending row are written in one transaction, and so are an answer and
 the removal of its pending row: that is what makes "accepted means answered exactly once" hold
 across a crash. The connection, its write path and migrations are bot/database.py's.
+Longer than most modules, on purpose: every statement on the history is here, beside the
+transactions that keep exactly-once and the deletion promises true.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import aiosqlite
 
@@ -55,6 +57,13 @@ class StoredMessage:
     quote: StoredQuote | None = None
 
 
+def _stored(r: Sequence[Any]) -> StoredMessage:
+    """A row of (id, role, author_id, author_name, text, reply_to_id, reply_to_row[, the
+    quoted row's author_name, text])."""
+    quote = StoredQuote(r[5], r[6], *r[7:9]) if r[5] or r[6] else None
+    return StoredMessage(r[0], r[1], r[2], r[3], r[4], quote)
+
+
 @dataclass(frozen=True, slots=True)
 class ScopeSettings:
     """The overrides set for one scope (global, a server, a channel); None inherits."""
@@ -62,6 +71,7 @@ class ScopeSettings:
     persona: str | None = None
     temperature: float | None = None
     seed: int | None = None
+    trigger: str | None = None  # bot.triggers' mode
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,15 +149,25 @@ class Store(NotesStore, SummaryStore):
         return None, user_key(message.platform, quoted.author_id) if quoted else None
 
     async def complete(
-        self, pending_row: int, channel: str, reply: str, usage: ReplyUsage | None = None
+        self,
+        pending_row: int,
+        channel: str,
+        reply: str,
+        usage: ReplyUsage | None = None,
+        joined: Sequence[int] = (),
     ) -> bool:
-        """Save the answer, add its `usage` to the totals, clear the pending mark: one step. False
-        if the mark was gone (answered or forgotten meanwhile): nothing stored. Empty: no turn."""
+        """Save the answer, add its `usage` to the totals and clear the pending mark in one
+        step (and those of the `joined` rows: a burst it answers too). False if the mark was
+        already gone (answered or forgotten meanwhile): the answer is then not stored. An
+        empty reply adds no turn."""
         async with self.transaction() as db:
             cur = await db.execute("DELETE FROM pending WHERE message_row = ?", (pending_row,))
             if cur.rowcount == 0:
                 return False
             await add_usage(db, channel, usage, local_day())
+            await db.executemany(
+                "DELETE FROM pending WHERE message_row = ?", [(r,) for r in joined]
+            )
             if not reply:
                 return True
             await db.execute(
@@ -157,18 +177,17 @@ class Store(NotesStore, SummaryStore):
             )
         return True
 
-    async def drop_pending(self, pending_row: int) -> None:
-        """The message will not be answered (failed, or too old after a restart)."""
-        await self._write("DELETE FROM pending WHERE message_row = ?", (pending_row,))
+    async def drop_pending(self, *pending_rows: int) -> None:
+        """The messages will not be answered (failed, or too old after a restart)."""
+        marks = ",".join("?" * len(pending_rows))
+        await self._write(f"DELETE FROM pending WHERE message_row IN ({marks})", pending_rows)
 
     async def discard(self, row: int) -> None:
         """Remove a message that can never be part of a prompt (and its pending mark)."""
         await self._write("DELETE FROM messages WHERE id = ?", (row,))
 
     async def pending(self) -> list[PendingMessage]:
-        rows = await self._read(
-            "SELECT message_row, incoming, created_at FROM pending ORDER BY message_row"
-        )
+        rows = await self._read("SELECT message_row, incoming, created_at FROM pending ORDER BY 1")
         return [PendingMessage(r[0], Incoming.from_json(r[1]), r[2]) for r in rows]
 
     async def history(self, channel: str, through_row: int | None = None) -> list[StoredMessage]:
@@ -184,17 +203,20 @@ class Store(NotesStore, SummaryStore):
         )
         limit = through_row if through_row is not None else 2**62
         rows = await self._read(query, (channel, limit))
-        return [
-            StoredMessage(
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                r[4],
-                StoredQuote(r[5], r[6], r[7], r[8]) if r[5] or r[6] else None,
-            )
-            for r in rows
-        ]
+        return [_stored(r) for r in rows]
+
+    async def chain_link(
+        self, channel: str, row: int | None, platform_id: str | None
+    ) -> StoredMessage | None:
+        """A message a reply chain passes through, by row or else platform id, in `channel`;
+        its quote names what it replies to (an answer: its question)."""
+        rows = await self._read(
+            "SELECT id, role, author_id, author_name, text, reply_to_id,"
+            " coalesce(reply_to_row, answer_to) FROM messages WHERE channel = ?"
+            " AND (id = ? OR platform_message_id = ?) ORDER BY id DESC LIMIT 1",
+            (channel, row, platform_id),
+        )
+        return next((_stored(r) for r in rows), None)
 
     async def set_window_start(self, channel: str, first_row: int) -> None:
         await self._write(
@@ -331,19 +353,20 @@ class Store(NotesStore, SummaryStore):
         """Settings for each scope, in the order asked (missing scopes are empty)."""
         marks = ",".join("?" * len(scopes))
         rows = await self._read(
-            "SELECT scope, persona, temperature, seed FROM scope_settings"
+            "SELECT scope, persona, temperature, seed, trigger_mode FROM scope_settings"
             f" WHERE scope IN ({marks})",
             tuple(scopes),
         )
-        found = {r[0]: ScopeSettings(r[1], r[2], r[3]) for r in rows}
+        found = {r[0]: ScopeSettings(r[1], r[2], r[3], r[4]) for r in rows}
         return [found.get(scope, ScopeSettings()) for scope in scopes]
 
     async def update_scope(self, scope: str, **changes: object) -> None:
-        """Set some of persona / temperature / seed for a scope (None clears one)."""
-        allowed = {"persona", "temperature", "seed"}
+        """Set some of persona / temperature / seed / trigger for a scope (None clears one)."""
+        allowed = {"persona", "temperature", "seed", "trigger"}
         if not changes or set(changes) - allowed:
             raise ValueError(f"unknown scope settings: {set(changes) - allowed}")
-        columns = ", ".join(changes)
+        changes = {("trigger_mode" if c == "trigger" else c): v for c, v in changes.items()}
+        columns = ", ".join(changes)  # (TRIGGER is SQL's word)
         marks = ", ".join("?" * len(changes))
         updates = ", ".join(f"{c} = excluded.{c}" for c in changes)
         await self._write(

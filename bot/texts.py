@@ -48,6 +48,15 @@ SEED_FIXED = "Seed is now {value}: the same history gives the same reply."
 SEED_RANDOM = "Seed is random: each reply draws a fresh one."
 SEED_SHOW_FIXED = "Seed here is fixed at {value}."
 SEED_SHOW_RANDOM = "Seed here is random (each reply draws a fresh one)."
+TRIGGER_SHOW = "Here I answer {what} (change with !trigger mention|all|name|off)."
+TRIGGER_SET = "From now on I answer {what} in this channel."
+TRIGGER_DIRECT = "In a direct chat I answer every message."
+TRIGGER_WHAT = {
+    "mention": "when mentioned or replied to",
+    "all": "every message",
+    "name": "when my name or a keyword is said",
+    "off": "commands only",
+}
 # Said by one platform's adapter: a slash command where the bot is not for the user, or
 # while the daemon takes none; a Matrix message the bot's device has no key for.
 COMMAND_NOT_ALLOWED = "You can't use hearthbot here."
@@ -73,14 +82,27 @@ NOTE_MAX_TOKENS = "reply cut at {max_tokens} tokens"
 NOTE_TRIMMED = "only the last {kept} messages fit in my context"
 
 
-def quote(author: str, replied_to: str, text: str, limit: int = 1000) -> str:
+def quote(
+    author: str,
+    replied_to: str,
+    text: str,
+    limit: int = 1000,
+    earlier: list[tuple[str, str]] | None = None,
+) -> str:
     """What the model reads of a reply whose quoted message is not in the prompt otherwise:
-    that message above the reply, marked as quoted."""
+    that message above the reply, marked as quoted; above it, oldest first, the `earlier`
+    messages of its reply chain ((author, text), nearest first)."""
     if len(replied_to) > limit:
         replied_to = replied_to[:limit] + "…"
     quoted = "\n".join(f"> {line}" for line in replied_to.splitlines())
     who = f" {author}" if author else ""
-    return f"(replying to{who}:)\n{quoted}\n\n{text}"
+    above = "".join(
+        f"(earlier in the reply chain, {name or 'someone'}:)\n"
+        + "\n".join(f"> {line}" for line in said.splitlines())
+        + "\n\n"
+        for name, said in reversed(earlier or [])
+    )
+    return f"{above}(replying to{who}:)\n{quoted}\n\n{text}"
 
 
 def notes_list(notes: list[str]) -> str:

@@ -65,6 +65,16 @@ def test_chat_with_piped_stdin(env: dict[str, str], tmp_path: Path) -> None:
     assert used_after > used_before > 0
 
 
+def test_the_console_answers_every_message_whatever_the_trigger(env: dict[str, str]) -> None:
+    """The console is a direct chat: `[bot] trigger = "off"` and `!trigger` change nothing."""
+    lines = ["!trigger", "!trigger off", "hello there", "!trigger all"]
+    result = run(["chat"], env | {"HEARTHBOT_BOT__TRIGGER": "off"}, "\n".join(lines) + "\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("In a direct chat I answer every message.") == 3
+    events = [json.loads(line)["event"] for line in result.stderr.splitlines() if line.strip()]
+    assert events.count("answered") == 1
+
+
 def _context_used(out: str) -> int:
     line = next(line for line in out.splitlines() if line.startswith("Context:"))
     return int(line.split()[1].replace(",", ""))

@@ -52,6 +52,16 @@ TABLE: list[tuple[str, Command | CommandError | None]] = [
     ("!seed 1.5", CommandError(SEED_ERROR)),
     ("!seed ²", CommandError(SEED_ERROR)),  # str.isdigit() is True, int() fails
     ("!seed " + "9" * 5000, CommandError(SEED_ERROR)),  # beyond int()'s digit limit
+    # trigger: optional mode, lowercased
+    ("!trigger", Command("trigger")),
+    ("!trigger all", Command("trigger", "all")),
+    ("!trigger NAME", Command("trigger", "name")),
+    ("!trigger off", Command("trigger", "off")),
+    ("!trigger mention", Command("trigger", "mention")),
+    (
+        "!trigger sometimes",
+        CommandError("!trigger [mention|all|name|off] takes one of: mention, all, name, off."),
+    ),
     # status: no argument
     ("!status", Command("status")),
     ("!status extra", CommandError("!status takes no argument.")),
@@ -154,10 +164,14 @@ def test_help_without_admin_commands_marks_nothing() -> None:
         (Command("persona", "coder"), True, False, True),  # anyone in their own direct chat
         (Command("reset"), False, False, False),  # changes things without an argument
         (Command("reset"), True, False, True),
+        (Command("trigger"), False, False, True),  # showing the mode is open to all
+        (Command("trigger", "all"), False, False, False),
+        (Command("trigger", "all"), False, True, True),
+        (Command("trigger", "all"), True, False, True),
     ],
 )
 def test_may_run(command: Command, is_direct: bool, is_admin: bool, allowed: bool) -> None:
-    assert may_run(command, ["persona", "reset"], is_direct, is_admin) is allowed
+    assert may_run(command, ["persona", "reset", "trigger"], is_direct, is_admin) is allowed
 
 
 def test_every_command_has_exactly_one_handler() -> None:

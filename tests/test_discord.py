@@ -303,7 +303,8 @@ async def test_slash_commands_and_autocomplete(
     async with hearthbot(tmp_path, tiny_model, fake, admins=[admin]) as (daemon, _adapter):
         registered = {c["name"] for c in fake.commands["global"]}
         assert registered == {
-            *("help", "status", "usage", "reset", "persona", "temperature", "seed", "forget")
+            *("help", "status", "usage", "reset", "persona", "temperature", "seed", "trigger"),
+            "forget",
         }
 
         async def run(user: Json, name: str, *options: Json, where: Json | None = None) -> Json:

@@ -7,6 +7,7 @@ reply to a deleted message never brings its text back, from here or from the pla
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 
 from bot.events import Quoted
@@ -53,7 +54,7 @@ class RecentMessages:
         """Its author changed it (an edit by anyone else changes nothing)."""
         known = self._messages.get(message_id)
         if known is not None and known.author_id == author_id:
-            self.saw(message_id, Quoted(author_id, known.author_name, text))
+            self.saw(message_id, dataclasses.replace(known, text=text))
 
     def forget_author(self, author_id: str) -> None:
         for message_id, known in list(self._messages.items()):

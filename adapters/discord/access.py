@@ -102,10 +102,15 @@ class Addressing:
     replies_to_bot: bool = False
 
 
+def speaks(message: Addressing) -> bool:
+    """A person's message, passed on to the core (whose channel's trigger mode decides);
+    never bots, webhooks or ourselves, so two bots can never talk each other into a loop."""
+    return not (message.is_own or message.author_is_bot or message.is_webhook or message.is_system)
+
+
 def addressed(message: Addressing) -> bool:
-    """Answer mentions, replies to the bot and DMs; never bots, webhooks or ourselves, so two
-    bots can never talk each other into a loop."""
-    if message.is_own or message.author_is_bot or message.is_webhook or message.is_system:
+    """Spoken to: a mention, a reply to the bot, a DM (from a person)."""
+    if not speaks(message):
         return False
     return message.is_dm or message.mentions_bot or message.replies_to_bot
 

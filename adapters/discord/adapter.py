@@ -1,4 +1,5 @@
-"""Discord: mentions, replies to the bot and DMs in; streamed replies, reactions and slash
+"""Discord: people's messages in (mentions, replies to the bot and DMs flagged as
+addressed, the rest for the channel's trigger mode); streamed replies, reactions and slash
 commands out. A translator only: it never touches the engine or the store.
 
 discord.py runs in a background task. `start` returns at once (a Discord outage must not
@@ -8,8 +9,8 @@ enabled) resolves `failure` with one line for the CLI to print.
 
 The parts: client.py (discord.py's client and its gateway events), incoming.py (a message as
 the core's Incoming), interactions.py (reactions and slash commands), reply.py (an answer on
-screen), catch_up.py (what was said while away), access.py (who may ask) and membership.py
-(whether a DM's author is in an allowed server).
+screen), catch_up.py (what was said while away), threads.py (auto_thread), access.py (who
+may ask) and membership.py (whether a DM's author is in an allowed server).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import structlog
 
 from adapters.common.failure import ReportsFailure
 from adapters.common.tasks import BackgroundTasks
-from adapters.discord.access import PLATFORM, Access, addressed
+from adapters.discord.access import PLATFORM, Access, addressed, speaks
 from adapters.discord.catch_up import CatchUp
 from adapters.discord.client import (
     FATAL_CLOSE,
@@ -39,12 +40,14 @@ from adapters.discord.incoming import Reader
 from adapters.discord.interactions import Interactions
 from adapters.discord.reply import InteractionReply, MessageReply
 from adapters.discord.text import REFUSED_EMOJI
+from adapters.discord.threads import in_own_thread, open_thread, opens_thread
 from bot.backoff import Backoff
 from bot.events import (
     ChatEvent,
     Incoming,
     MessageDeleted,
     MessageEdited,
+    Outcome,
     Quoted,
     Sink,
     StopRequested,
@@ -267,12 +270,12 @@ class DiscordAdapter(ReportsFailure):
             log.exception("discord: reading back failed")
             self.failed(exc)
 
-    async def deliver(self, event: ChatEvent) -> bool:
-        """False when it could not be delivered (stopping): nothing was done with it."""
+    async def deliver(self, event: ChatEvent) -> Outcome | None:
+        """What the core did with it; None when it could not be delivered (stopping):
+        nothing was done with it."""
         if self._sink is None or self._stopping:
-            return False
-        await self._sink(event)
-        return True
+            return None
+        return await self._sink(event)
 
     # -- events in ------------------------------------------------------------------------------
 
@@ -285,7 +288,8 @@ class DiscordAdapter(ReportsFailure):
         channel_id = message.channel.id
         if message.author.id == me.id:
             self.catch_up.saw_own(channel_id, guild_id, message.id)
-        if not addressed(self.reader.addressing(message, me)):
+        addressing = self.reader.addressing(message, me)
+        if not speaks(addressing):  # the core decides the rest by the channel's trigger mode
             return
         if not self.catch_up.first_time(message.id):
             return
@@ -296,7 +300,15 @@ class DiscordAdapter(ReportsFailure):
             allowed = await self.reader.allows(client, message.author.id, message.channel, guild_id)
             denied = not allowed
             if not denied:
-                left = not await self.deliver(await self.reader.incoming(message, me))
+                threads = self.settings.auto_thread_channels
+                spoken_to = addressed(addressing) or in_own_thread(message, me, threads)
+                thread = None
+                if spoken_to and opens_thread(message, threads):
+                    thread = await open_thread(message, self.reader.plain(message, me))
+                incoming = await self.reader.incoming(message, me, spoken_to, thread)
+                outcome = await self.deliver(incoming)
+                left = outcome is None
+                denied = outcome is Outcome.IGNORED and not spoken_to  # not the bot's talk
         finally:
             self.catch_up.end(channel_id, guild_id, message.id, left, allowed=not denied)
 
@@ -308,13 +320,17 @@ class DiscordAdapter(ReportsFailure):
         if not data.get("edited_timestamp") or "content" not in data:
             return  # not a user's edit (e.g. Discord adding a link preview)
         self.reader.quotes.edited(message, me)
-        # Only messages the bot was asked can be in its history: skip the rest of the server.
-        if not addressed(self.reader.addressing(message, me)):
+        # Only people's messages can be in its history (any, in a free-chat channel).
+        addressing = self.reader.addressing(message, me)
+        if not speaks(addressing):
             return
         guild_id = message.guild.id if message.guild else None
         if not await self.reader.allows(client, message.author.id, message.channel, guild_id):
             return
-        text = await self.reader.text(message, me)
+        if addressed(addressing):
+            text = await self.reader.text(message, me)
+        else:  # as it was taken (bot.events.Incoming.addressed)
+            text = self.reader.named_only(message, me)
         author = str(message.author.id)
         channel = str(message.channel.id)
         await self.deliver(MessageEdited(PLATFORM, channel, str(message.id), author, text))

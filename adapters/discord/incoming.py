@@ -23,6 +23,7 @@ from adapters.discord.text import (
     with_attachments,
 )
 from bot.events import Incoming
+from bot.triggers import names_any
 
 log = structlog.get_logger(__name__)
 
@@ -93,26 +94,49 @@ class Reader:
         parent = self._parents.get(channel.id)
         return (channel.id,) if parent is None else (channel.id, parent)
 
-    async def incoming(self, message: discord.Message, me: discord.ClientUser) -> Incoming:
+    async def incoming(
+        self,
+        message: discord.Message,
+        me: discord.ClientUser,
+        addressed: bool = True,
+        thread_id: int | None = None,
+    ) -> Incoming:
+        """`addressed`: a mention, a reply to the bot or a DM (else the channel's trigger
+        mode decides, and most such messages are not for the bot: their attachments are
+        named, never downloaded); whether the bot's name is in it is found here.
+        `thread_id`: a thread opened from it (auto_thread), where it is answered."""
+        text = await self.text(message, me) if addressed else self.named_only(message, me)
         resolved = message.reference.resolved if message.reference else None
         if isinstance(resolved, discord.Message):  # read by the core when it builds the prompt
             self.quotes.saw(resolved, me)
         guild_id = message.guild.id if message.guild else None
         return Incoming(
             platform=PLATFORM,
-            channel_id=str(message.channel.id),  # a thread is its own channel
+            channel_id=str(thread_id or message.channel.id),  # a thread is its own channel
             message_id=str(message.id),
             author_id=str(message.author.id),
             author_name=message.author.display_name,
-            text=await self.text(message, me),
+            text=text,
             is_direct=guild_id is None,
             reply_to_id=str(message.reference.message_id)
             if message.reference and message.reference.message_id
             else None,
             server_id=str(guild_id) if guild_id else None,
             is_admin=self.access.is_admin(message.author.id),
+            addressed=addressed,
+            named=names_any(text, self.names(message, me)),
             received_at=message.created_at.timestamp(),  # a message read back is older
         )
+
+    @staticmethod
+    def names(message: discord.Message, me: discord.ClientUser) -> list[str]:
+        """The bot's names where the message was sent: its user name, global display name
+        and, in a server, its nickname there."""
+        names = [me.name, me.display_name]
+        guild = message.guild
+        if guild is not None and guild.me is not None:
+            names.append(guild.me.display_name)
+        return names
 
     def plain(self, message: discord.Message, me: discord.ClientUser) -> str:
         guild = message.guild
@@ -135,6 +159,14 @@ class Reader:
             parts.append(part)
             left -= read
         return with_attachments(self.plain(message, me), parts)
+
+    def named_only(self, message: discord.Message, me: discord.ClientUser) -> str:
+        """The message's text, its attachments only named."""
+        named = [
+            attachment_named(a.filename, a.content_type, a.size)
+            for a in message.attachments[:MAX_ATTACHMENTS]
+        ]
+        return with_attachments(self.plain(message, me), named)
 
     async def _attachment(self, attachment: discord.Attachment, left: int) -> tuple[str, int]:
         """A text file (a long paste becomes message.txt) read up to `left` bytes, or only

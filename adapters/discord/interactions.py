@@ -20,7 +20,7 @@ from adapters.discord.incoming import Reader
 from adapters.discord.reply import InteractionReply, MessageReply, Outbox
 from bot.bounded import SizedCache, text_bytes
 from bot.commands.parse import Command, may_run, parse_command
-from bot.events import ChatEvent, Incoming, RegenerateRequested, StopRequested
+from bot.events import ChatEvent, Incoming, Outcome, RegenerateRequested, StopRequested
 from bot.settings import BotSettings
 from bot.texts import COMMAND_NOT_ALLOWED, COMMANDS_PAUSED
 
@@ -35,7 +35,7 @@ class InteractionHost(Outbox, Protocol):
     @property
     def client(self) -> discord.Client | None: ...
 
-    async def deliver(self, event: ChatEvent) -> bool: ...
+    async def deliver(self, event: ChatEvent) -> Outcome | None: ...
 
 
 # Discord answers an interaction within 3 s or shows "The application did not respond".

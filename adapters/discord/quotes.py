@@ -32,8 +32,10 @@ class Quotes:
         text = self._plain(message, me)
         if message.author.id == me.id:  # our answer as the core stored it
             text = without_footnote(text)
-        author = Quoted(str(message.author.id), message.author.display_name, text)
-        self.recent.saw(str(message.id), author)
+        reference = message.reference.message_id if message.reference else None
+        parent = str(reference) if reference else None  # a reply chain goes on there
+        seen = Quoted(str(message.author.id), message.author.display_name, text, parent)
+        self.recent.saw(str(message.id), seen)
 
     def edited(self, message: discord.Message, me: discord.ClientUser) -> None:
         """A message changed: kept as it is now, if it is kept at all."""

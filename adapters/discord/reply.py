@@ -251,6 +251,8 @@ class MessageReply:
     def _reference(self, index: int) -> discord.MessageReference | None:
         if index > 0:
             return None  # the continuation follows the first part
+        if self.message.message_id == self.message.channel_id:
+            return None  # a thread opened from the question (same id): it is right above
         return discord.MessageReference(
             message_id=int(self.message.message_id),
             channel_id=self._channel_id,

@@ -15,6 +15,7 @@ from discord import app_commands
 
 from adapters.discord.text import command_text
 from bot.commands.parse import COMMANDS
+from bot.triggers import TRIGGERS
 
 log = structlog.get_logger(__name__)
 
@@ -87,6 +88,12 @@ class SlashCommands(app_commands.CommandTree):
         @app_commands.describe(value="a whole number, or `random` (empty: show)")
         async def seed(interaction: discord.Interaction, value: str | None = None) -> None:
             await run(interaction, command_text("seed", value), value is None)
+
+        @self.command(name="trigger", description=_summary("trigger"))
+        @app_commands.describe(mode="mention, all (every message), name, off (empty: show)")
+        @app_commands.choices(mode=[app_commands.Choice(name=m, value=m) for m in TRIGGERS])
+        async def trigger(interaction: discord.Interaction, mode: str | None = None) -> None:
+            await run(interaction, command_text("trigger", mode), mode is None)
 
         @self.command(name="forget", description=_summary("forget"))
         @app_commands.describe(user="admins: whose messages to delete (empty: yours)")

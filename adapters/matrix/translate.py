@@ -1,5 +1,6 @@
-"""nio's room events as the core's events: a message for the bot becomes an Incoming, an
-edit a MessageEdited, a redaction a MessageDeleted. The decisions themselves (access globs,
+"""nio's room events as the core's events: a message becomes an Incoming (flagged whether it
+is for the bot; the room's trigger mode decides the rest), an edit a MessageEdited, a
+redaction a MessageDeleted. The decisions themselves (access globs,
 DM detection, is it for us) are pure functions in adapters/matrix/rules.py; this keeps what
 they need: who sent recent events and what they said (is a reply to us? what does a reply
 quote? — read by the core when it builds a prompt, so a redacted event is dropped here).
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections import OrderedDict
 from typing import Any
@@ -30,6 +32,7 @@ from adapters.matrix.rules import (
     addressing,
     channel_id,
     edited_event,
+    localpart,
     matches,
     redaction_applies,
     reply_target,
@@ -40,6 +43,7 @@ from adapters.matrix.rules import (
     within_window,
 )
 from bot.events import ChatEvent, Incoming, MessageDeleted, MessageEdited, Quoted
+from bot.triggers import names_any
 
 log = structlog.get_logger(__name__)
 
@@ -55,17 +59,20 @@ class Translator:
         self._senders: OrderedDict[str, str] = OrderedDict()  # event id → sender
         self.recent = RecentMessages(REMEMBERED_EVENTS)  # event id → what it says
 
-    def remember(self, event_id: str, sender: str, text: str | None) -> None:
+    def remember(
+        self, event_id: str, sender: str, text: str | None, reply_to: str | None = None
+    ) -> None:
         self._senders[event_id] = sender
         self._senders.move_to_end(event_id)
         while len(self._senders) > REMEMBERED_EVENTS:
             self._senders.popitem(last=False)
-        self.recent.saw(event_id, Quoted(sender, sender, text) if text is not None else None)
+        seen = Quoted(sender, sender, text, reply_to) if text is not None else None
+        self.recent.saw(event_id, seen)
 
     def saw(self, event: RoomMessageText) -> None:
         """A message event as it arrived: its text without the quote of an older client's
-        reply fallback (that quote may hold words redacted since)."""
-        self.remember(event.event_id, event.sender, _own_text(event))
+        reply fallback (that quote may hold words redacted since), and what it replies to."""
+        self.remember(event.event_id, event.sender, _own_text(event), _replies_to(event))
 
     def remember_sent(self, event_id: str, content: dict[str, Any]) -> None:
         """One of the bot's own messages (or edits), as sent."""
@@ -114,8 +121,9 @@ class Translator:
             and not (direct or spoken_to.mentioned)  # then there is no need to look it up
             and await self._sent_by_me(room, target.event_id)
         )
-        if not should_answer(direct, spoken_to.mentioned, replies_to_bot):
-            return None
+        # Not spoken to: passed on all the same, for the room's trigger mode (bot.triggers).
+        addressed = should_answer(direct, spoken_to.mentioned, replies_to_bot)
+        names = [account.user_id, localpart(account.user_id), *self._bot_names(room)]
         reply_to = target.event_id if target and not target.falling_back else None
         return Incoming(
             platform=PLATFORM,
@@ -127,6 +135,8 @@ class Translator:
             is_direct=direct,
             reply_to_id=reply_to,
             is_admin=matches(event.sender, account.settings.admins),
+            addressed=addressed,
+            named=names_any(spoken_to.text, names),
             received_at=event.server_timestamp / 1000,
         )
 
@@ -173,7 +183,7 @@ class Translator:
         client = self._account.client
         room = client.rooms.get(room_id) if client is not None else None
         name = room.user_name(known.author_id) if room is not None else None
-        return Quoted(known.author_id, name or known.author_name, known.text)
+        return dataclasses.replace(known, author_name=name or known.author_name)
 
     def forget_author(self, author_id: str) -> None:
         self.recent.forget_author(author_id)
@@ -197,8 +207,15 @@ class Translator:
         if isinstance(fetched, MegolmEvent):
             with contextlib.suppress(Exception):
                 fetched = client.decrypt_event(fetched)
-        text = _own_text(fetched) if isinstance(fetched, RoomMessageText) else None
-        self.remember(event_id, fetched.sender, text)
+        if isinstance(fetched, RoomMessageText):
+            self.remember(event_id, fetched.sender, _own_text(fetched), _replies_to(fetched))
+        else:
+            self.remember(event_id, fetched.sender, None)
+
+
+def _replies_to(event: RoomMessageText) -> str | None:
+    target = reply_target(event.source.get("content") or {})
+    return target.event_id if target is not None and not target.falling_back else None
 
 
 def _own_text(event: RoomMessageText) -> str:

@@ -10,6 +10,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bot.triggers import TRIGGERS
+
 PREFIX = "!"
 _COMMAND = re.compile(r"^!([A-Za-z][A-Za-z_-]*)(?:\s+(.*))?$", re.DOTALL)
 
@@ -64,6 +66,14 @@ def _seed(arg: str) -> int | str | None:
     return int(arg)
 
 
+def _trigger(arg: str) -> str | None:
+    if not arg:
+        return None
+    if arg.lower() not in TRIGGERS:
+        raise ValueError(f"takes one of: {', '.join(TRIGGERS)}")
+    return arg.lower()
+
+
 def _optional_user(arg: str) -> str | None:
     return arg or None
 
@@ -105,6 +115,12 @@ COMMANDS: dict[str, CommandSpec] = {
             "temperature", "!temperature [x]", "show or set randomness (0-2)", _temperature
         ),
         CommandSpec("seed", "!seed [n|random]", "fix the seed for reproducible replies", _seed),
+        CommandSpec(
+            "trigger",
+            "!trigger [mention|all|name|off]",
+            "show or set when I answer in this channel",
+            _trigger,
+        ),
         CommandSpec("status", "!status", "model, context use, persona and sampling", _none),
         CommandSpec("usage", "!usage", "replies, tokens and energy, today and in all", _none),
         CommandSpec(

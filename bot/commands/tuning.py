@@ -1,4 +1,4 @@
-"""!persona, !temperature and !seed: show or change how this channel is answered."""
+"""!persona, !temperature, !seed and !trigger: show or change how this channel is answered."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from bot import texts
 from bot.commands.context import CommandContext, Handler
 from bot.commands.parse import Command
 from bot.events import Incoming
+from bot.scopes import scopes_for, trigger_of
 from bot.store import RANDOM_SEED
 
 
@@ -56,4 +57,20 @@ async def seed(ctx: CommandContext, command: Command, message: Incoming) -> str:
     return texts.SEED_FIXED.format(value=int(command.arg))
 
 
-HANDLERS: dict[str, Handler] = {"persona": persona, "temperature": temperature, "seed": seed}
+async def trigger(ctx: CommandContext, command: Command, message: Incoming) -> str:
+    if message.is_direct:
+        return texts.TRIGGER_DIRECT
+    if command.arg is None:
+        layers = await ctx.store.scope_settings(scopes_for(message))
+        mode = trigger_of(layers, message, ctx.live.settings)
+        return texts.TRIGGER_SHOW.format(what=texts.TRIGGER_WHAT[mode])
+    await ctx.store.update_scope(_scope(message), trigger=str(command.arg))
+    return texts.TRIGGER_SET.format(what=texts.TRIGGER_WHAT[str(command.arg)])
+
+
+HANDLERS: dict[str, Handler] = {
+    "persona": persona,
+    "temperature": temperature,
+    "seed": seed,
+    "trigger": trigger,
+}

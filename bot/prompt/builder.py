@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from bot import texts
 from bot.bounded import SizedCache
 from bot.events import Quoted
 from bot.model.backend import Backend
-from bot.prompt.quotes import shown_quote
+from bot.prompt.quotes import FetchQuote, Link, chain_above, shown_quote
 from bot.prompt.window import (
     Turn,
     Window,
@@ -22,9 +22,6 @@ from bot.prompt.window import (
 )
 from bot.store import Store, StoredMessage
 from bot.summaries import Summary, with_summary
-
-# (channel key, platform message id) → the quoted message as its platform has it now.
-FetchQuote = Callable[[str, str], Awaitable[Quoted | None]]
 
 _FALLBACK_OVERHEAD = 8
 # What the remembered token counts may hold of message texts (the texts are the keys).
@@ -56,6 +53,16 @@ class _Fitted:
 
 
 @dataclass(frozen=True, slots=True)
+class Replies:
+    """What the replies of a history quote, read when the prompt is built: row → the quoted
+    message from its platform (when the bot did not store it), and row → the reply chain
+    above the quoted message, nearest first."""
+
+    fetched: dict[int, Quoted] = field(default_factory=dict)
+    earlier: dict[int, list[Link]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class TooLong:
     """The message being answered does not fit in the context even alone."""
 
@@ -68,12 +75,18 @@ class ContextBuilder:
     (bot.prompt.window.choose_window)."""
 
     def __init__(
-        self, backend: Backend, store: Store, n_ctx: int, fetch_quote: FetchQuote | None = None
+        self,
+        backend: Backend,
+        store: Store,
+        n_ctx: int,
+        fetch_quote: FetchQuote | None = None,
+        chain_tokens: Callable[[], int] = lambda: 0,
     ) -> None:
         self.backend = backend
         self.store = store
         self.n_ctx = n_ctx
         self.fetch_quote = fetch_quote
+        self.chain_tokens = chain_tokens  # `[bot] reply_chain_tokens`, as of now
         # Token counts of message texts, so each turn is tokenized once, not every turn;
         # bounded by bytes, and keyed by a digest: a forgotten or deleted text must not stay
         # here as a key (nor a refused 2.6 MB one weigh 2.6 MB).
@@ -104,13 +117,14 @@ class ContextBuilder:
         self,
         history: Sequence[StoredMessage],
         multi_user: bool,
-        fetched: Mapping[int, Quoted],
+        replies: Replies,
         start: int = 0,
         notes: Sequence[str] = (),
     ) -> list[Turn]:
         """The turns of `history`, the window opening at `start`: a reply shows what it
-        quotes unless that message is in the window already. `notes`: what the speaker of
-        the last turn asked the bot to keep, shown just before that turn."""
+        quotes, and the reply chain above that, up to the first message in the window.
+        `notes`: what the speaker of the last turn asked the bot to keep, shown just before
+        that turn."""
         visible = {m.row for m in history[start:]}
         turns = []
         for i, m in enumerate(history):
@@ -118,33 +132,65 @@ class ContextBuilder:
                 turns.append(Turn("assistant", m.text))
                 continue
             text = m.text
-            if shown := shown_quote(m.quote, visible, fetched.get(m.row)):
-                text = texts.quote(*shown, text)
+            if shown := shown_quote(m.quote, visible, replies.fetched.get(m.row)):
+                earlier = []
+                for link in replies.earlier.get(m.row, []):
+                    if link.row in visible:
+                        break
+                    earlier.append((link.author_name, link.text))
+                text = texts.quote(*shown, text, earlier=earlier)
             text = speaker_text(m.author_name, text, multi_user)
             if notes and i == len(history) - 1:
                 text = texts.with_notes(m.author_name, list(notes), text)
             turns.append(Turn("user", text))
         return turns
 
-    async def quotes(self, channel: str, history: Sequence[StoredMessage]) -> dict[int, Quoted]:
-        """Row → the message it quotes, for replies to messages the bot did not store: read
-        from their platform now, so one deleted or redacted there is gone from the prompt."""
+    async def quotes(self, channel: str, history: Sequence[StoredMessage]) -> Replies:
+        """What replies quote, for replies to messages the bot did not store read from their
+        platform now, so one deleted or redacted there is gone from the prompt; and the reply
+        chains above (bot.prompt.quotes.chain_above)."""
         wanted = {
             m.row: m.quote.platform_message_id
             for m in history
             if m.quote is not None and m.quote.row is None and m.quote.platform_message_id
         }
-        if not wanted or self.fetch_quote is None:
-            return {}
-        fetch = self.fetch_quote
-        found = await asyncio.gather(*(fetch(channel, i) for i in wanted.values()))
-        return {row: q for row, q in zip(wanted, found, strict=True) if q is not None}
+        fetched: dict[int, Quoted] = {}
+        if wanted and self.fetch_quote is not None:
+            fetch = self.fetch_quote
+            found = await asyncio.gather(*(fetch(channel, i) for i in wanted.values()))
+            fetched = {row: q for row, q in zip(wanted, found, strict=True) if q is not None}
+        replies = Replies(fetched)
+        budget = self.chain_tokens()
+        for m in history if budget > 0 else ():
+            parent = await self._parent_of_quote(channel, m, fetched)
+            if parent is not None:
+                chain = await chain_above(
+                    self.store, self.fetch_quote, channel, parent, self._count, budget
+                )
+                replies.earlier[m.row] = chain
+        return replies
+
+    async def _parent_of_quote(
+        self, channel: str, message: StoredMessage, fetched: dict[int, Quoted]
+    ) -> tuple[int | None, str | None] | None:
+        """What the message a reply quotes replies to in turn, if anything."""
+        quote = message.quote
+        if quote is None:
+            return None
+        if quote.row is not None:
+            quoted = await self.store.chain_link(channel, quote.row, None)
+            above = quoted.quote if quoted is not None else None
+            return (above.row, above.platform_message_id) if above is not None else None
+        on_platform = fetched.get(message.row)
+        if on_platform is None or on_platform.reply_to_id is None:
+            return None
+        return None, on_platform.reply_to_id
 
     def _fit(
         self,
         history: Sequence[StoredMessage],
         multi_user: bool,
-        fetched: Mapping[int, Quoted],
+        replies: Replies,
         budget: int,
         start: int,
         notes: Sequence[str],
@@ -153,7 +199,7 @@ class ContextBuilder:
         just left the window shows the quote now, and must fit too. The start only moves on."""
         is_user = [m.role == "user" for m in history]
         while True:
-            turns = self.turns(history, multi_user, fetched, start, notes)
+            turns = self.turns(history, multi_user, replies, start, notes)
             costs = [self._count(t.text) + self.turn_overhead for t in turns]
             window = choose_window(costs, is_user, budget, start)
             if window is None or window.start == start:
@@ -175,10 +221,10 @@ class ContextBuilder:
         system prompt: the one shown so far, or, at a trim point (the prefix changes anyway),
         the newest one, which is shown from then on (so the prefix stays stable between)."""
         history = await self.store.history(channel, through_row=through_row)
-        fetched = await self.quotes(channel, history)
+        replies = await self.quotes(channel, history)
         shown = summary.shown if summary else None
         fitted = await self._measured(
-            history, fetched, with_summary(system_prompt, shown), reserve, multi_user, 0, notes
+            history, replies, with_summary(system_prompt, shown), reserve, multi_user, 0, notes
         )
         if isinstance(fitted, TooLong):
             return fitted
@@ -187,7 +233,7 @@ class ContextBuilder:
         if pin:
             system = with_summary(system_prompt, newest)
             again = await self._measured(
-                history, fetched, system, reserve, multi_user, fitted.start, notes
+                history, replies, system, reserve, multi_user, fitted.start, notes
             )
             if isinstance(again, TooLong):
                 pin = False
@@ -220,7 +266,7 @@ class ContextBuilder:
     async def _measured(
         self,
         history: Sequence[StoredMessage],
-        fetched: Mapping[int, Quoted],
+        replies: Replies,
         system_prompt: str,
         reserve: int,
         multi_user: bool,
@@ -234,7 +280,7 @@ class ContextBuilder:
             budget = self.n_ctx - reserve - system_cost - self.reply_overhead
             # Tokenizing is linear in the text (a long paste takes a while): off the event loop.
             window, turns, costs = await asyncio.to_thread(
-                self._fit, history, multi_user, fetched, budget, start, notes
+                self._fit, history, multi_user, replies, budget, start, notes
             )
             if window is None:
                 return TooLong(costs[-1] if costs else 0, max(budget, 0))

@@ -4,23 +4,81 @@ A stored reply keeps only a reference to what it quotes (bot.store.StoredQuote):
 row when the bot stored that message, else the platform's id of it, which the adapter reads
 back (bot.events.QuoteSource) from its bounded cache or the platform. Nothing is copied into
 the replier's row, so a message deleted, redacted or forgotten is gone from every later prompt:
-its row takes the reference with it, and the adapters drop their cached copy.
+its row takes the reference with it, and the adapters drop their cached copy. Above the quoted
+message, the reply chain it is part of is followed the same way (`chain_above`), each step
+read anew, up to `[bot] reply_chain_tokens`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Container, Mapping
+from collections.abc import Awaitable, Callable, Container, Mapping
+from dataclasses import dataclass
 
 import structlog
 
 from bot.events import Adapter, Quoted, QuoteSource, split_key
-from bot.store import StoredQuote
+from bot.store import Store, StoredQuote
 
 log = structlog.get_logger(__name__)
 
 # A quote read from the platform while a prompt is built must not hold up the answer for long.
 FETCH_TIMEOUT_S = 5.0
+# Messages above a quoted one followed at most, however short: each may be a platform read.
+MAX_CHAIN = 8
+# What of a quoted message is shown (and counted), at most.
+QUOTE_CHARS = 1000
+
+# (channel key, platform message id) → the quoted message as its platform has it now.
+FetchQuote = Callable[[str, str], Awaitable[Quoted | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """One message of a reply chain above a quote: stored (its row) or read from its platform."""
+
+    row: int | None
+    author_name: str
+    text: str
+
+
+async def chain_above(
+    store: Store,
+    fetch: FetchQuote | None,
+    channel: str,
+    parent: tuple[int | None, str | None],
+    count: Callable[[str], int],
+    budget: int,
+) -> list[Link]:
+    """The chain above a quoted message, nearest first, starting at `parent` (its row, else
+    its platform id): stored messages from the store (an answer goes on to its question),
+    others from the platform, until one is gone, MAX_CHAIN, or `budget` tokens are spent. A
+    stored message that is gone is never looked for on the platform (it may be forgotten)."""
+    links: list[Link] = []
+    row, platform_id = parent
+    seen: set[tuple[int | None, str | None]] = set()
+    while (row is not None or platform_id) and len(links) < MAX_CHAIN:
+        if (row, platform_id) in seen:
+            break
+        seen.add((row, platform_id))
+        stored = await store.chain_link(channel, row, platform_id)
+        if stored is not None:
+            link = Link(stored.row, stored.author_name, stored.text[:QUOTE_CHARS])
+            above = stored.quote
+            row, platform_id = (above.row, above.platform_message_id) if above else (None, None)
+        elif row is None and platform_id and fetch is not None:
+            fetched = await fetch(channel, platform_id)
+            if fetched is None or not fetched.text:
+                break
+            link = Link(None, fetched.author_name, fetched.text[:QUOTE_CHARS])
+            row, platform_id = None, fetched.reply_to_id
+        else:
+            break
+        budget -= count(link.text)
+        if budget < 0:
+            break
+        links.append(link)
+    return links
 
 
 def shown_quote(

@@ -171,6 +171,7 @@ class FakeDiscord:
         self.commands_of: dict[str, dict[str, list[Json]]] = {}  # bot id → scope → commands
         self.interactions: dict[int, Json] = {}
         self.attachments: dict[str, tuple[bytes, str]] = {}
+        self.threads_started: list[Json] = []  # by POST .../messages/{id}/threads
         self.messages: dict[int, Json] = {}
         self.sent_frames: list[Json] = []
         self._acks: set[asyncio.Task[None]] = set()
@@ -247,6 +248,7 @@ class FakeDiscord:
             ("PATCH", "/channels/{cid}/messages/{mid}", self._edit_message),
             ("DELETE", "/channels/{cid}/messages/{mid}", self._delete_message),
             ("PUT", "/channels/{cid}/messages/{mid}/reactions/{emoji}/@me", self._react),
+            ("POST", "/channels/{cid}/messages/{mid}/threads", self._start_thread),
             ("PUT", "/applications/{aid}/commands", self._put_commands),
             ("PUT", "/applications/{aid}/guilds/{gid}/commands", self._put_commands),
             ("POST", "/interactions/{iid}/{itoken}/callback", self._callback),
@@ -918,6 +920,29 @@ class FakeDiscord:
         if user_id in self.outsiders:
             raise DiscordError(404, 10007, "Unknown Member")
         return json_response(self._member(user, with_user=True))
+
+    async def _start_thread(self, request: web.Request) -> web.Response:
+        """A thread from a message: like Discord, the thread takes the message's id, its
+        creator owns it, and THREAD_CREATE (newly_created) reaches the guild's sessions."""
+        channel = self._channel(request)
+        self._writable(channel)
+        message = self._stored(channel, request)
+        if channel["type"] != 0:
+            raise DiscordError(400, 50024, "Cannot execute action on this channel type")
+        if int(message["id"]) in self.channels:
+            raise DiscordError(400, 160004, "A thread has already been created for this message")
+        body = await request.json()
+        name = body.get("name")
+        if not isinstance(name, str) or not 1 <= len(name) <= 100:
+            raise form_error("name", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")
+        thread = self._thread(channel, name) | {
+            "id": message["id"],
+            "owner_id": request[REQUESTER]["id"],
+        }
+        self.channels[int(thread["id"])] = thread
+        self.threads_started.append(thread)
+        await self.dispatch("THREAD_CREATE", thread | {"newly_created": True})
+        return json_response(thread, status=201)
 
     async def _typing(self, request: web.Request) -> web.Response:
         self._writable(self._channel(request))
