@@ -21,7 +21,7 @@ from bot.app.cli import main
 from bot.events import Outcome, StopRequested
 from bot.prompt.builder import Prompt
 from bot.texts import COMMAND_NOT_ALLOWED
-from support.daemons import DB
+from support.daemons import DB, model_held
 from support.discord_bot import (
     MESSAGES,
     ONE_MESSAGE,
@@ -367,7 +367,11 @@ async def test_stop_reaction(tmp_path: Path, tiny_model: Path, fake: FakeDiscord
         asked = await fake.say(fake.alice, fake.general, f"{at(fake)} go on forever")
         await until(lambda: bool(fake.replies_to(asked)), what="the first text")
         (ours,) = fake.replies_to(asked)
-        await fake.react(fake.alice, ours, "⏹️")
+        # The tiny model can write 4,000 tokens before a reaction makes its way round: the
+        # model waits while the ⏹ travels, so the stop meets the answer being written.
+        async with model_held(daemon.backend):
+            await fake.react(fake.alice, ours, "⏹️")
+            await until(lambda: any(g.cancelled for g in daemon.in_flight), what="the stop")
         final = await answer(fake, daemon, asked)
         assert "stopped on request" in final
         (_, assistant) = await daemon.store.history(f"discord:{fake.general['id']}")
