@@ -22,6 +22,7 @@ SMOKE = {
     "kv_reuse": ["--tiny", "--length", "600", "--rounds", "1"],
     "fairness": ["--tiny", "--queued", "6", "--repeats", "1"],
     "memory": ["--tiny", "--messages", "100", "--channels", "10"],
+    "footprint": ["--tiny", "--tokens", "16", "--repeats", "1", "--length", "300"],
 }
 FULL = {
     "overhead": [],
@@ -30,6 +31,7 @@ FULL = {
     "fairness": [],
     "memory": [],
     "memory-tiny": ["--tiny"],
+    "footprint": [],
 }
 
 
