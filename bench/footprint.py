@@ -3,7 +3,8 @@ once, and what KV reuse saves on a follow-up in a long conversation (warm vs the
 evaluated cold), with the energy source the box offers (bot.model.energy: on a VM without
 powercap, the CPU-time estimate).
 
-    python -m bench.footprint [--model FILE | --tiny] [--tokens 128] [--repeats 3] [--no-repack]
+    python -m bench.footprint [--model FILE | --tiny] [--tokens 128] [--repeats 3] [--threads N]
+                              [--no-repack]
 """
 
 from __future__ import annotations
@@ -77,23 +78,27 @@ async def reuse_energy(
 
 
 async def measure(
-    model: Path, tokens: int, repeats: int, length: int, repack: bool
+    model: Path, tokens: int, repeats: int, length: int, repack: bool, threads: int
 ) -> dict[str, Any]:
     watts = FootprintSettings.model_validate({}).watts_per_core
     choice = choose_source(watts, on_gpu=runs_on_gpu())
     engine = await LlamaCppBackend.load(
         model,
         n_ctx=max(2048, length * 2),
-        n_threads=os.cpu_count() or 1,
+        n_threads=threads,
         parallel=4,
         kv_cache_mb=256,
         repack=repack,
         energy=choice.source,
     )
     try:
+        # Each figure is printed as soon as it is measured: a busy box may take long.
         alone = await generation_energy(engine, tokens, 1, repeats)
+        print(f"alone: {alone} J per 100 tokens", flush=True)
         four = await generation_energy(engine, tokens, 4, repeats)
+        print(f"four at once: {four} J per 100 tokens", flush=True)
         warm, cold = await reuse_energy(engine, length, repeats)
+        print(f"follow-up: warm {warm} J, cold {cold} J", flush=True)
     finally:
         await engine.close()
     return {
@@ -101,6 +106,7 @@ async def measure(
         "source": choice.source.name,
         "why": choice.why,
         "watts_per_core": watts,
+        "threads": threads,
         "tokens": tokens,
         "j_per_100_alone": statistics.median(alone),
         "j_per_100_four": statistics.median(four),
@@ -119,6 +125,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--length", type=int, default=1500)
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="model threads; on a box shared with other work use 1, since llama.cpp's threads "
+        "spin while waiting for each other and a descheduled one inflates the CPU time",
+    )
+    parser.add_argument(
         "--no-repack",
         action="store_true",
         help="no CPU weight repacking (for VMs that report AMX but trap on it)",
@@ -126,7 +139,9 @@ def main() -> None:
     args = parser.parse_args()
     logs.configure("warning", "console")
     model = tiny_model() if args.tiny else (args.model or real_model())
-    result = asyncio.run(measure(model, args.tokens, args.repeats, args.length, not args.no_repack))
+    result = asyncio.run(
+        measure(model, args.tokens, args.repeats, args.length, not args.no_repack, args.threads)
+    )
     wh = 1 / 3600
     print(f"source: {result['source']} ({result['why']})")
     print(

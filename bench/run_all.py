@@ -23,6 +23,7 @@ SMOKE = {
     "fairness": ["--tiny", "--queued", "6", "--repeats", "1"],
     "memory": ["--tiny", "--messages", "100", "--channels", "10"],
     "kv_type": ["--tiny", "--length", "300", "--channels", "2"],
+    "footprint": ["--tiny", "--tokens", "16", "--repeats", "1", "--length", "300"],
 }
 FULL = {
     "overhead": [],
@@ -32,6 +33,7 @@ FULL = {
     "memory": [],
     "memory-tiny": ["--tiny"],
     "kv_type": [],
+    "footprint": [],
 }
 
 

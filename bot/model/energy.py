@@ -6,7 +6,9 @@ GPU (nvidia-ml-py, imported only then). The CPU package's counters (Linux powerc
 `energy_uj`, which wraps at `max_energy_range_uj`): they count every process on the box, so
 hearthbot is given the share of the box's busy CPU time that was its own over the interval.
 Else an estimate: hearthbot's CPU time × `[footprint] watts_per_core`, always marked
-"estimated". The powercap and /proc roots are parameters, so tests read a fake tree.
+"estimated". hearthbot's CPU time is its process's: the model thread and llama.cpp's worker
+threads (which a thread clock of the model thread alone would miss) do nearly all of it while
+replies are generated. The powercap and /proc roots are parameters, so tests read a fake tree.
 Nothing here imports llama_cpp; the arithmetic is plain functions (table-tested).
 """
 
