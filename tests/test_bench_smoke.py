@@ -29,9 +29,15 @@ def test_benchmarks_run_on_the_tiny_model(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(figures) == {"overhead_p50_ms", "P1", "P2", "P3", "P5_excess_mb"}
+    assert set(figures) == {"overhead_p50_ms", "P1", "P2", "P3", "P5_excess_mb"} | {
+        "KV_q8_ratio",
+        "P2_q8",
+    }
     assert all(isinstance(v, float | int) for v in figures.values())
     # Warm follow-ups beat cold prompts even on the tiny model.
     assert figures["P2"] < 1
     for name in ("overhead", "throughput-tiny", "kv_reuse-tiny", "fairness-tiny", "memory-tiny"):
         assert (tmp_path / f"{name}.json").exists()
+    # Quantized KV (issue 15): the tiny model's 32-wide heads give the block ratio exactly.
+    assert figures["KV_q8_ratio"] == pytest.approx(34 / 64, abs=0.001)
+    assert figures["P2_q8"] < 1
