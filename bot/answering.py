@@ -4,7 +4,8 @@ Resolve the channel's persona and sampling, build the prompt within the context 
 generate, stream the text to the reply handle, then store the answer and clear the pending mark
 in one step. A store that cannot be written (a full disk, a lock held elsewhere) does not lose
 or repeat an answer: the message stays pending, saving is tried again with backoff, the user
-sees one "delayed" notice, and the answer once it is saved. Nothing but cancellation ends an
+sees one "delayed" notice, and the answer once it is saved; a stopped answer (!reset,
+!forget) is not retried: it ends "(stopped)" unsaved. Nothing but cancellation ends an
 answer's task, so a failure never costs its slot.
 """
 

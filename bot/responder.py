@@ -158,7 +158,8 @@ class Responder:
 
     async def stop_answers(self, to: Callable[[Incoming], bool]) -> None:
         """Stop the answers in flight to messages for which `to` holds, and wait until they
-        have ended (shown and stored as stopped), so what comes next sees them settled."""
+        have ended (shown and stored as stopped; one the store would not take ends unsaved
+        at once, not retried), so what comes next sees them settled."""
         self._stop_summary()  # it may be reading what is being deleted: it runs again later
         tasks = []
         for answering in list(self._answering.values()):

@@ -119,6 +119,7 @@ class Sent:
     gone: bool = False  # deleted or forgotten since
     regenerated: list[int] = field(default_factory=list)  # seq of each applied regenerate
     stops: int = 0  # stops applied
+    answer_gone: bool = False  # its answer deleted too (a channel's history cleared)
 
     @property
     def is_command(self) -> bool:
