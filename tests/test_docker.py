@@ -98,6 +98,10 @@ def test_dockerfile_shape() -> None:
     assert "GPU=cpu" in [arg for word, arg in steps if word == "ARG"]
     assert any(run.startswith('GPU="${GPU}" sh docker/install.sh') for run in runs)
     assert "docker/cmake_args.sh" in builder_sources()
+    # What the builder copies passes .dockerignore (everything else is left out of the context).
+    kept = (ROOT / ".dockerignore").read_text().splitlines()
+    for name in builder_sources():
+        assert f"!{name}" in kept or f"!{name}/" in kept, name
 
 
 def builder_sources() -> list[str]:
