@@ -29,9 +29,17 @@ def test_benchmarks_run_on_the_tiny_model(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(figures) == {"overhead_p50_ms", "P1", "P2", "P3", "P5_excess_mb"}
+    assert set(figures) == {"overhead_p50_ms", "P1", "P2", "P3", "P5_excess_mb"} | {
+        "P6_n2",
+        "P6_n4",
+        "P6_scale4",
+        "P3_streaming",
+        "P2_fixed_seed",
+    }
     assert all(isinstance(v, float | int) for v in figures.values())
     # Warm follow-ups beat cold prompts even on the tiny model.
     assert figures["P2"] < 1
     for name in ("overhead", "throughput-tiny", "kv_reuse-tiny", "fairness-tiny", "memory-tiny"):
+        assert (tmp_path / f"{name}.json").exists()
+    for name in ("batching-tiny", "kv_reuse-fixed_seed-tiny"):
         assert (tmp_path / f"{name}.json").exists()
