@@ -105,7 +105,7 @@ def thread_cpu_s(thread: threading.Thread) -> float:
 
 async def daemon_run(
     bench: Bench, n: int, tokens: int, cpu: list[tuple[float, float]]
-) -> tuple[float, float]:
+) -> tuple[float, tuple[float, float]]:
     """Aggregate tokens/s of n channels answered at once, as the daemon received the text, and
     the first channel's time to first token. Appends to `cpu` the event loop's and the model
     thread's CPU seconds per token: the daemon's own work, whatever else runs on the machine."""
@@ -126,12 +126,14 @@ async def daemon_run(
     start = max(q.times[0] for q in queues)  # from here on every channel generates
     end = max(q.ended or q.times[-1] for q in queues)
     after = sum(1 for q in queues for t in q.times if t > start)
-    return after / (end - start), queues[0].times[0] - sent
+    # The first channel's TTFT, and its part before the model had the request.
+    ttft = (queues[0].times[0] - sent, engine.started_at[id(engine.by_channel(channels[0]))] - sent)
+    return after / (end - start), ttft
 
 
-async def streaming_ttft(bench: Bench, busy: int, tokens: int) -> tuple[float, bool]:
-    """TTFT of the message of N=1's run, sent while `busy` other channels stream, and whether
-    they all still streamed when its first text came."""
+async def streaming_ttft(bench: Bench, busy: int, tokens: int) -> tuple[tuple[float, float], bool]:
+    """TTFT of the message of N=1's run, sent while `busy` other channels stream (and its part
+    before the model had the request), and whether they all still streamed at its first text."""
     engine = bench.engine
     assert isinstance(engine, StampingEngine)
     others = [f"s{next(_channels)}" for _ in range(busy)]
@@ -149,7 +151,8 @@ async def streaming_ttft(bench: Bench, busy: int, tokens: int) -> tuple[float, b
     first = await first_text(bench, probe)
     overlapped = all((stamps(engine.by_channel(c)).ended or 1e18) > first for c in others)
     await bench.daemon.wait_idle()
-    return first - sent, overlapped
+    started = engine.started_at[id(engine.by_channel(probe))]
+    return (first - sent, started - sent), overlapped
 
 
 async def measure(
@@ -161,6 +164,8 @@ async def measure(
     cpu: dict[int, list[tuple[float, float]]] = {n: [] for n in ns}
     idle: list[float] = []
     busy: list[float] = []
+    idle_daemon: list[float] = []  # of those TTFTs, the part before the model had the request
+    busy_daemon: list[float] = []
     overlaps = 0  # trials where the 3 others still streamed at the probe's first text
     try:
         async with bench_daemon(
@@ -176,10 +181,15 @@ async def measure(
                     aggregate, first = await daemon_run(bench, n, tokens, cpu[n])
                     ours[n].append(aggregate)
                     if n == 1:  # the idle bot's time to first token
-                        idle.append(first)
+                        idle.append(first[0])
+                        idle_daemon.append(first[1])
                     note(f"N={n}: raw {raw[n][-1]:.1f}, daemon {aggregate:.1f} tok/s")
-                ttft, overlapped = await streaming_ttft(bench, 3, tokens)
-                note(f"TTFT idle {idle[-1]:.3f} s, while 3 stream {ttft:.3f} s")
+                (ttft, before), overlapped = await streaming_ttft(bench, 3, tokens)
+                busy_daemon.append(before)
+                note(
+                    f"TTFT idle {idle[-1]:.3f} s ({idle_daemon[-1]:.3f} before the model), "
+                    f"while 3 stream {ttft:.3f} s ({before:.3f} before the model)"
+                )
                 busy.append(ttft)
                 overlaps += overlapped
     finally:
@@ -212,6 +222,8 @@ async def measure(
         "P6_scale": (our_agg[top] / our_agg[base]) / (raw_agg[top] / raw_agg[base]),
         "ttft_idle_s": idle,
         "ttft_streaming_s": busy,
+        "ttft_idle_before_model_s": idle_daemon,
+        "ttft_streaming_before_model_s": busy_daemon,
         "streaming_overlapped": overlaps,
         "P3_streaming": statistics.median(b / i for b, i in zip(busy, idle, strict=True)),
     }
