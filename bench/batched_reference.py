@@ -30,7 +30,7 @@ from typing import Any, cast
 
 import llama_cpp
 
-from bench.harness import real_model, table, tiny_model, write
+from bench.harness import real_model, repack, table, tiny_model, write
 from bot.model.llama_cpp.backend import LlamaCppBackend
 from bot.model.llama_cpp.batch import StepBatch
 from bot.model.llama_cpp.loader import LoadedModel, PoolShape, VocabView
@@ -189,13 +189,22 @@ def main() -> None:
     parser.add_argument(
         "--no-repack",
         action="store_true",
-        help="no CPU weight repacking (for VMs that report AMX but trap on it)",
+        help="no CPU weight repacking (for VMs that report AMX but trap on it; also "
+        "HEARTHBOT_BENCH_NO_REPACK=1)",
     )
     args = parser.parse_args()
     model = args.model or (tiny_model() if args.tiny else real_model())
     ns = [int(n) for n in args.ns.split(",")]
     result = asyncio.run(
-        measure(model, ns, args.tokens, args.repeats, args.threads, not args.no_repack, args.engine)
+        measure(
+            model,
+            ns,
+            args.tokens,
+            args.repeats,
+            args.threads,
+            repack() and not args.no_repack,
+            args.engine,
+        )
     )
     write("batched_reference" + ("-tiny" if args.tiny else ""), result)
     header = ["N", "aggregate tok/s", "per sequence", f"÷ N={ns[0]}"]

@@ -23,7 +23,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness import ROOT, RecordingEngine, real_model, summary, table, tiny_model, write
+from bench.harness import (
+    ROOT,
+    RecordingEngine,
+    real_model,
+    repack,
+    summary,
+    table,
+    tiny_model,
+    write,
+)
 from bot import logs
 from bot.daemon import Daemon
 from bot.personas import load_personas
@@ -56,7 +65,7 @@ async def with_bot(
         queue={"max_pending": 1000, "per_user_per_minute": 10_000},
         discord=discord_section(fake, edit_interval_s=edit_interval_s),
     )
-    engine = await RecordingEngine.load(model, n_ctx=2048, n_threads=2)
+    engine = await RecordingEngine.load(model, n_ctx=2048, n_threads=2, repack=repack())
     store = await Store.open(tmp / "hearthbot.db")
     adapter = DiscordAdapter(settings.discord, settings.bot, guild_ready_timeout=0.05)
     daemon = Daemon(settings, store, engine, load_personas(personas), {"discord": adapter})

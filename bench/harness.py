@@ -21,6 +21,12 @@ RESULTS = Path(os.environ.get("HEARTHBOT_BENCH_RESULTS") or ROOT / "bench" / "re
 FETCH = ROOT.parent / "shared" / "bench-model" / "fetch"
 
 
+def repack() -> bool:
+    """llama.cpp's CPU weight repacking, unless HEARTHBOT_BENCH_NO_REPACK=1: a VM that reports
+    AMX but traps on it (SIGILL at load) needs it off."""
+    return os.environ.get("HEARTHBOT_BENCH_NO_REPACK", "") in ("", "0")
+
+
 def tiny_model(wide_heads: bool = False) -> Path:
     """The test suite's generated GGUF (for smoke runs and model-excluded overhead);
     `wide_heads`: its variant whose heads fit a quantized KV block."""

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.harness import RecordingEngine
+from bench.harness import RecordingEngine, repack
 from bot.daemon import Daemon
 from bot.events import Incoming
 from bot.model.types import Generation, GenerationRequest
@@ -110,7 +110,12 @@ class Bench:
 
 @asynccontextmanager
 async def bench_daemon(
-    model: Path, max_tokens: int, n_ctx: int = 4096, kv_cache_mb: int = 256
+    model: Path,
+    max_tokens: int,
+    n_ctx: int = 4096,
+    kv_cache_mb: int = 256,
+    parallel: int = 4,
+    engine_cls: type[TimedEngine] = TimedEngine,
 ) -> AsyncIterator[Bench]:
     with tempfile.TemporaryDirectory() as tmp:
         personas = Path(tmp) / "personas"
@@ -121,8 +126,13 @@ async def bench_daemon(
             bot={"data_dir": tmp, "personas_dir": personas, "default_persona": "bench"},
             queue={"max_pending": 10_000, "per_user_per_minute": 10_000},
         )
-        engine = await TimedEngine.load(
-            model, n_ctx=n_ctx, n_threads=os.cpu_count() or 1, kv_cache_mb=kv_cache_mb
+        engine = await engine_cls.load(
+            model,
+            n_ctx=n_ctx,
+            n_threads=os.cpu_count() or 1,
+            kv_cache_mb=kv_cache_mb,
+            parallel=parallel,
+            repack=repack(),
         )
         store = await Store.open(Path(tmp) / "hearthbot.db")
         adapter = BenchAdapter()

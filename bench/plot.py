@@ -1,5 +1,8 @@
 """docs/performance.png: time to first token against conversation length, with and without
-per-channel KV reuse, for 1 and 4 channels (from bench/results/kv_sweep.json).
+per-channel KV reuse, for 1 and 4 channels (from bench/results/kv_sweep.json); and
+docs/performance-batching.png: aggregate and per-channel tokens/s against the number of
+channels generating at once, through the daemon and raw (from bench/results/batching.json,
+when bench.batching has run).
 
     python -m bench.plot [--tiny]
 """
@@ -9,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
+from typing import Any
 
 from bench.harness import RESULTS, ROOT
 
@@ -46,6 +50,39 @@ def main() -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=9)
     out = ROOT / "docs" / "performance.png"
+    fig.tight_layout()
+    fig.savefig(out)
+    print(f"wrote {out}")
+    batching = RESULTS / f"batching{'-tiny' if args.tiny else ''}.json"
+    if batching.exists():
+        plot_batching(json.loads(batching.read_text()), plt)
+
+
+def plot_batching(data: dict[str, Any], plt: Any) -> None:
+    """Tokens/s against N: aggregate (solid) and per channel (dashed), daemon and raw."""
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    for source, color, label in (
+        ("daemon", "tab:blue", "hearthbot (whole daemon)"),
+        ("raw", "black", "raw llama.cpp batched decode"),
+    ):
+        for kind, line in (("aggregate", "-"), ("per_channel", "--")):
+            points = sorted((int(n), v) for n, v in data[f"{source}_{kind}_tok_s"].items())
+            xs, ys = zip(*points, strict=True)
+            name = f"{label}, {'aggregate' if kind == 'aggregate' else 'per channel'}"
+            ax.plot(xs, ys, line, color=color, marker="o", label=name)
+    model = data["model"].rsplit("/", 1)[-1]
+    ax.set_title(
+        f"Tokens/s with N channels generating at once\n{model}, 2 CPU cores, "
+        f"{data['tokens']} tokens a reply",
+        fontsize=11,
+    )
+    ax.set_xlabel("channels generating at once (N)")
+    ax.set_ylabel("tokens/s")
+    ax.set_xticks(sorted(int(n) for n in data["P6"]))
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=9)
+    out = ROOT / "docs" / "performance-batching.png"
     fig.tight_layout()
     fig.savefig(out)
     print(f"wrote {out}")

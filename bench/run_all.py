@@ -36,9 +36,33 @@ FULL = {
     "footprint": [],
 }
 
+# Issue #14 (many conversations at once): name → (module, smoke arguments, full arguments).
+BATCHING = {
+    "batching": ("batching", ["--tiny", "--tokens", "24", "--repeats", "1"], []),
+    "kv_reuse-fixed_seed": (
+        "kv_reuse",
+        ["--tiny", "--fixed-seed", "--length", "600", "--rounds", "1"],
+        ["--fixed-seed", "--rounds", "5"],
+    ),
+}
 
-def run(name: str, args: list[str]) -> None:
-    module = "bench." + name.removesuffix("-tiny").replace("-", "_")
+
+def batching_figures(smoke: bool) -> dict[str, float]:
+    """P6 at N = 2 and 4, P6_scale4, P3_streaming (bench.batching) and P2_fixed_seed."""
+    suffix = "-tiny" if smoke else ""
+    batching = json.loads((RESULTS / f"batching{suffix}.json").read_text())
+    fixed = json.loads((RESULTS / f"kv_reuse-fixed_seed{suffix}.json").read_text())
+    return {
+        "P6_n2": batching["P6"]["2"],
+        "P6_n4": batching["P6"]["4"],
+        "P6_scale4": batching["P6_scale"],
+        "P3_streaming": batching["P3_streaming"],
+        "P2_fixed_seed": fixed["P2_fixed_seed"],
+    }
+
+
+def run(name: str, args: list[str], module: str | None = None) -> None:
+    module = "bench." + (module or name.removesuffix("-tiny").replace("-", "_"))
     started = time.monotonic()
     print(f"== {module} {' '.join(args)}", flush=True)
     subprocess.run([sys.executable, "-m", module, *args], check=True)
@@ -63,6 +87,7 @@ def figures(smoke: bool) -> dict[str, float]:
     # Quantized KV (issue 15): bench.kv_type.
     kv_type = load("kv_type" + suffix)
     found["KV_q8_ratio"], found["P2_q8"] = kv_type["KV_q8_ratio"], kv_type["P2_q8"]
+    found |= batching_figures(smoke)
     return {k: round(v, 3) for k, v in found.items()}
 
 
@@ -73,6 +98,8 @@ def main() -> None:
     args = parser.parse_args()
     for name, extra in (SMOKE if args.smoke else FULL).items():
         run(name, extra)
+    for name, (module, smoke_args, full_args) in BATCHING.items():
+        run(name, smoke_args if args.smoke else full_args, module)
     if args.plot:
         run("kv_reuse", ["--sweep", *(["--tiny"] if args.smoke else [])])
         subprocess.run([sys.executable, "-m", "bench.plot"], check=True)

@@ -28,7 +28,15 @@ import llama_cpp
 import llama_cpp._internals as internals
 
 from adapters.console import ConsoleAdapter
-from bench.harness import RecordingEngine, real_model, summary, table, tiny_model, write
+from bench.harness import (
+    RecordingEngine,
+    real_model,
+    repack,
+    summary,
+    table,
+    tiny_model,
+    write,
+)
 from bot import logs
 from bot.daemon import Daemon
 from bot.model.llama_cpp.placement import Offload
@@ -77,6 +85,30 @@ class BannedSampler(internals.LlamaSampler):
     def __init__(self) -> None:
         super().__init__()
         self.add_logit_bias(self.n_vocab, self.banned)
+
+
+def raw_llama(model: Path, n_ctx: int, threads: int) -> Any:
+    """llama-cpp-python's own Llama on the file, offloaded as the backend is by default (all
+    layers with a GPU backend; Llama's own default is none); with repacking off as the backend
+    has it (Llama has no parameter for it, so its model parameters are edited as it reads
+    them)."""
+    kwargs: dict[str, Any] = {"n_ctx": n_ctx, "n_threads": threads, "verbose": False}
+    kwargs["n_gpu_layers"] = Offload().layers()
+    if repack():
+        return llama_cpp.Llama(str(model), **kwargs)
+    low = llama_cpp.llama_cpp
+    defaults = low.llama_model_default_params
+
+    def without_repack() -> Any:
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    low.llama_model_default_params = without_repack
+    try:
+        return llama_cpp.Llama(str(model), **kwargs)
+    finally:
+        low.llama_model_default_params = defaults
 
 
 def raw_completion(llm: Any, prompt: list[int], s: Sampling) -> tuple[int, float]:
@@ -132,20 +164,13 @@ async def measure(model: Path, max_tokens: int, repeats: int, n_ctx: int) -> dic
         settings = load_settings(
             None, bot={"data_dir": tmp, "personas_dir": personas_dir, "default_persona": "bench"}
         )
-        engine = await RecordingEngine.load(model, n_ctx=n_ctx, n_threads=threads, parallel=1)
+        engine = await RecordingEngine.load(
+            model, n_ctx=n_ctx, n_threads=threads, parallel=1, repack=repack()
+        )
         engine.force = {"ban_eos": True, "seed": SEED}
         # The reference: llama-cpp-python's own Llama on the same file, run while the daemon
         # is idle (the backend builds its context from the lower layer, with no Llama).
-        # Offloaded as the backend is by default (all layers with a GPU backend; Llama's own
-        # default is none).
-        llm = await asyncio.to_thread(
-            llama_cpp.Llama,
-            str(model),
-            n_ctx=n_ctx,
-            n_threads=threads,
-            n_gpu_layers=Offload().layers(),
-            verbose=False,
-        )
+        llm = await asyncio.to_thread(raw_llama, model, n_ctx, threads)
         BannedSampler.n_vocab = llm.n_vocab()
         BannedSampler.banned = dict.fromkeys(engine._text.eog_tokens(), float("-inf"))
         store = await Store.open(Path(tmp) / "hearthbot.db")

@@ -32,6 +32,11 @@ def test_benchmarks_run_on_the_tiny_model(tmp_path: Path) -> None:
     assert set(figures) == {"overhead_p50_ms", "P1", "P2", "P3", "P5_excess_mb"} | {
         "KV_q8_ratio",
         "P2_q8",
+        "P6_n2",
+        "P6_n4",
+        "P6_scale4",
+        "P3_streaming",
+        "P2_fixed_seed",
     }
     assert all(isinstance(v, float | int) for v in figures.values())
     # Warm follow-ups beat cold prompts even on the tiny model.
@@ -41,3 +46,5 @@ def test_benchmarks_run_on_the_tiny_model(tmp_path: Path) -> None:
     # Quantized KV (issue 15): the tiny model's 32-wide heads give the block ratio exactly.
     assert figures["KV_q8_ratio"] == pytest.approx(34 / 64, abs=0.001)
     assert figures["P2_q8"] < 1
+    for name in ("batching-tiny", "kv_reuse-fixed_seed-tiny"):
+        assert (tmp_path / f"{name}.json").exists()
