@@ -288,6 +288,9 @@ class Chat:
     async def forget(self, who: str, whom: str | None) -> None:
         """`!forget` (whom None) or `!forget <whom>` (for an admin only), sent by `who`."""
         text = "!forget" + (f" {whom}" if whom else "")
+        # `!forget` also stops the answers being written in its channel (bot.commands.memory):
+        # one open as it is sent may end cut, without a stop step of its own.
+        open_now = {r.record.message.message_id for r in self.platform.shown if not r.ends}
         sent = await self.deliver(self.new_message(who, CHANNELS[0], text=text))
         if sent.outcome is not Outcome.COMMAND:
             return  # refused (too many commands): nothing forgotten
@@ -300,12 +303,16 @@ class Chat:
         for earlier in self.sent:
             if earlier.message.author_id == (whom or who) and not earlier.is_command:
                 earlier.gone = True
+            if earlier.message.channel_id == CHANNELS[0] and (
+                earlier.message.message_id in open_now
+            ):
+                earlier.stops += 1
 
     async def wait(self, what: str) -> None:
         daemon = self._running()
         if what == "idle":
             await self.progressing(daemon.wait_idle(), "idle")
-        elif len(daemon.queue) or daemon.in_flight is not None:
+        elif len(daemon.queue) or daemon.in_flight:  # a tuple: empty when nothing is
             # Until an answer shows its first words (or ends): a step taken now meets it
             # while it is written.
             self.platform.showing.clear()
