@@ -99,7 +99,7 @@ class Intake:
         """Never raises: bad input must not crash the daemon."""
         try:
             if isinstance(event, Incoming):
-                return await self._take(event)
+                return await self._arrive(event)
             return await self._apply(event)
         except Exception:
             log.exception("could not handle an event", kind=type(event).__name__)
@@ -234,6 +234,20 @@ class Intake:
         self.live.observer.refused(message.platform, refusal.value)
         return Outcome.REFUSED
 
+    async def _arrive(self, message: Incoming) -> Outcome:
+        """Take a message that may be stored: from its arrival (its channel's trigger mode is
+        read first) until it is stored, or not, an edit, deletion or !forget waits for it."""
+        if message.text.lstrip().startswith(PREFIX):  # a command: never stored, never waited
+            return await self._take(message)
+        key = (message.platform, message.message_id)
+        stored = self._arriving.setdefault(key, asyncio.Event())
+        try:
+            return await self._take(message)
+        finally:
+            if self._arriving.get(key) is stored:
+                del self._arriving[key]
+            stored.set()
+
     async def _take(self, message: Incoming) -> Outcome:
         adapter = self.live.adapters[message.platform]
         mode = await self._trigger(message)
@@ -268,7 +282,7 @@ class Intake:
         ticket = self.queue.admit(message.user_key, rate_exempt=self.live.is_admin(message))
         if isinstance(ticket, Refusal):
             return await self._refuse(message, message.user_key, ticket, adapter)
-        return await self._accept(message, text, ticket, adapter, mode)
+        return await self._store_and_queue(message, text, ticket, adapter, mode)
 
     async def _too_long(self, message: Incoming, limit: int, adapter: Adapter) -> Outcome:
         """Refused unread, with a notice; it counts against the sender's rate limit like any
@@ -307,18 +321,6 @@ class Intake:
             waits = [one] if one is not None else []
         for stored in waits:
             await stored.wait()
-
-    async def _accept(
-        self, message: Incoming, text: str, ticket: Ticket, adapter: Adapter, mode: Trigger
-    ) -> Outcome:
-        key = (message.platform, message.message_id)
-        stored = self._arriving.setdefault(key, asyncio.Event())
-        try:
-            return await self._store_and_queue(message, text, ticket, adapter, mode)
-        finally:
-            if self._arriving.get(key) is stored:
-                del self._arriving[key]
-            stored.set()
 
     async def _store_and_queue(
         self, message: Incoming, text: str, ticket: Ticket, adapter: Adapter, mode: Trigger
