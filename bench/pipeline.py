@@ -47,14 +47,18 @@ class Reply:
     def __init__(self) -> None:
         self.done = asyncio.Event()
         self.final = ""
+        self.first_at: float | None = None  # when the first text was shown (perf_counter)
 
     async def typing(self) -> None:
         pass
 
     async def update(self, text: str) -> None:
-        pass
+        if self.first_at is None:
+            self.first_at = time.perf_counter()
 
     async def finish(self, text: str) -> None:
+        if self.first_at is None:
+            self.first_at = time.perf_counter()
         self.final = text
         self.done.set()
 
@@ -110,7 +114,12 @@ class Bench:
 
 @asynccontextmanager
 async def bench_daemon(
-    model: Path, max_tokens: int, n_ctx: int = 4096, kv_cache_mb: int = 256
+    model: Path,
+    max_tokens: int,
+    n_ctx: int = 4096,
+    kv_cache_mb: int = 256,
+    parallel: int = 4,
+    repack: bool = True,
 ) -> AsyncIterator[Bench]:
     with tempfile.TemporaryDirectory() as tmp:
         personas = Path(tmp) / "personas"
@@ -122,7 +131,12 @@ async def bench_daemon(
             queue={"max_pending": 10_000, "per_user_per_minute": 10_000},
         )
         engine = await TimedEngine.load(
-            model, n_ctx=n_ctx, n_threads=os.cpu_count() or 1, kv_cache_mb=kv_cache_mb
+            model,
+            n_ctx=n_ctx,
+            n_threads=os.cpu_count() or 1,
+            kv_cache_mb=kv_cache_mb,
+            parallel=parallel,
+            repack=repack,
         )
         store = await Store.open(Path(tmp) / "hearthbot.db")
         adapter = BenchAdapter()

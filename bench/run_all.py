@@ -30,6 +30,8 @@ FULL = {
     "fairness": [],
     "memory": [],
     "memory-tiny": ["--tiny"],
+    # Side by side with llama-server (builds it once from the binding's vendored llama.cpp).
+    "vs_server": [],
 }
 
 
@@ -56,6 +58,8 @@ def figures(smoke: bool) -> dict[str, float]:
     }
     if not smoke:
         found["P5_tiny_growth_mb"] = load("memory-tiny")["second_half_growth_mb"]
+    if not smoke:  # VS_burst_ttft, VS_burst_tps, VS_turns_ttft, VS_long_ttft
+        found.update(load("vs_server")["ratios"])
     return {k: round(v, 3) for k, v in found.items()}
 
 
