@@ -120,6 +120,7 @@ async def bench_daemon(
     kv_cache_mb: int = 256,
     parallel: int = 4,
     repack: bool = True,
+    n_threads: int | None = None,
 ) -> AsyncIterator[Bench]:
     with tempfile.TemporaryDirectory() as tmp:
         personas = Path(tmp) / "personas"
@@ -133,7 +134,7 @@ async def bench_daemon(
         engine = await TimedEngine.load(
             model,
             n_ctx=n_ctx,
-            n_threads=os.cpu_count() or 1,
+            n_threads=n_threads or os.cpu_count() or 1,
             kv_cache_mb=kv_cache_mb,
             parallel=parallel,
             repack=repack,

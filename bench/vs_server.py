@@ -1,9 +1,9 @@
 """Side by side with llama-server: the workloads of a busy bot through hearthbot's whole daemon
 and through llama-server (`-np N`, prompt cache), built from the binding's vendored llama.cpp.
 
-Same GGUF, threads (all cores), context (n_ctx per slot, N slots: llama-server `-c n_ctx×N
--np N`, hearthbot `[model] parallel` N with its default pool of n_ctx × N cells), flash
-attention off in both (the engine's setting), weight repacking off in both unless --repack,
+Same GGUF, threads (all cores, or --threads), context (n_ctx per slot, N slots: llama-server
+`-c n_ctx×N -np N`, hearthbot `[model] parallel` N with its default pool of n_ctx × N cells),
+flash attention off in both (the engine's setting), weight repacking off in both unless --repack,
 sampling (the persona's: temperature 0.7, top-k 40, top-p 0.95, min-p 0.05, repeat penalty
 1.1 over 64 tokens), every reply exactly --max-tokens long (end tokens banned in both), and the
 same prompts, token for token (see bench.vs_sides). Each workload runs on hearthbot, then on a
@@ -17,8 +17,8 @@ Ratios: VS_*_ttft = llama-server's TTFT p50 ÷ hearthbot's, VS_burst_tps = heart
 aggregate tokens/s ÷ llama-server's (> 1: hearthbot is faster). Goal: ≥ 1.0.
 
     python -m bench.vs_server [--model FILE | --tiny] [--llama-server PATH] [--parallel 4]
-                              [--length 1200] [--long 3000] [--max-tokens 64] [--rounds 2]
-                              [--repack] [--no-server] [--plot]
+                              [--threads N] [--length 1200] [--long 3000] [--max-tokens 64]
+                              [--rounds 2] [--repack] [--no-server] [--plot]
 
 --no-server runs only hearthbot's side and checks the prompts llama-server would get (the smoke
 test); --plot draws docs/vs-server.png from the last results.
@@ -86,6 +86,8 @@ def figures(
     return {
         "ttft_s": summary([a.ttft for a in timed]),
         "tokens": tokens,
+        # Prompt tokens read per answer (the rest came from the KV cache): what TTFT pays for.
+        "evaluated": [a.evaluated for a in timed],
         "tokens_per_s": tokens / sum(end - start for start, end in wall),
     }
 
@@ -155,11 +157,12 @@ def server_args(model: Path, args: argparse.Namespace, threads: int) -> list[str
     """llama-server as a user would start it for N channels, with the engine's settings."""
     out = ["-m", str(model), "-t", str(threads), "-c", str(args.n_ctx * args.parallel)]
     out += ["-np", str(args.parallel), "-fa", "off", "-b", "512"]
+    out += args.server_flag  # e.g. --server-flag=-kvu: one KV buffer for all slots
     return out if args.repack else [*out, "--no-repack"]
 
 
 async def measure(model: Path, args: argparse.Namespace) -> dict[str, Any]:
-    threads = os.cpu_count() or 1
+    threads = args.threads or os.cpu_count() or 1
     text = ChatText(open_vocab(model))
     sampling = Sampling(max_tokens=args.max_tokens)
     exe = None if args.no_server else args.llama_server or built_llama_cpp_tool("llama-server")
@@ -183,7 +186,12 @@ async def measure(model: Path, args: argparse.Namespace) -> dict[str, Any]:
             continue
         print(f"== {name}", flush=True)
         async with bench_daemon(
-            model, args.max_tokens, args.n_ctx, parallel=args.parallel, repack=args.repack
+            model,
+            args.max_tokens,
+            args.n_ctx,
+            parallel=args.parallel,
+            repack=args.repack,
+            n_threads=threads,
         ) as bench:
             ours = HearthbotSide(bench)
             row: dict[str, Any] = {"hearthbot": await workload(ours, text)}
@@ -200,6 +208,7 @@ async def measure(model: Path, args: argparse.Namespace) -> dict[str, Any]:
                 theirs.url = server.url
                 row["llama-server"] = await workload(theirs, text)
         result[name] = row
+        report({name: row})  # as it goes: a long run shows each workload when done
     return result
 
 
@@ -277,6 +286,7 @@ def main() -> None:
         "--llama-server", type=Path, default=os.environ.get("HEARTHBOT_LLAMA_SERVER")
     )
     parser.add_argument("--parallel", type=int, default=4)
+    parser.add_argument("--threads", type=int, help="both sides (default: all cores)")
     parser.add_argument("--n-ctx", type=int, default=4096, help="per slot")
     parser.add_argument("--length", type=int, default=1200, help="warm conversations, tokens")
     parser.add_argument("--long", type=int, default=3000, help="the long new prompt, tokens")
@@ -284,6 +294,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--only", default="burst,turns,long", help="workloads to run")
     parser.add_argument("--repack", action="store_true", help="CPU weight repacking on (both)")
+    parser.add_argument("--server-flag", action="append", default=[], help="more flags")
     parser.add_argument("--no-server", action="store_true", help="hearthbot's side only")
     parser.add_argument("--plot", action="store_true", help="only draw docs/vs-server.png")
     args = parser.parse_args()
@@ -296,7 +307,6 @@ def main() -> None:
         return
     model = tiny_model() if args.tiny else args.model or real_model()
     result = asyncio.run(measure(model, args))
-    report(result)
     if not args.no_server:
         result["ratios"] = ratios(result)
         print("  ".join(f"{k} {v:.2f}" for k, v in result["ratios"].items()), "(goal ≥ 1.0)")

@@ -36,12 +36,14 @@ PENALTY_LAST_N = 64
 
 @dataclass
 class Answer:
-    """One question's timings: sent, first text shown, done (perf_counter), tokens generated."""
+    """One question's timings: sent, first text shown, done (perf_counter), tokens generated,
+    and prompt tokens evaluated (not found in the KV cache)."""
 
     sent: float
     first: float
     done: float
     tokens: int
+    evaluated: int
 
     @property
     def ttft(self) -> float:
@@ -82,7 +84,9 @@ class HearthbotSide:
         self.finals[channel].append(next(m.text for m in reversed(stored) if m.role == "assistant"))
         generation = self.requests(channel)[-1]
         assert reply.first_at is not None
-        return Answer(sent, reply.first_at, done, generation.result.generated_tokens)
+        result = generation.result
+        evaluated = result.prompt_tokens - result.reused_tokens
+        return Answer(sent, reply.first_at, done, result.generated_tokens, evaluated)
 
     def requests(self, channel: str) -> list[Any]:
         return [
@@ -159,7 +163,7 @@ class ServerSide:
         }
         text_so_far = ""
         first: float | None = None
-        tokens = 0
+        tokens = evaluated = 0
         sent = time.perf_counter()
         async with (
             aiohttp.ClientSession() as session,
@@ -178,9 +182,10 @@ class ServerSide:
                         shown.set()
                 if event.get("stop"):
                     tokens = int(event.get("tokens_predicted", 0))
+                    evaluated = int(event.get("timings", {}).get("prompt_n", 0))
         done = time.perf_counter()
         self.replies[channel].append(text_so_far.strip())
-        return Answer(sent, first or done, done, tokens)
+        return Answer(sent, first or done, done, tokens, evaluated)
 
 
 def free_port() -> int:
@@ -227,4 +232,4 @@ def version_of(exe: Path) -> str:
     """llama-server's `--version` line (build number and commit)."""
     out = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=False)
     lines = (out.stdout + out.stderr).splitlines()
-    return next((line for line in lines if line.startswith("version")), " ".join(lines[:1]))
+    return next((line for line in lines if line.lower().startswith("version")), "unknown")
