@@ -213,19 +213,18 @@ async def measure(model: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def ratios(result: dict[str, Any]) -> dict[str, float]:
-    """The figures of `make bench`: > 1 means hearthbot is faster."""
+    """The figures of `make bench` (of the workloads run): > 1 means hearthbot is faster."""
 
     def ttft(name: str) -> float:
         w = result[name]
         return float(w["llama-server"]["ttft_s"]["p50"] / w["hearthbot"]["ttft_s"]["p50"])
 
-    burst = result["burst"]
-    return {
-        "VS_burst_ttft": ttft("burst"),
-        "VS_burst_tps": burst["hearthbot"]["tokens_per_s"] / burst["llama-server"]["tokens_per_s"],
-        "VS_turns_ttft": ttft("turns"),
-        "VS_long_ttft": ttft("long"),
-    }
+    found = {f"VS_{name}_ttft": ttft(name) for name in workloads_names(result)}
+    if burst := result.get("burst"):
+        found["VS_burst_tps"] = (
+            burst["hearthbot"]["tokens_per_s"] / burst["llama-server"]["tokens_per_s"]
+        )
+    return found
 
 
 def report(result: dict[str, Any]) -> None:
