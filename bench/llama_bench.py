@@ -35,26 +35,31 @@ CACHE = Path.home() / ".cache" / "hearthbot-llama-bench"
 
 def built_llama_bench(cache: Path = CACHE) -> Path:
     """llama-bench from the installed binding's own llama.cpp version, built once."""
+    return built_llama_cpp_tool("llama-bench", cache)
+
+
+def built_llama_cpp_tool(target: str, cache: Path = CACHE) -> Path:
+    """One of llama.cpp's programs (a cmake target) from the binding's own vendored sources,
+    built once; every target shares one source tree and build directory."""
     pinned = version("llama-cpp-python")
-    exe = cache / pinned / "build" / "bin" / "llama-bench"
+    exe = cache / pinned / "build" / "bin" / target
     if exe.exists():
         return exe
     source = cache / pinned
     source.mkdir(parents=True, exist_ok=True)
-    pip = [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps"]
-    subprocess.run([*pip, f"llama-cpp-python=={pinned}", "-d", str(source)], check=True)
-    (archive,) = source.glob("llama_cpp_python-*.tar.gz")
-    with tarfile.open(archive) as tar:
-        tar.extractall(source, filter="data")
+    if not list(source.glob("llama_cpp_python-*/vendor/llama.cpp")):
+        pip = [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps"]
+        subprocess.run([*pip, f"llama-cpp-python=={pinned}", "-d", str(source)], check=True)
+        (archive,) = source.glob("llama_cpp_python-*.tar.gz")
+        with tarfile.open(archive) as tar:
+            tar.extractall(source, filter="data")
     llama_cpp = next(source.glob("llama_cpp_python-*/vendor/llama.cpp"))
     build = source / "build"
     # As llama-cpp-python builds it on Linux: shared libraries, native CPU features, no curl.
     options = ["-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=ON", "-DLLAMA_CURL=OFF"]
     subprocess.run(["cmake", "-S", str(llama_cpp), "-B", str(build), *options], check=True)
     jobs = str(os.cpu_count() or 1)
-    subprocess.run(
-        ["cmake", "--build", str(build), "--target", "llama-bench", "-j", jobs], check=True
-    )
+    subprocess.run(["cmake", "--build", str(build), "--target", target, "-j", jobs], check=True)
     return exe
 
 

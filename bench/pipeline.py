@@ -47,14 +47,18 @@ class Reply:
     def __init__(self) -> None:
         self.done = asyncio.Event()
         self.final = ""
+        self.first_at: float | None = None  # when the first text was shown (perf_counter)
 
     async def typing(self) -> None:
         pass
 
     async def update(self, text: str) -> None:
-        pass
+        if self.first_at is None:
+            self.first_at = time.perf_counter()
 
     async def finish(self, text: str) -> None:
+        if self.first_at is None:
+            self.first_at = time.perf_counter()
         self.final = text
         self.done.set()
 
@@ -116,6 +120,8 @@ async def bench_daemon(
     kv_cache_mb: int = 256,
     parallel: int = 4,
     engine_cls: type[TimedEngine] = TimedEngine,
+    repack_weights: bool | None = None,
+    n_threads: int | None = None,
 ) -> AsyncIterator[Bench]:
     with tempfile.TemporaryDirectory() as tmp:
         personas = Path(tmp) / "personas"
@@ -129,10 +135,10 @@ async def bench_daemon(
         engine = await engine_cls.load(
             model,
             n_ctx=n_ctx,
-            n_threads=os.cpu_count() or 1,
+            n_threads=n_threads or os.cpu_count() or 1,
             kv_cache_mb=kv_cache_mb,
             parallel=parallel,
-            repack=repack(),
+            repack=repack() if repack_weights is None else repack_weights,
         )
         store = await Store.open(Path(tmp) / "hearthbot.db")
         adapter = BenchAdapter()

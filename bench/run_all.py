@@ -34,6 +34,8 @@ FULL = {
     "memory-tiny": ["--tiny"],
     "kv_type": [],
     "footprint": [],
+    # Side by side with llama-server (builds it once from the binding's vendored llama.cpp).
+    "vs_server": [],
 }
 
 # Issue #14 (many conversations at once): name → (module, smoke arguments, full arguments).
@@ -88,6 +90,8 @@ def figures(smoke: bool) -> dict[str, float]:
     kv_type = load("kv_type" + suffix)
     found["KV_q8_ratio"], found["P2_q8"] = kv_type["KV_q8_ratio"], kv_type["P2_q8"]
     found |= batching_figures(smoke)
+    if not smoke:  # VS_burst_ttft, VS_burst_tps, VS_turns_ttft, VS_long_ttft
+        found.update(load("vs_server")["ratios"])
     return {k: round(v, 3) for k, v in found.items()}
 
 

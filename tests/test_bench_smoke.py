@@ -48,3 +48,29 @@ def test_benchmarks_run_on_the_tiny_model(tmp_path: Path) -> None:
     assert figures["P2_q8"] < 1
     for name in ("batching-tiny", "kv_reuse-fixed_seed-tiny"):
         assert (tmp_path / f"{name}.json").exists()
+
+
+def test_the_llama_server_comparison_runs_hearthbots_side(tmp_path: Path) -> None:
+    """bench.vs_server's workloads through the daemon on the tiny model, and the prompts it
+    would send llama-server checked against hearthbot's, token for token (CI builds no
+    llama-server: the real comparison is `make bench`'s)."""
+    env = os.environ | {"HEARTHBOT_BENCH_RESULTS": str(tmp_path)}
+    small = ["--rounds", "1", "--length", "100", "--long", "200", "--max-tokens", "8"]
+    result = run_progressing(
+        [sys.executable, "-m", "bench.vs_server", "--tiny", "--no-server", *small],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        quiet_s=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    found = json.loads((tmp_path / "vs_server-tiny.json").read_text())
+    # TTFTs measured (long: the long prompt's) and replies counted (long: the streams' too).
+    for name, timed, replies in (("burst", 4, 4), ("turns", 8, 8), ("long", 1, 4)):
+        ours = found[name]["hearthbot"]
+        assert ours["ttft_s"]["n"] == timed
+        assert ours["tokens_per_s"] > 0
+        # Every reply is max_tokens long (end tokens banned), as llama-server's with ignore_eos.
+        assert ours["tokens"] == replies * 8
+        same, total = map(int, found[name]["same_prompts"].split("/"))
+        assert same == total > 0

@@ -1,0 +1,316 @@
+"""Side by side with llama-server: the workloads of a busy bot through hearthbot's whole daemon
+and through llama-server (`-np N`, prompt cache), built from the binding's vendored llama.cpp.
+
+Same GGUF, threads (all cores, or --threads), context (n_ctx per slot, N slots: llama-server
+`-c n_ctx×N -np N`, hearthbot `[model] parallel` N with its default pool of n_ctx × N cells),
+flash attention off in both (the engine's setting), weight repacking off in both unless --repack,
+sampling (the persona's: temperature 0.7, top-k 40, top-p 0.95, min-p 0.05, repeat penalty
+1.1 over 64 tokens), every reply exactly --max-tokens long (end tokens banned in both), and the
+same prompts, token for token (see bench.vs_sides). Each workload runs on hearthbot, then on a
+fresh llama-server, in one process; the first text shown counts as the first token in both.
+
+- burst: N warm channels (~--length-token conversations) ask a follow-up at the same moment;
+- turns: 2N warm channels take turns one at a time, in random order (same order for both);
+- long: a --long-token prompt in a new channel arrives while N−1 warm channels stream.
+
+Ratios: VS_*_ttft = llama-server's TTFT p50 ÷ hearthbot's, VS_burst_tps = hearthbot's
+aggregate tokens/s ÷ llama-server's (> 1: hearthbot is faster). Goal: ≥ 1.0.
+
+    python -m bench.vs_server [--model FILE | --tiny] [--llama-server PATH] [--parallel 4]
+                              [--threads N] [--length 1200] [--long 3000] [--max-tokens 64]
+                              [--rounds 2] [--repack] [--no-server] [--plot]
+
+--no-server runs only hearthbot's side and checks the prompts llama-server would get (the smoke
+test); --plot draws docs/vs-server.png from the last results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+from collections.abc import Awaitable, Callable
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, Protocol
+
+from bench.harness import RESULTS, ROOT, real_model, summary, table, tiny_model, write
+from bench.llama_bench import built_llama_cpp_tool
+from bench.pipeline import bench_daemon
+from bench.vs_sides import Answer, HearthbotSide, Server, ServerSide, version_of
+from bot import logs
+from bot.model.template import ChatText, open_vocab
+from bot.personas import Sampling
+
+QUESTION = "Tell me about the history of the lighthouse on the northern cliff, please."
+ANSWER = "The lighthouse was built long ago by the fishing village to guide boats home."
+FOLLOW_UP = "And what happened next, in a few sentences? ({})"
+
+
+class Side(Protocol):
+    name: str
+
+    async def seed(self, channel: str, pairs: list[tuple[str, str]]) -> None: ...
+    async def ask(self, channel: str, text: str, shown: asyncio.Event | None = None) -> Answer: ...
+
+
+def history(text: ChatText, channel: str, length: int) -> list[tuple[str, str]]:
+    """Earlier turns of about `length` tokens, different per channel."""
+    pair = text.count_tokens(QUESTION + ANSWER) + 14  # + the template's markers, names
+    return [(f"{QUESTION} ({channel}.{i})", ANSWER) for i in range(max(1, length // pair))]
+
+
+def long_text(text: ChatText, tokens: int, tag: str) -> str:
+    """A new question of about `tokens` tokens, never seen before (`tag`)."""
+    rng = random.Random(tag)
+    words = ["harbour", "boat", "rope", "tide", "gull", "keeper", "lamp", "storm", "reef"]
+    lines = [f"Please summarise these notes ({tag})."]
+    while text.count_tokens("\n".join(lines)) < tokens:
+        lines.append(f"Day {len(lines)}: " + " ".join(rng.choices(words, k=12)) + ".")
+    return "\n".join(lines)
+
+
+async def warm(side: Side, text: ChatText, channels: list[str], length: int) -> None:
+    """Seeded conversations, each read once by a first question (not measured)."""
+    for c in channels:
+        await side.seed(c, history(text, c, length))
+    await asyncio.gather(*(side.ask(c, FOLLOW_UP.format("first")) for c in channels))
+
+
+def figures(
+    timed: list[Answer], counted: list[Answer], wall: list[tuple[float, float]]
+) -> dict[str, Any]:
+    """TTFT of the `timed` answers; tokens/s of the `counted` ones over the `wall` spans."""
+    tokens = sum(a.tokens for a in counted)
+    return {
+        "ttft_s": summary([a.ttft for a in timed]),
+        "tokens": tokens,
+        # Prompt tokens read per answer (the rest came from the KV cache): what TTFT pays for.
+        "evaluated": [a.evaluated for a in timed],
+        "tokens_per_s": tokens / sum(end - start for start, end in wall),
+    }
+
+
+async def burst(side: Side, text: ChatText, n: int, length: int, rounds: int) -> dict[str, Any]:
+    channels = [f"burst{c}" for c in range(n)]
+    await warm(side, text, channels, length)
+    answers: list[Answer] = []
+    wall = []
+    for r in range(rounds):
+        done = await asyncio.gather(*(side.ask(c, FOLLOW_UP.format(r)) for c in channels))
+        answers += done
+        wall.append((min(a.sent for a in done), max(a.done for a in done)))
+    return figures(answers, answers, wall)
+
+
+async def turns(side: Side, text: ChatText, n: int, length: int, rounds: int) -> dict[str, Any]:
+    channels = [f"turn{c}" for c in range(2 * n)]
+    await warm(side, text, channels, length)
+    order = random.Random(21)
+    answers, wall = [], []
+    for r in range(rounds):
+        for c in order.sample(channels, len(channels)):
+            answer = await side.ask(c, FOLLOW_UP.format(r))
+            answers.append(answer)
+            wall.append((answer.sent, answer.done))
+    return figures(answers, answers, wall)
+
+
+async def long(
+    side: Side, text: ChatText, n: int, length: int, rounds: int, long_tokens: int
+) -> dict[str, Any]:
+    channels = [f"stream{c}" for c in range(n - 1)]
+    await warm(side, text, channels, length)
+    longs: list[Answer] = []
+    everyone: list[Answer] = []
+    wall = []
+    for r in range(rounds):
+        shown = [asyncio.Event() for _ in channels]
+        streams = [
+            asyncio.create_task(side.ask(c, FOLLOW_UP.format(r), e))
+            for c, e in zip(channels, shown, strict=True)
+        ]
+        # The long prompt arrives once every stream shows text.
+        await asyncio.gather(*(e.wait() for e in shown))
+        arrival = await side.ask(f"long{r}", long_text(text, long_tokens, f"long{r}"))
+        done = [*await asyncio.gather(*streams), arrival]
+        longs.append(arrival)
+        everyone += done
+        wall.append((min(a.sent for a in done), max(a.done for a in done)))
+    return figures(longs, everyone, wall)
+
+
+Workload = Callable[[Side, ChatText], Awaitable[dict[str, Any]]]
+
+
+def workloads(args: argparse.Namespace) -> dict[str, Workload]:
+    n, length, rounds = args.parallel, args.length, args.rounds
+    return {
+        "burst": lambda side, text: burst(side, text, n, length, rounds),
+        "turns": lambda side, text: turns(side, text, n, length, rounds),
+        "long": lambda side, text: long(side, text, n, length, rounds, args.long),
+    }
+
+
+def server_args(model: Path, args: argparse.Namespace, threads: int) -> list[str]:
+    """llama-server as a user would start it for N channels, with the engine's settings."""
+    out = ["-m", str(model), "-t", str(threads), "-c", str(args.n_ctx * args.parallel)]
+    out += ["-np", str(args.parallel), "-fa", "off", "-b", "512"]
+    out += args.server_flag  # e.g. --server-flag=-kvu: one KV buffer for all slots
+    return out if args.repack else [*out, "--no-repack"]
+
+
+async def measure(model: Path, args: argparse.Namespace) -> dict[str, Any]:
+    threads = args.threads or os.cpu_count() or 1
+    text = ChatText(open_vocab(model))
+    sampling = Sampling(max_tokens=args.max_tokens)
+    exe = None if args.no_server else args.llama_server or built_llama_cpp_tool("llama-server")
+    result: dict[str, Any] = {
+        "model": str(model),
+        "threads": threads,
+        "parallel": args.parallel,
+        "n_ctx": args.n_ctx,
+        "length": args.length,
+        "long": args.long,
+        "max_tokens": args.max_tokens,
+        "rounds": args.rounds,
+        "repack": args.repack,
+        "llama_cpp_python": version("llama-cpp-python"),
+    }
+    if exe is not None:
+        result["llama_server"] = {"path": str(exe), "version": version_of(exe)}
+        result["llama_server"]["command"] = server_args(model, args, threads)
+    for name, workload in workloads(args).items():
+        if name not in args.only.split(","):
+            continue
+        print(f"== {name}", flush=True)
+        async with bench_daemon(
+            model,
+            args.max_tokens,
+            args.n_ctx,
+            parallel=args.parallel,
+            repack_weights=args.repack,
+            n_threads=threads,
+        ) as bench:
+            ours = HearthbotSide(bench)
+            row: dict[str, Any] = {"hearthbot": await workload(ours, text)}
+            script = ours.script()
+        prompts = [len(r.prompt or ()) for requests in script.values() for r in requests]
+        row["prompt_tokens"] = {"min": min(prompts), "max": max(prompts)}
+        theirs = ServerSide("", text, script, sampling)
+        same, total = theirs.replays(ours.finals)
+        row["same_prompts"] = f"{same}/{total}"
+        if same != total:
+            raise SystemExit(f"{name}: llama-server would not get hearthbot's prompts")
+        if exe is not None:
+            async with Server(exe, server_args(model, args, threads)) as server:
+                theirs.url = server.url
+                row["llama-server"] = await workload(theirs, text)
+        result[name] = row
+        report({name: row})  # as it goes: a long run shows each workload when done
+    return result
+
+
+def ratios(result: dict[str, Any]) -> dict[str, float]:
+    """The figures of `make bench` (of the workloads run): > 1 means hearthbot is faster."""
+
+    def ttft(name: str) -> float:
+        w = result[name]
+        return float(w["llama-server"]["ttft_s"]["p50"] / w["hearthbot"]["ttft_s"]["p50"])
+
+    found = {f"VS_{name}_ttft": ttft(name) for name in workloads_names(result)}
+    if burst := result.get("burst"):
+        found["VS_burst_tps"] = (
+            burst["hearthbot"]["tokens_per_s"] / burst["llama-server"]["tokens_per_s"]
+        )
+    return found
+
+
+def report(result: dict[str, Any]) -> None:
+    rows = []
+    for name in workloads_names(result):
+        w = result[name]
+        for side in ("hearthbot", "llama-server"):
+            if side in w:
+                s = w[side]
+                ttft = s["ttft_s"]
+                tps = f"{s['tokens_per_s']:.1f}"
+                rows.append(
+                    [name, side, f"{ttft['p50']:.2f}", f"{ttft['p90']:.2f}", ttft["n"], tps]
+                )
+    print(table(rows, ["workload", "side", "TTFT p50 s", "p90 s", "n", "aggregate tok/s"]))
+
+
+def workloads_names(result: dict[str, Any]) -> list[str]:
+    return [name for name in ("burst", "turns", "long") if name in result]
+
+
+def plot(result: dict[str, Any]) -> Path:
+    """docs/vs-server.png: TTFT p50 (p90 whiskers) and aggregate tokens/s, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = workloads_names(result)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4), dpi=110)
+    for offset, side, color in ((-0.2, "hearthbot", "tab:blue"), (0.2, "llama-server", "gray")):
+        xs = [i + offset for i in range(len(names))]
+        p50 = [result[n][side]["ttft_s"]["p50"] for n in names]
+        p90 = [result[n][side]["ttft_s"]["p90"] for n in names]
+        err = [[0] * len(names), [b - a for a, b in zip(p50, p90, strict=True)]]
+        left.bar(xs, p50, 0.4, yerr=err, color=color, label=side, capsize=3)
+        right.bar(xs, [result[n][side]["tokens_per_s"] for n in names], 0.4, color=color)
+    for ax, label in ((left, "time to first token, p50 (bar) to p90 (s)"), (right, "tok/s")):
+        ax.set_xticks(range(len(names)), names)
+        ax.set_ylabel(label)
+        ax.grid(axis="y", alpha=0.3)
+    right.set_title("aggregate tokens/s", fontsize=10)
+    left.set_title("time to first token", fontsize=10)
+    left.legend(fontsize=9)
+    model = result["model"].rsplit("/", 1)[-1]
+    fig.suptitle(f"hearthbot vs llama-server -np {result['parallel']}: {model}", fontsize=11)
+    fig.tight_layout()
+    out = ROOT / "docs" / "vs-server.png"
+    fig.savefig(out)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path)
+    parser.add_argument("--tiny", action="store_true", help="smoke run on the tiny test model")
+    parser.add_argument(
+        "--llama-server", type=Path, default=os.environ.get("HEARTHBOT_LLAMA_SERVER")
+    )
+    parser.add_argument("--parallel", type=int, default=4)
+    parser.add_argument("--threads", type=int, help="both sides (default: all cores)")
+    parser.add_argument("--n-ctx", type=int, default=4096, help="per slot")
+    parser.add_argument("--length", type=int, default=1200, help="warm conversations, tokens")
+    parser.add_argument("--long", type=int, default=3000, help="the long new prompt, tokens")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--only", default="burst,turns,long", help="workloads to run")
+    parser.add_argument("--repack", action="store_true", help="CPU weight repacking on (both)")
+    parser.add_argument("--server-flag", action="append", default=[], help="more flags")
+    parser.add_argument("--no-server", action="store_true", help="hearthbot's side only")
+    parser.add_argument("--plot", action="store_true", help="only draw docs/vs-server.png")
+    args = parser.parse_args()
+    logs.configure("warning")
+    name = "vs_server" + ("-tiny" if args.tiny else "")
+    if args.plot:
+        import json
+
+        print(f"wrote {plot(json.loads((RESULTS / f'{name}.json').read_text()))}")
+        return
+    model = tiny_model() if args.tiny else args.model or real_model()
+    result = asyncio.run(measure(model, args))
+    if not args.no_server:
+        result["ratios"] = ratios(result)
+        print("  ".join(f"{k} {v:.2f}" for k, v in result["ratios"].items()), "(goal ≥ 1.0)")
+    print(f"wrote {write(name, result)}")
+
+
+if __name__ == "__main__":
+    main()
