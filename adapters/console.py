@@ -30,6 +30,7 @@ class ConsoleReply:
         self._message = message
         self._shown = ""
         self.done = asyncio.Event()
+        self.held: list[str] = []  # written while another reply had the floor
 
     async def typing(self) -> None:
         pass  # the prompt is already waiting; nothing to show
@@ -52,12 +53,12 @@ class ConsoleReply:
 
     def _write(self, text: str) -> None:
         if not self._shown and text:
-            self._console.write(self._console.answer_prefix)
-        self._console.write(text)
+            text = self._console.answer_prefix + text
+        self._console.say(self, text)
 
     def _close(self) -> None:
-        self._console.flush()
         self.done.set()
+        self._console.done_saying(self)
 
 
 class ConsoleAdapter(ReportsFailure):
@@ -86,6 +87,10 @@ class ConsoleAdapter(ReportsFailure):
         self._reader: asyncio.Task[None] | None = None
         self._counter = 0
         self.closed = False  # stdout can no longer be written
+        # One reply writes at a time (an answer restored after a restart streams while a
+        # command is answered): the others hold their text until it has ended, in order.
+        self._speaking: ConsoleReply | None = None
+        self._waiting: list[ConsoleReply] = []
 
     async def start(self, sink: Sink) -> None:
         self._reader = asyncio.create_task(self._read(sink), name="console-reader")
@@ -106,7 +111,30 @@ class ConsoleAdapter(ReportsFailure):
         return reply
 
     async def refuse(self, message: Incoming, notice: str) -> None:
-        self.write(notice + "\n")
+        await ConsoleReply(self, message).fail(notice)
+
+    def say(self, reply: ConsoleReply, text: str) -> None:
+        """Write a reply's text now if it has the floor (or takes it), else hold it."""
+        if self._speaking is None and not self._waiting:
+            self._speaking = reply
+        if self._speaking is reply:
+            self.write(text)
+            return
+        reply.held.append(text)
+        if reply not in self._waiting:
+            self._waiting.append(reply)
+
+    def done_saying(self, reply: ConsoleReply) -> None:
+        """A reply has ended: the next one waiting writes what it held, and keeps the floor
+        if it has not ended yet."""
+        if self._speaking is reply:
+            self._speaking = None
+        while self._speaking is None and self._waiting:
+            following = self._waiting.pop(0)
+            self.write("".join(following.held))
+            following.held.clear()
+            if not following.done.is_set():
+                self._speaking = following
         self.flush()
 
     def write(self, text: str) -> None:
