@@ -15,17 +15,7 @@ from bot.model.types import Generation, GenerationRequest
 from bot.personas import Sampling
 from support.daemons import ask, daemon_for
 from support.persona_files import only_persona
-
-
-class RecordingBackend(LlamaCppBackend):
-    def __init__(self) -> None:
-        super().__init__()
-        self.generations: list[Generation] = []
-
-    def start(self, request: GenerationRequest) -> Generation:
-        generation = super().start(request)
-        self.generations.append(generation)
-        return generation
+from support.recording_backend import RecordingBackend
 
 
 @pytest.fixture

@@ -13,30 +13,16 @@ from adapters.console import ConsoleAdapter
 from bot import texts
 from bot.daemon import Daemon
 from bot.events import Incoming
-from bot.model.llama_cpp.backend import LlamaCppBackend
-from bot.model.types import Generation, GenerationRequest
 from bot.notes import notes_scope
 from bot.personas import load_personas, parse_persona
 from bot.settings import load_settings
 from bot.store import Store
 from support.daemons import DB, ask, daemon_for
 from support.progress import wait_progressing
+from support.recording_backend import RecordingBackend
 from support.stored import everything_stored
 
 QUIET_S = 120
-
-
-class RecordingBackend(LlamaCppBackend):
-    """The real engine, keeping each generation to read its request and result."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.generations: list[Generation] = []
-
-    def start(self, request: GenerationRequest) -> Generation:
-        generation = super().start(request)
-        self.generations.append(generation)
-        return generation
 
 
 def incoming(server: str | None = None, direct: bool = False, channel: str = "c1") -> Incoming:

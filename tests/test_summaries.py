@@ -19,7 +19,6 @@ import pytest
 from adapters.console import ConsoleAdapter
 from bot.daemon import Daemon
 from bot.events import Incoming
-from bot.model.llama_cpp.backend import LlamaCppBackend
 from bot.model.types import Generation, GenerationRequest
 from bot.personas import load_personas
 from bot.prompt.window import choose_window, doomed
@@ -27,6 +26,7 @@ from bot.settings import load_settings
 from bot.store import Store
 from bot.summaries import Summary
 from support.persona_files import only_persona
+from support.recording_backend import RecordingBackend
 from support.stored import everything_stored
 
 WAIT_S = 120
@@ -134,17 +134,15 @@ async def test_a_summary_of_words_deleted_meanwhile_is_not_saved(tmp_path: Path)
         await store.close()
 
 
-class RecordingBackend(LlamaCppBackend):
-    """The real engine, keeping each generation to read its request and result."""
+class SummaryWatchingBackend(RecordingBackend):
+    """The recording engine, telling when a summary run starts."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.generations: list[Generation] = []
         self.summary_started = asyncio.Event()
 
     def start(self, request: GenerationRequest) -> Generation:
         generation = super().start(request)
-        self.generations.append(generation)
         if (request.cache_key or "").startswith("summary:"):
             self.summary_started.set()
         return generation
@@ -184,7 +182,7 @@ async def test_summaries_through_the_console(tmp_path: Path, tiny_model: Path) -
     settings = load_settings(
         None, bot={"data_dir": tmp_path, **bot}, memory={"summary_tokens": 300}
     )
-    engine = await RecordingBackend.load(tiny_model, n_ctx=1024, n_threads=2, kv_cache_mb=16)
+    engine = await SummaryWatchingBackend.load(tiny_model, n_ctx=1024, n_threads=2, kv_cache_mb=16)
     store = await Store.open(tmp_path / "db.sqlite")
     console = ConsoleAdapter(stdin, stdout, interactive=False)
     daemon = Daemon(
