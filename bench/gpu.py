@@ -124,7 +124,8 @@ def prepare(plan: Plan, root: Path) -> tuple[Path, dict[str, str]]:
     python = root / "bin" / "python"
     if not plan.dry_run and not python.exists():
         venv.create(root, with_pip=True)
-    env = dict(os.environ)
+    # Not a CMAKE_ARGS from outside (`make` exports the CPU build's): the build sets its own.
+    env = {k: v for k, v in os.environ.items() if k != "CMAKE_ARGS"}
     plan.run([str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip>=24"])
     plan.run([str(python), "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[test,bench]"])
     if find_nvcc() is None:
