@@ -1,4 +1,4 @@
-"""`hearthbot run | chat | check | personas | model pull`.
+"""`hearthbot run | chat | check | personas | model pull | model suggest`.
 
 Every expected failure (bad config, a broken persona, a model that cannot load, no network
 for a pull) is one clear message on stderr and a non-zero exit, never a traceback.
@@ -127,8 +127,15 @@ def list_personas(settings: Settings) -> int:
 
 
 def pull(settings: Settings, repo: str | None, filename: str | None) -> int:
+    """`model pull`: a short name of the catalog (`qwen2.5-3b[:q5_k_m]`, its sha256 checked),
+    a repo and file, or the configured pull_repo / pull_file."""
+    from bot.model.catalog import is_short_name, load_catalog, resolve
     from bot.model.pull import pull as download
 
+    expected = None
+    if repo is not None and filename is None and is_short_name(repo):
+        entry = resolve(repo, load_catalog())
+        repo, filename, expected = entry.repo, entry.file, entry.sha256
     # models/ goes inside: the folder comes first, owner only (a failure: pull says why).
     with contextlib.suppress(OSError):
         private_dir(settings.bot.data_dir)
@@ -137,6 +144,7 @@ def pull(settings: Settings, repo: str | None, filename: str | None) -> int:
         filename or settings.model.pull_file,
         models_dir(settings),
         progress=sys.stderr.isatty(),
+        expected_sha256=expected,
     )
     print(path)
     return 0
@@ -187,8 +195,23 @@ def parser() -> argparse.ArgumentParser:
     pull_cmd = model_sub.add_parser(
         "pull", parents=anywhere, help="download a GGUF from the Hugging Face hub"
     )
-    pull_cmd.add_argument("repo", nargs="?", help="e.g. Qwen/Qwen2.5-1.5B-Instruct-GGUF")
+    pull_cmd.add_argument(
+        "repo",
+        nargs="?",
+        help="a short name of `model suggest` (qwen2.5-3b, qwen2.5-7b:q5_k_m) or a hub repo, "
+        "e.g. Qwen/Qwen2.5-1.5B-Instruct-GGUF",
+    )
     pull_cmd.add_argument("file", nargs="?", help="e.g. qwen2.5-1.5b-instruct-q4_k_m.gguf")
+    suggest_cmd = model_sub.add_parser(
+        "suggest",
+        parents=anywhere,
+        help="which well-known models this box can carry, with the configured KV pool",
+    )
+    suggest_cmd.add_argument(
+        "--no-measure",
+        action="store_true",
+        help="do not load the configured model to measure its speed (a rough figure instead)",
+    )
     return top
 
 
@@ -204,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.log.level, settings.log.format)
     for secret in secret_values(settings):
         logs.register_secret(secret)
+    from bot.model.catalog import CatalogError
     from bot.model.pull import PullError
 
     try:
@@ -222,11 +246,15 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(check(settings, config_file, args.online))
         if command == "personas":
             return list_personas(settings)
+        if args.model_command == "suggest":
+            from bot.app.suggest import suggest
+
+            return asyncio.run(suggest(settings, measure=not args.no_measure))
         return pull(settings, args.repo, args.file)
     except (ConfigError, PersonaError) as exc:
         print(f"hearthbot: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except (ModelFileError, PullError, AdapterFailed) as exc:
+    except (ModelFileError, PullError, CatalogError, AdapterFailed) as exc:
         print(f"hearthbot: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except BrokenPipeError:

@@ -59,11 +59,19 @@ class GgufSummary:
         """K and V for every layer and position, stored as `kv_type` (llama.cpp's default
         is f16)."""
         head_dim = self.n_embd // max(self.n_head, 1)
-        values = 2 * self.n_layer * self.n_head_kv * head_dim * n_ctx * n_seq
-        return int(values * KV_VALUE_BYTES[kv_type])
+        return kv_cache_bytes(self.n_layer, self.n_head_kv, head_dim, n_ctx * n_seq, kv_type)
 
     def needed_bytes(self, n_ctx: int, n_seq: int = 1, kv_type: str = "f16") -> int:
         return self.size_bytes + self.kv_bytes(n_ctx, n_seq, kv_type) + OVERHEAD_BYTES
+
+
+def kv_cache_bytes(
+    n_layer: int, n_head_kv: int, head_dim: int, tokens: int, kv_type: str = "f16"
+) -> int:
+    """K and V of `tokens` positions in every layer, stored as `kv_type`: what a model's KV
+    cache takes, from its header (GgufSummary) or its catalog entry (bot.model.catalog)."""
+    values = 2 * n_layer * n_head_kv * head_dim * tokens
+    return int(values * KV_VALUE_BYTES[kv_type])
 
 
 def _read(f: BinaryIO, n: int) -> bytes:

@@ -69,12 +69,21 @@ def partial_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.part")
 
 
-def pull(repo: str, filename: str, models_dir: Path, *, progress: bool = True) -> Path:
+def pull(
+    repo: str,
+    filename: str,
+    models_dir: Path,
+    *,
+    progress: bool = True,
+    expected_sha256: str | None = None,
+) -> Path:
     """Download `filename` from hub repo `repo` into models_dir; return models_dir/filename.
 
     Honours HF_ENDPOINT (read now, not at import), HF_TOKEN and HF_HUB_OFFLINE. A file that is
     already there and matches the hub's checksum is not downloaded again; an interrupted
-    download resumes. `progress` shows a bar (on a terminal only).
+    download resumes. `progress` shows a bar (on a terminal only). `expected_sha256` (a
+    catalog entry's): the hub's file must be exactly that one, else nothing is downloaded;
+    the bytes are then checked against the hub's sha256, which is that one.
     """
     _check_names(repo, filename)
     if _offline():
@@ -96,6 +105,8 @@ def pull(repo: str, filename: str, models_dir: Path, *, progress: bool = True) -
     stage = "reach"
     try:
         etag, commit, size = _remote_file(repo, filename, endpoint)
+        if expected_sha256 is not None:
+            _check_listed(repo, filename, etag, expected_sha256.lower())
         if path.is_file() and _digest(path, etag) == etag:
             return path
         stage = "download"
@@ -115,6 +126,21 @@ def _check_names(repo: str, filename: str) -> None:
         raise PullError(f"bad file name {filename}: use the file's path inside the repo")
     if repo.count("/") != 1 or not all(repo.split("/")):
         raise PullError(f"bad repo name {repo!r}: expected owner/name, e.g. Qwen/Qwen2.5-1.5B-GGUF")
+
+
+def _check_listed(repo: str, filename: str, etag: str, expected: str) -> None:
+    """Refuse a hub file that is not the one the catalog lists (before any byte moves)."""
+    if not _SHA256.fullmatch(etag):
+        raise PullError(
+            f"the hub sent no sha256 for {repo}/{filename}, so it cannot be checked against "
+            "the model catalog — nothing was downloaded"
+        )
+    if etag != expected:
+        raise PullError(
+            f"{repo}/{filename} on the hub has sha256 {etag[:16]}…, but the model catalog "
+            f"lists {expected[:16]}… — it is not the file the catalog vouches for, so nothing "
+            "was downloaded (pull it by repo and file name to take it anyway)"
+        )
 
 
 def _offline() -> bool:
