@@ -28,7 +28,7 @@ from bot.personas import Sampling
 from bot.settings import Settings
 
 # Enough tokens for a steady rate, few enough to take seconds even on a slow CPU.
-MEASURE_TOKENS = 32
+MEASURE_TOKENS = 16
 
 
 async def suggest(settings: Settings, measure: bool = True) -> int:

@@ -74,14 +74,15 @@ async def model_checks(settings: Settings, report: Report) -> None:
 
 
 def memory_check(summary: GgufSummary, model: ModelSettings) -> Check:
-    """The same estimate LlamaCppBackend.load enforces, itemized."""
+    """The same estimate LlamaCppBackend.load enforces (the whole KV pool), itemized."""
     saved = model.kv_cache_mb * 2**20
-    needed = summary.needed_bytes(model.n_ctx, kv_type=model.kv_type) + saved
+    pool = model.pool_tokens()
+    needed = summary.needed_bytes(pool, kv_type=model.kv_type) + saved
     available = available_memory()
-    kv = summary.kv_bytes(model.n_ctx, kv_type=model.kv_type)
+    kv = summary.kv_bytes(pool, kv_type=model.kv_type)
     parts = (
         f"needs about {needed / GIB:.1f} GiB (weights {summary.size_bytes / GIB:.1f} + "
-        f"{model.kv_type} KV cache for {model.n_ctx:,} tokens {kv / GIB:.1f} + saved "
+        f"{model.kv_type} KV cache for {pool:,} tokens {kv / GIB:.1f} + saved "
         f"channels {saved / GIB:.1f} + working memory {OVERHEAD_BYTES / GIB:.2f} GiB)"
     )
     if available is None:
