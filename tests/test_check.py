@@ -52,7 +52,15 @@ async def test_a_good_setup_passes_every_check(tmp_path: Path, tiny_model: Path)
     checks = by_name(report)
     assert all(ok for ok, _ in checks.values()), report.lines()
     assert report.exit_code() == 0 and report.lines()[-1] == "ok"
-    assert set(checks) == {"config", "personas", "data_dir", "memory", "model", "context"} | {
+    assert set(checks) == {
+        "config",
+        "personas",
+        "data_dir",
+        "memory",
+        "model",
+        "context",
+        "size",
+    } | {
         "adapters",
         "health",
         "device",

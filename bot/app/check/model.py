@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from bot.app.bootstrap import model_path
 from bot.app.check.report import Check, Report
 from bot.app.check.server import server_checks
+from bot.model.catalog import CatalogEntry, CatalogError, load_catalog, neighbours, params_value
 from bot.model.gguf import OVERHEAD_BYTES, GgufSummary, ModelFileError, inspect_model
 from bot.model.memory import available_memory
 from bot.settings import ModelSettings, Settings
@@ -69,6 +70,21 @@ async def model_checks(settings: Settings, report: Report) -> None:
             from bot.app.check.gpu import offload_check
 
             report.checks.append(offload_check(info, found))
+            try:
+                entries = load_catalog()
+            except CatalogError as exc:
+                report.checks.append(Check("size", False, str(exc)))
+            else:
+                report.checks.append(
+                    size_check(
+                        summary,
+                        info.n_params,
+                        info.quantization,
+                        model,
+                        entries,
+                        available_memory(),
+                    )
+                )
     finally:
         await backend.close()
 
@@ -95,3 +111,47 @@ def memory_check(summary: GgufSummary, model: ModelSettings) -> Check:
             "quantization, n_ctx or kv_cache_mb",
         )
     return Check("memory", True, f"{parts}, {available / GIB:.1f} GiB available")
+
+
+def size_check(
+    summary: GgufSummary,
+    n_params: float,
+    quant: str,
+    model: ModelSettings,
+    entries: list[CatalogEntry],
+    available: int | None,
+) -> Check:
+    """What the model's parameters and quantization mean in memory, and what the catalog's
+    next size down and up would need with the same KV pool (`hearthbot model suggest` has
+    them all)."""
+    pool = model.pool_tokens()
+    size = (
+        f"{n_params / 1e9:.1f}B"
+        if n_params >= 1e9
+        else f"{n_params / 1e6:.0f}M"
+        if n_params >= 1e6
+        else f"{n_params:,.0f}"
+    )
+    bits = summary.size_bytes * 8 / n_params if n_params else 0.0
+    per_token = summary.kv_bytes(1, kv_type=model.kv_type)
+    parts = [
+        f"{size} parameters at {quant or 'an unknown quantization'}: {bits:.1f} bits per "
+        f"weight, {summary.size_bytes / GIB:.1f} GiB of weights; KV cache "
+        f"{per_token / 1024:.0f} KiB per token ({model.kv_type}), "
+        f"{per_token * pool / GIB:.1f} GiB for the pool of {pool:,} tokens"
+    ]
+    # The catalog's own file counts by its nominal size ("1B" is Llama 3.2 1B's 1.24B).
+    own = next((e for e in entries if e.file == summary.path.name), None)
+    below, above = neighbours(entries, params_value(own.params) if own else n_params, quant)
+    saved = model.kv_cache_mb * 2**20
+    for label, entry in (("down", below), ("up", above)):
+        if entry is None:
+            parts.append(f"next size {label}: none in the catalog")
+            continue
+        needed = entry.needed_bytes(pool, model.kv_type, saved)
+        fits = ""
+        if available is not None:
+            verdict = "fits" if needed <= available else "does not fit"
+            fits = f" ({verdict} the {available / GIB:.1f} GiB available)"
+        parts.append(f"next size {label}: {entry.spec} needs about {needed / GIB:.1f} GiB{fits}")
+    return Check("size", True, "; ".join(parts))
