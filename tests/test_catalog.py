@@ -49,6 +49,8 @@ def test_the_shipped_catalog_is_complete_and_unique() -> None:
         ("Qwen2.5-3B", "Qwen2.5-3B-Instruct-Q4_K_M.gguf"),
         ("qwen2.5-7b:q5_k_m", "Qwen2.5-7B-Instruct-Q5_K_M.gguf"),
         ("qwen2.5-7b:Q4_K_M", "Qwen2.5-7B-Instruct-Q4_K_M.gguf"),
+        ("qwen2.5-7b:q8_0", "Qwen2.5-7B-Instruct-Q8_0.gguf"),
+        ("phi-4", "phi-4-Q4_K_M.gguf"),
         ("llama-3.2-1b:q8_0", "llama-3.2-1b-instruct-q8_0.gguf"),
     ],
 )
@@ -78,8 +80,8 @@ def test_short_names_and_repos_differ() -> None:
     [
         (494e6, "Q4_K_M", None, "llama-3.2-1b:q4_k_m"),
         (1.54e9, "Q4_K_M", "llama-3.2-1b:q4_k_m", "qwen2.5-3b:q4_k_m"),
-        (7.6e9, "Q5_K_M", "qwen2.5-3b:q4_k_m", "qwen2.5-14b:q5_k_m"),  # 8B: the same size
-        (14.7e9, "Q4_K_M", "llama-3.1-8b:q4_k_m", None),
+        (7.6e9, "Q5_K_M", "qwen2.5-3b:q4_k_m", "gemma-2-9b:q4_k_m"),  # 8B: the same size
+        (14.7e9, "Q4_K_M", "gemma-2-9b:q4_k_m", None),
         (1e9, "Q8_0", "qwen2.5-0.5b:q8_0", "qwen2.5-1.5b:q4_k_m"),
     ],
 )

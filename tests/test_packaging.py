@@ -29,7 +29,9 @@ from importlib.resources import files
 where = {name: importlib.import_module(name).__file__ for name in sys.argv[1:]}
 bundled = files("bot.bundled_personas").iterdir()
 personas = sorted(p.name for p in bundled if p.name.endswith(".toml"))
-print(json.dumps({"where": where, "personas": personas}))
+from bot.model.catalog import load_catalog
+catalog = len(load_catalog())
+print(json.dumps({"where": where, "personas": personas, "catalog": catalog}))
 """
 
 
@@ -91,6 +93,10 @@ def test_every_module_imports_from_the_install(installed: Path, tmp_path: Path) 
     elsewhere = {m: f for m, f in found["where"].items() if not f.startswith(str(installed))}
     assert not elsewhere, f"imported from outside the install: {elsewhere}"
     assert found["personas"] == sorted(p.name for p in (ROOT / "personas").glob("*.toml"))
+    # The model catalog ships as package data (`model suggest`, `model pull <short-name>`).
+    from bot.model.catalog import load_catalog
+
+    assert found["catalog"] == len(load_catalog())
 
 
 def test_the_command_runs_from_the_install(installed: Path, tmp_path: Path) -> None:
