@@ -54,23 +54,37 @@ class GgufSummary:
     n_embd: int
     n_head: int
     n_head_kv: int
+    # The head size the header states (`attention.key_length` / `value_length`); 0: none,
+    # n_embd / n_head. Qwen3 and Gemma have wider heads than that, and cache them so.
+    key_length: int = 0
+    value_length: int = 0
 
     def kv_bytes(self, n_ctx: int, n_seq: int = 1, kv_type: str = "f16") -> int:
         """K and V for every layer and position, stored as `kv_type` (llama.cpp's default
         is f16)."""
-        head_dim = self.n_embd // max(self.n_head, 1)
-        return kv_cache_bytes(self.n_layer, self.n_head_kv, head_dim, n_ctx * n_seq, kv_type)
+        key = self.key_length or self.n_embd // max(self.n_head, 1)
+        value = self.value_length or key
+        return kv_cache_bytes(
+            self.n_layer, self.n_head_kv, key, n_ctx * n_seq, kv_type, value_dim=value
+        )
 
     def needed_bytes(self, n_ctx: int, n_seq: int = 1, kv_type: str = "f16") -> int:
         return self.size_bytes + self.kv_bytes(n_ctx, n_seq, kv_type) + OVERHEAD_BYTES
 
 
 def kv_cache_bytes(
-    n_layer: int, n_head_kv: int, head_dim: int, tokens: int, kv_type: str = "f16"
+    n_layer: int,
+    n_head_kv: int,
+    head_dim: int,
+    tokens: int,
+    kv_type: str = "f16",
+    value_dim: int | None = None,
 ) -> int:
     """K and V of `tokens` positions in every layer, stored as `kv_type`: what a model's KV
-    cache takes, from its header (GgufSummary) or its catalog entry (bot.model.catalog)."""
-    values = 2 * n_layer * n_head_kv * head_dim * tokens
+    cache takes, from its header (GgufSummary) or its catalog entry (bot.model.catalog).
+    `value_dim`: a value head's size when it differs from a key head's (`head_dim`)."""
+    per_head = head_dim + (value_dim or head_dim)
+    values = n_layer * n_head_kv * per_head * tokens
     return int(values * KV_VALUE_BYTES[kv_type])
 
 
@@ -143,6 +157,8 @@ def inspect_model(path: Path) -> GgufSummary:
         return value
 
     n_head = number("attention.head_count")
+    key_length = meta.get(f"{arch}.attention.key_length")
+    value_length = meta.get(f"{arch}.attention.value_length")
     return GgufSummary(
         path=path,
         size_bytes=path.stat().st_size,
@@ -151,6 +167,8 @@ def inspect_model(path: Path) -> GgufSummary:
         n_embd=number("embedding_length"),
         n_head=n_head,
         n_head_kv=number("attention.head_count_kv", n_head),
+        key_length=key_length if isinstance(key_length, int) and key_length > 0 else 0,
+        value_length=value_length if isinstance(value_length, int) and value_length > 0 else 0,
     )
 
 
