@@ -71,9 +71,13 @@ def gpus() -> list[Gpu]:
 
 
 async def measured(settings: Settings, path: Path) -> Speed:
-    """Load the configured model as a start would and time a short generation."""
+    """Load the configured model as a start would, but with a small KV pool (one reply's
+    speed is measured: the configured pool would only cost memory and loading time), and
+    time a short generation."""
     size = await asyncio.to_thread(lambda: path.stat().st_size)
-    backend = await load_backend(settings.model, path, settings.footprint)
+    small = {"n_ctx": 512, "parallel": 1, "kv_pool_tokens": 0, "kv_cache_mb": 0}
+    model = settings.model.model_copy(update=small)
+    backend = await load_backend(model, path, settings.footprint)
     try:
         return await measure_speed(backend, size)
     finally:
