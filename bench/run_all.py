@@ -24,6 +24,7 @@ SMOKE = {
     "memory": ["--tiny", "--messages", "100", "--channels", "10"],
     "kv_type": ["--tiny", "--length", "300", "--channels", "2"],
     "footprint": ["--tiny", "--tokens", "16", "--repeats", "1", "--length", "300"],
+    "size_speed": ["--tiny", "--repeats", "1", "--tokens", "8"],
 }
 FULL = {
     "overhead": [],
@@ -34,6 +35,7 @@ FULL = {
     "memory-tiny": ["--tiny"],
     "kv_type": [],
     "footprint": [],
+    "size_speed": [],
     # Side by side with llama-server (builds it once from the binding's vendored llama.cpp).
     "vs_server": [],
 }
@@ -90,6 +92,8 @@ def figures(smoke: bool) -> dict[str, float]:
     kv_type = load("kv_type" + suffix)
     found["KV_q8_ratio"], found["P2_q8"] = kv_type["KV_q8_ratio"], kv_type["P2_q8"]
     found |= batching_figures(smoke)
+    # model suggest's premise (issue 19): speed ∝ 1 / file size.
+    found["SIZE_SPEED"] = load("size_speed" + suffix)["SIZE_SPEED"]
     if not smoke:  # VS_burst_ttft, VS_burst_tps, VS_turns_ttft, VS_long_ttft
         found.update(load("vs_server")["ratios"])
     return {k: round(v, 3) for k, v in found.items()}

@@ -37,6 +37,7 @@ def test_benchmarks_run_on_the_tiny_model(tmp_path: Path) -> None:
         "P6_scale4",
         "P3_streaming",
         "P2_fixed_seed",
+        "SIZE_SPEED",
     }
     assert all(isinstance(v, float | int) for v in figures.values())
     # Warm follow-ups beat cold prompts even on the tiny model.
