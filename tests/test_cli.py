@@ -100,7 +100,7 @@ def test_personas_lists_bundled_ones(env: dict[str, str]) -> None:
         assert name in result.stdout
 
 
-COMMANDS = [["run"], ["chat"], ["check"], ["personas"], ["model", "pull"]]
+COMMANDS = [["run"], ["chat"], ["check"], ["personas"], ["model", "pull"], ["model", "suggest"]]
 
 
 @pytest.mark.parametrize(
@@ -112,6 +112,8 @@ COMMANDS = [["run"], ["chat"], ["check"], ["personas"], ["model", "pull"]]
         ["run", "--pull-missing", "--config", "my.toml"],
         ["check", "--config", "my.toml", "--online"],
         ["model", "pull", "--config", "my.toml", "some/repo", "some.gguf"],
+        ["model", "pull", "qwen2.5-3b:q8_0", "--config", "my.toml"],
+        ["model", "suggest", "--no-measure", "--config", "my.toml"],
     ],
     ids=" ".join,
 )
