@@ -106,7 +106,7 @@ class Daemon:
         return self.live.is_admin(message)
 
     async def _fetch_quote(self, channel: str, message_id: str) -> Quoted | None:
-        return await fetch_quote(self.live.adapters, channel, message_id)
+        return await fetch_quote(self.live.adapters, self.store, channel, message_id)
 
     # -- lifecycle ------------------------------------------------------------------------------
 

@@ -159,6 +159,9 @@ class Quoted:
     author_name: str
     text: str
     reply_to_id: str | None = None  # what it replies to in turn: a reply chain goes on there
+    # When it was written (Unix time, the platform's clock): `!forget` hides what its author
+    # wrote before it (bot.forgotten). None: not known, so hidden if its author forgot.
+    sent_at: float | None = None
 
 
 class Outcome(Enum):
@@ -211,5 +214,6 @@ class QuoteSource(Protocol):
         """The message as the platform has it now (from a bounded cache the adapter keeps
         true on deletions and edits); None when it is gone or unreadable. Must not raise."""
 
-    def forget_author(self, author_id: str) -> None:
-        """`!forget`: drop what the adapter keeps of this author's messages."""
+    def forget_author(self, author_id: str, before: float) -> None:
+        """`!forget`: drop what the adapter keeps of this author's messages written before
+        `before` (a Unix time), and keep none of those it reads later."""

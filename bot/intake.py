@@ -329,7 +329,7 @@ class Intake:
             quoted = None
             if message.reply_to_id is not None:  # kept as a reference (bot.prompt.quotes)
                 quoted = await fetch_quote(
-                    self.live.adapters, message.channel_key, message.reply_to_id
+                    self.live.adapters, self.store, message.channel_key, message.reply_to_id
                 )
             row = await self.store.accept(message, text, quoted)
         except BaseException:

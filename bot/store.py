@@ -17,6 +17,7 @@ from typing import Any, Literal
 import aiosqlite
 
 from bot.events import Incoming, Quoted, user_key
+from bot.forgotten import ForgottenStore, mark_forgotten
 from bot.notes import NotesStore
 from bot.summaries import SummaryStore
 from bot.usage import ReplyUsage, add_usage, local_day
@@ -83,8 +84,9 @@ class PendingMessage:
     created_at: float
 
 
-class Store(NotesStore, SummaryStore):
-    """hearthbot's memory on one SQLite connection: history, pending, settings, notes, summaries."""
+class Store(NotesStore, SummaryStore, ForgottenStore):
+    """hearthbot's memory on one SQLite connection: history, pending, settings, notes,
+    summaries, who had it forget them."""
 
     # -- messages -----------------------------------------------------------------------------
 
@@ -241,8 +243,10 @@ class Store(NotesStore, SummaryStore):
     async def forget_user(self, user_key: str) -> int:
         """Delete everything a user wrote, everywhere (pending work included), their notes,
         and every reference to it: a reply to one of their messages quotes nothing any more,
-        even a message of theirs the bot never stored."""
+        even a message of theirs the bot never stored; and their messages on the platform,
+        written until now, are forgotten too (bot.forgotten)."""
         async with self.transaction() as db:
+            await mark_forgotten(db, user_key, time.time())
             cur = await db.execute("DELETE FROM messages WHERE author_id = ?", (user_key,))
             await db.execute("DELETE FROM notes WHERE user_key = ?", (user_key,))
             await db.execute(

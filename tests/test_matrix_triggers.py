@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from adapters.common.recent import RecentMessages
 from adapters.matrix.adapter import MatrixAdapter
 from bot import texts
 from bot.daemon import Daemon
@@ -177,3 +178,55 @@ async def test_a_reply_chain_never_stored_and_its_redacted_root(
                 break
             await asyncio.sleep(0.05)
         assert await prompt_of_the_reply() == middle_part
+
+
+async def test_a_forgotten_persons_messages_leave_reply_chains(
+    synapse: Synapse, tmp_path: Path, tiny_model: Path
+) -> None:
+    """Carol's `!forget`: her message the bot never stored (mention mode), still on the
+    homeserver, no longer enters a prompt through a reply chain, nor through a new reply."""
+    account = await synapse.register("bot")
+    async with (
+        person(synapse, tmp_path, "alice") as alice,
+        person(synapse, tmp_path, "carol") as carol,
+        bot_running(tmp_path, tiny_model, synapse, account) as daemon,
+    ):
+        bot_id = account.user_id
+        to_bot = {"m.mentions": {"user_ids": [bot_id]}}  # (a pill names the bot's user id)
+        room = await alice.create_room(invite=[bot_id, carol.user_id])
+        await carol.wait_for(lambda: room in carol.client.invited_rooms)
+        await carol.join(room)
+        await alice.wait_for(lambda: alice.joined(room, bot_id))
+
+        def replying(to: str, **more: Any) -> dict[str, Any]:
+            return {"m.relates_to": {"m.in_reply_to": {"event_id": to}}, **more}
+
+        async def answered(event_id: str) -> None:
+            await alice.wait_for(lambda: alice.reply_to(bot_id, event_id), 120)
+            await asyncio.wait_for(daemon.wait_idle(), 120)
+
+        async def user_turns() -> str:
+            prompt = await daemon.context.build(
+                f"matrix:{room}", "sys", reserve=64, multi_user=True, through_row=10**9
+            )
+            assert isinstance(prompt, Prompt)
+            return "\n".join(m["content"] for m in prompt.messages if m["role"] == "user")
+
+        root = await carol.send(room, "dinner at 8?", **NOBODY)
+        middle = await alice.send(room, "make it 9", **replying(root, **NOBODY))
+        asked = await alice.send(room, "so when?", **replying(middle, **to_bot))
+        await answered(asked)
+        assert "dinner at 8?" in await user_turns()
+        forget = await carol.send(room, f"{bot_id}: !forget", **to_bot)
+        await answered(forget)
+        turns = await user_turns()
+        assert "dinner at 8?" not in turns and "make it 9" in turns
+        adapter = daemon.adapters["matrix"]
+        assert isinstance(adapter, MatrixAdapter)
+        adapter.translator.recent = RecentMessages()  # as after a restart: asked of Synapse
+        turns = await user_turns()
+        assert "dinner at 8?" not in turns and "make it 9" in turns
+        again = await alice.send(room, "what was it?", **replying(root, **to_bot))
+        await answered(again)
+        turns = await user_turns()
+        assert "what was it?" in turns and "dinner at 8?" not in turns

@@ -160,8 +160,8 @@ class DiscordAdapter(ReportsFailure):
             return self.reader.quotes.recent.get(message_id)
         return await self.reader.quotes.fetch(self.client, channel_id, message_id)
 
-    def forget_author(self, author_id: str) -> None:
-        self.reader.quotes.recent.forget_author(author_id)
+    def forget_author(self, author_id: str, before: float) -> None:
+        self.reader.quotes.recent.forget_author(author_id, before)
 
     async def refuse(self, message: Incoming, notice: str) -> None:
         """A ⏳ reaction, not a wall of text: the sender sees it, the channel is not flooded."""
