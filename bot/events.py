@@ -217,3 +217,24 @@ class QuoteSource(Protocol):
     def forget_author(self, author_id: str, before: float) -> None:
         """`!forget`: drop what the adapter keeps of this author's messages written before
         `before` (a Unix time), and keep none of those it reads later."""
+
+
+class ThreadChoices(Protocol):
+    """Where an adapter opens a thread from a mention: each channel's choice, else its config."""
+
+    def on(self, channel_id: str) -> bool:
+        """Whether a mention in this channel opens a thread now."""
+
+    def choose(self, channel_id: str, on: bool | None) -> None:
+        """This channel's choice (None: back to the config). Must not raise."""
+
+
+@runtime_checkable
+class AutoThreads(Protocol):
+    """What an adapter may also do: open a thread from a mention and answer there (Discord's
+    auto_thread). The core keeps each channel's choice (`!autothread`) and tells the adapter
+    at start and on each change; without one, the adapter's config decides."""
+
+    @property
+    def auto_threads(self) -> ThreadChoices:
+        """The channels' choices, which the core sets."""

@@ -188,4 +188,9 @@ MIGRATIONS: tuple[str, ...] = (
         before REAL NOT NULL                -- their messages sent before this are forgotten
     );
     """,
+    # 10: whether a mention opens a thread in a channel (`!autothread`; NULL: the platform's
+    # config, [discord] auto_thread_channels).
+    """
+    ALTER TABLE scope_settings ADD COLUMN auto_thread INTEGER;
+    """,
 )
