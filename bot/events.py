@@ -238,3 +238,22 @@ class AutoThreads(Protocol):
     @property
     def auto_threads(self) -> ThreadChoices:
         """The channels' choices, which the core sets."""
+
+
+class AttachmentReader(Protocol):
+    """Reads the attachments of a message an adapter passed on with its files only named."""
+
+    async def read_attachments(self, message: Incoming) -> Incoming:
+        """`message` with its text files read, as for one said to the bot; as it was when
+        the adapter no longer has them. Must not raise."""
+
+
+@runtime_checkable
+class ReadsAttachments(Protocol):
+    """What an adapter may also do: read, when the core asks, the files of a message not said
+    to the bot (sent unread: most such messages are not for it) that the channel's trigger
+    mode takes after all (`all`, `name`)."""
+
+    @property
+    def attachments(self) -> AttachmentReader:
+        """The reader the core asks."""

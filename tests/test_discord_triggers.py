@@ -77,16 +77,18 @@ async def test_free_chat_channel_answers_everyone_and_a_burst_once(
         # Edits of messages that were not addressed follow too.
         await fake.user_edit(burst[0], "burst zero")
         await until(lambda: "burst zero" in texts_in_db(tmp_path), what="the edit applied")
-        # Another channel keeps the default.
+        # Another channel keeps the default: talk not said to the bot is not for it, so its
+        # files are not even downloaded.
         paste = fake.attachment("message.txt", b"a long paste\n", "text/plain")
         elsewhere = await fake.say(fake.alice, fake.other, "anyone?", attachments=[paste])
         await quiet(fake, daemon, elsewhere)
-        # A message not said to the bot is mostly not for it: its files are named, not read.
+        assert fake.downloaded == []
+        # In the free-chat channel every message is for the bot: its text files are read.
         shared = await fake.say(fake.bob, fake.general, "see this", attachments=[paste])
         assert await answer(fake, daemon, shared)
-        assert (await texts_in(daemon, general))[-1] == (
-            "see this\n\n[attachment message.txt: text/plain, 13 bytes, not read]"
-        )
+        last = (await texts_in(daemon, general))[-1]
+        assert last.startswith("see this") and last.endswith("a long paste")
+        assert "not read" not in last and fake.downloaded == ["message.txt"]
         read = await fake.say(fake.bob, fake.general, f"{at(fake)} read it", attachments=[paste])
         assert await answer(fake, daemon, read)
         assert (await texts_in(daemon, general))[-1].endswith("a long paste")
