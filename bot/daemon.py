@@ -11,6 +11,7 @@ import structlog
 from bot.answering import Job
 from bot.commands.context import CommandContext
 from bot.commands.runner import CommandRunner
+from bot.commands.tuning import restore_auto_threads
 from bot.events import Adapter, ChatEvent, Incoming, Outcome, Quoted
 from bot.intake import Intake
 from bot.live import Live
@@ -106,12 +107,13 @@ class Daemon:
         return self.live.is_admin(message)
 
     async def _fetch_quote(self, channel: str, message_id: str) -> Quoted | None:
-        return await fetch_quote(self.live.adapters, channel, message_id)
+        return await fetch_quote(self.live.adapters, self.store, channel, message_id)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
         await self.intake.restore_pending()
+        await restore_auto_threads(self.store, self.adapters)
         self.responder.start()
         self.retention.start()
         for adapter in self.adapters.values():

@@ -159,6 +159,9 @@ class Quoted:
     author_name: str
     text: str
     reply_to_id: str | None = None  # what it replies to in turn: a reply chain goes on there
+    # When it was written (Unix time, the platform's clock): `!forget` hides what its author
+    # wrote before it (bot.forgotten). None: not known, so hidden if its author forgot.
+    sent_at: float | None = None
 
 
 class Outcome(Enum):
@@ -211,5 +214,46 @@ class QuoteSource(Protocol):
         """The message as the platform has it now (from a bounded cache the adapter keeps
         true on deletions and edits); None when it is gone or unreadable. Must not raise."""
 
-    def forget_author(self, author_id: str) -> None:
-        """`!forget`: drop what the adapter keeps of this author's messages."""
+    def forget_author(self, author_id: str, before: float) -> None:
+        """`!forget`: drop what the adapter keeps of this author's messages written before
+        `before` (a Unix time), and keep none of those it reads later."""
+
+
+class ThreadChoices(Protocol):
+    """Where an adapter opens a thread from a mention: each channel's choice, else its config."""
+
+    def on(self, channel_id: str) -> bool:
+        """Whether a mention in this channel opens a thread now."""
+
+    def choose(self, channel_id: str, on: bool | None) -> None:
+        """This channel's choice (None: back to the config). Must not raise."""
+
+
+@runtime_checkable
+class AutoThreads(Protocol):
+    """What an adapter may also do: open a thread from a mention and answer there (Discord's
+    auto_thread). The core keeps each channel's choice (`!autothread`) and tells the adapter
+    at start and on each change; without one, the adapter's config decides."""
+
+    @property
+    def auto_threads(self) -> ThreadChoices:
+        """The channels' choices, which the core sets."""
+
+
+class AttachmentReader(Protocol):
+    """Reads the attachments of a message an adapter passed on with its files only named."""
+
+    async def read_attachments(self, message: Incoming) -> Incoming:
+        """`message` with its text files read, as for one said to the bot; as it was when
+        the adapter no longer has them. Must not raise."""
+
+
+@runtime_checkable
+class ReadsAttachments(Protocol):
+    """What an adapter may also do: read, when the core asks, the files of a message not said
+    to the bot (sent unread: most such messages are not for it) that the channel's trigger
+    mode takes after all (`all`, `name`)."""
+
+    @property
+    def attachments(self) -> AttachmentReader:
+        """The reader the core asks."""

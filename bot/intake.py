@@ -44,7 +44,7 @@ from bot.scheduler import FairQueue, Refusal, Ticket
 from bot.scopes import scopes_for, trigger_of
 from bot.settings import Trigger
 from bot.store import ScopeSettings, Store
-from bot.triggers import answers, runs_commands
+from bot.triggers import answers, read_in_full, runs_commands
 
 log = structlog.get_logger(__name__)
 
@@ -253,6 +253,7 @@ class Intake:
         mode = await self._trigger(message)
         if not self._for_bot(message, mode):
             return Outcome.IGNORED
+        message = await read_in_full(self.live.adapters, message)  # its files, if not read
         limit = max_message_chars(self.backend.info.n_ctx)
         if len(message.text) > limit:  # first: reading it at all costs time and memory
             return await self._too_long(message, limit, adapter)
@@ -329,7 +330,7 @@ class Intake:
             quoted = None
             if message.reply_to_id is not None:  # kept as a reference (bot.prompt.quotes)
                 quoted = await fetch_quote(
-                    self.live.adapters, message.channel_key, message.reply_to_id
+                    self.live.adapters, self.store, message.channel_key, message.reply_to_id
                 )
             row = await self.store.accept(message, text, quoted)
         except BaseException:

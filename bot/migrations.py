@@ -180,4 +180,17 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE scope_settings ADD COLUMN trigger_mode TEXT;
     """,
+    # 9: who had the bot forget them, and until when (bot.forgotten): a reply chain's links
+    # read from the platform, written by them before that, stay out of prompts. No text.
+    """
+    CREATE TABLE forgotten (
+        user_key TEXT PRIMARY KEY,          -- Incoming.user_key: platform and platform id
+        before REAL NOT NULL                -- their messages sent before this are forgotten
+    );
+    """,
+    # 10: whether a mention opens a thread in a channel (`!autothread`; NULL: the platform's
+    # config, [discord] auto_thread_channels).
+    """
+    ALTER TABLE scope_settings ADD COLUMN auto_thread INTEGER;
+    """,
 )

@@ -193,7 +193,7 @@ class BotSettings(Section):
     )
     default_persona: str = Field("assistant", min_length=1, description="Persona of new channels.")
     admin_commands: list[str] = Field(
-        default_factory=lambda: ["persona", "temperature", "seed", "trigger"],
+        default_factory=lambda: ["persona", "temperature", "seed", "trigger", "autothread"],
         description="Commands only admins may use (anyone may in a direct chat).",
     )
     admins: list[str] = Field(

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import aiosqlite
 
 from bot.events import Incoming, Quoted, user_key
+from bot.forgotten import ForgottenStore, mark_forgotten
 from bot.notes import NotesStore
 from bot.summaries import SummaryStore
 from bot.usage import ReplyUsage, add_usage, local_day
@@ -72,6 +73,7 @@ class ScopeSettings:
     temperature: float | None = None
     seed: int | None = None
     trigger: str | None = None  # bot.triggers' mode
+    auto_thread: bool | None = None  # a mention opens a thread (bot.events.AutoThreads)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +85,9 @@ class PendingMessage:
     created_at: float
 
 
-class Store(NotesStore, SummaryStore):
-    """hearthbot's memory on one SQLite connection: history, pending, settings, notes, summaries."""
+class Store(NotesStore, SummaryStore, ForgottenStore):
+    """hearthbot's memory on one SQLite connection: history, pending, settings, notes,
+    summaries, who had it forget them."""
 
     # -- messages -----------------------------------------------------------------------------
 
@@ -241,8 +244,10 @@ class Store(NotesStore, SummaryStore):
     async def forget_user(self, user_key: str) -> int:
         """Delete everything a user wrote, everywhere (pending work included), their notes,
         and every reference to it: a reply to one of their messages quotes nothing any more,
-        even a message of theirs the bot never stored."""
+        even a message of theirs the bot never stored; and their messages on the platform,
+        written until now, are forgotten too (bot.forgotten)."""
         async with self.transaction() as db:
+            await mark_forgotten(db, user_key, time.time())
             cur = await db.execute("DELETE FROM messages WHERE author_id = ?", (user_key,))
             await db.execute("DELETE FROM notes WHERE user_key = ?", (user_key,))
             await db.execute(
@@ -353,16 +358,27 @@ class Store(NotesStore, SummaryStore):
         """Settings for each scope, in the order asked (missing scopes are empty)."""
         marks = ",".join("?" * len(scopes))
         rows = await self._read(
-            "SELECT scope, persona, temperature, seed, trigger_mode FROM scope_settings"
-            f" WHERE scope IN ({marks})",
+            "SELECT scope, persona, temperature, seed, trigger_mode, auto_thread"
+            f" FROM scope_settings WHERE scope IN ({marks})",
             tuple(scopes),
         )
-        found = {r[0]: ScopeSettings(r[1], r[2], r[3], r[4]) for r in rows}
+        found = {r[0]: ScopeSettings(r[1], r[2], r[3], r[4], _flag(r[5])) for r in rows}
         return [found.get(scope, ScopeSettings()) for scope in scopes]
 
+    async def auto_thread_channels(self, platform: str) -> dict[str, bool]:
+        """Channel id → `!autothread` on or off, for the channels of `platform` set so."""
+        prefix = f"channel:{platform}:"
+        rows = await self._read(
+            "SELECT scope, auto_thread FROM scope_settings"
+            " WHERE auto_thread IS NOT NULL AND substr(scope, 1, ?) = ?",
+            (len(prefix), prefix),
+        )
+        return {str(r[0])[len(prefix) :]: bool(r[1]) for r in rows}
+
     async def update_scope(self, scope: str, **changes: object) -> None:
-        """Set some of persona / temperature / seed / trigger for a scope (None clears one)."""
-        allowed = {"persona", "temperature", "seed", "trigger"}
+        """Set some of persona / temperature / seed / trigger / auto_thread for a scope (None
+        clears one)."""
+        allowed = {"persona", "temperature", "seed", "trigger", "auto_thread"}
         if not changes or set(changes) - allowed:
             raise ValueError(f"unknown scope settings: {set(changes) - allowed}")
         changes = {("trigger_mode" if c == "trigger" else c): v for c, v in changes.items()}
@@ -374,3 +390,7 @@ class Store(NotesStore, SummaryStore):
             f" ON CONFLICT (scope) DO UPDATE SET {updates}",
             (scope, *changes.values()),
         )
+
+
+def _flag(value: object) -> bool | None:
+    return None if value is None else bool(value)

@@ -57,6 +57,15 @@ TRIGGER_WHAT = {
     "name": "when my name or a keyword is said",
     "off": "commands only",
 }
+AUTOTHREAD_SHOW = {
+    True: "Here a mention opens a thread, answered there (change with !autothread on|off).",
+    False: "Here a mention is answered in place (change with !autothread on|off).",
+}
+AUTOTHREAD_SET = {
+    True: "From now on a mention opens a thread in this channel.",
+    False: "From now on a mention is answered in place in this channel.",
+}
+AUTOTHREAD_ELSEWHERE = "Threads are opened only in server channels on Discord."
 # Said by one platform's adapter: a slash command where the bot is not for the user, or
 # while the daemon takes none; a Matrix message the bot's device has no key for.
 COMMAND_NOT_ALLOWED = "You can't use hearthbot here."

@@ -9,15 +9,17 @@ platform as a whole word); the core decides by the channel's mode:
 - `name`: addressed, or the bot's name or one of `[bot] keywords` as a whole word;
 - `off`: commands only.
 
-A direct chat is always answered, whatever the mode.
+A direct chat is always answered, whatever the mode. A message that was not said to the bot
+arrives with its files named, not read; once its mode takes it, `read_in_full` has them read.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import get_args
 
+from bot.events import Adapter, Incoming, ReadsAttachments
 from bot.settings import Trigger
 
 TRIGGERS: tuple[str, ...] = get_args(Trigger)
@@ -61,3 +63,12 @@ def pick(layers: Iterable[str | None], fallback: str) -> Trigger:
         if layer in TRIGGERS:
             return layer  # type: ignore[return-value]
     return fallback if fallback in TRIGGERS else DEFAULT_TRIGGER  # type: ignore[return-value]
+
+
+async def read_in_full(adapters: Mapping[str, Adapter], message: Incoming) -> Incoming:
+    """A message the channel's mode takes though it was not said to the bot (`all`, `name`):
+    its attachments read now, as for one said to it, by its adapter if that can."""
+    adapter = adapters.get(message.platform)
+    if message.addressed or not isinstance(adapter, ReadsAttachments):
+        return message
+    return await adapter.attachments.read_attachments(message)

@@ -101,6 +101,22 @@ def test_recent_messages_follow_deletions_edits_and_forget() -> None:
     assert "m1" in recent and recent.get("m1") is None
     recent.deleted("m9")  # never seen: nothing to keep (the platform knows it is gone)
     assert "m9" not in recent
-    recent.forget_author("alice")
-    assert "m2" not in recent and recent.get("m3") == Quoted("bob", "Bob", "hi")
+    recent.forget_author("alice", before=100.0)  # m2's time is not known: forgotten
+    assert "m2" in recent and recent.get("m2") is None  # kept as gone: not read again
+    assert recent.get("m3") == Quoted("bob", "Bob", "hi")
     assert recent.chars == len("hi")
+
+
+def test_recent_messages_keep_nothing_an_author_wrote_before_their_forget() -> None:
+    recent = RecentMessages()
+    recent.saw("old", Quoted("alice", "Alice", "before", sent_at=90.0))
+    recent.saw("new", Quoted("alice", "Alice", "after", sent_at=110.0))
+    recent.forget_author("alice", before=100.0)
+    assert recent.get("old") is None and recent.get("new") is not None
+    # Read again later (from the platform, which still has it): still gone.
+    recent.saw("old", Quoted("alice", "Alice", "before", sent_at=90.0))
+    recent.saw("older", Quoted("alice", "Alice", "long before", sent_at=10.0))
+    assert "old" in recent and recent.get("old") is None and recent.get("older") is None
+    recent.saw("later", Quoted("alice", "Alice", "later", sent_at=120.0))
+    assert recent.get("later") == Quoted("alice", "Alice", "later", sent_at=120.0)
+    assert recent.chars == len("after") + len("later")

@@ -62,6 +62,11 @@ TABLE: list[tuple[str, Command | CommandError | None]] = [
         "!trigger sometimes",
         CommandError("!trigger [mention|all|name|off] takes one of: mention, all, name, off."),
     ),
+    # autothread: optional on|off, lowercased
+    ("!autothread", Command("autothread")),
+    ("!autothread ON", Command("autothread", "on")),
+    ("!autothread off", Command("autothread", "off")),
+    ("!autothread yes", CommandError("!autothread [on|off] takes `on` or `off`.")),
     # status: no argument
     ("!status", Command("status")),
     ("!status extra", CommandError("!status takes no argument.")),

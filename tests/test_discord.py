@@ -304,6 +304,7 @@ async def test_slash_commands_and_autocomplete(
         registered = {c["name"] for c in fake.commands["global"]}
         assert registered == {
             *("help", "status", "usage", "reset", "persona", "temperature", "seed", "trigger"),
+            "autothread",
             "forget",
         }
 

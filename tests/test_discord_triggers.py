@@ -5,26 +5,16 @@ chains: read from Discord when the prompt is built, never stored."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-from collections.abc import Awaitable, Callable
 from contextlib import closing
 from pathlib import Path
 
 from adapters.common.recent import RecentMessages
-from bot.daemon import Daemon
 from bot.prompt.builder import Prompt
 from support.daemons import DB, model_held
-from support.discord_bot import answer, at, hearthbot, texts_in
-from support.fake_discord import FakeDiscord, Json, until
+from support.discord_bot import answer, at, hearthbot, quiet, texts_in, until_true
+from support.fake_discord import FakeDiscord, until
 from support.stored import message_count, pending_count
-
-
-async def quiet(fake: FakeDiscord, daemon: Daemon, said: Json) -> None:
-    """Nothing is answered to `said`."""
-    await asyncio.sleep(0.3)
-    await daemon.wait_idle()
-    assert fake.replies_to(said) == []
 
 
 async def set_trigger(fake: FakeDiscord, mode: str) -> None:
@@ -77,16 +67,18 @@ async def test_free_chat_channel_answers_everyone_and_a_burst_once(
         # Edits of messages that were not addressed follow too.
         await fake.user_edit(burst[0], "burst zero")
         await until(lambda: "burst zero" in texts_in_db(tmp_path), what="the edit applied")
-        # Another channel keeps the default.
+        # Another channel keeps the default: talk not said to the bot is not for it, so its
+        # files are not even downloaded.
         paste = fake.attachment("message.txt", b"a long paste\n", "text/plain")
         elsewhere = await fake.say(fake.alice, fake.other, "anyone?", attachments=[paste])
         await quiet(fake, daemon, elsewhere)
-        # A message not said to the bot is mostly not for it: its files are named, not read.
+        assert fake.downloaded == []
+        # In the free-chat channel every message is for the bot: its text files are read.
         shared = await fake.say(fake.bob, fake.general, "see this", attachments=[paste])
         assert await answer(fake, daemon, shared)
-        assert (await texts_in(daemon, general))[-1] == (
-            "see this\n\n[attachment message.txt: text/plain, 13 bytes, not read]"
-        )
+        last = (await texts_in(daemon, general))[-1]
+        assert last.startswith("see this") and last.endswith("a long paste")
+        assert "not read" not in last and fake.downloaded == ["message.txt"]
         read = await fake.say(fake.bob, fake.general, f"{at(fake)} read it", attachments=[paste])
         assert await answer(fake, daemon, read)
         assert (await texts_in(daemon, general))[-1].endswith("a long paste")
@@ -156,14 +148,6 @@ async def test_a_reply_chain_never_stored_is_read_from_discord(
         await fake.user_delete(root)  # deleted on Discord: gone from the next prompt
         gone = f"Alice: (replying to {admin_name}:)\n> make it 9\n\nso when?"
         await until_true(prompt_of_the_reply, gone)
-
-
-async def until_true(read: Callable[[], Awaitable[str]], expected: str) -> None:
-    for _ in range(200):
-        if await read() == expected:
-            return
-        await asyncio.sleep(0.05)
-    assert await read() == expected
 
 
 async def test_auto_thread_opens_a_thread_and_continues_there_without_mentions(

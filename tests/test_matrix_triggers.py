@@ -1,8 +1,10 @@
 """Trigger modes on Matrix (issue #17) against a real Synapse, with the real daemon, the tiny
 real model and a real Store; the people are real matrix-nio clients. Every mode in one group
 room: `mention` (the default), `all` with a burst answered once, `name` with the bot's
-display name and a keyword, and `off` still running commands. And a reply chain read from
-the homeserver, whose redacted root is gone from the next prompt."""
+display name and a keyword, and `off` still running commands; `name` without keywords, set in
+the config. And reply chains: one read from the homeserver (never stored), one whose stored
+root left the window, each root gone from the next prompt once redacted; and a person's
+`!forget` keeping their earlier messages, still on the homeserver, out of every chain."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from adapters.common.recent import RecentMessages
 from adapters.matrix.adapter import MatrixAdapter
 from bot import texts
 from bot.daemon import Daemon
@@ -177,3 +180,128 @@ async def test_a_reply_chain_never_stored_and_its_redacted_root(
                 break
             await asyncio.sleep(0.05)
         assert await prompt_of_the_reply() == middle_part
+
+
+async def test_a_forgotten_persons_messages_leave_reply_chains(
+    synapse: Synapse, tmp_path: Path, tiny_model: Path
+) -> None:
+    """Carol's `!forget`: her message the bot never stored (mention mode), still on the
+    homeserver, no longer enters a prompt through a reply chain, nor through a new reply."""
+    account = await synapse.register("bot")
+    async with (
+        person(synapse, tmp_path, "alice") as alice,
+        person(synapse, tmp_path, "carol") as carol,
+        bot_running(tmp_path, tiny_model, synapse, account) as daemon,
+    ):
+        bot_id = account.user_id
+        to_bot = {"m.mentions": {"user_ids": [bot_id]}}  # (a pill names the bot's user id)
+        room = await alice.create_room(invite=[bot_id, carol.user_id])
+        await carol.wait_for(lambda: room in carol.client.invited_rooms)
+        await carol.join(room)
+        await alice.wait_for(lambda: alice.joined(room, bot_id))
+
+        def replying(to: str, **more: Any) -> dict[str, Any]:
+            return {"m.relates_to": {"m.in_reply_to": {"event_id": to}}, **more}
+
+        async def answered(event_id: str) -> None:
+            await alice.wait_for(lambda: alice.reply_to(bot_id, event_id), 120)
+            await asyncio.wait_for(daemon.wait_idle(), 120)
+
+        async def user_turns() -> str:
+            prompt = await daemon.context.build(
+                f"matrix:{room}", "sys", reserve=64, multi_user=True, through_row=10**9
+            )
+            assert isinstance(prompt, Prompt)
+            return "\n".join(m["content"] for m in prompt.messages if m["role"] == "user")
+
+        root = await carol.send(room, "dinner at 8?", **NOBODY)
+        middle = await alice.send(room, "make it 9", **replying(root, **NOBODY))
+        asked = await alice.send(room, "so when?", **replying(middle, **to_bot))
+        await answered(asked)
+        assert "dinner at 8?" in await user_turns()
+        forget = await carol.send(room, f"{bot_id}: !forget", **to_bot)
+        await answered(forget)
+        turns = await user_turns()
+        assert "dinner at 8?" not in turns and "make it 9" in turns
+        adapter = daemon.adapters["matrix"]
+        assert isinstance(adapter, MatrixAdapter)
+        adapter.translator.recent = RecentMessages()  # as after a restart: asked of Synapse
+        turns = await user_turns()
+        assert "dinner at 8?" not in turns and "make it 9" in turns
+        again = await alice.send(room, "what was it?", **replying(root, **to_bot))
+        await answered(again)
+        turns = await user_turns()
+        assert "what was it?" in turns and "dinner at 8?" not in turns
+
+
+async def test_name_mode_without_keywords_and_a_chain_whose_root_left_the_window(
+    synapse: Synapse, tmp_path: Path, tiny_model: Path
+) -> None:
+    """`[matrix] trigger = "name"` without `[bot] keywords`: only the bot's display name calls
+    it. A reply chain whose stored root left the window is shown above the reply; redacted,
+    the root is gone from the next prompt."""
+    account = await synapse.register("bot")
+    await synapse.set_displayname(account, "Hearthbot")
+    async with (
+        person(synapse, tmp_path, "alice") as alice,
+        person(synapse, tmp_path, "carol") as carol,
+        bot_running(tmp_path, tiny_model, synapse, account, trigger="name") as daemon,
+    ):
+        bot_id = account.user_id
+        room = await alice.create_room(invite=[bot_id, carol.user_id])
+        await carol.wait_for(lambda: room in carol.client.invited_rooms)
+        await carol.join(room)
+        await alice.wait_for(lambda: alice.joined(room, bot_id))
+        channel = f"matrix:{room}"
+
+        async def answered(event_id: str) -> None:
+            await alice.wait_for(lambda: alice.reply_to(bot_id, event_id), 120)
+            await asyncio.wait_for(daemon.wait_idle(), 120)
+
+        def replying(to: str) -> dict[str, Any]:
+            return {"m.relates_to": {"m.in_reply_to": {"event_id": to}}, **NOBODY}
+
+        root = await carol.send(room, "hearthbot, the root question", **NOBODY)
+        await answered(root)
+        ignored = await carol.send(room, "what says the oracle?", **NOBODY)
+        middle = await alice.send(room, "Hearthbot: a follow-up", **replying(root))
+        await answered(middle)
+        assert alice.reply_to(bot_id, ignored) is None  # no keywords: a word is just a word
+        for i in range(2):
+            await answered(await alice.send(room, f"hearthbot filler {i}", **NOBODY))
+        last = await alice.send(room, "hearthbot, and the answer?", **replying(middle))
+        await answered(last)
+        history = await daemon.store.history(channel)
+        assert [m.text for m in history if m.role == "user"] == [
+            "hearthbot, the root question",
+            "Hearthbot: a follow-up",  # named, not mentioned: taken as written
+            "hearthbot filler 0",
+            "hearthbot filler 1",
+            "hearthbot, and the answer?",
+        ]
+        after_middle = next(m.row for m in history if m.text == "hearthbot filler 0")
+        await daemon.store.set_window_start(channel, after_middle)  # as trimming would
+
+        async def last_user_turn() -> str:
+            prompt = await daemon.context.build(
+                channel, "sys", reserve=64, multi_user=False, through_row=10**9
+            )
+            assert isinstance(prompt, Prompt)
+            return [m["content"] for m in prompt.messages if m["role"] == "user"][-1]
+
+        def name(someone: Peer) -> str:  # their display name: Synapse's default, the localpart
+            return someone.user_id[1:].split(":")[0]
+
+        tail = (
+            f"(replying to {name(alice)}:)\n> Hearthbot: a follow-up\n\nhearthbot, and the answer?"
+        )
+        assert await last_user_turn() == (
+            f"(earlier in the reply chain, {name(carol)}:)\n> hearthbot, the root question\n\n"
+            + tail
+        )
+        await carol.client.room_redact(room, root, reason="changed my mind")
+        for _ in range(200):
+            if await last_user_turn() == tail:
+                break
+            await asyncio.sleep(0.05)
+        assert await last_user_turn() == tail

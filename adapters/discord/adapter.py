@@ -40,7 +40,7 @@ from adapters.discord.incoming import Reader
 from adapters.discord.interactions import Interactions
 from adapters.discord.reply import InteractionReply, MessageReply
 from adapters.discord.text import REFUSED_EMOJI
-from adapters.discord.threads import in_own_thread, open_thread, opens_thread
+from adapters.discord.threads import AutoThreadChannels, in_own_thread, open_thread, opens_thread
 from bot.backoff import Backoff
 from bot.events import (
     ChatEvent,
@@ -78,7 +78,9 @@ class DiscordAdapter(ReportsFailure):
         self.bot_settings = bot
         self.edit_interval_s = settings.edit_interval_s
         self.access = Access.from_settings(settings, bot)
+        self.auto_threads = AutoThreadChannels(lambda: self.settings.auto_thread_channels)
         self.reader = Reader(self.access, settings.attachment_max_kb)
+        self.attachments = self.reader  # bot.events.ReadsAttachments
         self.persona_names = load_personas(bot.personas_dir).names()
         self.client: HearthClient | None = None
         self.connected = False
@@ -160,8 +162,8 @@ class DiscordAdapter(ReportsFailure):
             return self.reader.quotes.recent.get(message_id)
         return await self.reader.quotes.fetch(self.client, channel_id, message_id)
 
-    def forget_author(self, author_id: str) -> None:
-        self.reader.quotes.recent.forget_author(author_id)
+    def forget_author(self, author_id: str, before: float) -> None:
+        self.reader.quotes.recent.forget_author(author_id, before)
 
     async def refuse(self, message: Incoming, notice: str) -> None:
         """A ⏳ reaction, not a wall of text: the sender sees it, the channel is not flooded."""
@@ -300,7 +302,7 @@ class DiscordAdapter(ReportsFailure):
             allowed = await self.reader.allows(client, message.author.id, message.channel, guild_id)
             denied = not allowed
             if not denied:
-                threads = self.settings.auto_thread_channels
+                threads = self.auto_threads  # the config's, or `!autothread`'s in the core
                 spoken_to = addressed(addressing) or in_own_thread(message, me, threads)
                 thread = None
                 if spoken_to and opens_thread(message, threads):

@@ -5,6 +5,8 @@ named)."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections import OrderedDict
 from typing import Any
 
 import aiohttp
@@ -28,6 +30,7 @@ from bot.triggers import names_any
 log = structlog.get_logger(__name__)
 
 MAX_ATTACHMENTS = 10
+UNREAD_KEPT = 256  # messages not said to the bot whose files the core may still ask for
 MESSAGE_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 
 
@@ -41,6 +44,8 @@ class Reader:
         self._http: aiohttp.ClientSession | None = None  # for reading attachments
         self._parents: dict[int, int | None] = {}  # thread → parent, for uncached threads
         self.quotes = Quotes(self.plain)
+        # Messages passed on with their files only named: id → (message, the bot then).
+        self._unread: OrderedDict[str, tuple[discord.Message, discord.ClientUser]] = OrderedDict()
 
     async def close(self) -> None:
         if self._http is not None:
@@ -106,6 +111,10 @@ class Reader:
         named, never downloaded); whether the bot's name is in it is found here.
         `thread_id`: a thread opened from it (auto_thread), where it is answered."""
         text = await self.text(message, me) if addressed else self.named_only(message, me)
+        if not addressed and message.attachments:  # read if the core takes it after all
+            self._unread[str(message.id)] = (message, me)
+            while len(self._unread) > UNREAD_KEPT:
+                self._unread.popitem(last=False)
         resolved = message.reference.resolved if message.reference else None
         if isinstance(resolved, discord.Message):  # read by the core when it builds the prompt
             self.quotes.saw(resolved, me)
@@ -159,6 +168,18 @@ class Reader:
             parts.append(part)
             left -= read
         return with_attachments(self.plain(message, me), parts)
+
+    async def read_attachments(self, incoming: Incoming) -> Incoming:
+        """A message passed on with its files named, now taken by its channel's trigger mode
+        (bot.events.ReadsAttachments): its text files read as for one said to the bot."""
+        found = self._unread.pop(incoming.message_id, None)
+        if found is None:
+            return incoming
+        try:
+            return dataclasses.replace(incoming, text=await self.text(*found))
+        except (discord.DiscordException, aiohttp.ClientError, OSError) as exc:
+            log.warning("discord: could not read attachments", error=str(exc))
+            return incoming
 
     def named_only(self, message: discord.Message, me: discord.ClientUser) -> str:
         """The message's text, its attachments only named."""

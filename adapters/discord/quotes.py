@@ -34,7 +34,9 @@ class Quotes:
             text = without_footnote(text)
         reference = message.reference.message_id if message.reference else None
         parent = str(reference) if reference else None  # a reply chain goes on there
-        seen = Quoted(str(message.author.id), message.author.display_name, text, parent)
+        author = message.author
+        sent_at = message.created_at.timestamp()
+        seen = Quoted(str(author.id), author.display_name, text, parent, sent_at)
         self.recent.saw(str(message.id), seen)
 
     def edited(self, message: discord.Message, me: discord.ClientUser) -> None:

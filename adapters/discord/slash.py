@@ -95,6 +95,12 @@ class SlashCommands(app_commands.CommandTree):
         async def trigger(interaction: discord.Interaction, mode: str | None = None) -> None:
             await run(interaction, command_text("trigger", mode), mode is None)
 
+        @self.command(name="autothread", description=_summary("autothread"))
+        @app_commands.describe(state="on: a mention opens a thread here; off: not (empty: show)")
+        @app_commands.choices(state=[app_commands.Choice(name=s, value=s) for s in ("on", "off")])
+        async def autothread(interaction: discord.Interaction, state: str | None = None) -> None:
+            await run(interaction, command_text("autothread", state), state is None)
+
         @self.command(name="forget", description=_summary("forget"))
         @app_commands.describe(user="admins: whose messages to delete (empty: yours)")
         async def forget(

@@ -1,10 +1,12 @@
-"""auto_thread: in the channels listed in `[discord] auto_thread_channels` a mention opens a
-thread from the message and is answered there; every message in a thread the bot opened in
-such a channel is then for the bot, no mention needed. A thread is its own conversation."""
+"""auto_thread: in the channels listed in `[discord] auto_thread_channels`, or turned on with
+`!autothread on` (which the core keeps, and `!autothread off` overrides the list), a mention
+opens a thread from the message and is answered there; every message in a thread the bot
+opened in such a channel is then for the bot, no mention needed. A thread is its own
+conversation."""
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Callable, Container, Iterable
 
 import aiohttp
 import discord
@@ -15,6 +17,31 @@ from bot.commands.parse import PREFIX
 log = structlog.get_logger(__name__)
 
 NAME_CHARS = 80  # Discord allows 100
+
+
+class AutoThreadChannels:
+    """The channels where a mention opens a thread: each channel's `!autothread` choice (the
+    core's, bot.events.ThreadChoices), else the config's list as of the last reload."""
+
+    def __init__(self, configured: Callable[[], Iterable[int]]) -> None:
+        self._configured = configured
+        self._chosen: dict[int, bool] = {}
+
+    def __contains__(self, channel_id: object) -> bool:
+        if isinstance(channel_id, int) and channel_id in self._chosen:
+            return self._chosen[channel_id]
+        return channel_id in set(self._configured())
+
+    def on(self, channel_id: str) -> bool:
+        return channel_id.isdecimal() and int(channel_id) in self
+
+    def choose(self, channel_id: str, on: bool | None) -> None:
+        if not channel_id.isdecimal():
+            return
+        if on is None:
+            self._chosen.pop(int(channel_id), None)
+        else:
+            self._chosen[int(channel_id)] = on
 
 
 def in_own_thread(

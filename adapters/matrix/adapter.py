@@ -124,8 +124,8 @@ class MatrixAdapter(ReportsFailure):
         """A replied-to event as the homeserver has it now (bot.events.QuoteSource)."""
         return await self.translator.fetch_quote(channel_id, message_id)
 
-    def forget_author(self, author_id: str) -> None:
-        self.translator.forget_author(author_id)
+    def forget_author(self, author_id: str, before: float) -> None:
+        self.translator.forget_author(author_id, before)
 
     async def wait_ready(self) -> None:
         """Until logged in and synced once (for tests and benchmarks)."""

@@ -60,28 +60,37 @@ class Translator:
         self.recent = RecentMessages(REMEMBERED_EVENTS)  # event id → what it says
 
     def remember(
-        self, event_id: str, sender: str, text: str | None, reply_to: str | None = None
+        self,
+        event_id: str,
+        sender: str,
+        text: str | None,
+        reply_to: str | None = None,
+        sent_at: float | None = None,
     ) -> None:
+        """What an event says (None: not text), who sent it, what it replies to, and when
+        (the homeserver's time, in seconds)."""
         self._senders[event_id] = sender
         self._senders.move_to_end(event_id)
         while len(self._senders) > REMEMBERED_EVENTS:
             self._senders.popitem(last=False)
-        seen = Quoted(sender, sender, text, reply_to) if text is not None else None
+        seen = Quoted(sender, sender, text, reply_to, sent_at) if text is not None else None
         self.recent.saw(event_id, seen)
 
     def saw(self, event: RoomMessageText) -> None:
         """A message event as it arrived: its text without the quote of an older client's
         reply fallback (that quote may hold words redacted since), and what it replies to."""
-        self.remember(event.event_id, event.sender, _own_text(event), _replies_to(event))
+        text, sent_at = _own_text(event), _sent_at(event)
+        self.remember(event.event_id, event.sender, text, _replies_to(event), sent_at)
 
     def remember_sent(self, event_id: str, content: dict[str, Any]) -> None:
         """One of the bot's own messages (or edits), as sent."""
         user_id = self._account.user_id
         relation = content.get("m.relates_to") or {}
         if relation.get("rel_type") == "m.replace":  # an edit: the text is the original's now
-            self.remember(relation["event_id"], user_id, content["m.new_content"]["body"])
+            body = content["m.new_content"]["body"]
+            self.remember(relation["event_id"], user_id, body, sent_at=time.time())
         else:
-            self.remember(event_id, user_id, content["body"])
+            self.remember(event_id, user_id, content["body"], sent_at=time.time())
 
     async def translate(self, room: MatrixRoom, event: Event, initial: bool) -> ChatEvent | None:
         """The core's event for this one, or None when it is not for the core. `initial`:
@@ -185,8 +194,8 @@ class Translator:
         name = room.user_name(known.author_id) if room is not None else None
         return dataclasses.replace(known, author_name=name or known.author_name)
 
-    def forget_author(self, author_id: str) -> None:
-        self.recent.forget_author(author_id)
+    def forget_author(self, author_id: str, before: float) -> None:
+        self.recent.forget_author(author_id, before)
 
     async def _look_up(self, room_id: str, event_id: str) -> None:
         """Ask the homeserver for one event (decrypted if need be) and remember it; a failed
@@ -208,9 +217,16 @@ class Translator:
             with contextlib.suppress(Exception):
                 fetched = client.decrypt_event(fetched)
         if isinstance(fetched, RoomMessageText):
-            self.remember(event_id, fetched.sender, _own_text(fetched), _replies_to(fetched))
+            text, sent_at = _own_text(fetched), _sent_at(fetched)
+            self.remember(event_id, fetched.sender, text, _replies_to(fetched), sent_at)
         else:
             self.remember(event_id, fetched.sender, None)
+
+
+def _sent_at(event: RoomMessageText) -> float | None:
+    """When the homeserver says the event was sent, in seconds; None if it does not say."""
+    stamp = getattr(event, "server_timestamp", None)
+    return stamp / 1000 if isinstance(stamp, int) and stamp > 0 else None
 
 
 def _replies_to(event: RoomMessageText) -> str | None:

@@ -42,7 +42,9 @@ async def forget(ctx: CommandContext, command: Command, message: Incoming) -> st
     spoke_in = await ctx.store.channels_of(who)
     count = await ctx.store.forget_user(who)
     await ctx.stop_answers(lambda answered: answered.user_key == who)
-    forget_author(ctx.live.adapters, who)  # the adapter's cached copies of their messages
+    before = await ctx.store.forgotten_before(who)  # set by forget_user (bot.forgotten)
+    if before is not None:  # the adapter's cached copies of their messages, also later ones
+        forget_author(ctx.live.adapters, who, before)
     for key in spoke_in:  # only these channels' cached KV can hold their words
         await ctx.model.forget(key)
     return texts.FORGET_DONE.format(count=count, who="you" if who == message.user_key else who)

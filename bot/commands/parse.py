@@ -74,6 +74,14 @@ def _trigger(arg: str) -> str | None:
     return arg.lower()
 
 
+def _on_off(arg: str) -> str | None:
+    if not arg:
+        return None
+    if arg.lower() not in {"on", "off"}:
+        raise ValueError("takes `on` or `off`")
+    return arg.lower()
+
+
 def _optional_user(arg: str) -> str | None:
     return arg or None
 
@@ -120,6 +128,12 @@ COMMANDS: dict[str, CommandSpec] = {
             "!trigger [mention|all|name|off]",
             "show or set when I answer in this channel",
             _trigger,
+        ),
+        CommandSpec(
+            "autothread",
+            "!autothread [on|off]",
+            "show or set whether a mention opens a thread here (Discord)",
+            _on_off,
         ),
         CommandSpec("status", "!status", "model, context use, persona and sampling", _none),
         CommandSpec("usage", "!usage", "replies, tokens and energy, today and in all", _none),

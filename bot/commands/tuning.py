@@ -1,13 +1,16 @@
-"""!persona, !temperature, !seed and !trigger: show or change how this channel is answered."""
+"""!persona, !temperature, !seed, !trigger and !autothread: show or change how this channel is
+answered."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from bot import texts
 from bot.commands.context import CommandContext, Handler
 from bot.commands.parse import Command
-from bot.events import Incoming
+from bot.events import Adapter, AutoThreads, Incoming
 from bot.scopes import scopes_for, trigger_of
-from bot.store import RANDOM_SEED
+from bot.store import RANDOM_SEED, Store
 
 
 def _scope(message: Incoming) -> str:
@@ -68,9 +71,30 @@ async def trigger(ctx: CommandContext, command: Command, message: Incoming) -> s
     return texts.TRIGGER_SET.format(what=texts.TRIGGER_WHAT[str(command.arg)])
 
 
+async def autothread(ctx: CommandContext, command: Command, message: Incoming) -> str:
+    adapter = ctx.live.adapters.get(message.platform)
+    if message.is_direct or not isinstance(adapter, AutoThreads):
+        return texts.AUTOTHREAD_ELSEWHERE
+    if command.arg is None:
+        return texts.AUTOTHREAD_SHOW[adapter.auto_threads.on(message.channel_id)]
+    on = command.arg == "on"
+    await ctx.store.update_scope(_scope(message), auto_thread=on)
+    adapter.auto_threads.choose(message.channel_id, on)
+    return texts.AUTOTHREAD_SET[on]
+
+
+async def restore_auto_threads(store: Store, adapters: Mapping[str, Adapter]) -> None:
+    """At start: each adapter that opens threads learns the channels' `!autothread` choices."""
+    for name, adapter in adapters.items():
+        if isinstance(adapter, AutoThreads):
+            for channel_id, on in (await store.auto_thread_channels(name)).items():
+                adapter.auto_threads.choose(channel_id, on)
+
+
 HANDLERS: dict[str, Handler] = {
     "persona": persona,
     "temperature": temperature,
     "seed": seed,
     "trigger": trigger,
+    "autothread": autothread,
 }

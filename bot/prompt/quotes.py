@@ -6,7 +6,8 @@ back (bot.events.QuoteSource) from its bounded cache or the platform. Nothing is
 the replier's row, so a message deleted, redacted or forgotten is gone from every later prompt:
 its row takes the reference with it, and the adapters drop their cached copy. Above the quoted
 message, the reply chain it is part of is followed the same way (`chain_above`), each step
-read anew, up to `[bot] reply_chain_tokens`.
+read anew, up to `[bot] reply_chain_tokens`. What is read from the platform and was written by
+someone before they had the bot forget them is gone too (bot.forgotten).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import structlog
 
 from bot.events import Adapter, Quoted, QuoteSource, split_key
+from bot.forgotten import ForgottenStore
 from bot.store import Store, StoredQuote
 
 log = structlog.get_logger(__name__)
@@ -99,26 +101,38 @@ def shown_quote(
 
 
 async def fetch_quote(
-    adapters: Mapping[str, Adapter], channel: str, message_id: str
+    adapters: Mapping[str, Adapter], forgotten: ForgottenStore, channel: str, message_id: str
 ) -> Quoted | None:
     """The replied-to message `message_id` in `channel` (a channel key), from the adapter of
-    its platform if that adapter can read one; None otherwise, or when it takes too long."""
+    its platform if that adapter can read one; None otherwise, when it takes too long, or when
+    its author had the bot forget them after writing it (then the adapter, which may not know
+    since a restart, is told to keep nothing of theirs from before)."""
     platform, channel_id = split_key(channel)
     adapter = adapters.get(platform)
     if not isinstance(adapter, QuoteSource):
         return None
     try:
-        return await asyncio.wait_for(adapter.fetch_quote(channel_id, message_id), FETCH_TIMEOUT_S)
+        fetched = await asyncio.wait_for(
+            adapter.fetch_quote(channel_id, message_id), FETCH_TIMEOUT_S
+        )
+        if fetched is None:
+            return None
+        before = await forgotten.is_forgotten(platform, fetched)
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # a quote is a courtesy: never worth failing an answer
         log.info("could not read a quoted message", platform=platform, error=type(exc).__name__)
         return None
+    if before is not None:
+        adapter.forget_author(fetched.author_id, before)
+        return None
+    return fetched
 
 
-def forget_author(adapters: Mapping[str, Adapter], user: str) -> None:
-    """`!forget`: the adapter of the user's platform drops what it keeps of their messages."""
+def forget_author(adapters: Mapping[str, Adapter], user: str, before: float) -> None:
+    """`!forget`: the adapter of the user's platform drops what it keeps of their messages
+    written before `before`."""
     platform, author_id = split_key(user)
     adapter = adapters.get(platform)
     if isinstance(adapter, QuoteSource):
-        adapter.forget_author(author_id)
+        adapter.forget_author(author_id, before)

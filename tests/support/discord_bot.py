@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -106,3 +106,19 @@ def at(fake: FakeDiscord) -> str:
 
 async def texts_in(daemon: Daemon, channel: str) -> list[str]:
     return [m.text for m in await daemon.store.history(channel) if m.role == "user"]
+
+
+async def quiet(fake: FakeDiscord, daemon: Daemon, said: Json) -> None:
+    """Nothing is answered to `said`."""
+    await asyncio.sleep(0.3)
+    await daemon.wait_idle()
+    assert fake.replies_to(said) == []
+
+
+async def until_true(read: Callable[[], Awaitable[str]], expected: str) -> None:
+    """Until `read` gives `expected` (about 10 s at most), which it then must."""
+    for _ in range(200):
+        if await read() == expected:
+            return
+        await asyncio.sleep(0.05)
+    assert await read() == expected

@@ -157,6 +157,7 @@ class FakeDiscord:
         self._clock_offset_s = 0.0
         self.message_content_enabled = message_content_enabled
         self.calls: list[Call] = []
+        self.downloaded: list[str] = []  # attachments read, by file name
         self.errors: list[str] = []  # exceptions inside the fake: bugs in the test, not the bot
         self.faults: list[Fault] = []
         self.identifies = 0
@@ -1120,6 +1121,7 @@ class FakeDiscord:
         raise DiscordError(404, 10015, "Unknown Webhook")
 
     async def _attachment(self, request: web.Request) -> web.Response:
+        self.downloaded.append(request.match_info["name"])
         found = self.attachments.get(request.match_info["key"])
         if found is None:
             return web.Response(status=404)

@@ -70,6 +70,7 @@ class RecordingAdapter:
         # What is on the "platform" to quote (bot.events.QuoteSource): a test posts a
         # message here, and takes it away as a deletion on the platform would.
         self.posted: dict[str, Quoted] = {}
+        self.forgotten: dict[str, float] = {}  # author id → forget time the core passed on
 
     async def start(self, sink: Sink) -> None:
         self.sink = sink
@@ -99,17 +100,17 @@ class RecordingAdapter:
     def post(self, message: Incoming) -> Incoming:
         """`message` is on the platform, where a reply can quote it."""
         self.posted[message.message_id] = Quoted(
-            message.author_id, message.author_name, message.text
+            message.author_id, message.author_name, message.text, sent_at=message.received_at
         )
         return message
 
     async def fetch_quote(self, channel_id: str, message_id: str) -> Quoted | None:
         return self.posted.get(message_id)
 
-    def forget_author(self, author_id: str) -> None:
-        for message_id, quoted in list(self.posted.items()):
-            if quoted.author_id == author_id:
-                del self.posted[message_id]
+    def forget_author(self, author_id: str, before: float) -> None:
+        """Kept nothing of theirs, but like a real platform still has their messages: the
+        core must keep them out of prompts itself (bot.forgotten)."""
+        self.forgotten[author_id] = before
 
     def for_message(self, message_id: str) -> list[RecordedReply]:
         return [r for r in self.replies if r.message.message_id == message_id]
