@@ -304,7 +304,7 @@ async def test_slash_commands_and_autocomplete(
         registered = {c["name"] for c in fake.commands["global"]}
         assert registered == {
             *("help", "status", "usage", "reset", "persona", "temperature", "seed", "trigger"),
-            "forget",
+            *("forget", "remember", "notes", "summary"),
         }
 
         async def run(user: Json, name: str, *options: Json, where: Json | None = None) -> Json:

@@ -13,7 +13,7 @@ from typing import Any
 from bot.model.types import Generation, GenerationRequest
 from support.daemons import DB
 from support.discord_bot import answer, at, hearthbot
-from support.fake_discord import FakeDiscord, Json
+from support.fake_discord import FakeDiscord, Json, until
 from support.stored import everything_stored
 
 
@@ -57,6 +57,43 @@ async def test_notes_on_discord(tmp_path: Path, tiny_model: Path, fake: FakeDisc
         assert "no notes about you" in await say(fake.alice, fake.other, "!notes")
         assert "walnuts" not in everything_stored(tmp_path / DB)
         assert engine.cache_state(f"discord:{fake.other['id']}") == "cold"
+
+
+async def test_memory_slash_commands(tmp_path: Path, tiny_model: Path, fake: FakeDiscord) -> None:
+    """/remember, /notes, /notes clear and /summary run the `!` commands, for the asker's
+    eyes only: a note kept by slash command is listed, used in the asker's next prompt and
+    deleted by /notes clear; another person's /notes does not show it."""
+    async with hearthbot(tmp_path, tiny_model, fake) as (daemon, _adapter):
+        engine = daemon.backend
+        requests: list[GenerationRequest] = []
+        start = engine.start
+
+        def recording(request: GenerationRequest) -> Generation:
+            requests.append(request)
+            return start(request)
+
+        engine.start = recording  # type: ignore[method-assign]
+
+        async def run(user: Json, name: str, *options: Json) -> str:
+            interaction = await fake.slash(user, fake.general, name, list(options))
+            await until(lambda: bool(fake.responses(interaction)), what=f"/{name} answered")
+            (response,) = fake.responses(interaction)
+            assert response["data"]["flags"] & 64, f"/{name} is shown to the asker only"
+            return str(response["data"]["content"])
+
+        note = {"name": "text", "type": 3, "value": "I keep bees on the roof"}
+        assert (await run(fake.alice, "remember", note)).startswith("Noted.")
+        assert "I keep bees on the roof" in await run(fake.alice, "notes")
+        assert "no notes about you" in await run(fake.bob, "notes")
+        asked = await fake.say(fake.alice, fake.general, f"{at(fake)} any ideas for honey?")
+        await answer(fake, daemon, asked)
+        assert "- I keep bees on the roof" in requests[-1].messages[-1]["content"]
+
+        clear = {"name": "action", "type": 3, "value": "clear"}
+        assert await run(fake.alice, "notes", clear) == "Deleted your 1 notes here."
+        assert "no notes about you" in await run(fake.alice, "notes")
+        assert "I keep bees on the roof" not in everything_stored(tmp_path / DB)
+        assert "No summary here" in await run(fake.alice, "summary")
 
 
 def held_text(engine: Any) -> str:
