@@ -16,6 +16,9 @@ import time
 
 from bench.harness import RESULTS
 
+# Issue #18: P2 with rolling summaries on, through the daemon (a small window: trims come fast).
+SUMMARY_SMOKE = ["--tiny", "--n-ctx", "512", "--trims", "2", "--summary-tokens", "64"]
+SUMMARY_SMOKE += ["--max-tokens", "16"]
 SMOKE = {
     "overhead": ["--messages", "40", "--channels", "8"],
     "throughput": ["--tiny", "--max-tokens", "24", "--repeats", "2"],
@@ -24,6 +27,7 @@ SMOKE = {
     "memory": ["--tiny", "--messages", "100", "--channels", "10"],
     "kv_type": ["--tiny", "--length", "300", "--channels", "2"],
     "footprint": ["--tiny", "--tokens", "16", "--repeats", "1", "--length", "300"],
+    "summary_reuse": SUMMARY_SMOKE,
 }
 FULL = {
     "overhead": [],
@@ -34,6 +38,7 @@ FULL = {
     "memory-tiny": ["--tiny"],
     "kv_type": [],
     "footprint": [],
+    "summary_reuse": [],
     # Side by side with llama-server (builds it once from the binding's vendored llama.cpp).
     "vs_server": [],
 }
@@ -90,6 +95,9 @@ def figures(smoke: bool) -> dict[str, float]:
     kv_type = load("kv_type" + suffix)
     found["KV_q8_ratio"], found["P2_q8"] = kv_type["KV_q8_ratio"], kv_type["P2_q8"]
     found |= batching_figures(smoke)
+    summaries = load("summary_reuse" + suffix)  # issue #18: P2 with summaries on
+    found["P2_summaries"] = summaries["P2_summaries"]
+    found["P2_summaries_reused_share"] = summaries["reused_share"]["p50"]
     if not smoke:  # VS_burst_ttft, VS_burst_tps, VS_turns_ttft, VS_long_ttft
         found.update(load("vs_server")["ratios"])
     return {k: round(v, 3) for k, v in found.items()}
