@@ -2,7 +2,8 @@
 has nothing else to do.
 
 bot.responder runs a summary only on a free slot while no user message waits, and stops it
-(`SummaryRun.stop`) as soon as one arrives: it is tried again in the next idle time. Each run
+(`SummaryRun.stop`) as soon as one arrives: it is tried again in the next idle time. A
+channel whose last run failed is tried after the others, so it cannot starve them. Each run
 folds the oldest messages not summarized yet into the channel's summary (bot.summaries),
 within `[memory] summary_tokens`. Its KV state is dropped as soon as it ends, so no cached
 sequence or snapshot keeps the words it read.
