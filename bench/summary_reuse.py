@@ -11,7 +11,7 @@ evaluated cold right after, on the idle daemon's engine (no cache key, as P2's r
 the median. Goal: P2's, ≤ 0.15. Also reported: how many turns trimmed, summaries written.
 
     python -m bench.summary_reuse [--model FILE | --tiny] [--n-ctx 2048] [--trims 3]
-                                  [--summary-tokens 256] [--max-tokens 32]
+                                  [--summary-tokens 256] [--max-tokens 32] [--threads N]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -100,17 +101,38 @@ async def conversation(bench: Bench, trims: int, most_turns: int) -> list[Turn]:
         if turn.between_trims and turn.summary_shown:
             turn.cold_ttft_s = await cold_ttft(bench, request)
         turns.append(turn)
+        print(
+            f"  turn {i}: {len(turn.prompt)} prompt tokens, {turn.reused} reused,"
+            f" TTFT {turn.ttft_s:.3f} s"
+            + (f", cold {turn.cold_ttft_s:.3f} s" if turn.cold_ttft_s else "")
+            + ("" if turn.between_trims or not turns[:-1] else " (trim)")
+            + (" (summary shown)" if turn.summary_shown else ""),
+            file=sys.stderr,
+            flush=True,
+        )
         if trimmed >= trims and turn.between_trims and turns[-2].between_trims:
             break  # the last trim was followed by turns that reuse
     return turns
 
 
 async def measure(
-    model: Path, n_ctx: int, trims: int, summary_tokens: int, max_tokens: int, most_turns: int
+    model: Path,
+    n_ctx: int,
+    trims: int,
+    summary_tokens: int,
+    max_tokens: int,
+    most_turns: int,
+    threads: int | None,
 ) -> dict[str, Any]:
     memory = {"summary_tokens": summary_tokens}
     async with bench_daemon(
-        model, max_tokens, n_ctx=n_ctx, kv_cache_mb=256, parallel=2, memory=memory
+        model,
+        max_tokens,
+        n_ctx=n_ctx,
+        kv_cache_mb=256,
+        parallel=2,
+        n_threads=threads,
+        memory=memory,
     ) as bench:
         turns = await conversation(bench, trims, most_turns)
         summarizer = bench.daemon.responder.summarizer
@@ -129,6 +151,7 @@ async def measure(
     return {
         "model": str(model),
         "n_ctx": n_ctx,
+        "threads": threads,
         "summary_tokens": summary_tokens,
         "turns": len(turns),
         "trims": len(trim_points),
@@ -156,12 +179,19 @@ def main() -> None:
     parser.add_argument("--summary-tokens", type=int, default=256)
     parser.add_argument("--max-tokens", type=int, default=32, help="of each answer")
     parser.add_argument("--most-turns", type=int, default=200)
+    parser.add_argument("--threads", type=int, help="llama.cpp's (default: every core)")
     args = parser.parse_args()
     logs.configure("warning")
     model = tiny_model() if args.tiny else args.model or real_model()
     result = asyncio.run(
         measure(
-            model, args.n_ctx, args.trims, args.summary_tokens, args.max_tokens, args.most_turns
+            model,
+            args.n_ctx,
+            args.trims,
+            args.summary_tokens,
+            args.max_tokens,
+            args.most_turns,
+            args.threads,
         )
     )
     w, c, s = result["warm_ttft_s"], result["cold_ttft_s"], result["reused_share"]
