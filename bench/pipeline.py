@@ -122,7 +122,9 @@ async def bench_daemon(
     engine_cls: type[TimedEngine] = TimedEngine,
     repack_weights: bool | None = None,
     n_threads: int | None = None,
+    memory: dict[str, int] | None = None,
 ) -> AsyncIterator[Bench]:
+    """`memory`: the [memory] settings (summaries and notes), else their defaults."""
     with tempfile.TemporaryDirectory() as tmp:
         personas = Path(tmp) / "personas"
         personas.mkdir()
@@ -131,6 +133,7 @@ async def bench_daemon(
             None,
             bot={"data_dir": tmp, "personas_dir": personas, "default_persona": "bench"},
             queue={"max_pending": 10_000, "per_user_per_minute": 10_000},
+            memory=memory or {},
         )
         engine = await engine_cls.load(
             model,

@@ -16,6 +16,9 @@ import time
 
 from bench.harness import RESULTS
 
+# Issue #18: P2 with rolling summaries on, through the daemon (a small window: trims come fast).
+SUMMARY_SMOKE = ["--tiny", "--n-ctx", "512", "--trims", "2", "--summary-tokens", "64"]
+SUMMARY_SMOKE += ["--max-tokens", "16"]
 SMOKE = {
     "overhead": ["--messages", "40", "--channels", "8"],
     "throughput": ["--tiny", "--max-tokens", "24", "--repeats", "2"],
@@ -25,6 +28,7 @@ SMOKE = {
     "kv_type": ["--tiny", "--length", "300", "--channels", "2"],
     "footprint": ["--tiny", "--tokens", "16", "--repeats", "1", "--length", "300"],
     "size_speed": ["--tiny", "--repeats", "1", "--tokens", "8"],
+    "summary_reuse": SUMMARY_SMOKE,
 }
 FULL = {
     "overhead": [],
@@ -36,6 +40,7 @@ FULL = {
     "kv_type": [],
     "footprint": [],
     "size_speed": [],
+    "summary_reuse": [],
     # Side by side with llama-server (builds it once from the binding's vendored llama.cpp).
     "vs_server": [],
 }
@@ -94,6 +99,9 @@ def figures(smoke: bool) -> dict[str, float]:
     found |= batching_figures(smoke)
     # model suggest's premise (issue 19): speed ∝ 1 / file size.
     found["SIZE_SPEED"] = load("size_speed" + suffix)["SIZE_SPEED"]
+    summaries = load("summary_reuse" + suffix)  # issue #18: P2 with summaries on
+    found["P2_summaries"] = summaries["P2_summaries"]
+    found["P2_summaries_reused_share"] = summaries["reused_share"]["p50"]
     if not smoke:  # VS_burst_ttft, VS_burst_tps, VS_turns_ttft, VS_long_ttft
         found.update(load("vs_server")["ratios"])
     return {k: round(v, 3) for k, v in found.items()}

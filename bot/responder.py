@@ -204,6 +204,11 @@ class Responder:
         """The figures of the channel's last reply since the start (None: none yet)."""
         return self._writer.last_usage.get(channel)
 
+    @property
+    def summarizing(self) -> bool:
+        """A summary run holds a slot, or one is due (an answer ended since the last)."""
+        return self._summary is not None or self._summary_due
+
     async def wait_idle(self) -> None:
         """Until nothing is queued or being answered."""
         while len(self.queue) or not self._idle.is_set():

@@ -2,7 +2,8 @@
 has nothing else to do.
 
 bot.responder runs a summary only on a free slot while no user message waits, and stops it
-(`SummaryRun.stop`) as soon as one arrives: it is tried again in the next idle time. Each run
+(`SummaryRun.stop`) as soon as one arrives: it is tried again in the next idle time. A
+channel whose last run failed is tried after the others, so it cannot starve them. Each run
 folds the oldest messages not summarized yet into the channel's summary (bot.summaries),
 within `[memory] summary_tokens`. Its KV state is dropped as soon as it ends, so no cached
 sequence or snapshot keeps the words it read.
@@ -61,6 +62,9 @@ class Summarizer:
         self.store = store
         self.backend = backend
         self._seen: dict[str, Incoming] = {}  # channel → its latest message answered
+        # Channels whose last run failed, oldest failure first: tried after the others, so
+        # one that keeps failing does not take every idle slot from the rest.
+        self._failed: dict[str, None] = {}
         self.runs = 0  # summaries saved since the daemon started
         self.stopped = 0  # runs pre-empted or dropped
 
@@ -69,7 +73,9 @@ class Summarizer:
         self._seen.pop(message.channel_key, None)
         self._seen[message.channel_key] = message
         while len(self._seen) > SEEN_MAX:
-            del self._seen[next(iter(self._seen))]
+            oldest = next(iter(self._seen))
+            del self._seen[oldest]
+            self._failed.pop(oldest, None)
 
     @property
     def tokens(self) -> int:
@@ -79,7 +85,9 @@ class Summarizer:
         """A channel with messages to summarize whose persona keeps summaries, if any."""
         if self.tokens == 0:
             return None
-        for channel in await self.store.unsummarized(list(self._seen)):
+        found = await self.store.unsummarized(list(self._seen))
+        failed = [c for c in self._failed if c in found]
+        for channel in [c for c in found if c not in self._failed] + failed:
             bot = self.live.settings.bot
             message = self._seen[channel]
             resolved = await resolve_for(
@@ -97,6 +105,23 @@ class Summarizer:
         if channel is None or run.stopped:
             return False
         run.channel = channel
+        try:
+            saved = await self._summarize(run, channel)
+        except Exception:
+            self._failed_in(channel)
+            raise
+        if saved:
+            self._failed.pop(channel, None)
+        elif not run.stopped:
+            self._failed_in(channel)
+        return saved
+
+    def _failed_in(self, channel: str) -> None:
+        self._failed.pop(channel, None)
+        self._failed[channel] = None  # the newest failure: tried last
+
+    async def _summarize(self, run: SummaryRun, channel: str) -> bool:
+        """Fold the oldest messages of `channel` not summarized yet into its summary."""
         previous = await self.store.summary(channel)
         after = previous.through_row if previous else 0
         rows = await self.store.trimmed(channel, after, ROWS_PER_RUN)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.run_all import SUMMARY_SMOKE
 from support.progress import run_progressing
 
 pytestmark = pytest.mark.slow
@@ -38,6 +39,8 @@ def test_benchmarks_run_on_the_tiny_model(tmp_path: Path) -> None:
         "P3_streaming",
         "P2_fixed_seed",
         "SIZE_SPEED",
+        "P2_summaries",
+        "P2_summaries_reused_share",
     }
     assert all(isinstance(v, float | int) for v in figures.values())
     # Warm follow-ups beat cold prompts even on the tiny model.
@@ -47,8 +50,28 @@ def test_benchmarks_run_on_the_tiny_model(tmp_path: Path) -> None:
     # Quantized KV (issue 15): the tiny model's 32-wide heads give the block ratio exactly.
     assert figures["KV_q8_ratio"] == pytest.approx(34 / 64, abs=0.001)
     assert figures["P2_q8"] < 1
-    for name in ("batching-tiny", "kv_reuse-fixed_seed-tiny"):
+    for name in ("batching-tiny", "kv_reuse-fixed_seed-tiny", "summary_reuse-tiny"):
         assert (tmp_path / f"{name}.json").exists()
+    assert figures["P2_summaries_reused_share"] > 0
+
+
+def test_p2_with_summaries_runs_through_the_daemon(tmp_path: Path) -> None:
+    """bench.summary_reuse on the tiny model: the channel trims, summaries are written and
+    shown, and the turns between trims reuse their prefix."""
+    env = os.environ | {"HEARTHBOT_BENCH_RESULTS": str(tmp_path)}
+    result = run_progressing(
+        [sys.executable, "-m", "bench.summary_reuse", *SUMMARY_SMOKE],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        quiet_s=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    found = json.loads((tmp_path / "summary_reuse-tiny.json").read_text())
+    assert found["trims"] >= 2 and found["summaries_written"] >= 1
+    assert found["turns_measured"] >= 1  # turns between trims that showed a summary
+    assert found["reused_share_min"] > 0
+    assert found["P2_summaries"] > 0
 
 
 def test_the_llama_server_comparison_runs_hearthbots_side(tmp_path: Path) -> None:

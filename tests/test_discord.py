@@ -305,7 +305,7 @@ async def test_slash_commands_and_autocomplete(
         assert registered == {
             *("help", "status", "usage", "reset", "persona", "temperature", "seed", "trigger"),
             "autothread",
-            "forget",
+            *("forget", "remember", "notes", "summary"),
         }
 
         async def run(user: Json, name: str, *options: Json, where: Json | None = None) -> Json:

@@ -13,7 +13,7 @@ from typing import Any
 from bot.model.types import Generation, GenerationRequest
 from support.daemons import DB
 from support.discord_bot import answer, at, hearthbot
-from support.fake_discord import FakeDiscord, Json
+from support.fake_discord import FakeDiscord, Json, until
 from support.stored import everything_stored
 
 
@@ -57,6 +57,43 @@ async def test_notes_on_discord(tmp_path: Path, tiny_model: Path, fake: FakeDisc
         assert "no notes about you" in await say(fake.alice, fake.other, "!notes")
         assert "walnuts" not in everything_stored(tmp_path / DB)
         assert engine.cache_state(f"discord:{fake.other['id']}") == "cold"
+
+
+async def test_memory_slash_commands(tmp_path: Path, tiny_model: Path, fake: FakeDiscord) -> None:
+    """/remember, /notes, /notes clear and /summary run the `!` commands, for the asker's
+    eyes only: a note kept by slash command is listed, used in the asker's next prompt and
+    deleted by /notes clear; another person's /notes does not show it."""
+    async with hearthbot(tmp_path, tiny_model, fake) as (daemon, _adapter):
+        engine = daemon.backend
+        requests: list[GenerationRequest] = []
+        start = engine.start
+
+        def recording(request: GenerationRequest) -> Generation:
+            requests.append(request)
+            return start(request)
+
+        engine.start = recording  # type: ignore[method-assign]
+
+        async def run(user: Json, name: str, *options: Json) -> str:
+            interaction = await fake.slash(user, fake.general, name, list(options))
+            await until(lambda: bool(fake.responses(interaction)), what=f"/{name} answered")
+            (response,) = fake.responses(interaction)
+            assert response["data"]["flags"] & 64, f"/{name} is shown to the asker only"
+            return str(response["data"]["content"])
+
+        note = {"name": "text", "type": 3, "value": "I keep bees on the roof"}
+        assert (await run(fake.alice, "remember", note)).startswith("Noted.")
+        assert "I keep bees on the roof" in await run(fake.alice, "notes")
+        assert "no notes about you" in await run(fake.bob, "notes")
+        asked = await fake.say(fake.alice, fake.general, f"{at(fake)} any ideas for honey?")
+        await answer(fake, daemon, asked)
+        assert "- I keep bees on the roof" in requests[-1].messages[-1]["content"]
+
+        clear = {"name": "action", "type": 3, "value": "clear"}
+        assert await run(fake.alice, "notes", clear) == "Deleted your 1 notes here."
+        assert "no notes about you" in await run(fake.alice, "notes")
+        assert "I keep bees on the roof" not in everything_stored(tmp_path / DB)
+        assert "No summary here" in await run(fake.alice, "summary")
 
 
 def held_text(engine: Any) -> str:
@@ -122,3 +159,73 @@ async def until_true(condition: Callable[[], Awaitable[bool]], what: str) -> Non
     while not await condition():
         assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.02)
+
+
+async def test_summary_in_idle_time_preempted_shown_and_reused_on_discord(
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord
+) -> None:
+    """Alice talks until the window trims. A summary starts in idle time, Bob's message stops
+    it, it is written again once nothing waits; from the next trim the prompts show it right
+    after the system prompt, and the turns between trims reuse their cached prefix."""
+    queue = {"max_pending": 8, "per_user_per_minute": 1000}  # Alice talks a lot
+    async with hearthbot(tmp_path, tiny_model, fake, n_ctx=1024, chatty_tokens=16, queue=queue) as (
+        daemon,
+        _adapter,
+    ):
+        store, engine = daemon.store, daemon.backend
+        channel = f"discord:{fake.general['id']}"
+        generations: list[Generation] = []
+        summary_started = asyncio.Event()
+        start = engine.start
+
+        def recording(request: GenerationRequest) -> Generation:
+            generation = start(request)
+            generations.append(generation)
+            if (request.cache_key or "").startswith("summary:"):
+                summary_started.set()
+            return generation
+
+        engine.start = recording  # type: ignore[method-assign]
+
+        async def say(user: Json, text: str) -> None:
+            asked = await fake.say(user, fake.general, f"{at(fake)} {text}")
+            await answer(fake, daemon, asked, timeout=60)
+
+        def summaries() -> list[Generation]:
+            return [g for g in generations if (g.request.cache_key or "").startswith("summary:")]
+
+        async def summarized() -> bool:
+            return await store.summary(channel) is not None
+
+        line = "the lighthouse keeper rows out at dawn and the gulls follow him " * 2
+        i = 0
+        while not await store.trimmed(channel, 0, 1):
+            summary_started.clear()
+            await say(fake.alice, f"{i}: {line}")
+            i += 1
+        await asyncio.wait_for(summary_started.wait(), 60)
+        (running,) = summaries()
+        await say(fake.bob, "a question while the summary is written")
+        assert running.result.finish == "cancelled"  # the answer did not wait for it
+        await until_true(summarized, "the summary, written again once idle")
+        assert len(summaries()) >= 2
+
+        async def shown() -> bool:
+            found = await store.summary(channel)
+            return found is not None and found.shown is not None
+
+        while not await shown():
+            await say(fake.alice, f"{i}: {line}")
+            i += 1
+        for j in range(4):
+            await say(fake.alice, f"after the summary {j}")
+        answers = [g for g in generations if g.request.cache_key == channel]
+        showing = [g for g in answers if "(a summary):\n" in g.request.messages[0]["content"]]
+        assert len(showing) >= 4
+        between_trims = 0
+        for previous, current in itertools.pairwise(answers):
+            before = list(previous.request.prompt or ())
+            if list(current.request.prompt or ())[: len(before)] == before:
+                assert current.result.reused_tokens >= len(before) - 1
+                between_trims += current in showing
+        assert between_trims >= 3

@@ -5,6 +5,7 @@ the store, and through the console with the real daemon and the tiny model."""
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,10 @@ async def test_notes_are_per_person_and_scope_capped_and_forgotten(tmp_path: Pat
             "likes tea",
             "lives by the sea",
         ]
+        # Retention purges history, not notes: they stay until their author deletes them
+        # (docs/memory.md).
+        await store.purge(before=time.time() + 1)
+        assert len(await store.notes("ann", "server:g")) == 2
         assert await store.clear_notes("ann", "server:g") == 2
         assert await store.notes("ann", "server:g") == []
         assert [n.text for n in await store.notes("ann", "channel:dm")] == ["in the DM"]

@@ -19,12 +19,14 @@ import pytest
 from adapters.console import ConsoleAdapter
 from bot.daemon import Daemon
 from bot.events import Incoming
+from bot.live import Live
 from bot.model.types import Generation, GenerationRequest
 from bot.personas import load_personas
 from bot.prompt.window import choose_window, doomed
 from bot.settings import load_settings
 from bot.store import Store
 from bot.summaries import Summary
+from bot.summarizer import Summarizer, SummaryRun
 from support.persona_files import only_persona
 from support.recording_backend import RecordingBackend
 from support.stored import everything_stored
@@ -67,6 +69,39 @@ async def store_with_trimmed(tmp_path: Path) -> tuple[Store, list[int]]:
         rows.append(row)
     await store.set_window_start("test:c", rows[4])
     return store, rows
+
+
+async def test_a_channel_whose_summary_fails_does_not_starve_the_others(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """Channel a's summary so far no longer fits the context (written with a bigger one before
+    a restart, say): its runs fail. The next run goes to channel b, not to a again."""
+    store = await Store.open(tmp_path / "db.sqlite")
+    engine = await RecordingBackend.load(tiny_model, n_ctx=512, n_threads=2)
+    try:
+        for channel in ("a", "b"):
+            rows = []
+            for i in range(6):
+                message = Incoming("test", channel, f"{channel}{i}", "ann", "Ann", f"words {i}")
+                row = await store.accept(message, message.text)
+                assert row is not None
+                await store.complete(row, f"test:{channel}", "")
+                rows.append(row)
+            await store.set_window_start(f"test:{channel}", rows[4])
+        first_of_a = (await store.trimmed("test:a", 0, 1))[0]
+        assert await store.save_summary("test:a", "gist " * 2000, 2000, None, [first_of_a])
+        settings = load_settings(None, bot={"data_dir": tmp_path}, memory={"summary_tokens": 64})
+        summarizer = Summarizer(Live(settings, load_personas(), {}), store, engine)
+        for channel in ("a", "b"):
+            summarizer.saw(Incoming("test", channel, f"{channel}5", "ann", "Ann", "words 5"))
+
+        with pytest.raises(ValueError, match="no room"):
+            await summarizer.run(SummaryRun())
+        assert await summarizer.run(SummaryRun())  # b's turn, not a's again
+        assert await store.summary("test:b") is not None
+    finally:
+        await engine.close()
+        await store.close()
 
 
 async def test_trimmed_messages_are_found_and_summarized_once(tmp_path: Path) -> None:

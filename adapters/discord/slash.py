@@ -108,6 +108,22 @@ class SlashCommands(app_commands.CommandTree):
         ) -> None:
             await run(interaction, command_text("forget", user.id if user else None), True)
 
+        # Long memory (docs/memory.md): about the asker, so only the asker sees the answers.
+        @self.command(name="remember", description=_summary("remember"))
+        @app_commands.describe(text="what to keep about you (used where you say it)")
+        async def remember(interaction: discord.Interaction, text: str) -> None:
+            await run(interaction, command_text("remember", text), True)
+
+        @self.command(name="notes", description=_summary("notes"))
+        @app_commands.describe(action="clear: delete your notes here (empty: list them)")
+        @app_commands.choices(action=[app_commands.Choice(name="clear", value="clear")])
+        async def notes(interaction: discord.Interaction, action: str | None = None) -> None:
+            await run(interaction, command_text("notes", action), True)
+
+        @self.command(name="summary", description=_summary("summary"))
+        async def summary(interaction: discord.Interaction) -> None:
+            await run(interaction, command_text("summary"), True)
+
     async def on_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError, /
     ) -> None:
