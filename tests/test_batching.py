@@ -195,7 +195,8 @@ async def test_a_fixed_seed_gives_the_same_reply_alone_together_warm_and_cold(
 
 
 async def test_more_channels_resident_than_slots_then_evicted_and_back(tiny_model: Path) -> None:
-    backend = await load(tiny_model, parallel=1, resident=3, pool_tokens=4096)
+    # Idle channels may stay in the pool here: this is residency, not parking (test_parking).
+    backend = await load(tiny_model, parallel=1, resident=3, pool_tokens=4096, idle_cells=10**6)
     try:
         channels = [chat(topic, turns=4) for topic in TOPICS[:5]]
         for topic, messages in zip(TOPICS[:4], channels, strict=False):
@@ -219,7 +220,7 @@ async def test_more_channels_resident_than_slots_then_evicted_and_back(tiny_mode
 
 async def test_running_out_of_kv_room_mid_step_evicts_an_idle_channel(tiny_model: Path) -> None:
     # Room for one full window and a bit: two idle channels fill it, a third needs their room.
-    backend = await load(tiny_model, n_ctx=1024, pool_tokens=1536, parallel=2)
+    backend = await load(tiny_model, n_ctx=1024, pool_tokens=1536, parallel=2, idle_cells=10**6)
     try:
         a, b, c = chat("water", turns=4), chat("fire", turns=4), chat("cats", turns=6)
         first = [backend.start(ask(a, "a")), backend.start(ask(b, "b"))]

@@ -55,17 +55,30 @@ async def run(
     return generation
 
 
-async def test_interleaved_channels_stay_warm(backend: RecordingBackend) -> None:
-    a, b = conversation("a", 20), conversation("b", 20)
-    await run(backend, a, "a")
-    await run(backend, b, "b")  # both stay resident in the pool
-    assert backend.cache_state("a").endswith("tokens resident)")
-    assert "a" not in backend._cache  # nothing was copied out
-    follow_up = [*a, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "more"}]
-    generation = await run(backend, follow_up, "a")
-    previous = len(backend.prompt_tokens(a))
-    assert generation.result.reused_tokens >= previous - 1
-    assert generation.result.prompt_tokens - generation.result.reused_tokens < 40
+@pytest.mark.parametrize("idle_cells", [10**6, 0])
+async def test_interleaved_channels_stay_warm(tiny_model: Path, idle_cells: int) -> None:
+    # Resident in the pool when idle channels may stay there (10**6 cells), else parked as a
+    # snapshot while the other channel generates (tests/test_parking.py): warm either way.
+    backend = await RecordingBackend.load(
+        tiny_model, n_ctx=4096, n_threads=2, kv_cache_mb=64, idle_cells=idle_cells
+    )
+    try:
+        a, b = conversation("a", 20), conversation("b", 20)
+        await run(backend, a, "a")
+        await run(backend, b, "b")
+        if idle_cells:
+            assert backend.cache_state("a").endswith("tokens resident)")
+            assert "a" not in backend._cache  # nothing was copied out
+        else:
+            assert "a" in backend._cache
+        follow_up = [*a, {"role": "assistant", "content": "ok"}]
+        follow_up.append({"role": "user", "content": "more"})
+        generation = await run(backend, follow_up, "a")
+        previous = len(backend.prompt_tokens(a))
+        assert generation.result.reused_tokens >= previous - 1
+        assert generation.result.prompt_tokens - generation.result.reused_tokens < 40
+    finally:
+        await backend.close()
 
 
 async def test_evicted_channels_are_saved_and_stay_warm(one_sequence: RecordingBackend) -> None:

@@ -69,6 +69,7 @@ class LlamaCppBackend(UsesChatText):
         parallel: int = 4,
         pool_tokens: int = 0,
         resident: int | None = None,
+        idle_cells: int | None = None,
         repack: bool = True,
         offload: Offload | None = None,
         attention: Attention | None = None,
@@ -76,11 +77,12 @@ class LlamaCppBackend(UsesChatText):
     ) -> LlamaCppBackend:
         """Load the model on the worker thread. `parallel`: replies generated at once;
         `pool_tokens`: KV cells shared by all sequences (0: n_ctx × parallel); `resident`: idle
-        channels kept in the pool (default 2 per slot); `repack`: llama.cpp's CPU weight
-        repacking (see LoadedModel); `offload`, `attention`: GPU layers, KV type and flash
-        attention (bot.model.llama_cpp.placement); `energy`: where replies' energy is read
-        (default: the best source of this box, bot.model.energy). Raises ModelFileError
-        with a clear message."""
+        channels kept in the pool (default 2 per slot); `idle_cells`: what idle channels may
+        hold while replies generate (default: from the model's size, KvPool.park); `repack`:
+        llama.cpp's CPU weight repacking (see LoadedModel); `offload`, `attention`: GPU
+        layers, KV type and flash attention (bot.model.llama_cpp.placement); `energy`: where
+        replies' energy is read (default: the best source of this box, bot.model.energy).
+        Raises ModelFileError with a clear message."""
         attention = attention or Attention()
         pool_tokens = max(pool_tokens or n_ctx * parallel, n_ctx)
         summary = await asyncio.to_thread(inspect_model, path)
@@ -112,7 +114,9 @@ class LlamaCppBackend(UsesChatText):
         backend._thread.start()
         try:
             await backend._call(
-                lambda: backend._open(path, shape, n_ctx, parallel, repack, offload or Offload())
+                lambda: backend._open(
+                    path, shape, n_ctx, parallel, repack, offload or Offload(), idle_cells
+                )
             )
         except Exception as exc:
             backend._jobs.put(None)
@@ -129,6 +133,7 @@ class LlamaCppBackend(UsesChatText):
         parallel: int,
         repack: bool,
         offload: Offload,
+        idle_cells: int | None,
     ) -> None:
         loaded = LoadedModel(path, shape, repack, offload)
         self._loaded = loaded
@@ -145,6 +150,8 @@ class LlamaCppBackend(UsesChatText):
             self._text.eog_tokens,
             Accountant(self.energy),
         )
+        if idle_cells is not None:
+            self._engine.idle_cells = idle_cells
         desc = ctypes.create_string_buffer(256)
         llama_cpp.llama_model_desc(loaded.model.model, desc, ctypes.sizeof(desc))
         self.info = ModelInfo(

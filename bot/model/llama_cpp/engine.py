@@ -6,8 +6,8 @@ parallel` prompt tokens), so a long new prompt delays the others by one chunk at
 `parallel` replies run at once; more wait in order. A reply is admitted only while the pool's
 cells cover what every running reply may still need, so running replies never run out of room;
 idle resident channels fill the rest of the pool and are evicted when llama_decode finds no
-room. Cancellation is checked between steps (llama.cpp's abort callback would abort everyone's
-step).
+room, or parked as snapshots while replies generate (bot.model.llama_cpp.pool). Cancellation
+is checked between steps (llama.cpp's abort callback would abort everyone's step).
 
 A fixed-seed reply decodes alone, in a context of its own (bot.model.llama_cpp.solo), so the
 same seed and history give the same text while other channels generate. Its cost: a step of
@@ -30,7 +30,7 @@ from bot.model.footprint import Accountant
 from bot.model.llama_cpp.batch import NO_KV_ROOM, StepBatch
 from bot.model.llama_cpp.lane import Lane
 from bot.model.llama_cpp.loader import LoadedModel
-from bot.model.llama_cpp.pool import KvPool
+from bot.model.llama_cpp.pool import KvPool, idle_allowance
 from bot.model.llama_cpp.sampler import sampler_chain
 from bot.model.llama_cpp.solo import SoloLane
 from bot.model.llama_cpp.stream import Stream, cells_needed
@@ -61,6 +61,13 @@ class Engine:
         self.parallel = parallel
         self.n_ctx = n_ctx
         self.pool_tokens = loaded.pool_tokens
+        model = loaded.model.model
+        # Idle cells that may stay in the pool while replies generate (KvPool.park).
+        self.idle_cells = idle_allowance(
+            llama_cpp.llama_model_n_params(model),
+            llama_cpp.llama_model_n_layer(model),
+            llama_cpp.llama_model_n_embd(model),
+        )
         step_tokens = loaded.shape.step_tokens
         self.shared = Lane(loaded.ctx, StepBatch(step_tokens), pool, step_tokens - parallel)
         self.solo: SoloLane | None = None  # opened at the first fixed-seed reply
@@ -97,6 +104,9 @@ class Engine:
             for stream in [s for s in self.streams if s.generation.cancelled]:
                 stream.writer.result.finish = "cancelled"
                 self._end(stream)
+            if self.streams or self.waiting:
+                keep = {generation.request.cache_key for generation, _ in self.waiting}
+                self.pool.park(self.idle_cells, keep)
             self._admit()
             group = self._next_group()
             if group:

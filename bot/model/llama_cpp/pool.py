@@ -5,7 +5,9 @@ Recently active channels stay resident (more of them than there are slots, as se
 cells allow), so their next turn evaluates only what is new. A channel is evicted, least
 recently used first and never while it generates, when its sequence id or its cells are
 needed; its KV is then copied out into the snapshot LRU (bot.model.llama_cpp.kv_cache), from
-which its next turn can restore it.
+which its next turn can restore it. While replies generate, idle channels beyond a few hundred
+cells are parked the same way (`park`): llama.cpp's attention covers every cell in use, so
+idle cells would slow every step; copying them out and back costs far less.
 
 The model thread owns all of this. `forget` and `state` are called from the event loop and
 never wait for it: forgetting drops saved snapshots at once and leaves a mark that the model
@@ -17,7 +19,7 @@ from __future__ import annotations
 import ctypes
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import llama_cpp
@@ -26,6 +28,20 @@ from bot.model.llama_cpp.kv_cache import Rate, Snapshot, SnapshotCache, common_p
 
 # Shorter sequences are cheaper to evaluate again than to save.
 MIN_SNAPSHOT_TOKENS = 32
+# The share of a token's weight work that idle channels' cells may add to its attention.
+IDLE_ATTENTION_SHARE = 0.05
+
+
+def idle_allowance(n_params: int, n_layer: int, n_embd: int) -> int:
+    """How many idle cells may stay in the pool while replies generate.
+
+    llama.cpp attends over every cell of a unified cache up to the highest one in use, masked
+    but computed (flash attention off), so an idle channel's cells cost every token of every
+    reply: about 4·n_layer·n_embd flops per cell (scores and values, all heads), against
+    2·n_params for the token's weights. The allowance keeps that under IDLE_ATTENTION_SHARE.
+    """
+    per_cell = 4 * max(n_layer, 1) * max(n_embd, 1)
+    return int(IDLE_ATTENTION_SHARE * 2 * n_params / per_cell)
 
 
 @dataclass(eq=False, slots=True)
@@ -177,6 +193,27 @@ class KvPool:
                 r.key == resident.key for r in self.residents
             ):
                 del self._view[resident.key]
+
+    def park(self, allowance: int, keep: Collection[str | None] = ()) -> int:
+        """While replies generate: save idle sequences as snapshots and drop them, least recently
+        used first, until the idle ones hold at most `allowance` cells (see idle_allowance).
+        `keep`: channels about to be claimed. Nothing is parked without a snapshot budget (it
+        would be lost, not parked). Returns how many were parked."""
+        if self.snapshots.budget_bytes <= 0:
+            return 0
+        idle = sorted(
+            (r for r in self.residents if not r.busy and r.key not in keep), key=lambda r: r.used
+        )
+        held = sum(len(r.tokens) for r in idle)
+        parked = 0
+        for victim in idle:
+            if held <= allowance:
+                break
+            held -= len(victim.tokens)
+            self._stash(victim)
+            self.drop(victim)
+            parked += 1
+        return parked
 
     def evict(self) -> bool:
         """Make room: save the least recently used idle sequence as a snapshot and drop it.

@@ -1,0 +1,80 @@
+"""Idle channels leave the KV pool while replies generate (KvPool.park), on real llama.cpp with
+the tiny GGUF: their cells would widen every step's attention. Parked channels come back from
+their snapshots with the same text they would have had resident."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from test_batching import TOPICS, alone, ask, chat, load, pool_agrees, text_of
+
+from bot.model.llama_cpp.pool import idle_allowance
+
+
+@pytest.mark.parametrize(
+    ("n_params", "n_layer", "n_embd", "cells"),
+    [
+        (494_032_768, 24, 896, 574),  # Qwen2.5-0.5B
+        (8_030_261_248, 32, 4096, 1531),  # Llama-3.1-8B
+        (14_770_033_664, 48, 5120, 1502),  # Qwen2.5-14B
+        (0, 24, 896, 0),
+        (1000, 0, 0, 25),  # nonsense facts give a number, not an error
+    ],
+)
+def test_idle_allowance(n_params: int, n_layer: int, n_embd: int, cells: int) -> None:
+    assert idle_allowance(n_params, n_layer, n_embd) == cells
+
+
+def follow_up(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [*messages, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "go on"}]
+
+
+async def test_idle_channels_are_parked_while_another_generates_and_come_back(
+    tiny_model: Path,
+) -> None:
+    backend = await load(tiny_model, parallel=2, idle_cells=0)
+    try:
+        a, b, c = (chat(topic, turns=3) for topic in TOPICS[:3])
+        await text_of(backend.start(ask(a, "a")))
+        await backend.ping()
+        assert backend.cache_state("a").endswith("resident)")  # idle, and nothing generates
+        for messages, key in ((b, "b"), (c, "c")):
+            await text_of(backend.start(ask(messages, key)))
+        # While b generated, a was saved and dropped; so was b while c generated.
+        assert backend.stats().resident == 1
+        assert backend.cache_state("a").endswith("MB)")
+        assert backend.cache_state("b").endswith("MB)")
+        assert backend.cache_state("c").endswith("resident)")
+        # Both come back from their snapshots, generating side by side.
+        back = [backend.start(ask(follow_up(m), k)) for m, k in ((a, "a"), (b, "b"))]
+        texts = await asyncio.gather(*(text_of(g) for g in back))
+        for generation, messages in zip(back, (a, b), strict=True):
+            assert generation.result.reused_tokens >= len(backend.prompt_tokens(messages)) - 1
+        assert await pool_agrees(backend)
+    finally:
+        await backend.close()
+    assert texts == await alone(tiny_model, [ask(follow_up(a), "a"), ask(follow_up(b), "b")])
+
+
+async def test_idle_channels_within_the_allowance_stay(tiny_model: Path) -> None:
+    backend = await load(tiny_model, parallel=2, idle_cells=100_000)
+    try:
+        for topic in TOPICS[:3]:
+            await text_of(backend.start(ask(chat(topic, turns=3), topic)))
+        assert backend.stats().resident == 3
+    finally:
+        await backend.close()
+
+
+async def test_without_a_snapshot_budget_nothing_is_parked(tiny_model: Path) -> None:
+    # Parking there would mean losing the channel's KV, not saving it.
+    backend = await load(tiny_model, parallel=2, idle_cells=0, kv_cache_mb=0)
+    try:
+        for topic in TOPICS[:3]:
+            await text_of(backend.start(ask(chat(topic, turns=3), topic)))
+        assert backend.stats().resident == 3
+        assert all(backend.cache_state(t).endswith("resident)") for t in TOPICS[:3])
+    finally:
+        await backend.close()
