@@ -26,6 +26,7 @@ SMOKE = {
     "fairness": ["--tiny", "--queued", "6", "--repeats", "1"],
     "memory": ["--tiny", "--messages", "100", "--channels", "10"],
     "kv_type": ["--tiny", "--length", "300", "--channels", "2"],
+    "idle_cells": ["--tiny", "--idle", "3", "--length", "200", "--repeats", "1", "--tokens", "8"],
     "footprint": ["--tiny", "--tokens", "16", "--repeats", "1", "--length", "300"],
     "size_speed": ["--tiny", "--repeats", "1", "--tokens", "8"],
     "summary_reuse": SUMMARY_SMOKE,
@@ -38,6 +39,7 @@ FULL = {
     "memory": [],
     "memory-tiny": ["--tiny"],
     "kv_type": [],
+    "idle_cells": [],
     "footprint": [],
     "size_speed": [],
     "summary_reuse": [],
@@ -93,6 +95,8 @@ def figures(smoke: bool) -> dict[str, float]:
     }
     if not smoke:
         found["P5_tiny_growth_mb"] = load("memory-tiny")["second_half_growth_mb"]
+    # Idle channels parked while replies generate (issue 14): bench.idle_cells.
+    found["IDLE_parked_ratio"] = load("idle_cells" + suffix)["IDLE_parked_ratio"]
     # Quantized KV (issue 15): bench.kv_type.
     kv_type = load("kv_type" + suffix)
     found["KV_q8_ratio"], found["P2_q8"] = kv_type["KV_q8_ratio"], kv_type["P2_q8"]
