@@ -13,6 +13,7 @@ from enum import Enum
 from PIL import Image, UnidentifiedImageError
 
 from bot import texts
+from bot.model.types import DecodedImage
 from bot.settings import ImageSettings
 
 # The formats a chat client posts as a picture; Pillow tries no other decoder (a TIFF or PSD
@@ -72,18 +73,6 @@ def refusal_notice(name: str, rejected: ImageRejected, limits: ImageLimits) -> s
     return texts.IMAGE_REFUSED[rejected.problem.value].format(
         name=name, limit_mb=round(limits.max_bytes / 1_048_576, 1), width=width, height=height
     )
-
-
-@dataclass(frozen=True)
-class DecodedImage:
-    """A decoded picture: packed RGB rows (width × height × 3 bytes), its source format and a
-    content hash (the bitmap id that lets the KV cache recognise the same image again)."""
-
-    width: int
-    height: int
-    rgb: bytes
-    source_format: str
-    digest: str
 
 
 def decode_image(data: bytes, limits: ImageLimits, fit: int) -> DecodedImage:

@@ -10,7 +10,6 @@ from PIL import Image
 
 from bot.images import (
     PILLOW_MAX_PIXELS,
-    DecodedImage,
     ImageLimits,
     ImageProblem,
     ImageRejected,
@@ -18,6 +17,7 @@ from bot.images import (
     limits_from,
     refusal_notice,
 )
+from bot.model.types import DecodedImage
 from bot.settings import ImageSettings
 
 LIMITS = ImageLimits(max_bytes=2_000_000, max_pixels=4_000_000, max_side=4096)

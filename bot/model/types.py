@@ -47,6 +47,19 @@ class ModelInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class DecodedImage:
+    """A picture ready for a projector: packed RGB rows (width × height × 3 bytes), the format
+    it was posted in, and a content hash (its bitmap id: the KV cache knows it again by it).
+    bot/images.py makes it."""
+
+    width: int
+    height: int
+    rgb: bytes
+    source_format: str
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
 class EngineStats:
     """What the model worker is doing, for metrics and !status: slots in use, the tokens of
     its last step (one llama_decode), and the replies' tokens per second together."""
