@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -56,6 +58,34 @@ class ImageLimits:
     max_bytes: int
     max_pixels: int  # width × height of the source, read from the header before decoding
     max_side: int  # the source's longest side, in pixels
+
+
+# A channel hears "this model cannot see images" at most this often.
+BLIND_NOTICE_INTERVAL_S = 3600.0
+
+
+class OncePer:
+    """Yes for a key at most once per interval (the no-projector notice, per channel); keeps
+    at most `most_keys` keys, forgetting the oldest first."""
+
+    def __init__(
+        self, seconds: float, clock: Callable[[], float] = time.monotonic, most_keys: int = 4096
+    ) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self.most_keys = most_keys
+        self._last: dict[str, float] = {}  # key → when it was last yes, oldest first
+
+    def due(self, key: str) -> bool:
+        now = self.clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.seconds:
+            return False
+        self._last.pop(key, None)
+        self._last[key] = now
+        while len(self._last) > self.most_keys:
+            del self._last[next(iter(self._last))]
+        return True
 
 
 def limits_from(settings: ImageSettings) -> ImageLimits:

@@ -88,6 +88,7 @@ LAST_REPLY_NONE = "Last reply here: none since the start"
 NOTE_STOPPED = "stopped on request"
 NOTE_MAX_TOKENS = "reply cut at {max_tokens} tokens"
 NOTE_TRIMMED = "only the last {kept} messages fit in my context"
+NOTE_CANNOT_SEE_IMAGES = "this model cannot see images; I read only the text"
 
 
 def quote(

@@ -38,6 +38,7 @@ class ModelInfo:
     runs_on: str = ""  # e.g. "CPU, 4 threads", as llama.cpp placed it ("": not known here)
     kv_type: str = ""  # the KV cache's type as llama.cpp made it, e.g. "q8_0"
     layers: int = 0  # as llama.cpp places them (the output layer counts as one)
+    sees_images: bool = False  # a projector is loaded and the engine evaluates images
     offloaded_layers: int = 0  # of those, on a GPU
 
     @property
