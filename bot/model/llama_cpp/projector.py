@@ -56,6 +56,30 @@ class Chunk:
     image_id: str = ""  # an image chunk's bitmap id (the picture's content hash)
 
 
+def image_cells(image_id: str, n_tokens: int) -> list[int]:
+    """An image chunk's KV cells as entries of a sequence's token list (what the pool compares
+    to reuse a prefix, kv_cache.common_prefix): negative numbers from the picture's content
+    hash (hex), odd for its first cell, even for the rest. Token ids are never negative, so the
+    same picture matches and any other text or picture differs at its first cell."""
+    key = int(image_id[:15], 16) + 1
+    return [-(2 * key + 1)] + [-(2 * key)] * (n_tokens - 1)
+
+
+def whole_images(cells: Sequence[int], prefix: int) -> int:
+    """``prefix`` (cells of ``cells`` already in the KV cache), cut back to the start of an
+    image it ends inside: an image chunk is evaluated whole, never from its middle."""
+    if not 0 < prefix < len(cells) or not _continues_image(cells[prefix]):
+        return prefix
+    start = prefix
+    while _continues_image(cells[start]):  # an image's first cell is odd: the walk ends there
+        start -= 1
+    return start
+
+
+def _continues_image(cell: int) -> bool:
+    return cell < 0 and cell % 2 == 0
+
+
 class Chunks:
     """A tokenized prompt (mtmd_input_chunks), owned: close() frees it."""
 
