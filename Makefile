@@ -29,11 +29,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
-# Another variant than the venv's: rebuild llama-cpp-python alone, at the installed version,
-# past pip's wheel cache (--no-cache-dir) and its "already satisfied" (--force-reinstall). A new
-# venv already holds the CPU build.
+# Another variant than the venv's, or a build without libmtmd (images; a venv made before
+# docker/cmake_args.sh turned it on, or a wheel pip cached from then): rebuild llama-cpp-python
+# alone, at the installed version, past pip's wheel cache (--no-cache-dir) and its "already
+# satisfied" (--force-reinstall). A new venv already holds the CPU build.
 $(LLAMA_STAMP): $(STAMP)
-	@if [ "$(VARIANT)" != cpu ] || ls $(VENV)/.llama-* >/dev/null 2>&1; then \
+	@if [ "$(VARIANT)" != cpu ] || ls $(VENV)/.llama-* >/dev/null 2>&1 || \
+		! $(BIN)/python -c 'import llama_cpp.mtmd_cpp' >/dev/null 2>&1; then \
 		version="$$($(BIN)/python -c 'from importlib.metadata import version; print(version("llama-cpp-python"))')" && \
 		echo "building llama-cpp-python $$version for $(VARIANT): CMAKE_ARGS=$$CMAKE_ARGS" && \
 		$(BIN)/python -m pip install --quiet --force-reinstall --no-cache-dir --no-deps \
@@ -73,7 +75,7 @@ container-tools:
 		apt-get install -y -qq podman debootstrap runc >/dev/null)
 
 # The static checks, then the whole suite (the README's test command; .ci/run runs it).
-test: $(STAMP) $(SYNAPSE_STAMP) system-tools container-tools
+test: $(LLAMA_STAMP) $(SYNAPSE_STAMP) system-tools container-tools
 	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest
 

@@ -22,6 +22,7 @@ from bot import texts
 from bot.backoff import Backoff
 from bot.database import StoreError
 from bot.events import Incoming, ReplyHandle
+from bot.images import BLIND_NOTICE_INTERVAL_S, OncePer
 from bot.live import Live
 from bot.model.backend import Backend
 from bot.model.types import Generation, GenerationRequest, GenerationResult, draw_seed
@@ -99,10 +100,14 @@ class Answering:
             self.generation.cancel()
 
 
-def shown_answer(answer: str, cut_at: int | None, kept: int | None, stopped: bool = False) -> str:
+def shown_answer(
+    answer: str, cut_at: int | None, kept: int | None, stopped: bool = False, blind: bool = False
+) -> str:
     """The text users see: never empty (platforms reject that), and with a brief note when
-    the reply was stopped, hit max_tokens, or older history was left out."""
+    the reply was stopped, hit max_tokens, older history was left out, or images went unseen."""
     notes = [texts.NOTE_STOPPED] if stopped else []
+    if blind:
+        notes.append(texts.NOTE_CANNOT_SEE_IMAGES)
     if cut_at is not None:
         notes.append(texts.NOTE_MAX_TOKENS.format(max_tokens=cut_at))
     if kept is not None:
@@ -122,6 +127,7 @@ class AnswerWriter:
         self._reused: dict[str, int] = {}  # channel → prompt tokens reused by its last reply
         self.last_usage: dict[str, ReplyUsage] = {}  # channel → its last reply's figures
         self._abandoned = asyncio.Event()  # shutting down without waiting for the answers
+        self._blind_notes = OncePer(BLIND_NOTICE_INTERVAL_S)  # per channel
 
     def abandon(self) -> None:
         """Shutting down: answers started from now on are stopped at once, and those waiting
@@ -275,10 +281,18 @@ class AnswerWriter:
             cut_at=sampling.max_tokens if result.finish == "length" else None,
             kept=prompt.turns_kept if prompt.window.trimmed else None,
             stopped=result.finish == "cancelled",
+            blind=self._unseen_images(job),
         )
         if bot.show_thinking:
             final = with_thinking(final, thinking.thinking)
         return Answer(answer, final, result)
+
+    def _unseen_images(self, job: Job) -> bool:
+        """Pictures came with the job and the model cannot see them: said once per channel
+        per hour, never silence."""
+        posted = any(m.images for m in (job.message, *(j.message for j in job.joined)))
+        seen = self.backend.info.sees_images
+        return posted and not seen and self._blind_notes.due(job.message.channel_key)
 
     async def _save_and_show(self, job: Job, answer: Answer) -> None:
         message, result = job.message, answer.result

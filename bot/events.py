@@ -43,6 +43,8 @@ class Incoming:
     addressed: bool = True
     named: bool = False
     received_at: float = field(default_factory=time.time)
+    # The file names of the pictures posted with it (png, jpeg, webp, gif), in order.
+    images: tuple[str, ...] = ()
 
     @property
     def channel_key(self) -> str:
@@ -60,6 +62,7 @@ class Incoming:
     def from_json(cls, raw: str) -> Incoming:
         data = json.loads(raw)
         names = {f.name for f in dataclasses.fields(cls)}
+        data["images"] = tuple(data.get("images", ()))
         return cls(**{k: v for k, v in data.items() if k in names})
 
 

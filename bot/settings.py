@@ -287,6 +287,31 @@ class MemorySettings(Section):
     )
 
 
+class ImageSettings(Section):
+    """[images]: the caps a posted picture passes before it is decoded (docs/images.md)."""
+
+    max_kb: int = Field(
+        10_240,
+        ge=1,
+        le=102_400,
+        description="Downloaded at most, per image: 10 MB is Discord's upload limit; a phone "
+        "photo is 2-6 MB.",
+    )
+    max_megapixels: float = Field(
+        50,
+        gt=0,
+        le=200,
+        description="Width x height at most, read from the header before decoding (the "
+        "decompression-bomb cap): a 48 MP phone photo passes; decoding one takes ~150 MB.",
+    )
+    max_side_px: int = Field(
+        16_384,
+        ge=16,
+        le=65_535,
+        description="Longest side at most: longer strips shrink to nothing the model can read.",
+    )
+
+
 class DiscordSettings(Section):
     """Discord runs when `token` is set. Access lists take numeric IDs only."""
 
@@ -429,6 +454,7 @@ class Settings(BaseSettings):
     bot: BotSettings = Field(default_factory=BotSettings)  # type: ignore[arg-type]
     queue: QueueSettings = Field(default_factory=QueueSettings)  # type: ignore[arg-type]
     memory: MemorySettings = Field(default_factory=MemorySettings)  # type: ignore[arg-type]
+    images: ImageSettings = Field(default_factory=ImageSettings)  # type: ignore[arg-type]
     discord: DiscordSettings = Field(default_factory=DiscordSettings)  # type: ignore[arg-type]
     matrix: MatrixSettings = Field(default_factory=MatrixSettings)  # type: ignore[arg-type]
     health: HealthSettings = Field(default_factory=HealthSettings)  # type: ignore[arg-type]

@@ -40,6 +40,14 @@ SUMMARIZE = (
     "also covers the new messages: who said what, facts, decisions, open questions. Plain "
     "sentences, no preamble, at most {words} words."
 )
+# An image refused before any model work (bot.images.ImageProblem names the key).
+IMAGE_REFUSED = {
+    "too_many_bytes": "I can't look at {name}: it is larger than {limit_mb:g} MB.",
+    "unreadable": "I can't look at {name}: it is not a PNG, JPEG, WebP or GIF image I can read.",
+    "truncated": "I can't look at {name}: the image is cut off (incomplete file).",
+    "huge_dimensions": "I can't look at {name}: it is too large ({width}x{height} pixels).",
+    "decompression_bomb": "I can't look at {name}: it has too many pixels ({width}x{height}).",
+}
 UNKNOWN_PERSONA = "There is no persona called {name!r}. Available: {names}."
 PERSONA_SET = "Persona is now {name}: {description}"
 TEMPERATURE_SET = "Temperature is now {value:g} in this channel."
@@ -89,6 +97,7 @@ LAST_REPLY_NONE = "Last reply here: none since the start"
 NOTE_STOPPED = "stopped on request"
 NOTE_MAX_TOKENS = "reply cut at {max_tokens} tokens"
 NOTE_TRIMMED = "only the last {kept} messages fit in my context"
+NOTE_CANNOT_SEE_IMAGES = "this model cannot see images; I read only the text"
 
 
 def quote(

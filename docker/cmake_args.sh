@@ -6,8 +6,9 @@
 #   docker/cmake_args.sh [cpu|cuda|vulkan|metal|rocm]
 set -eu
 
-# The multimodal part of llama.cpp is not needed.
-base="-DLLAVA_BUILD=OFF"
+# libmtmd, llama.cpp's multimodal library (images: docs/images.md), is built and installed
+# beside libllama. ON is the option's default; it is spelled out so every variant says it.
+base="-DLLAVA_BUILD=ON"
 case "${1:-cpu}" in
     "" | cpu) echo "$base" ;;
     cuda) echo "$base -DGGML_CUDA=on" ;;

@@ -17,15 +17,22 @@ export CMAKE_ARGS="${CMAKE_ARGS:-$(sh "$(dirname "$0")/cmake_args.sh" "${GPU:-cp
 "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade "pip>=24" "setuptools>=77"
 "$venv/bin/python" -m pip install --quiet "$source_dir"
+# A llama-cpp-python wheel that pip cached from a build without libmtmd (images) is compiled
+# again, alone, past the cache.
+if ! "$venv/bin/python" -c "import llama_cpp.mtmd_cpp" >/dev/null 2>&1; then
+    version="$("$venv/bin/python" -c 'from importlib.metadata import version; print(version("llama-cpp-python"))')"
+    "$venv/bin/python" -m pip install --quiet --force-reinstall --no-cache-dir --no-deps \
+        "llama-cpp-python==$version"
+fi
 # llama-cpp-python also installs llama.cpp's own libraries, headers and CMake files at the top
 # of site-packages (33 MB); llama_cpp loads its copies in llama_cpp/lib.
 site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("platlib"))')"
 rm -rf "$site/lib" "$site/include"
 
-# Smoke check from outside the source tree: the package, llama.cpp and the bundled personas
+# Smoke check from outside the source tree: the package, llama.cpp with libmtmd and the bundled personas
 # load from the venv alone.
 cd /
-"$venv/bin/python" -c "import llama_cpp, aiohttp, prometheus_client"
+"$venv/bin/python" -c "import llama_cpp, llama_cpp.mtmd_cpp, aiohttp, prometheus_client, PIL"
 personas="$("$venv/bin/hearthbot" personas)"
 case "$personas" in
     *assistant*) ;;

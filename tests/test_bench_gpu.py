@@ -18,7 +18,7 @@ def test_the_dry_run_builds_for_cuda_and_runs_p1_and_p6(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "bench.gpu", "--dry-run", "--venv", str(tmp_path / "v")],
         cwd=ROOT,
-        env=os.environ | {"CMAKE_ARGS": "-DLLAVA_BUILD=OFF"},
+        env=os.environ | {"CMAKE_ARGS": "-DLLAVA_BUILD=ON"},
         capture_output=True,
         text=True,
         check=True,
@@ -27,7 +27,7 @@ def test_the_dry_run_builds_for_cuda_and_runs_p1_and_p6(tmp_path: Path) -> None:
     python = str(tmp_path / "v" / "bin" / "python")
     assert any(f"-m pip install --quiet -e {ROOT}[test,bench]" in c for c in commands)
     (build,) = [c for c in commands if "--force-reinstall" in c]
-    assert build.startswith("$ CMAKE_ARGS='-DLLAVA_BUILD=OFF -DGGML_CUDA=on' " + python)
+    assert build.startswith("$ CMAKE_ARGS='-DLLAVA_BUILD=ON -DGGML_CUDA=on' " + python)
     assert "--no-cache-dir --no-deps llama-cpp-python==" in build
     assert commands[-2] == f"$ {python} -m bench.throughput"
     assert commands[-1] == f"$ {python} -m bench.batched_reference --engine"

@@ -15,10 +15,12 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = "0.3.36"
 
-# Records each call and the CMAKE_ARGS it saw; answers importlib.metadata's version question.
+# Records each call and the CMAKE_ARGS it saw; answers importlib.metadata's version question;
+# fails to import libmtmd's binding while the venv holds a file named no-mtmd.
 PYTHON = f"""#!/bin/sh
 echo "python $* | CMAKE_ARGS=$CMAKE_ARGS" >> "$(dirname "$0")/../calls"
 case "$*" in *importlib.metadata*) echo {VERSION} ;; esac
+case "$*" in *mtmd_cpp*) test ! -e "$(dirname "$0")/../no-mtmd" ;; esac
 """
 
 
@@ -41,7 +43,7 @@ def test_cmake_args(variant: str, flag: str) -> None:
         text=True,
         check=True,
     )
-    assert out.stdout.split() == ["-DLLAVA_BUILD=OFF", *([flag] if flag else [])]
+    assert out.stdout.split() == ["-DLLAVA_BUILD=ON", *([flag] if flag else [])]
 
 
 def test_an_unknown_gpu_is_named() -> None:
@@ -97,14 +99,27 @@ def test_a_gpu_variant_is_rebuilt_once_and_back(venv: Path) -> None:
         f"-m pip install --quiet --force-reinstall --no-cache-dir --no-deps "
         f"llama-cpp-python=={VERSION} |" in cuda
     )
-    assert cuda.endswith("CMAKE_ARGS=-DLLAVA_BUILD=OFF -DGGML_CUDA=on")
+    assert cuda.endswith("CMAKE_ARGS=-DLLAVA_BUILD=ON -DGGML_CUDA=on")
     assert stamps(venv) == [".llama-cuda"]
     assert make_run(venv, "cuda") == []  # built: the stamp holds
 
     (vulkan,) = make_run(venv, "vulkan")
-    assert vulkan.endswith("CMAKE_ARGS=-DLLAVA_BUILD=OFF -DGGML_VULKAN=on")
+    assert vulkan.endswith("CMAKE_ARGS=-DLLAVA_BUILD=ON -DGGML_VULKAN=on")
     (cpu,) = make_run(venv)  # back to the CPU: rebuilt too
-    assert "--force-reinstall --no-cache-dir" in cpu and cpu.endswith(
-        "CMAKE_ARGS=-DLLAVA_BUILD=OFF"
-    )
+    assert "--force-reinstall --no-cache-dir" in cpu and cpu.endswith("CMAKE_ARGS=-DLLAVA_BUILD=ON")
     assert stamps(venv) == [".llama-cpu"]
+
+
+def test_a_build_without_libmtmd_is_rebuilt_once(venv: Path) -> None:
+    """A venv made before libmtmd was built (or from a wheel pip cached then) is rebuilt for
+    the CPU, past the cache; afterwards the stamp holds."""
+    (venv / "no-mtmd").touch()
+    (cpu,) = make_run(venv)
+    assert (
+        f"-m pip install --quiet --force-reinstall --no-cache-dir --no-deps "
+        f"llama-cpp-python=={VERSION} |" in cpu
+    )
+    assert cpu.endswith("CMAKE_ARGS=-DLLAVA_BUILD=ON")
+    assert stamps(venv) == [".llama-cpu"]
+    (venv / "no-mtmd").unlink()  # what the rebuild did
+    assert make_run(venv) == []

@@ -255,6 +255,37 @@ async def test_dm_is_answered_by_a_reply_streamed_in_edits_with_typing_and_html(
     assert '"matrix connected"' in captured_logs.getvalue()  # the log capture works
 
 
+async def test_a_picture_in_a_dm_is_answered_with_the_note_that_it_goes_unseen(
+    synapse: Synapse, tmp_path: Path, tiny_model: Path
+) -> None:
+    """No projector: an m.image (plain, and encrypted media in an encrypted room) is named to
+    the model and the answer says, once per room per hour, that the picture went unseen."""
+    picture = {"msgtype": "m.image", "body": "cat.png", "info": {"mimetype": "image/png"}}
+    encrypted_file = {
+        "url": "mxc://localhost/notdownloaded",
+        "key": {"kty": "oct", "alg": "A256CTR", "ext": True, "k": "a" * 43},
+        "iv": "AAAAAAAAAAAAAAAAAAAAAA",
+        "hashes": {"sha256": "b" * 43},
+        "v": "v2",
+    }
+    async with alice_and_bot(synapse, tmp_path, tiny_model) as (alice, bot):
+        for encrypted in (False, True):
+            room = await dm_with(alice, bot, encrypted=encrypted)
+            # As in the other encrypted tests: a command first, so the room's keys are shared
+            # before the picture (an undecryptable first message gets a notice instead).
+            await answer_to(alice, bot, await alice.send(room, "!seed"), command=True)
+            media = {"file": encrypted_file} if encrypted else {"url": "mxc://localhost/cat"}
+            asked = await alice.send_content(room, picture | media)
+            answer = await answer_to(alice, bot, asked)
+            assert texts.NOTE_CANNOT_SEE_IMAGES in alice.latest_text(answer.event.event_id)
+            assert answer.event.decrypted is encrypted
+            ((user, said), _) = await bot.history(room)
+            assert (user, said) == ("user", "[image: cat.png]")
+            again = await alice.send_content(room, picture | media)
+            answer = await answer_to(alice, bot, again)  # once per room per hour
+            assert texts.NOTE_CANNOT_SEE_IMAGES not in alice.latest_text(answer.event.event_id)
+
+
 async def test_encrypted_dm_restart_keeps_the_device_and_catches_up_within_the_window(
     synapse: Synapse, tmp_path: Path, tiny_model: Path
 ) -> None:

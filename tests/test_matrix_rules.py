@@ -16,6 +16,8 @@ from adapters.matrix.rules import (
     is_direct,
     localpart,
     matches,
+    picture,
+    picture_text,
     redaction_applies,
     reply_target,
     room_allowed,
@@ -239,3 +241,30 @@ def test_hearthbot_messages_are_marked_and_never_answered() -> None:
     assert sent_by_a_bot(message_content("an answer", reply_to="$e"))
     assert sent_by_a_bot(edit_content("$original", "a longer answer"))
     assert not sent_by_a_bot({"msgtype": "m.text", "body": "a person typing"})
+
+
+@pytest.mark.parametrize(
+    ("content", "expected", "text"),
+    [
+        ({"msgtype": "m.text", "body": "cat.png"}, None, None),
+        ({"msgtype": "m.image", "body": "cat.png"}, ("cat.png", ""), "[image: cat.png]"),
+        (
+            {"msgtype": "m.image", "body": "look!", "filename": "cat.png"},
+            ("cat.png", "look!"),
+            "look!\n[image: cat.png]",
+        ),
+        (
+            {"msgtype": "m.image", "body": "cat.png", "filename": "cat.png"},
+            ("cat.png", ""),
+            "[image: cat.png]",
+        ),
+        ({"msgtype": "m.image"}, ("image", ""), "[image: image]"),
+        ({"msgtype": "m.image", "body": 7}, ("image", ""), "[image: image]"),
+    ],
+)
+def test_pictures_are_named(
+    content: dict[str, Any], expected: tuple[str, str] | None, text: str | None
+) -> None:
+    assert picture(content) == expected
+    if expected is not None:
+        assert picture_text(*expected) == text

@@ -20,6 +20,7 @@ from adapters.discord.text import (
     attachment_named,
     attachment_read,
     decode_text,
+    is_image_attachment,
     is_text_attachment,
     plain_text,
     with_attachments,
@@ -135,6 +136,11 @@ class Reader:
             addressed=addressed,
             named=names_any(text, self.names(message, me)),
             received_at=message.created_at.timestamp(),  # a message read back is older
+            images=tuple(
+                a.filename
+                for a in message.attachments[:MAX_ATTACHMENTS]
+                if is_image_attachment(a.filename, a.content_type)
+            ),
         )
 
     @staticmethod

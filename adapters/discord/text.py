@@ -93,6 +93,19 @@ def is_text_attachment(filename: str, content_type: str | None) -> bool:
     return "." in filename and filename.rsplit(".", 1)[1].lower() in TEXT_EXTENSIONS
 
 
+# Pictures a chat client shows inline, as the image intake (bot.images) reads them.
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
+IMAGE_EXTENSIONS = frozenset({"png", "jpg", "jpeg", "webp", "gif"})
+
+
+def is_image_attachment(filename: str, content_type: str | None) -> bool:
+    """A picture: by its content type, or by its extension when Discord gave none."""
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if kind:
+        return kind in IMAGE_TYPES
+    return "." in filename and filename.rsplit(".", 1)[1].lower() in IMAGE_EXTENSIONS
+
+
 def _size(size: int) -> str:
     return f"{size} bytes" if size < 1024 else f"{size / 1024:.0f} KB"
 

@@ -21,6 +21,8 @@ from nio import (
     LocalProtocolError,
     MatrixRoom,
     MegolmEvent,
+    RoomEncryptedImage,
+    RoomMessageImage,
     RoomMessageText,
 )
 
@@ -110,7 +112,7 @@ class Crypto:
             except Exception as exc:
                 log.info("still cannot decrypt", room=room.room_id, error=describe(exc))
                 continue
-            if isinstance(decrypted, RoomMessageText):
+            if isinstance(decrypted, (RoomMessageText, RoomMessageImage, RoomEncryptedImage)):
                 readable.append((room, decrypted))
         if readable:
             log.info("decrypted messages once their key arrived", count=len(readable))

@@ -149,6 +149,24 @@ def strip_leading_mention(text: str, pattern: re.Pattern[str] | None) -> str:
     return re.sub(r"^[\s:,]+", "", rest) if rest.strip() else ""
 
 
+def picture(content: Mapping[str, Any]) -> tuple[str, str] | None:
+    """An `m.image` message's file name and caption ("" when none: the body is the file
+    name), or None for any other kind of message."""
+    if content.get("msgtype") != "m.image":
+        return None
+    body = content.get("body")
+    body = body if isinstance(body, str) else ""
+    filename = content.get("filename")
+    if isinstance(filename, str) and filename and filename != body:
+        return filename, body  # a caption (Matrix 1.10): the body is the text
+    return body or "image", ""
+
+
+def picture_text(name: str, caption: str) -> str:
+    """What the model reads of a picture it cannot see: its caption, then its name."""
+    return f"{caption}\n[image: {name}]" if caption else f"[image: {name}]"
+
+
 def sent_by_a_bot(content: Mapping[str, Any]) -> bool:
     """A hearthbot's own message (any instance): never answered, so bots cannot loop."""
     return bool(content.get(BOT_MARKER))

@@ -46,7 +46,7 @@ from adapters.matrix.login import (
 from adapters.matrix.outbox import Outbox
 from adapters.matrix.rules import matches, room_allowed, sent_by_a_bot
 from adapters.matrix.state import Session, SyncState
-from adapters.matrix.translate import Translator
+from adapters.matrix.translate import CHAT_MESSAGES, Translator
 from bot.backoff import Backoff
 from bot.events import Sink
 
@@ -146,7 +146,7 @@ class SyncLoop:
         store = self._account.store_dir
         store.mkdir(parents=True, exist_ok=True, mode=0o700)
         client = AsyncClient(self._account.homeserver, user, store_path=str(store), config=config)
-        client.add_event_callback(self._on_message, RoomMessageText)
+        client.add_event_callback(self._on_message, CHAT_MESSAGES)
         client.add_event_callback(self._on_megolm, MegolmEvent)
         client.add_event_callback(self._on_redaction, RedactionEvent)
         client.add_event_callback(self._on_invite, InviteMemberEvent)

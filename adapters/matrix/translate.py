@@ -21,7 +21,9 @@ from nio import (
     MatrixRoom,
     MegolmEvent,
     RedactionEvent,
+    RoomEncryptedImage,
     RoomGetEventResponse,
+    RoomMessageImage,
     RoomMessageText,
 )
 
@@ -34,6 +36,8 @@ from adapters.matrix.rules import (
     edited_event,
     localpart,
     matches,
+    picture,
+    picture_text,
     redaction_applies,
     reply_target,
     should_answer,
@@ -46,6 +50,9 @@ from bot.events import ChatEvent, Incoming, MessageDeleted, MessageEdited, Quote
 from bot.triggers import names_any
 
 log = structlog.get_logger(__name__)
+
+# The messages the core reads: text, and pictures (plain or encrypted media), which it names.
+CHAT_MESSAGES = (RoomMessageText, RoomMessageImage, RoomEncryptedImage)
 
 PLATFORM = "matrix"
 REMEMBERED_EVENTS = 2000
@@ -99,7 +106,7 @@ class Translator:
         if isinstance(event, RedactionEvent):
             self.recent.deleted(event.redacts)  # whoever sent it: a quote is looked up again
             return await self._deletion(room, event)
-        if not account.allowed(room, event.sender) or not isinstance(event, RoomMessageText):
+        if not account.allowed(room, event.sender) or not isinstance(event, CHAT_MESSAGES):
             return None  # (an undecryptable MegolmEvent is adapters.matrix.crypto's)
         content: dict[str, Any] = event.source.get("content", {})
         root = thread_root(content)
@@ -123,6 +130,9 @@ class Translator:
             return None
         target = reply_target(content)
         text = strip_reply_fallback(event.body) if target else event.body
+        image = picture(content)
+        if image is not None:
+            text = picture_text(*image)
         spoken_to = addressing(content, text, account.user_id, self._bot_names(room))
         direct = account.direct(room)
         replies_to_bot = (
@@ -147,6 +157,7 @@ class Translator:
             addressed=addressed,
             named=names_any(spoken_to.text, names),
             received_at=event.server_timestamp / 1000,
+            images=(image[0],) if image is not None else (),
         )
 
     def _channel_of(self, room_id: str, event_id: str) -> str:
@@ -216,7 +227,7 @@ class Translator:
         if isinstance(fetched, MegolmEvent):
             with contextlib.suppress(Exception):
                 fetched = client.decrypt_event(fetched)
-        if isinstance(fetched, RoomMessageText):
+        if isinstance(fetched, CHAT_MESSAGES):
             text, sent_at = _own_text(fetched), _sent_at(fetched)
             self.remember(event_id, fetched.sender, text, _replies_to(fetched), sent_at)
         else:

@@ -38,12 +38,26 @@ class ModelInfo:
     runs_on: str = ""  # e.g. "CPU, 4 threads", as llama.cpp placed it ("": not known here)
     kv_type: str = ""  # the KV cache's type as llama.cpp made it, e.g. "q8_0"
     layers: int = 0  # as llama.cpp places them (the output layer counts as one)
+    sees_images: bool = False  # a projector is loaded and the engine evaluates images
     offloaded_layers: int = 0  # of those, on a GPU
 
     @property
     def params_text(self) -> str:
         n = self.n_params
         return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n:,}"
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedImage:
+    """A picture ready for a projector: packed RGB rows (width × height × 3 bytes), the format
+    it was posted in, and a content hash (its bitmap id: the KV cache knows it again by it).
+    bot/images.py makes it."""
+
+    width: int
+    height: int
+    rgb: bytes
+    source_format: str
+    digest: str
 
 
 @dataclass(frozen=True, slots=True)
