@@ -7,24 +7,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import pytest
 from test_batching import TOPICS, alone, ask, chat, load, pool_agrees, text_of
-
-from bot.model.llama_cpp.pool import idle_allowance
-
-
-@pytest.mark.parametrize(
-    ("n_params", "n_layer", "n_embd", "cells"),
-    [
-        (494_032_768, 24, 896, 574),  # Qwen2.5-0.5B
-        (8_030_261_248, 32, 4096, 1531),  # Llama-3.1-8B
-        (14_770_033_664, 48, 5120, 1502),  # Qwen2.5-14B
-        (0, 24, 896, 0),
-        (1000, 0, 0, 25),  # nonsense facts give a number, not an error
-    ],
-)
-def test_idle_allowance(n_params: int, n_layer: int, n_embd: int, cells: int) -> None:
-    assert idle_allowance(n_params, n_layer, n_embd) == cells
 
 
 def follow_up(messages: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -34,7 +17,7 @@ def follow_up(messages: list[dict[str, str]]) -> list[dict[str, str]]:
 async def test_idle_channels_are_parked_while_another_generates_and_come_back(
     tiny_model: Path,
 ) -> None:
-    backend = await load(tiny_model, parallel=2, idle_cells=0)
+    backend = await load(tiny_model, parallel=2)  # the default: every idle channel is parked
     try:
         a, b, c = (chat(topic, turns=3) for topic in TOPICS[:3])
         await text_of(backend.start(ask(a, "a")))
@@ -58,7 +41,7 @@ async def test_idle_channels_are_parked_while_another_generates_and_come_back(
     assert texts == await alone(tiny_model, [ask(follow_up(a), "a"), ask(follow_up(b), "b")])
 
 
-async def test_idle_channels_within_the_allowance_stay(tiny_model: Path) -> None:
+async def test_idle_channels_within_an_allowance_stay(tiny_model: Path) -> None:
     backend = await load(tiny_model, parallel=2, idle_cells=100_000)
     try:
         for topic in TOPICS[:3]:

@@ -78,7 +78,7 @@ class LlamaCppBackend(UsesChatText):
         """Load the model on the worker thread. `parallel`: replies generated at once;
         `pool_tokens`: KV cells shared by all sequences (0: n_ctx × parallel); `resident`: idle
         channels kept in the pool (default 2 per slot); `idle_cells`: what idle channels may
-        hold while replies generate (default: from the model's size, KvPool.park); `repack`:
+        hold while replies generate (default 0, KvPool.park); `repack`:
         llama.cpp's CPU weight repacking (see LoadedModel); `offload`, `attention`: GPU
         layers, KV type and flash attention (bot.model.llama_cpp.placement); `energy`: where
         replies' energy is read (default: the best source of this box, bot.model.energy).

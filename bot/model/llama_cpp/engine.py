@@ -30,7 +30,7 @@ from bot.model.footprint import Accountant
 from bot.model.llama_cpp.batch import NO_KV_ROOM, StepBatch
 from bot.model.llama_cpp.lane import Lane
 from bot.model.llama_cpp.loader import LoadedModel
-from bot.model.llama_cpp.pool import KvPool, idle_allowance
+from bot.model.llama_cpp.pool import KvPool
 from bot.model.llama_cpp.sampler import sampler_chain
 from bot.model.llama_cpp.solo import SoloLane
 from bot.model.llama_cpp.stream import Stream, cells_needed
@@ -61,13 +61,9 @@ class Engine:
         self.parallel = parallel
         self.n_ctx = n_ctx
         self.pool_tokens = loaded.pool_tokens
-        model = loaded.model.model
-        # Idle cells that may stay in the pool while replies generate (KvPool.park).
-        self.idle_cells = idle_allowance(
-            llama_cpp.llama_model_n_params(model),
-            llama_cpp.llama_model_n_layer(model),
-            llama_cpp.llama_model_n_embd(model),
-        )
+        # Idle channels' cells that may stay in the pool while replies generate (KvPool.park):
+        # none, since each one costs every step (bench.idle_cells, docs/performance.md).
+        self.idle_cells = 0
         step_tokens = loaded.shape.step_tokens
         self.shared = Lane(loaded.ctx, StepBatch(step_tokens), pool, step_tokens - parallel)
         self.solo: SoloLane | None = None  # opened at the first fixed-seed reply

@@ -5,9 +5,10 @@ Recently active channels stay resident (more of them than there are slots, as se
 cells allow), so their next turn evaluates only what is new. A channel is evicted, least
 recently used first and never while it generates, when its sequence id or its cells are
 needed; its KV is then copied out into the snapshot LRU (bot.model.llama_cpp.kv_cache), from
-which its next turn can restore it. While replies generate, idle channels beyond a few hundred
-cells are parked the same way (`park`): llama.cpp's attention covers every cell in use, so
-idle cells would slow every step; copying them out and back costs far less.
+which its next turn can restore it. While replies generate, idle channels are parked the same
+way (`park`): llama.cpp attends over every cell in use of a unified cache up to the highest
+one (masked, but computed, with flash attention off), so idle cells slow every step of every
+reply; copying them out and back costs milliseconds.
 
 The model thread owns all of this. `forget` and `state` are called from the event loop and
 never wait for it: forgetting drops saved snapshots at once and leaves a mark that the model
@@ -28,20 +29,6 @@ from bot.model.llama_cpp.kv_cache import Rate, Snapshot, SnapshotCache, common_p
 
 # Shorter sequences are cheaper to evaluate again than to save.
 MIN_SNAPSHOT_TOKENS = 32
-# The share of a token's weight work that idle channels' cells may add to its attention.
-IDLE_ATTENTION_SHARE = 0.05
-
-
-def idle_allowance(n_params: int, n_layer: int, n_embd: int) -> int:
-    """How many idle cells may stay in the pool while replies generate.
-
-    llama.cpp attends over every cell of a unified cache up to the highest one in use, masked
-    but computed (flash attention off), so an idle channel's cells cost every token of every
-    reply: about 4·n_layer·n_embd flops per cell (scores and values, all heads), against
-    2·n_params for the token's weights. The allowance keeps that under IDLE_ATTENTION_SHARE.
-    """
-    per_cell = 4 * max(n_layer, 1) * max(n_embd, 1)
-    return int(IDLE_ATTENTION_SHARE * 2 * n_params / per_cell)
 
 
 @dataclass(eq=False, slots=True)
@@ -196,7 +183,7 @@ class KvPool:
 
     def park(self, allowance: int, keep: Collection[str | None] = ()) -> int:
         """While replies generate: save idle sequences as snapshots and drop them, least recently
-        used first, until the idle ones hold at most `allowance` cells (see idle_allowance).
+        used first, until the idle ones hold at most `allowance` cells.
         `keep`: channels about to be claimed. Nothing is parked without a snapshot budget (it
         would be lost, not parked). Returns how many were parked."""
         if self.snapshots.budget_bytes <= 0:
