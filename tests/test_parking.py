@@ -61,3 +61,25 @@ async def test_without_a_snapshot_budget_nothing_is_parked(tiny_model: Path) -> 
         assert all(backend.cache_state(t).endswith("resident)") for t in TOPICS[:3])
     finally:
         await backend.close()
+
+
+async def test_a_channel_is_parked_only_into_free_room(tiny_model: Path) -> None:
+    # Parking must not push another channel's snapshot out: with room for one, the second
+    # idle channel stays resident while the third generates.
+    backend = await load(tiny_model, parallel=2)
+    try:
+        a, b, c = chat("water", turns=3), chat("fire", turns=6), chat("cats", turns=3)
+        await text_of(backend.start(ask(a, "a")))
+        await text_of(backend.start(ask(b, "b")))  # a is parked meanwhile
+        saved = backend._cache.peek("a")
+        assert saved is not None
+        backend._cache.budget_bytes = saved.nbytes * 3 // 2  # no room for b's longer state
+        await text_of(backend.start(ask(c, "c")))
+        assert "a" in backend._cache
+        assert backend.cache_state("b").endswith("resident)")
+        back = backend.start(ask(follow_up(b), "b"))
+        await text_of(back)
+        assert back.result.reused_tokens >= len(backend.prompt_tokens(b)) - 1
+        assert await pool_agrees(backend)
+    finally:
+        await backend.close()

@@ -183,11 +183,10 @@ class KvPool:
 
     def park(self, allowance: int, keep: Collection[str | None] = ()) -> int:
         """While replies generate: save idle sequences as snapshots and drop them, least recently
-        used first, until the idle ones hold at most `allowance` cells.
-        `keep`: channels about to be claimed. Nothing is parked without a snapshot budget (it
-        would be lost, not parked). Returns how many were parked."""
-        if self.snapshots.budget_bytes <= 0:
-            return 0
+        used first, until the idle ones hold at most `allowance` cells. `keep`: channels about to
+        be claimed. A sequence is parked only into the snapshot budget's free room: pushing
+        other channels' snapshots out would trade their warm state for speed (with a big model
+        the budget may hold one conversation, the pool several). Returns how many were parked."""
         idle = sorted(
             (r for r in self.residents if not r.busy and r.key not in keep), key=lambda r: r.used
         )
@@ -196,11 +195,19 @@ class KvPool:
         for victim in idle:
             if held <= allowance:
                 break
+            if len(victim.tokens) >= MIN_SNAPSHOT_TOKENS and not self._has_room(victim):
+                continue  # it stays, costing attention, rather than lose another's state
             held -= len(victim.tokens)
             self._stash(victim)
             self.drop(victim)
             parked += 1
         return parked
+
+    def _has_room(self, resident: Resident) -> bool:
+        size = llama_cpp.llama_state_seq_get_size(self._ctx, resident.seq)
+        with self._lock:
+            cache = self.snapshots
+            return cache.total_bytes + size <= cache.budget_bytes
 
     def evict(self) -> bool:
         """Make room: save the least recently used idle sequence as a snapshot and drop it.
