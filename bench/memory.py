@@ -2,8 +2,8 @@
 
 Tiny model: 1,000 messages over 50 channels; RSS must not grow over the second half (no
 leak). Real model: 200 short messages (max_tokens 16) over 20 channels; peak RSS must stay
-within model file + KV cache (n_ctx × one sequence) + kv_cache_mb + 200 MB.
-P5_excess_mb = peak RSS − (model + KV + kv_cache_mb).
+within model file + the KV pool (n_ctx × `parallel` cells, the engine's default of 4) +
+kv_cache_mb + 200 MB. P5_excess_mb = peak RSS − (model + KV pool + kv_cache_mb).
 
     python -m bench.memory [--model FILE | --tiny] [--messages N] [--channels N]
 """
@@ -25,6 +25,8 @@ from bot.model.gguf import inspect_model
 
 MB = 2**20
 
+PARALLEL = 4  # slots, as `[model] parallel` defaults; the pool is n_ctx × this
+
 
 def rss_mb() -> float:
     # Return freed heap to the OS first: what stays resident after that is really in use.
@@ -40,7 +42,9 @@ async def measure(
     model: Path, messages: int, channels: int, n_ctx: int, kv_cache_mb: int
 ) -> dict[str, Any]:
     samples: list[tuple[int, float, float]] = []  # messages, RSS, of which saved KV state
-    async with bench_daemon(model, max_tokens=16, n_ctx=n_ctx, kv_cache_mb=kv_cache_mb) as b:
+    async with bench_daemon(
+        model, max_tokens=16, n_ctx=n_ctx, kv_cache_mb=kv_cache_mb, parallel=PARALLEL
+    ) as b:
         samples.append((0, rss_mb(), 0.0))
         for i in range(messages):
             msg = b.message(f"c{i % channels}", f"u{i % 13}", f"message {i}: tell me a fact")
@@ -51,7 +55,7 @@ async def measure(
             if (i + 1) % max(1, messages // 20) == 0:
                 samples.append((i + 1, rss_mb(), b.engine._cache.total_bytes / MB))
     summary = inspect_model(model)
-    budget_mb = (summary.size_bytes + summary.kv_bytes(n_ctx)) / MB + kv_cache_mb
+    budget_mb = (summary.size_bytes + summary.kv_bytes(n_ctx * PARALLEL)) / MB + kv_cache_mb
     # Saved KV state grows until kv_cache_mb by design; a leak is growth beyond it.
     half = [rss - cache for n, rss, cache in samples if n >= messages // 2]
     peak = max(rss for _, rss, _ in samples)
