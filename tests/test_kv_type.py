@@ -249,6 +249,37 @@ async def test_settings_reach_the_backend(tiny_model_heads32: Path) -> None:
         await backend.close()
 
 
+async def test_offload_and_flash_attention_settings_reach_llama_cpp(
+    tiny_model_heads32: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No GPU here: llama.cpp takes the layer settings and places nothing, so what it was handed
+    # is read where it is handed over (Offload.apply writes llama_model_params).
+    handed: list[Offload] = []
+    apply = Offload.apply
+
+    def recording(self: Offload, params: llama_cpp.llama_model_params) -> object:
+        handed.append(self)
+        return apply(self, params)
+
+    monkeypatch.setattr(Offload, "apply", recording)
+    model = ModelSettings(
+        path=tiny_model_heads32,
+        n_ctx=512,
+        parallel=1,
+        n_gpu_layers=3,
+        main_gpu=0,
+        tensor_split=[2.0, 1.0],
+        flash_attn="on",
+    )
+    backend = await load_backend(model, tiny_model_heads32)
+    try:
+        assert isinstance(backend, LlamaCppBackend) and backend._loaded is not None
+        assert backend._loaded.placement.flash_attn is True  # as llama.cpp logged it
+    finally:
+        await backend.close()
+    assert [(o.n_gpu_layers, o.main_gpu, o.tensor_split) for o in handed] == [(3, 0, (2.0, 1.0))]
+
+
 def test_the_memory_estimate_follows_the_kv_type(tiny_model_heads32: Path) -> None:
     summary = inspect_model(tiny_model_heads32)
     f16 = summary.kv_bytes(4096)
