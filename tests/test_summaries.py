@@ -295,3 +295,36 @@ async def test_summaries_through_the_console(tmp_path: Path, tiny_model: Path) -
         await store.close()
         await engine.close()
         stdin.close()
+
+
+@pytest.mark.parametrize("off_by", ["persona", "summary_tokens"])
+async def test_summaries_turned_off_are_never_written(
+    tmp_path: Path, tiny_model: Path, off_by: str
+) -> None:
+    """A persona with `memory = false`, or `[memory] summary_tokens = 0`: the window trims, and
+    no summary is started, stored or shown."""
+    from support.daemons import ask, daemon_for
+
+    bot = only_persona(tmp_path, "brief", max_tokens=8, temperature=0.0)
+    if off_by == "persona":
+        persona = bot["personas_dir"] / "brief.toml"
+        persona.write_text(persona.read_text() + "memory = false\n")
+    memory = {"summary_tokens": 0 if off_by == "summary_tokens" else 300}
+    async with daemon_for(
+        tmp_path,
+        tiny_model,
+        n_ctx=512,
+        engine_cls=SummaryWatchingBackend,
+        bot=bot,
+        memory=memory,
+        queue={"per_user_per_minute": 1000},
+    ) as (daemon, adapter):
+        engine = daemon.backend
+        assert isinstance(engine, SummaryWatchingBackend)
+        for i in range(8):
+            await ask(daemon, adapter, f"message {i}: the water is cold and the fire is warm " * 3)
+            await asyncio.wait_for(daemon.wait_idle(), WAIT_S)
+        assert await daemon.store.trimmed("test:c1", 0, 1)  # the window did trim
+        assert engine.summaries() == []
+        assert await ask(daemon, adapter, "!summary") == "Summaries are off here."
+        assert "Summary: off here" in await ask(daemon, adapter, "!status")
