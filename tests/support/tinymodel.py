@@ -26,6 +26,7 @@ import os
 import pathlib
 import sys
 import tempfile
+from collections.abc import Callable
 
 import gguf
 import numpy as np
@@ -267,15 +268,20 @@ def tiny_model_path(cache_dir: pathlib.Path, wide_heads: bool = False) -> pathli
     cache_dir.mkdir(parents=True, exist_ok=True)
     heads = WIDE_HEADS if wide_heads else (N_HEAD, N_HEAD_KV)
     target = cache_dir / (FILE_NAME.replace(".gguf", "-heads32.gguf") if wide_heads else FILE_NAME)
+    return cached_file(target, lambda tmp: write_tiny_model(tmp, heads))
+
+
+def cached_file(target: pathlib.Path, write: Callable[[pathlib.Path], object]) -> pathlib.Path:
+    """`target`, written by `write(path)` if missing. Written to a temp file in the same
+    directory and renamed: concurrent test workers never see a half-written file, and the
+    last rename wins with identical bytes."""
     if target.exists():
         return target
-    # Temp file in the same directory + rename: concurrent test workers never
-    # see a half-written file, and the last rename wins with identical bytes.
-    fd, tmp_name = tempfile.mkstemp(prefix=".tiny-", suffix=".gguf.tmp", dir=cache_dir)
+    fd, tmp_name = tempfile.mkstemp(prefix=".tiny-", suffix=".gguf.tmp", dir=target.parent)
     os.close(fd)
     tmp = pathlib.Path(tmp_name)
     try:
-        write_tiny_model(tmp, heads)
+        write(tmp)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

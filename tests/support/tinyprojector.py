@@ -23,12 +23,12 @@ from __future__ import annotations
 import os
 import pathlib
 import sys
-import tempfile
 
 import gguf
 import numpy as np
 
 from support.tinymodel import N_EMBD as TEXT_N_EMBD
+from support.tinymodel import cached_file
 
 FILE_NAME = "hearthbot-tiny-test-mmproj-f16.gguf"
 SEED = 20261201
@@ -131,18 +131,7 @@ def tiny_projector_path(cache_dir: pathlib.Path) -> pathlib.Path:
     """Return the cached projector in ``cache_dir``, writing it atomically if missing."""
     cache_dir = pathlib.Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    target = cache_dir / FILE_NAME
-    if target.exists():
-        return target
-    fd, tmp_name = tempfile.mkstemp(prefix=".mmproj-", suffix=".gguf.tmp", dir=cache_dir)
-    os.close(fd)
-    tmp = pathlib.Path(tmp_name)
-    try:
-        write_tiny_projector(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
+    return cached_file(cache_dir / FILE_NAME, write_tiny_projector)
 
 
 if __name__ == "__main__":
