@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from bot.app.check import diagnose
-from bot.app.check.config import secrets_in_file
+from bot.app.check.config import admin_command_warnings, secrets_in_file
 from bot.app.check.host import port_free
 from bot.app.check.report import Report
 from bot.settings import Settings, load_settings
@@ -365,3 +365,22 @@ def test_check_command_exits_non_zero_with_a_cross(tmp_path: Path, tiny_model: P
     assert any(line.startswith("✓ model: ") for line in lines)
     assert lines[-1] == "1 check failed"
     assert '"token": "**********"' in result.stdout and TOKEN not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("admin_commands", "opened"),
+    [
+        (["persona", "temperature", "seed", "trigger", "autothread"], ""),
+        (["persona", "temperature", "seed", "trigger", "autothread", "forget"], ""),
+        (["persona", "temperature", "seed", "trigger"], "!autothread"),  # written before it
+        ([], "!persona, !temperature, !seed, !trigger, !autothread"),
+    ],
+)
+def test_a_setting_command_left_open_is_warned_about(
+    admin_commands: list[str], opened: str
+) -> None:
+    (warning,) = admin_command_warnings(admin_commands) or [""]
+    assert warning.startswith(f"[bot] admin_commands leaves {opened} open to everyone") == bool(
+        opened
+    )
+    assert warning == "" or warning.endswith("add them to keep them for admins")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.app.check.config import config_file_warnings, personas_check
+from bot.app.check.config import admin_command_warnings, config_file_warnings, personas_check
 from bot.app.check.energy import energy_check
 from bot.app.check.host import health_listen, port_free, writable_dir
 from bot.app.check.model import model_checks
@@ -27,6 +27,7 @@ async def diagnose(settings: Settings, config_file: Path | None, online: bool = 
         Check("config", True, str(config_file or "(none: defaults and environment)"))
     )
     report.warnings += config_file_warnings(config_file)
+    report.warnings += admin_command_warnings(settings.bot.admin_commands)
     report.checks.append(personas_check(settings))
     report.checks.append(writable_dir(settings.bot.data_dir))
     await model_checks(settings, report)

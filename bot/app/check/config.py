@@ -12,7 +12,7 @@ from pydantic import BaseModel, SecretStr
 from bot.app.bootstrap import checked_personas
 from bot.app.check.report import Check
 from bot.personas import PersonaError
-from bot.settings import ConfigError, Settings
+from bot.settings import BotSettings, ConfigError, Settings
 
 
 def secrets_in_file(path: Path) -> list[str]:
@@ -52,6 +52,21 @@ def config_file_warnings(config_file: Path | None) -> list[str]:
     return [
         f"{config_file} holds {', '.join(held)} and other users may read it (mode "
         f"{mode:04o}): chmod 600 it, or move the secret to the environment or a credentials file"
+    ]
+
+
+def admin_command_warnings(admin_commands: list[str]) -> list[str]:
+    """Commands kept for admins by default that `[bot] admin_commands` opens to everyone: a
+    list written before a command existed leaves the new command open."""
+    factory = BotSettings.model_fields["admin_commands"].default_factory
+    default: list[str] = factory() if factory is not None else []  # type: ignore[call-arg]
+    opened = [name for name in default if name not in admin_commands]
+    if not opened:
+        return []
+    names = ", ".join(f"!{name}" for name in opened)
+    return [
+        f"[bot] admin_commands leaves {names} open to everyone in servers and rooms (they "
+        "change a setting for the whole channel): add them to keep them for admins"
     ]
 
 
