@@ -3,12 +3,13 @@ messages stays out of every prompt.
 
 `!forget` deletes a person's stored messages, but the platform keeps its own copies, and a
 reply chain reads links the bot never stored from there (bot.prompt.quotes). So the store
-keeps one row per person who had the bot forget them: their user key (platform and platform id, never a
-display name) and the time of their latest `!forget` — no text. A link read from the platform
-whose author has a row, and that was written before that time, is treated as gone. `!forget`
-covers the person's messages everywhere on their platform, and so does the row. It stays as
-long as the database (the platform keeps the messages): retention, `!reset` and usage
-purges leave it, and a later `!forget` moves it forward (it covers all an earlier one did).
+keeps one row per person who had the bot forget them: their user key (platform and platform
+id, never a display name) and the time of their latest `!forget` — no text. A link read from
+the platform whose author has a row, and that was written before that time, is treated as
+gone. `!forget` covers the person's messages everywhere on their platform, and so does the
+row. It stays as long as the database (the platform keeps the messages): retention, `!reset`
+and usage purges leave it, and a later `!forget` moves it forward (it covers all an earlier
+one did).
 """
 
 from __future__ import annotations

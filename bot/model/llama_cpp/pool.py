@@ -63,6 +63,7 @@ class KvPool:
         # Starting guesses; measured as the backend runs.
         self.prompt_rate = Rate(200.0)  # prompt tokens per second
         self.copy_rate = Rate(2e9)  # snapshot bytes per second
+        self._bytes_per_token = 0.0  # of the last snapshot (0: none yet, so no estimate)
         # Shared with the event loop, under the lock: the snapshots, what `state` reports, and
         # the channels forgotten since the model thread last looked.
         self._lock = threading.Lock()
@@ -204,10 +205,13 @@ class KvPool:
         return parked
 
     def _has_room(self, resident: Resident) -> bool:
-        size = llama_cpp.llama_state_seq_get_size(self._ctx, resident.seq)
         with self._lock:
-            cache = self.snapshots
-            return cache.total_bytes + size <= cache.budget_bytes
+            room = self.snapshots.budget_bytes - self.snapshots.total_bytes
+        # Asked every step while a channel does not fit: the estimate from the last snapshot
+        # answers "no" without llama.cpp walking the sequence's cells.
+        if len(resident.tokens) * self._bytes_per_token > room:
+            return False
+        return llama_cpp.llama_state_seq_get_size(self._ctx, resident.seq) <= room
 
     def evict(self) -> bool:
         """Make room: save the least recently used idle sequence as a snapshot and drop it.
@@ -250,6 +254,7 @@ class KvPool:
         if not written:
             return
         snapshot = Snapshot(tuple(resident.tokens), bytes(memoryview(buffer)[:written]))
+        self._bytes_per_token = written / len(resident.tokens)
         self.copy_rate.add(written, time.perf_counter() - started)
         with self._lock:
             if not self._marked(key):  # not forgotten while it was being copied
