@@ -41,6 +41,7 @@ def test_benchmarks_run_on_the_tiny_model(tmp_path: Path) -> None:
         "SIZE_SPEED",
         "P2_summaries",
         "P2_summaries_reused_share",
+        "IDLE_parked_ratio",
     }
     assert all(isinstance(v, float | int) for v in figures.values())
     # Warm follow-ups beat cold prompts even on the tiny model.
@@ -50,7 +51,13 @@ def test_benchmarks_run_on_the_tiny_model(tmp_path: Path) -> None:
     # Quantized KV (issue 15): the tiny model's 32-wide heads give the block ratio exactly.
     assert figures["KV_q8_ratio"] == pytest.approx(34 / 64, abs=0.001)
     assert figures["P2_q8"] < 1
-    for name in ("batching-tiny", "kv_reuse-fixed_seed-tiny", "summary_reuse-tiny"):
+    assert figures["IDLE_parked_ratio"] > 0
+    for name in (
+        "batching-tiny",
+        "kv_reuse-fixed_seed-tiny",
+        "summary_reuse-tiny",
+        "idle_cells-tiny",
+    ):
         assert (tmp_path / f"{name}.json").exists()
     assert figures["P2_summaries_reused_share"] > 0
 
