@@ -28,6 +28,7 @@ from support.discord_bot import (
     TYPING,
     answer,
     at,
+    first_text,
     hearthbot,
     nothing_happens,
     texts_in,
@@ -363,11 +364,10 @@ async def test_slow_command_is_deferred_then_answered(
 async def test_stop_reaction(tmp_path: Path, tiny_model: Path, fake: FakeDiscord) -> None:
     async with hearthbot(tmp_path, tiny_model, fake, chatty_tokens=4000, n_ctx=8192) as (
         daemon,
-        _adapter,
+        adapter,
     ):
         asked = await fake.say(fake.alice, fake.general, f"{at(fake)} go on forever")
-        await until(lambda: bool(fake.replies_to(asked)), what="the first text")
-        (ours,) = fake.replies_to(asked)
+        ours = await first_text(fake, adapter, asked)
         # The tiny model can write 4,000 tokens before a reaction makes its way round: the
         # model waits while the ⏹ travels, so the stop meets the answer being written.
         async with model_held(daemon.backend):
@@ -402,12 +402,11 @@ async def test_a_stop_cuts_only_the_answer_it_was_given_on(
             return any(g.request.messages[-1]["content"].startswith(name) for g in daemon.in_flight)
 
         mine = await fake.say(fake.alice, fake.general, f"{at(fake)} go on forever")
-        await until(lambda: bool(fake.replies_to(mine)), what="Alice's first text")
-        (old,) = fake.replies_to(mine)
+        old = await first_text(fake, adapter, mine, "Alice's ")
         await fake.react(fake.alice, old, "⏹️")  # her own, so a short answer to regenerate
         await answer(fake, daemon, mine)
         bobs = await fake.say(fake.bob, fake.general, f"{at(fake)} go on forever")
-        await until(lambda: bool(fake.replies_to(bobs)), what="Bob's first text")
+        bobs_first = await first_text(fake, adapter, bobs, "Bob's ")
         assert writing("Bob:")
         await fake.react(fake.alice, old, "🔁")  # queued behind Bob's answer
         await until(lambda: daemon.status().queued == 1, what="the regenerate queued")
@@ -416,7 +415,7 @@ async def test_a_stop_cuts_only_the_answer_it_was_given_on(
         assert handled[-1][1] is Outcome.IGNORED  # her answer is not being written yet
         assert writing("Bob:") and not any(g.cancelled for g in daemon.in_flight)
         # Bob may stop his own; then Alice hers, once it is being written.
-        await fake.react(fake.bob, fake.replies_to(bobs)[0], "⏹️")
+        await fake.react(fake.bob, bobs_first, "⏹️")
         await until(lambda: writing("Alice:"), what="Alice's answer written again")
         await fake.react(fake.alice, old, "⏹️")
         await asyncio.wait_for(daemon.wait_idle(), 60)

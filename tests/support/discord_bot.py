@@ -93,6 +93,19 @@ async def answer(fake: FakeDiscord, daemon: Daemon, asked: Json, timeout: float 
     return "\n".join(m["content"] for m in [first, *later])
 
 
+async def first_text(
+    fake: FakeDiscord, adapter: DiscordAdapter, asked: Json, who: str = ""
+) -> Json:
+    """The bot's first message answering `asked`, once the bot holds that message as sent:
+    the fake shows it on the POST, before discord.py has read the response, and a reaction
+    dispatched in between is on a message the bot cannot know yet is its own."""
+    await until(lambda: bool(fake.replies_to(asked)), what=f"{who}first text".strip())
+    (ours,) = fake.replies_to(asked)
+    known = adapter.interactions.replies
+    await until(lambda: int(ours["id"]) in known, what="the bot holding its first text")
+    return ours
+
+
 async def nothing_happens(fake: FakeDiscord, daemon: Daemon) -> None:
     await asyncio.sleep(0.3)
     await daemon.wait_idle()
