@@ -86,7 +86,9 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        # Not cached: a logger used once would keep this configuration for good, past a later
+        # configure or a test's capture; assembling one per line costs microseconds.
+        cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(

@@ -202,3 +202,16 @@ def test_redact_descends_into_nested_values() -> None:
     assert out["headers"]["Accept"] == "json"
     assert "zzz" not in out["urls"][0]
     assert out["prompt_tokens"] == 12
+
+
+def test_a_logger_follows_logging_configured_again(restore_logging: None) -> None:
+    """A module's logger used once keeps following the configuration: cached on first use, it
+    went on writing through the first one, so a later capture (and every later test's) saw
+    nothing of it."""
+    log = structlog.get_logger("hearthbot.test.reconfigured")
+    logs.configure("info", "json")
+    log.info("first")
+    logs.configure("info", "console")  # as a test restoring the configuration did
+    with structlog.testing.capture_logs() as captured:
+        log.info("second", answered=1)
+    assert [(e["event"], e.get("answered")) for e in captured] == [("second", 1)]
