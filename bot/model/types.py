@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -39,6 +39,10 @@ class ModelInfo:
     kv_type: str = ""  # the KV cache's type as llama.cpp made it, e.g. "q8_0"
     layers: int = 0  # as llama.cpp places them (the output layer counts as one)
     sees_images: bool = False  # a projector is loaded and the engine evaluates images
+    # With a projector: the KV cells one picture takes (fixed for LLaVA-style projectors) and
+    # the side a picture is shrunk to before the model sees it (0: no projector).
+    image_tokens: int = 0
+    image_side_px: int = 0
     offloaded_layers: int = 0  # of those, on a GPU
 
     @property
@@ -92,6 +96,9 @@ class GenerationRequest:
     prompt: Sequence[int] | None = None
     # Whose conversation this is (the channel): its KV state is kept warm between turns.
     cache_key: str | None = None
+    # Pictures the model sees (needs ModelInfo.sees_images): index into `messages` → the
+    # pictures shown at the start of that message, before its text.
+    images: Mapping[int, Sequence[DecodedImage]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
