@@ -60,6 +60,11 @@ class ModelSettings(Section):
     path: Path | None = Field(
         None, description="GGUF file. Empty: the newest .gguf in data_dir/models/."
     )
+    mmproj: Path | None = Field(
+        None,
+        description="The vision projector (an mmproj GGUF made for this model): the model then "
+        "sees posted pictures (llama_cpp backend). Empty: text only.",
+    )
     n_ctx: int = Field(4096, ge=256, le=1_048_576, description="Context window in tokens.")
     n_threads: int | None = Field(
         None, ge=1, le=1024, description="CPU threads for generation. Empty: all cores."

@@ -98,4 +98,5 @@ async def load_backend(
         offload=offload,
         attention=Attention(model.kv_type, model.flash_attn),
         energy=energy,
+        mmproj=model.mmproj.expanduser() if model.mmproj is not None else None,
     )

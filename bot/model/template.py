@@ -16,14 +16,14 @@ from __future__ import annotations
 import ctypes
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import llama_cpp
 from llama_cpp._logger import llama_log_callback
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from bot.model.types import GenerationRequest
+from bot.model.types import DecodedImage, GenerationRequest
 
 # Used when a GGUF has no chat template; ChatML is what most small instruct models speak.
 CHATML = (
@@ -93,25 +93,39 @@ class ChatText:
         contents as plain text. Text between two markers is tokenized in one piece, as
         llama.cpp does, so a prompt without marker syntax in its messages gets exactly the
         tokens of its rendered text."""
+        return [t for t in self.prompt_parts(messages, {}) if isinstance(t, int)]
+
+    def prompt_parts(
+        self,
+        messages: Sequence[dict[str, str]],
+        images: Mapping[int, Sequence[DecodedImage]],
+    ) -> list[int | DecodedImage]:
+        """prompt_tokens with pictures: `images` maps a message's index to the pictures shown
+        at the start of its content, before its text. A picture ends the text run before it,
+        so the text around it is tokenized in two pieces; no media marker is involved."""
         contents = [m.get("content", "") for m in messages]
         if self._trims:  # the template would have trimmed them (Llama 3's, Gemma's)
             contents = [c.strip() for c in contents]
         held = [{**m, "content": f"{_OPEN}{i}{_CLOSE}"} for i, m in enumerate(messages)]
         rendered = self.render(held)
-        runs: list[str | int] = []  # plain text to tokenize in one piece, control tokens
+        # Plain text to tokenize in one piece, control tokens, pictures.
+        runs: list[str | int | DecodedImage] = []
         for part in split_rendered(rendered):
+            if isinstance(part, int):
+                runs.extend(images.get(part, ()))
             for piece in [contents[part]] if isinstance(part, int) else self._markers(part):
                 self._add(runs, piece)
         bos = self._add_bos and not (self.bos_text and rendered.startswith(self.bos_text))
-        tokens = [self._llm.token_bos()] if bos else []
+        parts: list[int | DecodedImage] = [self._llm.token_bos()] if bos else []
         for run in runs:
-            if isinstance(run, int):
-                tokens.append(run)
-            elif run:
-                tokens += self._llm.tokenize(run.encode("utf-8", errors="replace"), False, False)
-        return tokens
+            if isinstance(run, str):
+                if run:
+                    parts += self._llm.tokenize(run.encode("utf-8", errors="replace"), False, False)
+            else:
+                parts.append(run)
+        return parts
 
-    def _add(self, runs: list[str | int], piece: str | int) -> None:
+    def _add(self, runs: list[str | int | DecodedImage], piece: str | int) -> None:
         """Append a piece of the prompt: plain text joins the text before it; a marker may
         strip the whitespace beside it (its LSTRIP/RSTRIP attributes, as llama.cpp does)."""
         last = runs[-1] if runs else None

@@ -67,6 +67,15 @@ async def model_checks(settings: Settings, report: Report) -> None:
             report.checks.append(
                 Check("context", True, f"{info.n_ctx:,} tokens, {info.n_threads} threads")
             )
+            if info.sees_images:
+                report.checks.append(
+                    Check(
+                        "images",
+                        True,
+                        f"{model.mmproj} — a picture takes {info.image_tokens} tokens, shrunk "
+                        f"to {info.image_side_px} px",
+                    )
+                )
             from bot.app.check.gpu import offload_check
 
             report.checks.append(offload_check(info, found))

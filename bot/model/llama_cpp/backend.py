@@ -28,6 +28,8 @@ from bot.model.llama_cpp.kv_cache import SnapshotCache
 from bot.model.llama_cpp.loader import LoadedModel, PoolShape, VocabView
 from bot.model.llama_cpp.placement import Attention, Offload, Placement
 from bot.model.llama_cpp.pool import KvPool
+from bot.model.llama_cpp.projector import Projector, ProjectorError
+from bot.model.llama_cpp.vision import Vision
 from bot.model.template import ChatText, UsesChatText
 from bot.model.types import EngineStats, Generation, GenerationRequest, ModelInfo
 from bot.settings import FootprintSettings
@@ -74,6 +76,7 @@ class LlamaCppBackend(UsesChatText):
         offload: Offload | None = None,
         attention: Attention | None = None,
         energy: Source | None = None,
+        mmproj: Path | None = None,
     ) -> LlamaCppBackend:
         """Load the model on the worker thread. `parallel`: replies generated at once;
         `pool_tokens`: KV cells shared by all sequences (0: n_ctx × parallel); `resident`: idle
@@ -81,8 +84,9 @@ class LlamaCppBackend(UsesChatText):
         hold while replies generate (default 0, KvPool.park); `repack`:
         llama.cpp's CPU weight repacking (see LoadedModel); `offload`, `attention`: GPU
         layers, KV type and flash attention (bot.model.llama_cpp.placement); `energy`: where
-        replies' energy is read (default: the best source of this box, bot.model.energy).
-        Raises ModelFileError with a clear message."""
+        replies' energy is read (default: the best source of this box, bot.model.energy);
+        `mmproj`: a vision projector for the model, so it sees pictures (bot.model.llama_cpp.
+        vision). Raises ModelFileError with a clear message."""
         attention = attention or Attention()
         pool_tokens = max(pool_tokens or n_ctx * parallel, n_ctx)
         summary = await asyncio.to_thread(inspect_model, path)
@@ -115,7 +119,7 @@ class LlamaCppBackend(UsesChatText):
         try:
             await backend._call(
                 lambda: backend._open(
-                    path, shape, n_ctx, parallel, repack, offload or Offload(), idle_cells
+                    path, shape, n_ctx, parallel, repack, offload or Offload(), idle_cells, mmproj
                 )
             )
         except Exception as exc:
@@ -134,12 +138,14 @@ class LlamaCppBackend(UsesChatText):
         repack: bool,
         offload: Offload,
         idle_cells: int | None,
+        mmproj: Path | None = None,
     ) -> None:
         loaded = LoadedModel(path, shape, repack, offload)
         self._loaded = loaded
         vocab = VocabView(loaded.model)
         # ChatText reads only what VocabView offers of a Llama.
         self._text = ChatText(cast(llama_cpp.Llama, vocab))
+        vision = self._vision(mmproj, loaded) if mmproj is not None else None
         self._pool = KvPool(loaded.ctx.ctx, loaded.memory, shape.n_seq_max, self._cache)
         self._engine = self.engine_cls(
             loaded,
@@ -149,6 +155,7 @@ class LlamaCppBackend(UsesChatText):
             self.request_tokens,
             self._text.eog_tokens,
             Accountant(self.energy),
+            vision=vision,
         )
         if idle_cells is not None:
             self._engine.idle_cells = idle_cells
@@ -167,7 +174,36 @@ class LlamaCppBackend(UsesChatText):
             kv_type=loaded.placement.k_type,
             layers=loaded.placement.n_layers,
             offloaded_layers=loaded.placement.offloaded,
+            sees_images=vision is not None,
+            image_tokens=vision.projector.image_tokens if vision else 0,
+            image_side_px=vision.projector.image_size if vision else 0,
         )
+
+    def _vision(self, mmproj: Path, loaded: LoadedModel) -> Vision:
+        """The projector opened for the loaded model, or ModelFileError naming the setting."""
+        if not mmproj.is_file():
+            self._free()
+            raise ModelFileError(f"[model] mmproj: {mmproj} is not a file")
+        try:
+            projector = Projector(
+                mmproj, loaded.model, loaded.shape.n_threads, use_gpu=loaded.shape.offloaded
+            )
+        except ProjectorError as exc:
+            self._free()
+            raise ModelFileError(f"[model] mmproj: {exc}") from None
+        problem = (
+            "it has no vision encoder"
+            if not projector.vision
+            else "its pictures take M-RoPE positions (Qwen2-VL and later), which hearthbot's "
+            "engine does not place yet"
+            if projector.mrope
+            else ""
+        )
+        if problem:
+            projector.close()
+            self._free()
+            raise ModelFileError(f"[model] mmproj: {mmproj}: {problem}")
+        return Vision(projector, self._text.prompt_parts)
 
     async def close(self) -> None:
         if self._thread.is_alive():

@@ -15,7 +15,8 @@ its own for each of its tokens (a whole llama_decode per token, where a reply sh
 adds ~0.65 ms to it), taken in turn with the shared steps, which then come half as often; its
 previous reply is evaluated again each turn (it was decoded a token at a time), and the whole
 prompt whenever another fixed-seed channel used the lane in between; and the second context's
-memory (one window of KV), opened at the first fixed-seed reply.
+memory (one window of KV), opened at the first fixed-seed reply. A picture in a prompt is
+evaluated between two steps, by a decode of its own (one per step: bot.model.llama_cpp.vision).
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ from bot.model.footprint import Accountant
 from bot.model.llama_cpp.batch import NO_KV_ROOM, StepBatch
 from bot.model.llama_cpp.lane import Lane
 from bot.model.llama_cpp.loader import LoadedModel
+from bot.model.llama_cpp.pictures import Pictures
 from bot.model.llama_cpp.pool import KvPool
 from bot.model.llama_cpp.sampler import sampler_chain
 from bot.model.llama_cpp.solo import SoloLane
 from bot.model.llama_cpp.stream import Stream, cells_needed
+from bot.model.llama_cpp.vision import Vision
 from bot.model.types import EngineStats, Generation, GenerationRequest, Outbox
 from bot.model.writer import GenerationWriter
 
@@ -53,6 +56,7 @@ class Engine:
         prompt_of: Callable[[GenerationRequest], list[int]],
         end_tokens: Callable[[], Sequence[int]],
         footprint: Accountant,
+        vision: Vision | None = None,
     ) -> None:
         self._loaded = loaded
         self._vocab = loaded.vocab
@@ -69,6 +73,7 @@ class Engine:
         self.solo: SoloLane | None = None  # opened at the first fixed-seed reply
         self._prompt_of = prompt_of
         self._end_tokens = end_tokens
+        self.pictures = Pictures(vision)  # prompts with pictures, and their evaluation
         self.waiting: deque[tuple[Generation, list[int]]] = deque()
         self.streams: list[Stream] = []
         self.outbox = Outbox()  # the replies' text, handed to the event loop once per step
@@ -87,8 +92,9 @@ class Engine:
     def submit(self, generation: Generation) -> None:
         """Queue a reply; it starts when a slot and room in the pool are free."""
         try:
-            prompt = self._prompt(generation.request)
+            prompt = self._prompt(generation)
         except Exception as exc:
+            self.pictures.drop(generation)
             _finish_unstarted(generation, str(exc))
             return
         self.waiting.append((generation, prompt))
@@ -107,7 +113,11 @@ class Engine:
             group = self._next_group()
             if group:
                 try:
-                    self._run(group)
+                    if failed := self.pictures.evaluate_next(group, self.footprint):
+                        self._fail(*failed)  # that reply's failure, not the others'
+                        group.remove(failed[0])
+                    if group:
+                        self._run(group)
                 except Exception as exc:  # a broken step must not kill the worker
                     for stream in group:
                         self._fail(stream, str(exc))
@@ -132,16 +142,18 @@ class Engine:
         while self.waiting:
             generation, _ = self.waiting.popleft()
             generation.cancel()
+            self.pictures.drop(generation)
             _finish_unstarted(generation, None)
         self.outbox.send()
         self.shared.batch.close()
         if self.solo is not None:
             self.solo.close()
+        self.pictures.close()
 
     # -- admission -------------------------------------------------------------------------------
 
-    def _prompt(self, request: GenerationRequest) -> list[int]:
-        prompt = self._prompt_of(request)
+    def _prompt(self, generation: Generation) -> list[int]:
+        prompt = self.pictures.prompt(generation, self._prompt_of)
         if not prompt:
             raise ValueError("empty prompt")
         if len(prompt) >= self.n_ctx:
@@ -157,6 +169,7 @@ class Engine:
             generation, prompt = entry
             if generation.cancelled:
                 self.waiting.remove(entry)
+                self.pictures.drop(generation)
                 _finish_unstarted(generation, None)
                 continue
             if generation.request.cold:
@@ -172,6 +185,7 @@ class Engine:
             try:
                 self.streams.append(self._start(generation, writer, prompt))
             except Exception as exc:
+                self.pictures.drop(generation)
                 writer.fail(str(exc))
                 writer.close()
 
@@ -186,7 +200,10 @@ class Engine:
             sampler.close()
             raise
         try:
-            return Stream(generation, writer, prompt, lane, resident, reuse, sampler, self.n_ctx)
+            images = self.pictures.take(generation)
+            return Stream(
+                generation, writer, prompt, lane, resident, reuse, sampler, self.n_ctx, images
+            )
         except Exception:
             sampler.close()
             lane.sequences.release(resident)
@@ -227,6 +244,8 @@ class Engine:
         for stream in group:
             if stream.prefilling and budget > 0:
                 part = stream.prompt_part(budget)
+                if not part:
+                    continue  # a picture is next: the next step evaluates it
                 last = stream.evaluated + len(part) == len(stream.prompt)
                 index = batch.add_run(part, stream.position, stream.seq, last)
                 planned.append((stream, part))
@@ -283,6 +302,8 @@ class Engine:
         result.model_s, result.energy_j = spent.model_s, spent.joules
         result.energy_source = self.footprint.source.name
         stream.sampler.close()
+        if stream.images is not None:
+            stream.images.close()
         stream.lane.sequences.release(stream.resident)
         stream.writer.close()
 

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import llama_cpp
 from llama_cpp._internals import LlamaContext, LlamaModel
@@ -68,6 +69,15 @@ def muted_log() -> Iterator[list[str]]:
         finally:
             llama_cpp.llama_log_set(_without_room_warnings, ctypes.c_void_p(0))
             _captured.clear()
+
+
+def route_mtmd_log(lib: ModuleType, capture: bool) -> None:
+    """libmtmd (bot.model.llama_cpp.projector) logs on its own, not through llama_log_set:
+    into muted_log's lines while `capture` (a projector loading), else its warnings and
+    errors only, as llama.cpp's."""
+    callback = _quiet if capture else _without_room_warnings
+    lib.mtmd_log_set(callback, ctypes.c_void_p(0))
+    lib.mtmd_helper_log_set(callback, ctypes.c_void_p(0))
 
 
 def open_context(model: LlamaModel, shape: PoolShape) -> tuple[LlamaContext, Placement]:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import llama_cpp
 
 from bot.model.llama_cpp.kv_cache import Rate, Snapshot, SnapshotCache, common_prefix, restore_wins
+from bot.model.llama_cpp.projector import whole_images
 
 # Shorter sequences are cheaper to evaluate again than to save.
 MIN_SNAPSHOT_TOKENS = 32
@@ -142,8 +143,9 @@ class KvPool:
             with self._lock:
                 self.snapshots.drop(key)  # the resident sequence is the fresher copy
         cached = 0 if cold else common_prefix(resident.tokens, tokens)
-        # At least one token is evaluated so that the logits belong to this prompt.
-        reuse = min(cached, len(tokens) - 1)
+        # At least one token is evaluated so that the logits belong to this prompt; a picture
+        # is evaluated whole, so a prefix ending inside one ends at its start.
+        reuse = whole_images(tokens, min(cached, len(tokens) - 1))
         self.trim(resident, reuse)
         self._publish(resident)
         return resident, reuse

@@ -1,6 +1,6 @@
 """The vision projector: libmtmd (llama.cpp's multimodal library) reads an mmproj GGUF beside
 the text model, cuts a prompt of text and pictures into chunks, and evaluates them into one
-sequence of the pool's context. Not yet used by the engine (docs/images.md says how it will).
+sequence of the pool's context. The engine uses it through bot.model.llama_cpp.vision.
 
 `llama_cpp.mtmd_cpp` loads libmtmd when it is imported and raises when llama-cpp-python was
 built without it (-DLLAVA_BUILD=OFF), so it is imported here only when a projector is opened.
@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 from llama_cpp._internals import LlamaContext, LlamaModel
 
+from bot.model.gguf import read_metadata
+from bot.model.llama_cpp.loader import muted_log, route_mtmd_log
 from bot.model.types import DecodedImage
 
 
@@ -153,15 +155,38 @@ class Projector:
         params.print_timings = False
         # mtmd encodes a warm-up image at load, so the first real one pays no graph setup.
         params.warmup = True
-        self.ctx = m.mtmd_init_from_file(str(path).encode(), model.model, params)
+        with muted_log() as lines:  # its load narrates on stderr; an error is kept for ours
+            route_mtmd_log(m, capture=True)
+            try:
+                self.ctx = m.mtmd_init_from_file(str(path).encode(), model.model, params)
+                said = [
+                    line.split(" error: ", 1)[1].strip() for line in lines if " error: " in line
+                ]
+            finally:
+                route_mtmd_log(m, capture=False)
         if not self.ctx:
+            reason = f" ({said[0]})" if said else ""
             raise ProjectorError(
-                f"{path}: libmtmd could not load this projector for the model (a missing "
-                "file, not an mmproj GGUF, or made for another model: its log says which)"
+                f"{path}: libmtmd could not load this projector for the model{reason}: a "
+                "missing file, not an mmproj GGUF, or one made for another model"
             )
         self.vision = bool(m.mtmd_support_vision(self.ctx))
         # Position layout of image chunks (Qwen2-VL and later): n_pos differs from n_tokens.
         self.mrope = bool(m.mtmd_decode_use_mrope(self.ctx))
+        # The side a picture is resized to (LLaVA pads it square first), from the file.
+        size = read_metadata(path).get("clip.vision.image_size")
+        self.image_size = size if isinstance(size, int) else 0
+        self.image_tokens = self._probe_tokens() if self.vision else 0
+
+    def _probe_tokens(self) -> int:
+        """KV cells of one picture of the projector's own size (every picture's, for LLaVA)."""
+        side = self.image_size or 32
+        blank = DecodedImage(side, side, bytes(side * side * 3), "probe", "0" * 64)
+        chunks = self.tokenize([blank])
+        try:
+            return sum(c.n_tokens for c in chunks.items if c.kind == "image")
+        finally:
+            chunks.close()
 
     def tokenize(self, parts: Sequence[Text | DecodedImage]) -> Chunks:
         """Cut text pieces and pictures into chunks, in order. No media marker is searched

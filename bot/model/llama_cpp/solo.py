@@ -59,7 +59,9 @@ class SoloLane:
         reuse (nothing unless the rule holds here)."""
         resident = self.resident
         reuse = 0
-        if self.reuses and key is not None and resident.key == key:
+        # The rule does not cover a picture's decode or the batches cut around it: a prompt
+        # with pictures is evaluated whole.
+        if self.reuses and key is not None and resident.key == key and min(tokens) >= 0:
             shared = common_prefix(resident.tokens[: self._kept], tokens)
             reuse = reuse_point(shared, len(tokens))
         if reuse:
@@ -82,7 +84,8 @@ class SoloLane:
         # Only the prompt was evaluated by the rule (the reply a token at a time), and only a
         # prompt of one batch or more (a shorter batch is not covered by the rule).
         evaluated = min(self._prompt, len(resident.tokens))
-        self._kept = evaluated if evaluated >= MIN_PIECE else 0
+        pictures = bool(resident.tokens) and min(resident.tokens) < 0
+        self._kept = evaluated if evaluated >= MIN_PIECE and not pictures else 0
 
     def trim(self, resident: Resident, keep: int) -> None:
         if keep < len(resident.tokens):

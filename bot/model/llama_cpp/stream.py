@@ -10,6 +10,7 @@ from llama_cpp._internals import LlamaSampler
 
 from bot.model.llama_cpp.lane import Lane
 from bot.model.llama_cpp.pool import Resident
+from bot.model.llama_cpp.vision import ImageSlot, PromptImages
 from bot.model.types import Generation
 from bot.model.writer import GenerationWriter
 
@@ -32,6 +33,7 @@ class Stream:
         reuse: int,
         sampler: LlamaSampler,
         n_ctx: int,
+        images: PromptImages | None = None,
     ) -> None:
         self.generation = generation
         self.writer = writer
@@ -42,6 +44,7 @@ class Stream:
         self._cuts = list(lane.sequences.cuts(resident, reuse, len(prompt)))
         self.sampler = sampler
         self.n_ctx = n_ctx
+        self.images = images  # its prompt's pictures, evaluated apart (None: none)
         # A fixed-seed reply decodes alone, in the fixed-seed lane.
         self.solo = generation.request.cold
         self.next_token: int | None = None  # drawn, to be decoded in the next step
@@ -72,7 +75,16 @@ class Stream:
             self._cuts.pop(0)
         if self._cuts:
             end = min(end, self._cuts[0])
+        if self.images is not None:  # text only up to the next picture
+            picture = self.images.next_start(self.evaluated)
+            end = end if picture is None else min(end, picture)
         return self.prompt[self.evaluated : end]
+
+    def image_due(self) -> ImageSlot | None:
+        """The picture whose cells come next in the prompt, if they do."""
+        if self.images is None or not self.prefilling:
+            return None
+        return self.images.at.get(self.evaluated)
 
     def evaluated_part(self, tokens: Sequence[int]) -> None:
         """A step evaluated these tokens of the prompt (or the drawn token) for this stream."""
