@@ -11,6 +11,7 @@ import pytest
 
 from bot import texts
 from bot.model.template import ChatText, open_vocab, split_rendered
+from bot.model.types import DecodedImage
 from bot.prompt.window import speaker_text
 from support.tinymodel import BOS_ID, EOS_S_ID, IM_END_ID, IM_START_ID
 
@@ -121,3 +122,28 @@ def test_markers_strip_whitespace_beside_them_as_llama_cpp_does(
 )
 def test_split_rendered(rendered: str, parts: list[str | int]) -> None:
     assert split_rendered(rendered) == parts
+
+
+def test_pictures_go_at_the_start_of_their_message(chat: ChatText) -> None:
+    """prompt_parts: each message's pictures just before its content, the same text around
+    them; a typed media marker stays text and makes no picture."""
+    red = DecodedImage(2, 1, bytes(6), "PNG", "a" * 64)
+    blue = DecodedImage(1, 1, bytes(3), "PNG", "b" * 64)
+    messages = conversation(text="look at <__media__> this")
+    assert chat.prompt_parts(messages, {}) == chat.prompt_tokens(messages)
+    parts = chat.prompt_parts(messages, {1: [red, blue], 3: [red]})
+    pictures = [i for i, p in enumerate(parts) if isinstance(p, DecodedImage)]
+    assert [parts[i] for i in pictures] == [red, blue, red]
+    assert pictures[1] == pictures[0] + 1
+    # The same text, but for the space this vocabulary's tokenizer puts before a new piece
+    # of text (SentencePiece's dummy prefix, as llama.cpp does after a control token).
+    tokens = [p for p in parts if isinstance(p, int)]
+    text = chat._llm.detokenize(tokens, special=True)
+    assert text.replace(b" ", b"") == chat._llm.detokenize(
+        chat.prompt_tokens(messages), special=True
+    ).replace(b" ", b"")
+    # Each picture comes right after its message's header, before the message's text.
+    for index, at in ((1, pictures[0]), (3, pictures[2])):
+        before = chat._llm.detokenize([p for p in parts[:at] if isinstance(p, int)], special=True)
+        header = chat.render(messages[:index], add_generation_prompt=False) + "<|im_start|>user\n"
+        assert before.decode().replace(" ", "") == header.replace(" ", "")
