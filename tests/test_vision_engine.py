@@ -295,3 +295,40 @@ async def test_a_picture_that_finds_the_pool_full_makes_room(
     finally:
         await backend.close()
     assert "failed" not in capfd.readouterr().err  # making room is not an error
+
+
+async def test_one_picture_per_step(seeing: LlamaCppBackend) -> None:
+    """Two replies with pictures arriving together: their pictures are evaluated before two
+    different steps, so the replies beside them wait for one picture at most."""
+    engine = seeing._engine
+    assert engine is not None and engine.pictures.vision is not None
+    vision = engine.pictures.vision
+    steps_at: list[int] = []
+    evaluate = vision.evaluate
+
+    def noted(*args: object, **kwargs: object) -> None:
+        steps_at.append(engine.steps)
+        evaluate(*args, **kwargs)  # type: ignore[arg-type]
+
+    vision.evaluate = noted  # type: ignore[method-assign]
+    a = seeing.start(request(chat("first"), {1: [RED]}, key="a", max_tokens=4))
+    b = seeing.start(request(chat("second"), {1: [BLUE]}, key="b", max_tokens=4))
+    results = [[d async for d in g] and g.result for g in (a, b)]
+    assert all(r.error is None and r.generated_tokens == 4 for r in results)
+    assert len(steps_at) == 2 and steps_at[0] != steps_at[1]
+
+
+async def test_a_cancelled_picture_reply_frees_its_pictures(seeing: LlamaCppBackend) -> None:
+    engine = seeing._engine
+    assert engine is not None
+    generation = seeing.start(request(chat(), {1: [RED]}, key="a", max_tokens=200))
+    async for _ in generation:
+        generation.cancel()
+    assert generation.result.finish == "cancelled"
+    waiting = seeing.start(request(chat(), {1: [RED]}, key="b"))
+    waiting.cancel()
+    _ = [d async for d in waiting]
+    assert waiting.result.finish == "cancelled"
+    assert not engine.pictures._waiting
+    after = await reply(seeing, request(chat(), {1: [RED]}, key="a"))
+    assert after.result.error is None and after.result.generated_tokens == 16
