@@ -19,7 +19,9 @@ from PIL import Image
 
 from bot import texts
 from bot.daemon import Daemon
-from bot.image_store import IMAGES_DIR
+from bot.image_store import IMAGES_DIR, load_picture
+from bot.model.types import Generation, GenerationRequest
+from bot.prompt.builder import Prompt
 from support.discord_bot import answer, at, hearthbot
 from support.fake_discord import FakeDiscord, until
 
@@ -81,6 +83,35 @@ async def test_a_picture_is_downloaded_stored_privately_and_forgotten(
         assert stored_files(tmp_path) == []
 
 
+async def test_each_format_is_taken(tmp_path: Path, tiny_model: Path, fake: FakeDiscord) -> None:
+    """PNG, JPEG, WebP and a GIF's first frame, posted together: four pictures stored."""
+    frames = [Image.new("RGB", (40, 30), c) for c in ((0, 200, 0), (0, 0, 200))]
+    bodies = {}
+    for name, kind in (("a.png", "PNG"), ("b.jpg", "JPEG"), ("c.webp", "WEBP")):
+        out = io.BytesIO()
+        frames[0].save(out, kind)
+        bodies[name] = out.getvalue()
+    out = io.BytesIO()
+    frames[0].save(out, "GIF", save_all=True, append_images=frames[1:])
+    bodies["d.gif"] = out.getvalue()
+    async with hearthbot(tmp_path, tiny_model, fake) as (daemon, _adapter):
+        sees_images(daemon)
+        kinds = ("image/png", "image/jpeg", "image/webp", "image/gif")
+        files = [fake.attachment(n, b, k) for (n, b), k in zip(bodies.items(), kinds, strict=True)]
+        asked = await fake.say(fake.alice, fake.general, f"{at(fake)} four", attachments=files)
+        await answer(fake, daemon, asked)
+        (user, _answer) = await daemon.store.history(f"discord:{fake.general['id']}")
+        stored = (await daemon.store.pictures_of([user.row]))[user.row]
+        assert [(p.name, p.source_format) for p in stored] == [
+            ("a.png", "PNG"), ("b.jpg", "JPEG"), ("c.webp", "WEBP"), ("d.gif", "GIF")
+        ]  # fmt: skip
+        assert {(p.width, p.height) for p in stored} == {(32, 24)}
+        # One file per distinct bitmap (the lossless ones are the same picture).
+        assert len(stored_files(tmp_path)) == len({p.digest for p in stored})
+        gif = load_picture(tmp_path / IMAGES_DIR, stored[3])
+        assert gif is not None and gif.rgb[:3] == bytes((0, 200, 0))  # the first frame
+
+
 async def test_a_deleted_message_takes_its_picture(
     tmp_path: Path, tiny_model: Path, fake: FakeDiscord
 ) -> None:
@@ -135,3 +166,78 @@ async def test_a_bad_picture_gets_its_notice_and_nothing_else(
         # The daemon goes on: a plain question is answered.
         fine = await fake.say(fake.alice, fake.general, f"{at(fake)} hello")
         assert await answer(fake, daemon, fine)
+
+
+def record_requests(daemon: Daemon) -> list[GenerationRequest]:
+    """Every request the daemon starts, as the engine gets it."""
+    started: list[GenerationRequest] = []
+    start = daemon.backend.start
+
+    def recording(request: GenerationRequest) -> Generation:
+        started.append(request)
+        return start(request)
+
+    daemon.backend.start = recording  # type: ignore[method-assign]
+    return started
+
+
+async def test_the_newest_pictures_reach_the_model_older_ones_as_placeholders(
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord
+) -> None:
+    async with hearthbot(tmp_path, tiny_model, fake) as (daemon, _adapter):
+        sees_images(daemon, image_tokens=16)
+        requests = record_requests(daemon)
+        colours = {"red.png": (255, 0, 0), "green.png": (0, 255, 0), "blue.png": (0, 0, 255)}
+        for name, colour in colours.items():
+            body = io.BytesIO()
+            Image.new("RGB", (8, 8), colour).save(body, "PNG")
+            sent = fake.attachment(name, body.getvalue(), "image/png")
+            asked = await fake.say(fake.alice, fake.general, f"{at(fake)} and {name}?",
+                                   attachments=[sent])  # fmt: skip
+            await answer(fake, daemon, asked)
+        last = requests[-1]
+        users = [i for i, m in enumerate(last.messages) if m["role"] == "user"]
+        assert len(users) == 3
+        # The newest two (the default cap), each at the start of its own message.
+        assert sorted(last.images) == users[1:]
+        shown = [last.images[i][0] for i in users[1:]]
+        assert [image.rgb[:3] for image in shown] == [bytes((0, 255, 0)), bytes((0, 0, 255))]
+        assert (shown[0].width, shown[0].height) == (8, 8)  # smaller than the side: kept
+        # The oldest left as its placeholder; its text stays.
+        assert last.messages[users[0]]["content"].endswith("and red.png?\n\n[image: red.png]")
+        assert requests[0].images == {users[0]: [requests[0].images[users[0]][0]]}
+        # The window counts 16 tokens per picture shown, and !status says so.
+        prompt = await daemon.context.build(
+            f"discord:{fake.general['id']}", "sys", reserve=40, multi_user=False,
+            through_row=10**9,
+        )  # fmt: skip
+        assert isinstance(prompt, Prompt)
+        assert prompt.image_tokens == 32 and len(prompt.images) == 2
+        status = await fake.say(fake.alice, fake.general, f"{at(fake)} !status")
+        assert ", of which 2 images: 32 tokens" in await answer(fake, daemon, status)
+
+
+async def test_a_picture_trimmed_out_of_the_window_is_deleted(
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord
+) -> None:
+    async with hearthbot(tmp_path, tiny_model, fake, n_ctx=512) as (daemon, _adapter):
+        sees_images(daemon, image_tokens=120)  # two pictures shown fill half the context
+        channel = f"discord:{fake.general['id']}"
+        first: Path | None = None
+        for n in range(12):
+            body = io.BytesIO()
+            Image.new("RGB", (8, 8), (n * 20, 0, 0)).save(body, "PNG")
+            sent = fake.attachment(f"p{n}.png", body.getvalue(), "image/png")
+            asked = await fake.say(fake.alice, fake.general, f"{at(fake)} picture {n}",
+                                   attachments=[sent])  # fmt: skip
+            await answer(fake, daemon, asked)
+            if first is None:
+                (first,) = stored_files(tmp_path)
+            history = await daemon.store.history(channel)
+            if history[0].text != "picture 0\n\n[image: p0.png]":
+                break
+        else:
+            raise AssertionError("the window never trimmed")
+        assert first not in stored_files(tmp_path)
+        rows = [m.row for m in history]
+        assert len(stored_files(tmp_path)) == len(await daemon.store.pictures_of(rows)) > 0
