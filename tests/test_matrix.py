@@ -348,6 +348,12 @@ async def test_a_picture_seen_is_downloaded_decrypted_stored_and_redacted(
         assert alice.latest_text(refused.event.event_id) == notice
         assert await bot.history(room) == before  # not stored
         assert not any(images.iterdir())
+        # Said to be larger than [images] max_kb (10 MB): refused by its declared size.
+        large = picture | {"info": {"mimetype": "image/png", "size": 11 << 20}} | media
+        refused = await answer_to(alice, bot, await alice.send_content(room, large), command=True)
+        notice = texts.IMAGE_REFUSED["too_many_bytes"].format(name="cat.png", limit_mb=10)
+        assert alice.latest_text(refused.event.event_id) == notice
+        assert await bot.history(room) == before
 
 
 async def _no_files(folder: Path) -> bool:
