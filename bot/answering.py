@@ -253,7 +253,7 @@ class AnswerWriter:
             await job.reply.fail(texts.TOO_LONG.format(tokens=prompt.tokens, limit=prompt.limit))
             return None
         await job.reply.typing()
-        room = n_ctx - len(prompt.tokens)
+        room = n_ctx - len(prompt.tokens) - prompt.image_tokens
         if room < sampling.max_tokens:
             sampling = sampling.model_copy(update={"max_tokens": room})
         generation = self.backend.start(_request(message, prompt, sampling))
@@ -333,6 +333,7 @@ def _request(message: Incoming, prompt: Prompt, sampling: Sampling) -> Generatio
         cold=fixed is not None,
         prompt=prompt.tokens,
         cache_key=message.channel_key,
+        images=prompt.images,
     )
 
 

@@ -54,6 +54,7 @@ class Daemon:
             backend.info.n_ctx,
             self._fetch_quote,
             lambda: self.live.settings.bot.reply_chain_tokens,
+            lambda: self.live.settings.images.max_images_in_context,
         )
         self.responder = Responder(self.live, store, backend, self.queue, self.context)
         commands = CommandContext(

@@ -34,8 +34,9 @@ class StoreError(Exception):
 class Database:
     """One SQLite connection with one write path, private files and numbered migrations."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection, path: Path | None = None) -> None:
         self._db = db
+        self.path = path  # the database file: what the store keeps beside it is in its folder
         # One connection: a transaction spans awaits, so no other write may come in between.
         self._write_lock = asyncio.Lock()
         self.problem: str | None = None  # why the last write failed, until one succeeds
@@ -57,8 +58,9 @@ class Database:
             await db.execute("PRAGMA busy_timeout = 5000")
             # Deleted text is overwritten with zeros, not merely marked free (see `_scrub`).
             await db.execute("PRAGMA secure_delete = ON")
-            store = cls(db)
+            store = cls(db, path)
             await store._migrate()
+            await store._opened()
         except BaseException:
             await db.close()  # else its thread outlives us (and warns in __del__)
             raise
@@ -112,6 +114,9 @@ class Database:
         file; the -wal file still holds every version written since the last checkpoint)."""
         async with self._write_lock:  # never inside another coroutine's transaction
             await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    async def _opened(self) -> None:
+        """After the migrations, for a part of the store that tidies its own files."""
 
     async def _migrate(self) -> None:
         async with self._db.execute("PRAGMA user_version") as cur:

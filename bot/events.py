@@ -260,3 +260,30 @@ class ReadsAttachments(Protocol):
     @property
     def attachments(self) -> AttachmentReader:
         """The reader the core asks."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A posted picture's bytes as its adapter downloaded them: at most the cap asked for."""
+
+    data: bytes | None  # None: it could not be downloaded (or decrypted)
+    over_cap: bool = False  # larger than the cap: not downloaded (or not all of it)
+
+
+class ImageReader(Protocol):
+    """Downloads the pictures of a message an adapter delivered (Incoming.images)."""
+
+    async def read_image(self, message: Incoming, index: int, max_bytes: int) -> Fetched:
+        """The bytes of the message's `index`th picture, reading no more than `max_bytes`
+        (+1, to know it is over); `Fetched(None)` when the adapter no longer knows the
+        message, or the download or its decryption fails. Must not raise."""
+
+
+@runtime_checkable
+class ReadsImages(Protocol):
+    """What an adapter may also do: download, when the core asks (only while the model sees
+    images), the pictures of a message. Decoding them is the core's (bot.images)."""
+
+    @property
+    def images(self) -> ImageReader:
+        """The reader the core asks."""

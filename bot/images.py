@@ -1,10 +1,12 @@
 """Image intake: the bytes of a posted picture become a small RGB bitmap the projector can read,
-or an ImageRejected that names what is wrong (the notice the user gets). Pure and blocking (the
-decode is CPU work): callers run it off the event loop, before any model work. docs/images.md.
+or an ImageRejected that names what is wrong (the notice the user gets). The decode is pure and
+blocking (CPU work); `take_pictures` has a message's pictures downloaded by its adapter and
+decoded off the event loop, before any model work. docs/images.md.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import time
@@ -12,11 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+import structlog
 from PIL import Image, UnidentifiedImageError
 
 from bot import texts
-from bot.model.types import DecodedImage
+from bot.events import Adapter, Incoming, ReadsImages
+from bot.image_store import Picture
+from bot.model.types import DecodedImage, ModelInfo
 from bot.settings import ImageSettings
+
+log = structlog.get_logger(__name__)
 
 # The formats a chat client posts as a picture; Pillow tries no other decoder (a TIFF or PSD
 # posted as a file is refused as unreadable rather than parsed by a rarely used plugin).
@@ -37,6 +44,7 @@ class ImageProblem(Enum):
     TRUNCATED = "truncated"
     HUGE_DIMENSIONS = "huge_dimensions"
     DECOMPRESSION_BOMB = "decompression_bomb"
+    NOT_DOWNLOADED = "not_downloaded"
 
 
 class ImageRejected(Exception):
@@ -59,6 +67,16 @@ class ImageLimits:
     max_pixels: int  # width × height of the source, read from the header before decoding
     max_side: int  # the source's longest side, in pixels
 
+
+@dataclass(frozen=True, slots=True)
+class PictureRefused:
+    """A picture of the message could not be taken: what its sender is told instead."""
+
+    notice: str
+
+
+# The side pictures shrink to when the backend names none (a projector that resizes itself).
+FALLBACK_SIDE_PX = 768
 
 # A channel hears "this model cannot see images" at most this often.
 BLIND_NOTICE_INTERVAL_S = 3600.0
@@ -103,6 +121,45 @@ def refusal_notice(name: str, rejected: ImageRejected, limits: ImageLimits) -> s
     return texts.IMAGE_REFUSED[rejected.problem.value].format(
         name=name, limit_mb=round(limits.max_bytes / 1_048_576, 1), width=width, height=height
     )
+
+
+async def take_pictures(
+    adapter: Adapter, message: Incoming, info: ModelInfo, settings: ImageSettings
+) -> list[Picture] | PictureRefused:
+    """The message's pictures, downloaded (up to [images] max_kb each) and decoded off the
+    event loop, while the model sees images; none otherwise (the answer then says it cannot
+    see them). The first that fails refuses the message: its notice is shown, and nothing
+    else happens (nothing is kept)."""
+    if not message.images or not info.sees_images or not isinstance(adapter, ReadsImages):
+        return []
+    limits = limits_from(settings)
+    fit = info.image_side_px or FALLBACK_SIDE_PX
+    taken = []
+    for index, name in enumerate(message.images):
+        fetched = await adapter.images.read_image(message, index, limits.max_bytes)
+        try:
+            if fetched.over_cap:
+                raise ImageRejected(ImageProblem.TOO_MANY_BYTES, "over the cap when downloaded")
+            if fetched.data is None:
+                raise ImageRejected(ImageProblem.NOT_DOWNLOADED, "the adapter could not get it")
+            image = await asyncio.to_thread(_decode_guarded, fetched.data, limits, fit)
+        except ImageRejected as rejected:
+            log.info("image refused", problem=rejected.problem.value, detail=rejected.detail)
+            refused = PictureRefused(refusal_notice(name, rejected, limits))
+            await adapter.open_reply(message).fail(refused.notice)
+            return refused
+        taken.append(Picture(name, image))
+    return taken
+
+
+def _decode_guarded(data: bytes, limits: ImageLimits, fit: int) -> DecodedImage:
+    """decode_image, where whatever else a broken file makes Pillow raise is unreadable."""
+    try:
+        return decode_image(data, limits, fit)
+    except ImageRejected:
+        raise
+    except Exception as e:  # a hostile file must not end the answer with a traceback
+        raise ImageRejected(ImageProblem.UNREADABLE, f"{type(e).__name__}: {e}") from e
 
 
 def decode_image(data: bytes, limits: ImageLimits, fit: int) -> DecodedImage:

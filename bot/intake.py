@@ -16,7 +16,6 @@ burst_max`), which then completes every pending row of the burst.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 
 import structlog
@@ -36,6 +35,8 @@ from bot.events import (
     StopRequested,
     channel_key,
 )
+from bot.images import PictureRefused, take_pictures
+from bot.incoming_text import clean_text, max_message_chars
 from bot.live import Live
 from bot.model.backend import Backend
 from bot.prompt.quotes import fetch_quote
@@ -48,25 +49,7 @@ from bot.triggers import answers, read_in_full, runs_commands
 
 log = structlog.get_logger(__name__)
 
-# No text longer than this many characters per token of context can fit: about four is usual,
-# and a message must leave room for the persona and the answer besides.
-CHARS_PER_TOKEN_AT_MOST = 8
 _TRIGGERS_KEPT = 4096  # channels whose trigger settings are kept in memory, at most
-# Unicode's control characters (category Cc, a closed set) but newline and tab.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def max_message_chars(n_ctx: int) -> int:
-    """The longest message worth reading for a context of `n_ctx` tokens: anything longer is
-    refused before any work is spent on it (attachments included)."""
-    return n_ctx * CHARS_PER_TOKEN_AT_MOST
-
-
-def clean_text(text: str) -> str:
-    """Drop control characters a platform may deliver (NUL, escape sequences, lone
-    surrogates) but keep newlines and tabs. Linear and in C: a long paste costs milliseconds."""
-    text = text.encode("utf-8", errors="replace").decode("utf-8")  # a lone surrogate → "?"
-    return _CONTROL.sub("", text).strip()
 
 
 class Intake:
@@ -327,12 +310,18 @@ class Intake:
         self, message: Incoming, text: str, ticket: Ticket, adapter: Adapter, mode: Trigger
     ) -> Outcome:
         try:
+            images = self.live.settings.images  # a bad picture: its notice, nothing else
+            pictures = await take_pictures(adapter, message, self.backend.info, images)
+            if isinstance(pictures, PictureRefused):
+                self.queue.cancel(ticket)
+                self.live.observer.refused(message.platform, "image")
+                return Outcome.REFUSED
             quoted = None
             if message.reply_to_id is not None:  # kept as a reference (bot.prompt.quotes)
                 quoted = await fetch_quote(
                     self.live.adapters, self.store, message.channel_key, message.reply_to_id
                 )
-            row = await self.store.accept(message, text, quoted)
+            row = await self.store.accept(message, text, quoted, pictures)
         except BaseException:
             self.queue.cancel(ticket)
             raise

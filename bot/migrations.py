@@ -193,4 +193,21 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE scope_settings ADD COLUMN auto_thread INTEGER;
     """,
+    # 11: the pictures of a message, decoded for a model that sees images (bot.image_store):
+    # the bitmap is a file in data_dir/images named by its content hash, this row links it to
+    # its message while that is in the channel's context window. However the message goes,
+    # its rows go with it, and the file once no row names it.
+    """
+    CREATE TABLE images (
+        message_row INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,          -- its place among the message's pictures
+        name TEXT NOT NULL,                 -- the file name as posted
+        digest TEXT NOT NULL,               -- DecodedImage.digest: the file's name
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        source_format TEXT NOT NULL,
+        PRIMARY KEY (message_row, position)
+    );
+    CREATE INDEX images_by_digest ON images (digest);
+    """,
 )

@@ -293,7 +293,8 @@ class MemorySettings(Section):
 
 
 class ImageSettings(Section):
-    """[images]: the caps a posted picture passes before it is decoded (docs/images.md)."""
+    """[images]: the caps a posted picture passes before it is decoded, and how many pictures
+    a prompt shows (docs/images.md)."""
 
     max_kb: int = Field(
         10_240,
@@ -314,6 +315,14 @@ class ImageSettings(Section):
         ge=16,
         le=65_535,
         description="Longest side at most: longer strips shrink to nothing the model can read.",
+    )
+    max_images_in_context: int = Field(
+        2,
+        ge=0,
+        le=16,
+        description="Pictures the model sees at once, the newest; older ones stay in their "
+        "message's text as '[image: name]'. Small: each takes the projector's tokens (hundreds), "
+        "and with more, small vision models mix pictures up or describe ones no longer shown.",
     )
 
 

@@ -18,6 +18,7 @@ import aiosqlite
 
 from bot.events import Incoming, Quoted, user_key
 from bot.forgotten import ForgottenStore, mark_forgotten
+from bot.image_store import ImageStore, Picture
 from bot.notes import NotesStore
 from bot.summaries import SummaryStore
 from bot.usage import ReplyUsage, add_usage, local_day
@@ -85,19 +86,23 @@ class PendingMessage:
     created_at: float
 
 
-class Store(NotesStore, SummaryStore, ForgottenStore):
+class Store(NotesStore, SummaryStore, ForgottenStore, ImageStore):
     """hearthbot's memory on one SQLite connection: history, pending, settings, notes,
-    summaries, who had it forget them."""
+    summaries, who had it forget them, the pictures in context windows."""
 
     # -- messages -----------------------------------------------------------------------------
 
     async def accept(
-        self, message: Incoming, text: str, quoted: Quoted | None = None
+        self,
+        message: Incoming,
+        text: str,
+        quoted: Quoted | None = None,
+        pictures: Sequence[Picture] = (),
     ) -> int | None:
-        """Save a user message and mark it pending. None if this platform message was already
-        accepted (a platform delivered it twice): it must not be answered twice. `quoted`:
-        the replied-to message as the adapter has it, to find the bot's own answer (stored
-        without a platform id) and to know whose words the reply quotes."""
+        """Save a user message (and its `pictures`) and mark it pending. None if this platform
+        message was already accepted (a platform delivered it twice): it must not be answered
+        twice. `quoted`: the replied-to message as the adapter has it, to find the bot's own
+        answer (stored without a platform id) and to know whose words the reply quotes."""
         now = time.time()
         async with self.transaction() as db:
             quote_row, quote_author = await self._quoted_row(db, message, quoted)
@@ -125,6 +130,7 @@ class Store(NotesStore, SummaryStore, ForgottenStore):
                 "INSERT INTO pending (message_row, incoming, created_at) VALUES (?, ?, ?)",
                 (row, message.to_json(), now),
             )
+            await self.link_pictures(db, row, pictures)
         return row
 
     async def _quoted_row(
@@ -188,6 +194,7 @@ class Store(NotesStore, SummaryStore, ForgottenStore):
     async def discard(self, row: int) -> None:
         """Remove a message that can never be part of a prompt (and its pending mark)."""
         await self._write("DELETE FROM messages WHERE id = ?", (row,))
+        await self._scrub()
 
     async def pending(self) -> list[PendingMessage]:
         rows = await self._read("SELECT message_row, incoming, created_at FROM pending ORDER BY 1")
@@ -222,11 +229,16 @@ class Store(NotesStore, SummaryStore, ForgottenStore):
         return next((_stored(r) for r in rows), None)
 
     async def set_window_start(self, channel: str, first_row: int) -> None:
-        await self._write(
-            "INSERT INTO channel_window (channel, first_row) VALUES (?, ?)"
-            " ON CONFLICT (channel) DO UPDATE SET first_row = excluded.first_row",
-            (channel, first_row),
-        )
+        """The oldest message the model sees; the pictures of those before it are deleted."""
+        async with self.transaction() as db:
+            await db.execute(
+                "INSERT INTO channel_window (channel, first_row) VALUES (?, ?)"
+                " ON CONFLICT (channel) DO UPDATE SET first_row = excluded.first_row",
+                (channel, first_row),
+            )
+            unlinked = await self.unlink_before(db, channel, first_row)
+        if unlinked:
+            await self.sweep_images()
 
     async def reset_channel(self, channel: str) -> int:
         """Forget a channel's history (messages still waiting for an answer stay)."""

@@ -47,7 +47,11 @@ IMAGE_REFUSED = {
     "truncated": "I can't look at {name}: the image is cut off (incomplete file).",
     "huge_dimensions": "I can't look at {name}: it is too large ({width}x{height} pixels).",
     "decompression_bomb": "I can't look at {name}: it has too many pixels ({width}x{height}).",
+    "not_downloaded": "I can't look at {name}: I could not download it. Please try again.",
 }
+# A picture named in a message's text: while the model cannot see it, and once it has left the
+# prompt (older than [images] max_images_in_context); beside a picture shown, its label.
+IMAGE_PLACEHOLDER = "[image: {name}]"
 UNKNOWN_PERSONA = "There is no persona called {name!r}. Available: {names}."
 PERSONA_SET = "Persona is now {name}: {description}"
 TEMPERATURE_SET = "Temperature is now {value:g} in this channel."

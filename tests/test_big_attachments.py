@@ -10,7 +10,7 @@ import pytest
 
 from adapters.discord.interactions import REMEMBERED_REPLIES_BYTES
 from bot import texts
-from bot.intake import max_message_chars
+from bot.incoming_text import max_message_chars
 from bot.prompt.builder import COUNTS_MAX_BYTES
 from support.discord_bot import at, hearthbot
 from support.fake_discord import FakeDiscord, until

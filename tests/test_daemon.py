@@ -19,7 +19,7 @@ from bot.events import (
     RegenerateRequested,
     StopRequested,
 )
-from bot.intake import clean_text, max_message_chars
+from bot.incoming_text import clean_text, max_message_chars
 from bot.prompt.builder import Prompt, TooLong
 from support.daemons import DB, answered, ask, daemon_for
 from support.persona_files import only_persona

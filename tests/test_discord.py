@@ -266,7 +266,7 @@ async def test_text_attachment_is_read_and_others_named(
         assert "[attachment big.log]\n" + "x" * left + cut in user
         assert "x" * (left + 1) not in user
         assert "[attachment more.md: text/markdown, 7 bytes, not read]" in user
-        assert user.endswith("[attachment cat.png: image/png, 500 bytes, not read]")
+        assert user.endswith("[image: cat.png]")  # a picture is named as on every platform
 
 
 async def test_text_command_with_mention(

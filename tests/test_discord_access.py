@@ -203,8 +203,9 @@ def test_is_text_attachment(filename: str, content_type: str | None, text: bool)
 
 
 def test_attachment_texts() -> None:
-    assert attachment_named("cat.png", "image/png", 2048) == (
-        "[attachment cat.png: image/png, 2 KB, not read]"
+    assert attachment_named("cat.png", "image/png", 2048) == "[image: cat.png]"
+    assert attachment_named("a.zip", "application/zip", 2048) == (
+        "[attachment a.zip: application/zip, 2 KB, not read]"
     )
     assert attachment_named("x", None, 10) == "[attachment x: unknown type, 10 bytes, not read]"
     assert attachment_read("message.txt", "body", None) == "[attachment message.txt]\nbody"

@@ -10,7 +10,7 @@ from pathlib import Path
 from adapters.console import ConsoleAdapter
 from bot.daemon import Daemon
 from bot.events import ChatEvent, Incoming, Outcome
-from bot.intake import max_message_chars
+from bot.incoming_text import max_message_chars
 from bot.model.llama_cpp.backend import LlamaCppBackend
 from bot.personas import load_personas
 from bot.settings import load_settings

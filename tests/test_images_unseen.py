@@ -45,6 +45,7 @@ async def test_a_picture_gets_the_note_once_per_channel(
         assert NOTE not in await answer(fake, daemon, text_only)
         elsewhere = await fake.say(fake.alice, fake.other, f"{at(fake)} look", attachments=[cat])
         assert NOTE in await answer(fake, daemon, elsewhere)  # another channel hears it too
+        assert fake.downloaded == []  # a model that cannot see them: pictures stay unread
         # A text file is no picture.
         notes = fake.attachment("notes.txt", b"the cat is red", "text/plain")
         read = await fake.say(fake.alice, fake.thread, f"{at(fake)} read this", attachments=[notes])

@@ -9,6 +9,7 @@ by checking that no password or access token of the test's accounts appears in t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import logging
@@ -25,8 +26,15 @@ from typing import Any
 import aiohttp
 import pytest
 import structlog
-from nio import KeyVerificationKey, KeyVerificationMac, ToDeviceMessage, UnknownToDeviceEvent
+from nio import (
+    KeyVerificationKey,
+    KeyVerificationMac,
+    ToDeviceMessage,
+    UnknownToDeviceEvent,
+    UploadResponse,
+)
 from nio.crypto import Sas
+from PIL import Image
 
 import adapters.matrix.state as matrix_state
 from adapters.matrix.adapter import MatrixAdapter
@@ -35,6 +43,7 @@ from adapters.matrix.state import SESSION_FILE
 from bot import logs, texts
 from bot.daemon import Daemon
 from bot.events import ChatEvent, Outcome
+from bot.image_store import IMAGES_DIR
 from bot.model.llama_cpp.backend import LlamaCppBackend
 from bot.personas import load_personas
 from bot.prompt.builder import Prompt
@@ -284,6 +293,71 @@ async def test_a_picture_in_a_dm_is_answered_with_the_note_that_it_goes_unseen(
             again = await alice.send_content(room, picture | media)
             answer = await answer_to(alice, bot, again)  # once per room per hour
             assert texts.NOTE_CANNOT_SEE_IMAGES not in alice.latest_text(answer.event.event_id)
+
+
+async def upload_picture(alice: Peer, body: bytes, encrypted: bool) -> dict[str, Any]:
+    """Alice's picture in the homeserver's media repository: the m.image content's `url`, or
+    for an encrypted room its `file` (encrypted by nio, with its key, iv and hash)."""
+    response, keys = await alice.client.upload(
+        io.BytesIO(body), "image/png", "cat.png", encrypt=encrypted, filesize=len(body)
+    )
+    assert isinstance(response, UploadResponse), response
+    if encrypted:
+        return {"file": {"url": response.content_uri, **(keys or {})}}
+    return {"url": response.content_uri}
+
+
+async def test_a_picture_seen_is_downloaded_decrypted_stored_and_redacted(
+    synapse: Synapse, tmp_path: Path, tiny_model: Path
+) -> None:
+    """A model that sees images (said so by its ModelInfo until an engine evaluates them):
+    an m.image is downloaded from the real Synapse (plain, and encrypted media in an
+    encrypted DM, decrypted with nio), stored in data_dir/images, and deleted with its
+    redaction; encrypted media whose hash does not match gets a notice and nothing else."""
+    images = tmp_path / IMAGES_DIR
+    async with alice_and_bot(synapse, tmp_path, tiny_model) as (alice, bot):
+        info = bot.daemon.backend.info
+        bot.daemon.backend.info = dataclasses.replace(  # type: ignore[misc]
+            info, sees_images=True, image_tokens=4, image_side_px=32
+        )
+        for encrypted, colour in ((False, (255, 0, 0)), (True, (0, 0, 255))):
+            room = await dm_with(alice, bot, encrypted=encrypted)
+            await answer_to(alice, bot, await alice.send(room, "!seed"), command=True)
+            out = io.BytesIO()
+            Image.new("RGB", (64, 48), colour).save(out, "PNG")
+            body = out.getvalue()
+            media = await upload_picture(alice, body, encrypted)
+            picture = {"msgtype": "m.image", "body": "cat.png",
+                       "info": {"mimetype": "image/png", "size": len(body)}}  # fmt: skip
+            asked = await alice.send_content(room, picture | media)
+            answer = await answer_to(alice, bot, asked)
+            assert texts.NOTE_CANNOT_SEE_IMAGES not in alice.latest_text(answer.event.event_id)
+            assert answer.event.decrypted is encrypted
+            ((user, said), _) = await bot.history(room)
+            assert (user, said) == ("user", "[image: cat.png]")
+            (file,) = images.iterdir()
+            assert file.stat().st_size == 32 * 24 * 3
+            assert file.read_bytes()[:3] == bytes(colour)  # decrypted, decoded, shrunk
+            await alice.client.room_redact(room, asked)
+            await eventually(lambda: _no_files(images))
+        tampered = media["file"] | {"hashes": {"sha256": "A" * 43}}
+        before = await bot.history(room)
+        asked = await alice.send_content(room, picture | {"file": tampered})
+        refused = await answer_to(alice, bot, asked, command=True)
+        notice = texts.IMAGE_REFUSED["not_downloaded"].format(name="cat.png")
+        assert alice.latest_text(refused.event.event_id) == notice
+        assert await bot.history(room) == before  # not stored
+        assert not any(images.iterdir())
+        # Said to be larger than [images] max_kb (10 MB): refused by its declared size.
+        large = picture | {"info": {"mimetype": "image/png", "size": 11 << 20}} | media
+        refused = await answer_to(alice, bot, await alice.send_content(room, large), command=True)
+        notice = texts.IMAGE_REFUSED["too_many_bytes"].format(name="cat.png", limit_mb=10)
+        assert alice.latest_text(refused.event.event_id) == notice
+        assert await bot.history(room) == before
+
+
+async def _no_files(folder: Path) -> bool:
+    return not any(folder.iterdir())
 
 
 async def test_encrypted_dm_restart_keeps_the_device_and_catches_up_within_the_window(

@@ -81,6 +81,7 @@ class DiscordAdapter(ReportsFailure):
         self.auto_threads = AutoThreadChannels(lambda: self.settings.auto_thread_channels)
         self.reader = Reader(self.access, settings.attachment_max_kb)
         self.attachments = self.reader  # bot.events.ReadsAttachments
+        self.images = self.reader  # bot.events.ReadsImages
         self.persona_names = load_personas(bot.personas_dir).names()
         self.client: HearthClient | None = None
         self.connected = False

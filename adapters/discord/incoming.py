@@ -13,6 +13,7 @@ import aiohttp
 import discord
 import structlog
 
+from adapters.common.download import read_capped
 from adapters.discord.access import PLATFORM, Access, Addressing
 from adapters.discord.membership import Membership
 from adapters.discord.quotes import Quotes
@@ -25,7 +26,7 @@ from adapters.discord.text import (
     plain_text,
     with_attachments,
 )
-from bot.events import Incoming
+from bot.events import Fetched, Incoming
 from bot.triggers import names_any
 
 log = structlog.get_logger(__name__)
@@ -47,6 +48,9 @@ class Reader:
         self.quotes = Quotes(self.plain)
         # Messages passed on with their files only named: id → (message, the bot then).
         self._unread: OrderedDict[str, tuple[discord.Message, discord.ClientUser]] = OrderedDict()
+        # Messages with pictures: id → each picture's (url, declared size), for the core to
+        # download while the model sees images (bot.events.ReadsImages).
+        self._pictures: OrderedDict[str, list[tuple[str, int]]] = OrderedDict()
 
     async def close(self) -> None:
         if self._http is not None:
@@ -119,6 +123,15 @@ class Reader:
         resolved = message.reference.resolved if message.reference else None
         if isinstance(resolved, discord.Message):  # read by the core when it builds the prompt
             self.quotes.saw(resolved, me)
+        pictures = [
+            a
+            for a in message.attachments[:MAX_ATTACHMENTS]
+            if is_image_attachment(a.filename, a.content_type)
+        ]
+        if pictures:
+            self._pictures[str(message.id)] = [(a.url, a.size) for a in pictures]
+            while len(self._pictures) > UNREAD_KEPT:
+                self._pictures.popitem(last=False)
         guild_id = message.guild.id if message.guild else None
         return Incoming(
             platform=PLATFORM,
@@ -136,11 +149,7 @@ class Reader:
             addressed=addressed,
             named=names_any(text, self.names(message, me)),
             received_at=message.created_at.timestamp(),  # a message read back is older
-            images=tuple(
-                a.filename
-                for a in message.attachments[:MAX_ATTACHMENTS]
-                if is_image_attachment(a.filename, a.content_type)
-            ),
+            images=tuple(a.filename for a in pictures),
         )
 
     @staticmethod
@@ -187,6 +196,21 @@ class Reader:
             log.warning("discord: could not read attachments", error=str(exc))
             return incoming
 
+    async def read_image(self, message: Incoming, index: int, max_bytes: int) -> Fetched:
+        """A picture's bytes (bot.events.ImageReader): one Discord says is larger than the
+        cap is not downloaded."""
+        found = self._pictures.get(message.message_id)
+        if found is None or not 0 <= index < len(found):
+            return Fetched(None)
+        url, size = found[index]
+        if size > max_bytes:
+            return Fetched(None, over_cap=True)
+        got = await self._download(url, max_bytes, whole=True)
+        if got is None:
+            return Fetched(None)
+        body, over = got
+        return Fetched(None, over_cap=True) if over else Fetched(body)
+
     def named_only(self, message: discord.Message, me: discord.ClientUser) -> str:
         """The message's text, its attachments only named."""
         named = [
@@ -209,20 +233,15 @@ class Reader:
         named = attachment_named(attachment.filename, attachment.content_type, attachment.size)
         return named, 0
 
-    async def _download(self, url: str, cap: int) -> tuple[bytes, bool] | None:
+    async def _download(self, url: str, cap: int, whole: bool = False) -> tuple[bytes, bool] | None:
+        """Up to `cap` bytes of an attachment and whether there was more (read_capped)."""
         if self._http is None:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
         try:
             async with self._http.get(url) as response:
                 if response.status != 200:
                     return None
-                body = b""
-                while len(body) <= cap:
-                    chunk = await response.content.read(cap + 1 - len(body))
-                    if not chunk:
-                        break
-                    body += chunk
+                return await read_capped(response, cap, whole)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.warning("discord attachment unreadable", error=str(exc))
             return None
-        return body[:cap], len(body) > cap

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from bot import texts
 from bot.commands.parse import PREFIX
 
 LIMIT = 2000  # Discord's message length limit (characters)
@@ -111,6 +112,10 @@ def _size(size: int) -> str:
 
 
 def attachment_named(filename: str, content_type: str | None, size: int) -> str:
+    """An attachment not read as text: a picture as the core names pictures on every platform
+    (bot.texts.IMAGE_PLACEHOLDER), anything else with its type and size."""
+    if is_image_attachment(filename, content_type):
+        return texts.IMAGE_PLACEHOLDER.format(name=filename)
     kind = (content_type or "unknown type").split(";")[0]
     return f"[attachment {filename}: {kind}, {_size(size)}, not read]"
 

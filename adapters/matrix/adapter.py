@@ -44,6 +44,7 @@ class MatrixAdapter(ReportsFailure):
         self._tasks = BackgroundTasks(PLATFORM)
         self._ready = asyncio.Event()
         self.translator = Translator(self.account)
+        self.images = self.translator.images  # bot.events.ReadsImages
         self.crypto = Crypto(self.account)
         self.outbox = Outbox(
             self.account,

@@ -10,6 +10,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from adapters.matrix.format import BOT_MARKER
+from bot import texts
 
 # A thread is its own conversation: channel_id = room + this separator + the thread root.
 # Neither room ids nor event ids use it.
@@ -163,8 +164,10 @@ def picture(content: Mapping[str, Any]) -> tuple[str, str] | None:
 
 
 def picture_text(name: str, caption: str) -> str:
-    """What the model reads of a picture it cannot see: its caption, then its name."""
-    return f"{caption}\n[image: {name}]" if caption else f"[image: {name}]"
+    """What the model reads of a picture: its caption, then its name (beside the picture
+    itself while the model sees it and the picture is among the newest)."""
+    named = texts.IMAGE_PLACEHOLDER.format(name=name)
+    return f"{caption}\n{named}" if caption else named
 
 
 def sent_by_a_bot(content: Mapping[str, Any]) -> bool:

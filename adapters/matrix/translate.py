@@ -30,6 +30,7 @@ from nio import (
 from adapters.common.failure import describe
 from adapters.common.recent import RecentMessages
 from adapters.matrix.account import Account
+from adapters.matrix.media import MatrixImages
 from adapters.matrix.rules import (
     addressing,
     channel_id,
@@ -65,6 +66,7 @@ class Translator:
         self._account = account
         self._senders: OrderedDict[str, str] = OrderedDict()  # event id → sender
         self.recent = RecentMessages(REMEMBERED_EVENTS)  # event id → what it says
+        self.images = MatrixImages(account)  # event id → its picture, to download
 
     def remember(
         self,
@@ -133,6 +135,7 @@ class Translator:
         image = picture(content)
         if image is not None:
             text = picture_text(*image)
+            self.images.saw(event.event_id, content)
         spoken_to = addressing(content, text, account.user_id, self._bot_names(room))
         direct = account.direct(room)
         replies_to_bot = (

@@ -14,6 +14,7 @@ from bot.commands.parse import Command
 from bot.events import Incoming
 from bot.live import Live
 from bot.model.types import ModelInfo
+from bot.prompt.window import ContextUse
 from bot.scopes import Resolved, resolve_for
 from bot.status import DaemonStatus
 from bot.store import Store
@@ -43,7 +44,7 @@ class CommandContext:
     # Stops the answers in flight to matching messages; returns once they have ended.
     stop_answers: Callable[[Callable[[Incoming], bool]], Awaitable[None]]
     reused_tokens: Callable[[str], int]  # channel → prompt tokens its last reply reused
-    context_tokens: Callable[[str, str], Awaitable[int]]  # (channel, system prompt) → in use
+    context_tokens: Callable[[str, str], Awaitable[ContextUse]]  # (channel, system prompt)
     last_usage: Callable[[str], ReplyUsage | None]  # channel → its last reply's figures
 
     async def resolved(self, message: Incoming) -> Resolved:

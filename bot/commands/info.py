@@ -8,6 +8,7 @@ from bot.commands.usage import last_reply_line
 from bot.events import Incoming
 from bot.model.types import ModelInfo
 from bot.notes import notes_scope
+from bot.prompt.window import ContextUse
 from bot.status import DaemonStatus
 from bot.summaries import with_summary
 
@@ -45,7 +46,7 @@ async def show_status(ctx: CommandContext, command: Command, message: Incoming) 
             f"Model: {info.name} — {info.params_text} parameters, "
             f"{info.quantization or 'unknown'} quantization ({info.description})",
             *([runs_line(info)] if info.runs_on else []),
-            f"Context: {used:,} / {info.n_ctx:,} tokens "
+            f"Context: {used.tokens:,} / {info.n_ctx:,} tokens{images_part(used)} "
             f"(up to {sampling.max_tokens:,} more for the reply)",
             f"Persona: {current.persona.name} — {current.persona.description}",
             f"Temperature: {sampling.temperature:g} · top_p {sampling.top_p:g} · top_k "
@@ -60,6 +61,14 @@ async def show_status(ctx: CommandContext, command: Command, message: Incoming) 
             last_reply_line(ctx.last_usage(message.channel_key)),
         ]
     )
+
+
+def images_part(used: ContextUse) -> str:
+    """The pictures' share of the context, when it holds any."""
+    if not used.images:
+        return ""
+    pictures = "1 image" if used.images == 1 else f"{used.images} images"
+    return f", of which {pictures}: {used.image_tokens:,} tokens"
 
 
 def runs_line(info: ModelInfo) -> str:

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from bot import texts
 from bot.bounded import SizedCache
 from bot.events import Quoted
 from bot.model.backend import Backend
+from bot.model.types import DecodedImage
+from bot.prompt.pictures import TurnPictures, read_pictures, with_placeholders
 from bot.prompt.quotes import FetchQuote, Link, chain_above, shown_quote
 from bot.prompt.window import (
+    ContextUse,
     Turn,
     Window,
     chat_messages,
     choose_window,
     doomed,
     speaker_text,
+    turn_images,
 )
 from bot.store import Store, StoredMessage
 from bot.summaries import Summary, with_summary
@@ -36,10 +40,12 @@ class Prompt:
     """The prompt for one answer: chat messages, their tokens, and what the window kept."""
 
     messages: list[dict[str, str]]
-    tokens: list[int]
+    tokens: list[int]  # the text's: the pictures' cells are `image_tokens` more
     window: Window
     turns_kept: int
     speakers: tuple[str, ...]
+    images: dict[int, list[DecodedImage]] = field(default_factory=dict)  # GenerationRequest's
+    image_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +56,8 @@ class _Fitted:
     messages: list[dict[str, str]]
     tokens: list[int]
     doomed: int | None  # the last turn the next trim drops, if known (window.doomed)
+    images: dict[int, list[DecodedImage]]
+    image_tokens: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +89,14 @@ class ContextBuilder:
         n_ctx: int,
         fetch_quote: FetchQuote | None = None,
         chain_tokens: Callable[[], int] = lambda: 0,
+        max_images: Callable[[], int] = lambda: 0,
     ) -> None:
         self.backend = backend
         self.store = store
         self.n_ctx = n_ctx
         self.fetch_quote = fetch_quote
         self.chain_tokens = chain_tokens  # `[bot] reply_chain_tokens`, as of now
+        self.max_images = max_images  # `[images] max_images_in_context`, as of now
         # Token counts of message texts, so each turn is tokenized once, not every turn;
         # bounded by bytes, and keyed by a digest: a forgotten or deleted text must not stay
         # here as a key (nor a refused 2.6 MB one weigh 2.6 MB).
@@ -120,18 +130,21 @@ class ContextBuilder:
         replies: Replies,
         start: int = 0,
         notes: Sequence[str] = (),
+        pictures: Mapping[int, TurnPictures] | None = None,
     ) -> list[Turn]:
         """The turns of `history`, the window opening at `start`: a reply shows what it
         quotes, and the reply chain above that, up to the first message in the window.
         `notes`: what the speaker of the last turn asked the bot to keep, shown just before
-        that turn."""
+        that turn. `pictures`: row → the message's pictures shown, and the others named."""
+        pictures = pictures or {}
         visible = {m.row for m in history[start:]}
         turns = []
         for i, m in enumerate(history):
             if m.role == "assistant":
                 turns.append(Turn("assistant", m.text))
                 continue
-            text = m.text
+            own = pictures.get(m.row, TurnPictures())
+            text = with_placeholders(m.text, own.hidden) if own.hidden else m.text
             if shown := shown_quote(m.quote, visible, replies.fetched.get(m.row)):
                 earlier = []
                 for link in replies.earlier.get(m.row, []):
@@ -142,8 +155,12 @@ class ContextBuilder:
             text = speaker_text(m.author_name, text, multi_user)
             if notes and i == len(history) - 1:
                 text = texts.with_notes(m.author_name, list(notes), text)
-            turns.append(Turn("user", text))
+            turns.append(Turn("user", text, own.shown))
         return turns
+
+    def _most_images(self) -> int:
+        """How many pictures a prompt shows: none while the model cannot see them."""
+        return self.max_images() if self.backend.info.sees_images else 0
 
     async def quotes(self, channel: str, history: Sequence[StoredMessage]) -> Replies:
         """What replies quote, for replies to messages the bot did not store read from their
@@ -194,13 +211,18 @@ class ContextBuilder:
         budget: int,
         start: int,
         notes: Sequence[str],
+        pictures: Mapping[int, TurnPictures],
     ) -> tuple[Window | None, list[Turn], list[int]]:
         """choose_window over the turns, again after a trim: a reply whose quoted message has
-        just left the window shows the quote now, and must fit too. The start only moves on."""
+        just left the window shows the quote now, and must fit too. The start only moves on.
+        A picture shown costs the projector's tokens (ModelInfo.image_tokens)."""
         is_user = [m.role == "user" for m in history]
+        per_image = self.backend.info.image_tokens
         while True:
-            turns = self.turns(history, multi_user, replies, start, notes)
-            costs = [self._count(t.text) + self.turn_overhead for t in turns]
+            turns = self.turns(history, multi_user, replies, start, notes, pictures)
+            costs = [
+                self._count(t.text) + self.turn_overhead + len(t.images) * per_image for t in turns
+            ]
             window = choose_window(costs, is_user, budget, start)
             if window is None or window.start == start:
                 return window, turns, costs
@@ -222,9 +244,11 @@ class ContextBuilder:
         the newest one, which is shown from then on (so the prefix stays stable between)."""
         history = await self.store.history(channel, through_row=through_row)
         replies = await self.quotes(channel, history)
+        pictures = await read_pictures(self.store, history, self._most_images())
         shown = summary.shown if summary else None
+        system = with_summary(system_prompt, shown)
         fitted = await self._measured(
-            history, replies, with_summary(system_prompt, shown), reserve, multi_user, 0, notes
+            history, replies, system, reserve, multi_user, 0, notes, pictures
         )
         if isinstance(fitted, TooLong):
             return fitted
@@ -233,7 +257,7 @@ class ContextBuilder:
         if pin:
             system = with_summary(system_prompt, newest)
             again = await self._measured(
-                history, replies, system, reserve, multi_user, fitted.start, notes
+                history, replies, system, reserve, multi_user, fitted.start, notes, pictures
             )
             if isinstance(again, TooLong):
                 pin = False
@@ -250,7 +274,15 @@ class ContextBuilder:
             sorted({m.author_name for m in history[window.start :] if m.role == "user"})
         )
         turns_kept = len(history) - window.start
-        return Prompt(fitted.messages, fitted.tokens, window, turns_kept, speakers)
+        return Prompt(
+            fitted.messages,
+            fitted.tokens,
+            window,
+            turns_kept,
+            speakers,
+            fitted.images,
+            fitted.image_tokens,
+        )
 
     async def _doom(self, channel: str, row: int) -> None:
         """Say which messages the next trim drops (bot.summarizer summarizes them ahead),
@@ -272,36 +304,47 @@ class ContextBuilder:
         multi_user: bool,
         start: int,
         notes: Sequence[str],
+        pictures: Mapping[int, TurnPictures],
     ) -> _Fitted | TooLong:
-        """The window from `start` on that fits with this system prompt, measured exactly."""
+        """The window from `start` on that fits with this system prompt, measured exactly
+        (the text by the tokenizer, each picture shown by the projector's count)."""
         last = len(history) - 1
+        per_image = self.backend.info.image_tokens
         for _ in range(_CALIBRATIONS):
             system_cost = await asyncio.to_thread(self._count, system_prompt) + self.turn_overhead
             budget = self.n_ctx - reserve - system_cost - self.reply_overhead
             # Tokenizing is linear in the text (a long paste takes a while): off the event loop.
             window, turns, costs = await asyncio.to_thread(
-                self._fit, history, multi_user, replies, budget, start, notes
+                self._fit, history, multi_user, replies, budget, start, notes, pictures
             )
             if window is None:
                 return TooLong(costs[-1] if costs else 0, max(budget, 0))
             start = window.start
             messages = chat_messages(system_prompt, turns[start:])
             tokens = await asyncio.to_thread(self.backend.prompt_tokens, messages)
-            if len(tokens) + reserve <= self.n_ctx or start >= last:
+            image_tokens = sum(len(t.images) for t in turns[start:]) * per_image
+            used = len(tokens) + image_tokens
+            if used + reserve <= self.n_ctx or start >= last:
                 break
             # The per-turn estimate was short for this template (tokens merge differently
             # around its markers): learn the difference, then trim again with full slack.
             estimate = system_cost + sum(costs[start:]) + self.reply_overhead
             turns_seen = len(turns) - start + 1
-            self.turn_overhead += max(1, -(-(len(tokens) - estimate) // turns_seen))
-        if len(tokens) + reserve > self.n_ctx:
-            return TooLong(len(tokens), self.n_ctx - reserve)
-        return _Fitted(start, messages, tokens, doomed(costs, budget, start))
+            self.turn_overhead += max(1, -(-(used - estimate) // turns_seen))
+        if used + reserve > self.n_ctx:
+            return TooLong(used, self.n_ctx - reserve)
+        images = turn_images(turns[start:])
+        return _Fitted(start, messages, tokens, doomed(costs, budget, start), images, image_tokens)
 
-    async def usage(self, channel: str, system_prompt: str) -> int:
-        """Tokens the channel's context uses now (system prompt + remembered turns)."""
+    async def usage(self, channel: str, system_prompt: str) -> ContextUse:
+        """What the channel's context uses now (system prompt + remembered turns, and the
+        pictures the next prompt shows)."""
         history = await self.store.history(channel)
         multi = len({m.author_id for m in history if m.role == "user"}) > 1
-        turns = self.turns(history, multi, await self.quotes(channel, history))
+        pictures = await read_pictures(self.store, history, self._most_images())
+        turns = self.turns(history, multi, await self.quotes(channel, history), 0, (), pictures)
         messages = chat_messages(system_prompt, turns)
-        return len(await asyncio.to_thread(self.backend.prompt_tokens, messages))
+        text = len(await asyncio.to_thread(self.backend.prompt_tokens, messages))
+        images = sum(len(t.images) for t in turns)
+        image_tokens = images * self.backend.info.image_tokens
+        return ContextUse(text + image_tokens, images, image_tokens)

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from bot.model.types import DecodedImage
+
 Role = Literal["system", "user", "assistant"]
 
 # Share of the history budget left free after a trim: room for several more turns before the
@@ -25,6 +27,7 @@ class Turn:
 
     role: Literal["user", "assistant"]
     text: str
+    images: tuple[DecodedImage, ...] = ()  # shown at the start of the message, before its text
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,15 @@ class Window:
 
     start: int
     trimmed: bool  # turns before `start` exist (whether dropped now or earlier)
+
+
+@dataclass(frozen=True, slots=True)
+class ContextUse:
+    """What a channel's context holds now (!status): tokens in all, and its pictures'."""
+
+    tokens: int
+    images: int = 0
+    image_tokens: int = 0
 
 
 def speaker_text(author_name: str, text: str, multi_user: bool) -> str:
@@ -85,6 +97,12 @@ def doomed(
         last = i
         total -= costs[i]
     return last
+
+
+def turn_images(turns: Sequence[Turn]) -> dict[int, list[DecodedImage]]:
+    """GenerationRequest.images for these turns after a system prompt: index into
+    `chat_messages` → the pictures at the start of that message."""
+    return {i + 1: list(turn.images) for i, turn in enumerate(turns) if turn.images}
 
 
 def chat_messages(system_prompt: str, turns: Sequence[Turn]) -> list[dict[str, str]]:

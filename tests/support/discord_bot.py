@@ -37,6 +37,7 @@ async def hearthbot(
     n_ctx: int = 2048,
     bot: dict[str, Any] | None = None,
     queue: dict[str, Any] | None = None,
+    images: dict[str, Any] | None = None,
     **discord: Any,
 ) -> AsyncIterator[tuple[Daemon, DiscordAdapter]]:
     # Short, deterministic answers unless a test needs long ones: the suite shares two cores.
@@ -54,6 +55,7 @@ async def hearthbot(
         bot=bot_section,
         discord=discord_section(fake, **discord),
         queue=queue or {"max_pending": 8},
+        images=images or {},
     )
     # One thread: llama.cpp's threads spin-wait for each other, which crawls when other
     # processes hold the cores; the tiny model is fast enough on one.
