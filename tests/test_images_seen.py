@@ -2,13 +2,11 @@
 real PNG on 127.0.0.1) with the byte cap, decoded and shrunk off the event loop, stored in
 data_dir/images (owner only) with its message while that is in the context window, and
 deleted with `!forget`, a deletion, retention, `!reset` and a trim. A bad picture gets its
-notice and nothing else happens. Through real discord.py and the real daemon; until an engine
-evaluates images, the tiny model's backend is said to see them (its ModelInfo), which is all
-the intake asks."""
+notice and nothing else happens. Through real discord.py, the real daemon and the tiny model
+with its tiny projector (real libmtmd): the pictures reach a model that sees them."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 import stat
@@ -24,8 +22,9 @@ from bot.model.types import Generation, GenerationRequest
 from bot.prompt.builder import Prompt
 from support.discord_bot import answer, at, hearthbot
 from support.fake_discord import FakeDiscord, until
+from support.tinyprojector import IMAGE_SIZE, IMAGE_TOKENS, require_mtmd, tiny_projector_path
 
-SIDE = 32  # the side the "projector" asks pictures to be shrunk to
+SIDE = IMAGE_SIZE  # the side the projector asks pictures to be shrunk to
 
 
 def png(width: int = 64, height: int = 48, noise: bool = False) -> bytes:
@@ -37,11 +36,11 @@ def png(width: int = 64, height: int = 48, noise: bool = False) -> bytes:
     return out.getvalue()
 
 
-def sees_images(daemon: Daemon, image_tokens: int = 4) -> None:
-    info = daemon.backend.info
-    daemon.backend.info = dataclasses.replace(  # type: ignore[misc]
-        info, sees_images=True, image_tokens=image_tokens, image_side_px=SIDE
-    )
+@pytest.fixture(scope="module")
+def mmproj(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model's own projector: the pictures reach a model that really sees them."""
+    require_mtmd()
+    return tiny_projector_path(tmp_path_factory.mktemp("mmproj"))
 
 
 def stored_files(tmp_path: Path) -> list[Path]:
@@ -50,10 +49,12 @@ def stored_files(tmp_path: Path) -> list[Path]:
 
 
 async def test_a_picture_is_downloaded_stored_privately_and_forgotten(
-    tmp_path: Path, tiny_model: Path, fake: FakeDiscord
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord, mmproj: Path
 ) -> None:
-    async with hearthbot(tmp_path, tiny_model, fake) as (daemon, _adapter):
-        sees_images(daemon)
+    async with hearthbot(tmp_path, tiny_model, fake, mmproj=mmproj) as (
+        daemon,
+        _adapter,
+    ):
         cat = fake.attachment("cat.png", png(), "image/png")
         asked = await fake.say(
             fake.alice, fake.general, f"{at(fake)} what is this?", attachments=[cat]
@@ -83,7 +84,9 @@ async def test_a_picture_is_downloaded_stored_privately_and_forgotten(
         assert stored_files(tmp_path) == []
 
 
-async def test_each_format_is_taken(tmp_path: Path, tiny_model: Path, fake: FakeDiscord) -> None:
+async def test_each_format_is_taken(
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord, mmproj: Path
+) -> None:
     """PNG, JPEG, WebP and a GIF's first frame, posted together: four pictures stored."""
     frames = [Image.new("RGB", (40, 30), c) for c in ((0, 200, 0), (0, 0, 200))]
     bodies = {}
@@ -94,8 +97,10 @@ async def test_each_format_is_taken(tmp_path: Path, tiny_model: Path, fake: Fake
     out = io.BytesIO()
     frames[0].save(out, "GIF", save_all=True, append_images=frames[1:])
     bodies["d.gif"] = out.getvalue()
-    async with hearthbot(tmp_path, tiny_model, fake) as (daemon, _adapter):
-        sees_images(daemon)
+    async with hearthbot(tmp_path, tiny_model, fake, mmproj=mmproj) as (
+        daemon,
+        _adapter,
+    ):
         kinds = ("image/png", "image/jpeg", "image/webp", "image/gif")
         files = [fake.attachment(n, b, k) for (n, b), k in zip(bodies.items(), kinds, strict=True)]
         asked = await fake.say(fake.alice, fake.general, f"{at(fake)} four", attachments=files)
@@ -113,10 +118,12 @@ async def test_each_format_is_taken(tmp_path: Path, tiny_model: Path, fake: Fake
 
 
 async def test_a_deleted_message_takes_its_picture(
-    tmp_path: Path, tiny_model: Path, fake: FakeDiscord
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord, mmproj: Path
 ) -> None:
-    async with hearthbot(tmp_path, tiny_model, fake) as (daemon, _adapter):
-        sees_images(daemon)
+    async with hearthbot(tmp_path, tiny_model, fake, mmproj=mmproj) as (
+        daemon,
+        _adapter,
+    ):
         cat = fake.attachment("cat.png", png(), "image/png")
         asked = await fake.say(fake.alice, fake.general, f"{at(fake)} look", attachments=[cat])
         await answer(fake, daemon, asked)
@@ -148,13 +155,21 @@ async def test_a_deleted_message_takes_its_picture(
     ],
 )
 async def test_a_bad_picture_gets_its_notice_and_nothing_else(
-    tmp_path: Path, tiny_model: Path, fake: FakeDiscord, filename: str, body: bytes, notice: str
+    tmp_path: Path,
+    tiny_model: Path,
+    fake: FakeDiscord,
+    mmproj: Path,
+    filename: str,
+    body: bytes,
+    notice: str,
 ) -> None:
     """Each kind of bad picture (the decode's table tests are in test_images.py): the notice
     is the whole answer, the message is not stored, and the daemon goes on."""
     caps = {"max_kb": 100, "max_side_px": 2048, "max_megapixels": 0.5}
-    async with hearthbot(tmp_path, tiny_model, fake, images=caps) as (daemon, _adapter):
-        sees_images(daemon)
+    async with hearthbot(tmp_path, tiny_model, fake, images=caps, mmproj=mmproj) as (
+        daemon,
+        _adapter,
+    ):
         bad = fake.attachment(filename, body, "image/png")
         asked = await fake.say(fake.alice, fake.general, f"{at(fake)} look", attachments=[bad])
         assert (await answer(fake, daemon, asked)).startswith(notice)
@@ -182,10 +197,12 @@ def record_requests(daemon: Daemon) -> list[GenerationRequest]:
 
 
 async def test_the_newest_pictures_reach_the_model_older_ones_as_placeholders(
-    tmp_path: Path, tiny_model: Path, fake: FakeDiscord
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord, mmproj: Path
 ) -> None:
-    async with hearthbot(tmp_path, tiny_model, fake) as (daemon, _adapter):
-        sees_images(daemon, image_tokens=16)
+    async with hearthbot(tmp_path, tiny_model, fake, mmproj=mmproj) as (
+        daemon,
+        _adapter,
+    ):
         requests = record_requests(daemon)
         colours = {"red.png": (255, 0, 0), "green.png": (0, 255, 0), "blue.png": (0, 0, 255)}
         for name, colour in colours.items():
@@ -206,22 +223,26 @@ async def test_the_newest_pictures_reach_the_model_older_ones_as_placeholders(
         # The oldest left as its placeholder; its text stays.
         assert last.messages[users[0]]["content"].endswith("and red.png?\n\n[image: red.png]")
         assert requests[0].images == {users[0]: [requests[0].images[users[0]][0]]}
-        # The window counts 16 tokens per picture shown, and !status says so.
+        # The window counts the projector's 16 tokens per picture shown, and !status says so.
         prompt = await daemon.context.build(
             f"discord:{fake.general['id']}", "sys", reserve=40, multi_user=False,
             through_row=10**9,
         )  # fmt: skip
         assert isinstance(prompt, Prompt)
-        assert prompt.image_tokens == 32 and len(prompt.images) == 2
+        assert prompt.image_tokens == 2 * IMAGE_TOKENS and len(prompt.images) == 2
         status = await fake.say(fake.alice, fake.general, f"{at(fake)} !status")
-        assert ", of which 2 images: 32 tokens" in await answer(fake, daemon, status)
+        assert f", of which 2 images: {2 * IMAGE_TOKENS} tokens" in await answer(
+            fake, daemon, status
+        )
 
 
 async def test_a_picture_trimmed_out_of_the_window_is_deleted(
-    tmp_path: Path, tiny_model: Path, fake: FakeDiscord
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord, mmproj: Path
 ) -> None:
-    async with hearthbot(tmp_path, tiny_model, fake, n_ctx=512) as (daemon, _adapter):
-        sees_images(daemon, image_tokens=120)  # two pictures shown fill half the context
+    async with hearthbot(tmp_path, tiny_model, fake, n_ctx=512, mmproj=mmproj) as (
+        daemon,
+        _adapter,
+    ):
         channel = f"discord:{fake.general['id']}"
         first: Path | None = None
         for n in range(12):

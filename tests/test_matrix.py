@@ -9,7 +9,6 @@ by checking that no password or access token of the test's accounts appears in t
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import io
 import json
 import logging
@@ -62,6 +61,7 @@ from support.synapse import (
     matrix_section,
     require_synapse,
 )
+from support.tinyprojector import require_mtmd, tiny_projector_path
 
 # A real Synapse.
 pytestmark = [pytest.mark.slow, pytest.mark.system]
@@ -120,6 +120,7 @@ async def running_bot(
     server: Synapse,
     account: Account,
     worker: bool = True,
+    mmproj: Path | None = None,
     **matrix: Any,
 ) -> AsyncIterator[Bot]:
     """The daemon as `hearthbot run` wires it. Without `worker` messages are taken (saved as
@@ -128,7 +129,7 @@ async def running_bot(
     settings = load_settings(
         None, bot={"data_dir": tmp_path}, matrix=matrix_section(server, account, **matrix)
     )
-    engine = await LlamaCppBackend.load(model, n_ctx=2048, n_threads=2)
+    engine = await LlamaCppBackend.load(model, n_ctx=2048, n_threads=2, mmproj=mmproj)
     store = await Store.open(tmp_path / "hearthbot.db")
     adapter = MatrixAdapter(settings.matrix, settings.bot)
     daemon = Daemon(settings, store, engine, load_personas(None), {"matrix": adapter})  # type: ignore[dict-item]
@@ -161,13 +162,13 @@ async def peer(server: Synapse, tmp_path: Path, prefix: str = "alice") -> AsyncI
 
 @asynccontextmanager
 async def alice_and_bot(
-    server: Synapse, tmp_path: Path, model: Path, **matrix: Any
+    server: Synapse, tmp_path: Path, model: Path, mmproj: Path | None = None, **matrix: Any
 ) -> AsyncIterator[tuple[Peer, Bot]]:
     """Where most tests start: Alice's client and a bot running on a fresh account."""
     account = await server.register("bot")
     async with (
         peer(server, tmp_path) as alice,
-        running_bot(tmp_path, model, server, account, **matrix) as bot,
+        running_bot(tmp_path, model, server, account, mmproj=mmproj, **matrix) as bot,
     ):
         yield alice, bot
 
@@ -310,16 +311,15 @@ async def upload_picture(alice: Peer, body: bytes, encrypted: bool) -> dict[str,
 async def test_a_picture_seen_is_downloaded_decrypted_stored_and_redacted(
     synapse: Synapse, tmp_path: Path, tiny_model: Path
 ) -> None:
-    """A model that sees images (said so by its ModelInfo until an engine evaluates them):
-    an m.image is downloaded from the real Synapse (plain, and encrypted media in an
-    encrypted DM, decrypted with nio), stored in data_dir/images, and deleted with its
-    redaction; encrypted media whose hash does not match gets a notice and nothing else."""
+    """The tiny model with its projector (real libmtmd): an m.image is downloaded from the
+    real Synapse (plain, and encrypted media in an encrypted DM, decrypted with nio), stored
+    in data_dir/images, and deleted with its redaction; encrypted media whose hash does not
+    match gets a notice and nothing else."""
+    require_mtmd()
     images = tmp_path / IMAGES_DIR
-    async with alice_and_bot(synapse, tmp_path, tiny_model) as (alice, bot):
-        info = bot.daemon.backend.info
-        bot.daemon.backend.info = dataclasses.replace(  # type: ignore[misc]
-            info, sees_images=True, image_tokens=4, image_side_px=32
-        )
+    mmproj = tiny_projector_path(tmp_path / "mmproj")
+    async with alice_and_bot(synapse, tmp_path, tiny_model, mmproj) as (alice, bot):
+        assert bot.daemon.backend.info.image_side_px == 32
         for encrypted, colour in ((False, (255, 0, 0)), (True, (0, 0, 255))):
             room = await dm_with(alice, bot, encrypted=encrypted)
             await answer_to(alice, bot, await alice.send(room, "!seed"), command=True)

@@ -38,6 +38,7 @@ async def hearthbot(
     bot: dict[str, Any] | None = None,
     queue: dict[str, Any] | None = None,
     images: dict[str, Any] | None = None,
+    mmproj: Path | None = None,
     **discord: Any,
 ) -> AsyncIterator[tuple[Daemon, DiscordAdapter]]:
     # Short, deterministic answers unless a test needs long ones: the suite shares two cores.
@@ -59,7 +60,7 @@ async def hearthbot(
     )
     # One thread: llama.cpp's threads spin-wait for each other, which crawls when other
     # processes hold the cores; the tiny model is fast enough on one.
-    engine = await LlamaCppBackend.load(model, n_ctx=n_ctx, n_threads=1)
+    engine = await LlamaCppBackend.load(model, n_ctx=n_ctx, n_threads=1, mmproj=mmproj)
     store = await Store.open(tmp_path / "hearthbot.db")
     adapter = DiscordAdapter(
         settings.discord,
