@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from bot import texts
 from bot.bounded import SizedCache
 from bot.events import Quoted
+from bot.history import StoredMessage
 from bot.model.backend import Backend
 from bot.prompt.quotes import FetchQuote, Link, chain_above, shown_quote
 from bot.prompt.window import (
@@ -20,7 +21,7 @@ from bot.prompt.window import (
     doomed,
     speaker_text,
 )
-from bot.store import Store, StoredMessage
+from bot.store import Store
 from bot.summaries import Summary, with_summary
 
 _FALLBACK_OVERHEAD = 8

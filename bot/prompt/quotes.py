@@ -20,7 +20,8 @@ import structlog
 
 from bot.events import Adapter, Quoted, QuoteSource, split_key
 from bot.forgotten import ForgottenStore
-from bot.store import Store, StoredQuote
+from bot.history import StoredQuote
+from bot.store import Store
 
 log = structlog.get_logger(__name__)
 
