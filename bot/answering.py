@@ -22,6 +22,7 @@ from bot import texts
 from bot.backoff import Backoff
 from bot.database import StoreError
 from bot.events import Incoming, ReplyHandle
+from bot.history import Recall
 from bot.images import BLIND_NOTICE_INTERVAL_S, OncePer
 from bot.live import Live
 from bot.model.backend import Backend
@@ -232,19 +233,22 @@ class AnswerWriter:
         n_ctx = self.backend.info.n_ctx
         # A persona written for a big context must still leave room for history in a small one.
         reserve = min(sampling.max_tokens, n_ctx // 2)
-        memory, notes = self.live.settings.memory, []
-        if resolved.persona.memory and memory.notes_per_person:
-            notes = [n.text for n in await self.store.notes(message.user_key, notes_scope(message))]
-        summaries_on = resolved.persona.memory and memory.summary_tokens > 0
-        summary = await self.store.summary(message.channel_key) if summaries_on else None
+        memory, remembers = self.live.settings.memory, resolved.persona.memory
+        recall = Recall(
+            notes_of=(
+                (message.user_key, notes_scope(message))
+                if remembers and memory.notes_per_person
+                else None
+            ),
+            summary=remembers and memory.summary_tokens > 0,
+        )
         prompt = await self.context.build(
             message.channel_key,
             resolved.persona.system_prompt,
             reserve=reserve,
             multi_user=not message.is_direct,
             through_row=job.row,
-            notes=notes,
-            summary=summary,
+            recall=recall,
         )
         if isinstance(prompt, TooLong):
             await self.store.discard(job.row)

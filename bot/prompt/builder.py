@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from bot import texts
 from bot.bounded import SizedCache
 from bot.events import Quoted
-from bot.history import StoredMessage
+from bot.history import Recall, StoredMessage
 from bot.model.backend import Backend
 from bot.prompt.quotes import FetchQuote, Link, chain_above, shown_quote
 from bot.prompt.window import (
@@ -22,7 +22,7 @@ from bot.prompt.window import (
     speaker_text,
 )
 from bot.store import Store
-from bot.summaries import Summary, with_summary
+from bot.summaries import with_summary
 
 _FALLBACK_OVERHEAD = 8
 # What the remembered token counts may hold of message texts (the texts are the keys).
@@ -30,6 +30,7 @@ COUNTS_MAX_BYTES = 8 * 1024 * 1024
 # Rounds of "estimate, measure exactly, correct the per-turn overhead" before giving up.
 _CALIBRATIONS = 4
 _DOOMED_KEPT = 4096  # channels whose doomed row is remembered (to write it only on change)
+HISTORY_ONLY = Recall()  # a prompt without notes or summary
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,10 @@ class Prompt:
     window: Window
     turns_kept: int
     speakers: tuple[str, ...]
+    # Messages of the channel may wait for a summary (bot.summarizer): some that left its
+    # window, or that its next trim drops, were not summarized when the prompt was read, or
+    # the window moved. Only known when the summary was asked for.
+    summarizable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,14 +219,16 @@ class ContextBuilder:
         reserve: int,
         multi_user: bool,
         through_row: int,
-        notes: Sequence[str] = (),
-        summary: Summary | None = None,
+        recall: Recall = HISTORY_ONLY,
     ) -> Prompt | TooLong:
         """The prompt for answering message `through_row` (later messages are not seen yet),
-        with its speaker's `notes` just before it and the channel's `summary` after the
-        system prompt: the one shown so far, or, at a trim point (the prefix changes anyway),
-        the newest one, which is shown from then on (so the prefix stays stable between)."""
-        history = await self.store.history(channel, through_row=through_row)
+        with what `recall` asks for, read with the history: its speaker's notes just before
+        it and the channel's summary after the system prompt: the one shown so far, or, at a
+        trim point (the prefix changes anyway), the newest one, which is shown from then on
+        (so the prefix stays stable between)."""
+        recalled = await self.store.recall(channel, through_row, recall)
+        history, summary = recalled.history, recalled.summary
+        notes = [n.text for n in recalled.notes]
         replies = await self.quotes(channel, history)
         shown = summary.shown if summary else None
         fitted = await self._measured(
@@ -241,28 +248,31 @@ class ContextBuilder:
             else:
                 fitted = again
         window = Window(fitted.start, trimmed=fitted.start > 0)
-        if window.start > 0:
+        moved = window.start > 0
+        if moved:
             await self.store.set_window_start(channel, history[window.start].row)
         if pin and summary is not None:
             await self.store.pin_summary(channel, summary.through_row)
         if fitted.doomed is not None:
-            await self._doom(channel, history[fitted.doomed].row)
+            moved |= await self._doom(channel, history[fitted.doomed].row)
         speakers = tuple(
             sorted({m.author_name for m in history[window.start :] if m.role == "user"})
         )
         turns_kept = len(history) - window.start
-        return Prompt(fitted.messages, fitted.tokens, window, turns_kept, speakers)
+        summarizable = recall.summary and (recalled.unsummarized or moved)
+        return Prompt(fitted.messages, fitted.tokens, window, turns_kept, speakers, summarizable)
 
-    async def _doom(self, channel: str, row: int) -> None:
+    async def _doom(self, channel: str, row: int) -> bool:
         """Say which messages the next trim drops (bot.summarizer summarizes them ahead),
-        when that changed."""
+        when that changed; whether it did."""
         if self._doomed.get(channel) == row:
-            return
+            return False
         await self.store.set_doomed(channel, row)
         self._doomed.pop(channel, None)
         self._doomed[channel] = row
         while len(self._doomed) > _DOOMED_KEPT:
             del self._doomed[next(iter(self._doomed))]
+        return True
 
     async def _measured(
         self,
