@@ -91,6 +91,7 @@ class Answering:
     task: asyncio.Task[None] | None = None
     generation: Generation | None = None
     stopped: bool = False  # asked to stop: its generation is cancelled as soon as it starts
+    summarizable: bool = False  # its prompt says the channel may have messages to summarize
     # Set with `stopped`: a pause before another try to save the answer ends at once.
     stop_asked: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -234,14 +235,8 @@ class AnswerWriter:
         # A persona written for a big context must still leave room for history in a small one.
         reserve = min(sampling.max_tokens, n_ctx // 2)
         memory, remembers = self.live.settings.memory, resolved.persona.memory
-        recall = Recall(
-            notes_of=(
-                (message.user_key, notes_scope(message))
-                if remembers and memory.notes_per_person
-                else None
-            ),
-            summary=remembers and memory.summary_tokens > 0,
-        )
+        notes_of = (message.user_key, notes_scope(message)) if memory.notes_per_person else None
+        recall = Recall(notes_of if remembers else None, remembers and memory.summary_tokens > 0)
         prompt = await self.context.build(
             message.channel_key,
             resolved.persona.system_prompt,
@@ -256,6 +251,7 @@ class AnswerWriter:
                 await self.store.drop_pending(*job.rows[:-1])
             await job.reply.fail(texts.TOO_LONG.format(tokens=prompt.tokens, limit=prompt.limit))
             return None
+        answering.summarizable |= prompt.summarizable
         await job.reply.typing()
         room = n_ctx - len(prompt.tokens)
         if room < sampling.max_tokens:
