@@ -136,9 +136,10 @@ class Store(HistoryStore, NotesStore, SummaryStore, ForgottenStore):
             if cur.rowcount == 0:
                 return False
             await add_usage(db, channel, usage, local_day())
-            await db.executemany(
-                "DELETE FROM pending WHERE message_row = ?", [(r,) for r in joined]
-            )
+            if joined:  # (each call is a round trip to aiosqlite's thread, even with no rows)
+                await db.executemany(
+                    "DELETE FROM pending WHERE message_row = ?", [(r,) for r in joined]
+                )
             if not reply:
                 return True
             await db.execute(
