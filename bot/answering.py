@@ -22,6 +22,7 @@ from bot import texts
 from bot.backoff import Backoff
 from bot.database import StoreError
 from bot.events import Incoming, ReplyHandle
+from bot.history import Recall
 from bot.images import BLIND_NOTICE_INTERVAL_S, OncePer
 from bot.live import Live
 from bot.model.backend import Backend
@@ -90,6 +91,7 @@ class Answering:
     task: asyncio.Task[None] | None = None
     generation: Generation | None = None
     stopped: bool = False  # asked to stop: its generation is cancelled as soon as it starts
+    summarizable: bool = False  # its prompt says the channel may have messages to summarize
     # Set with `stopped`: a pause before another try to save the answer ends at once.
     stop_asked: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -232,19 +234,16 @@ class AnswerWriter:
         n_ctx = self.backend.info.n_ctx
         # A persona written for a big context must still leave room for history in a small one.
         reserve = min(sampling.max_tokens, n_ctx // 2)
-        memory, notes = self.live.settings.memory, []
-        if resolved.persona.memory and memory.notes_per_person:
-            notes = [n.text for n in await self.store.notes(message.user_key, notes_scope(message))]
-        summaries_on = resolved.persona.memory and memory.summary_tokens > 0
-        summary = await self.store.summary(message.channel_key) if summaries_on else None
+        memory, remembers = self.live.settings.memory, resolved.persona.memory
+        notes_of = (message.user_key, notes_scope(message)) if memory.notes_per_person else None
+        recall = Recall(notes_of if remembers else None, remembers and memory.summary_tokens > 0)
         prompt = await self.context.build(
             message.channel_key,
             resolved.persona.system_prompt,
             reserve=reserve,
             multi_user=not message.is_direct,
             through_row=job.row,
-            notes=notes,
-            summary=summary,
+            recall=recall,
         )
         if isinstance(prompt, TooLong):
             await self.store.discard(job.row)
@@ -252,6 +251,7 @@ class AnswerWriter:
                 await self.store.drop_pending(*job.rows[:-1])
             await job.reply.fail(texts.TOO_LONG.format(tokens=prompt.tokens, limit=prompt.limit))
             return None
+        answering.summarizable |= prompt.summarizable
         await job.reply.typing()
         room = n_ctx - len(prompt.tokens) - prompt.image_tokens
         if room < sampling.max_tokens:

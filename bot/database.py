@@ -40,6 +40,9 @@ class Database:
         # One connection: a transaction spans awaits, so no other write may come in between.
         self._write_lock = asyncio.Lock()
         self.problem: str | None = None  # why the last write failed, until one succeeds
+        # Deletions and edits scrubbed so far: a summary holding the text went with it, so
+        # bot.summarizer looks at every channel again when this changes.
+        self.scrubs = 0
 
     @classmethod
     async def open(cls, path: Path) -> Self:
@@ -112,6 +115,7 @@ class Database:
         """After deleting text: copy the -wal file into the database and truncate it, so no
         older copy of a deleted page stays on disk (secure_delete zeroes it in the database
         file; the -wal file still holds every version written since the last checkpoint)."""
+        self.scrubs += 1
         async with self._write_lock:  # never inside another coroutine's transaction
             await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 

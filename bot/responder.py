@@ -53,7 +53,9 @@ class Responder:
         self.summarizer = Summarizer(live, store, backend)
         self._summary: SummaryRun | None = None  # the summary holding a slot, if one does
         self._summary_task: asyncio.Task[None] | None = None
-        self._summary_due = False  # an answer ended since the last summary run: try one
+        # A channel may have messages to summarize (an answer moved its window, or a
+        # summary went): a run in the next idle time looks.
+        self._summary_due = False
         self._wake = asyncio.Event()  # a job came, or a slot or a channel is free
         self._slot_free = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None  # the dispatcher handing out slots
@@ -206,7 +208,8 @@ class Responder:
 
     @property
     def summarizing(self) -> bool:
-        """A summary run holds a slot, or one is due (an answer ended since the last)."""
+        """A summary run holds a slot, or one is due (a channel may have messages to
+        summarize)."""
         return self._summary is not None or self._summary_due
 
     async def wait_idle(self) -> None:
@@ -247,8 +250,8 @@ class Responder:
             await self._writer.run(answering)
         finally:
             del self._answering[answering.job.message.channel_key]
-            self.summarizer.saw(answering.job.message)
-            self._summary_due = True
+            self.summarizer.saw(answering.job.message, answering.summarizable)
+            self._summary_due = self._summary_due or self.summarizer.due
             self._slot_free.set()
             self._wake.set()  # the channel may have more queued
             if not len(self.queue) and not self._answering:

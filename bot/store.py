@@ -2,9 +2,8 @@
 
 A user message and its pending row are written in one transaction, and so are an answer and
 the removal of its pending row: that is what makes "accepted means answered exactly once" hold
-across a crash. The connection, its write path and migrations are bot/database.py's.
-Longer than most modules, on purpose: every statement on the history is here, beside the
-transactions that keep exactly-once and the deletion promises true.
+across a crash. The connection, its write path and migrations are bot/database.py's; the
+history's reads are bot/history.py's.
 """
 
 from __future__ import annotations
@@ -12,12 +11,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
 
 import aiosqlite
 
 from bot.events import Incoming, Quoted, user_key
 from bot.forgotten import ForgottenStore, mark_forgotten
+from bot.history import HistoryStore
 from bot.image_store import ImageStore, Picture
 from bot.notes import NotesStore
 from bot.summaries import SummaryStore
@@ -33,37 +32,6 @@ _ON_PLATFORM = "substr(channel, 1, ?) = ?"
 def _platform_args(platform: str) -> tuple[int, str]:
     prefix = f"{platform}:"
     return len(prefix), prefix
-
-
-@dataclass(frozen=True, slots=True)
-class StoredQuote:
-    """What a stored reply quotes: a stored row (its text read with the reply's), or, for a
-    message the bot never stored, only its platform id (bot.prompt.quotes fetches it when the
-    prompt is built). A quoted row that is deleted takes the whole reference with it."""
-
-    platform_message_id: str | None
-    row: int | None = None
-    author_name: str | None = None  # the quoted row's, when stored
-    text: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    """One turn of a channel's history as stored: a user's message or the bot's answer."""
-
-    row: int
-    role: Literal["user", "assistant"]
-    author_id: str
-    author_name: str
-    text: str
-    quote: StoredQuote | None = None
-
-
-def _stored(r: Sequence[Any]) -> StoredMessage:
-    """A row of (id, role, author_id, author_name, text, reply_to_id, reply_to_row[, the
-    quoted row's author_name, text])."""
-    quote = StoredQuote(r[5], r[6], *r[7:9]) if r[5] or r[6] else None
-    return StoredMessage(r[0], r[1], r[2], r[3], r[4], quote)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +54,7 @@ class PendingMessage:
     created_at: float
 
 
-class Store(NotesStore, SummaryStore, ForgottenStore, ImageStore):
+class Store(HistoryStore, NotesStore, SummaryStore, ForgottenStore, ImageStore):
     """hearthbot's memory on one SQLite connection: history, pending, settings, notes,
     summaries, who had it forget them, the pictures in context windows."""
 
@@ -174,9 +142,10 @@ class Store(NotesStore, SummaryStore, ForgottenStore, ImageStore):
             if cur.rowcount == 0:
                 return False
             await add_usage(db, channel, usage, local_day())
-            await db.executemany(
-                "DELETE FROM pending WHERE message_row = ?", [(r,) for r in joined]
-            )
+            if joined:  # (each call is a round trip to aiosqlite's thread, even with no rows)
+                await db.executemany(
+                    "DELETE FROM pending WHERE message_row = ?", [(r,) for r in joined]
+                )
             if not reply:
                 return True
             await db.execute(
@@ -199,34 +168,6 @@ class Store(NotesStore, SummaryStore, ForgottenStore, ImageStore):
     async def pending(self) -> list[PendingMessage]:
         rows = await self._read("SELECT message_row, incoming, created_at FROM pending ORDER BY 1")
         return [PendingMessage(r[0], Incoming.from_json(r[1]), r[2]) for r in rows]
-
-    async def history(self, channel: str, through_row: int | None = None) -> list[StoredMessage]:
-        """The channel's messages from its context window start, oldest first, up to and
-        including row `through_row` when given (the message being answered)."""
-        query = (
-            "SELECT m.id, m.role, m.author_id, m.author_name, m.text,"
-            " m.reply_to_id, m.reply_to_row, q.author_name, q.text FROM messages m"
-            " LEFT JOIN channel_window w ON w.channel = m.channel"
-            " LEFT JOIN messages q ON q.id = m.reply_to_row"
-            " WHERE m.channel = ? AND m.id >= coalesce(w.first_row, 0) AND m.id <= ?"
-            " ORDER BY m.id"
-        )
-        limit = through_row if through_row is not None else 2**62
-        rows = await self._read(query, (channel, limit))
-        return [_stored(r) for r in rows]
-
-    async def chain_link(
-        self, channel: str, row: int | None, platform_id: str | None
-    ) -> StoredMessage | None:
-        """A message a reply chain passes through, by row or else platform id, in `channel`;
-        its quote names what it replies to (an answer: its question)."""
-        rows = await self._read(
-            "SELECT id, role, author_id, author_name, text, reply_to_id,"
-            " coalesce(reply_to_row, answer_to) FROM messages WHERE channel = ?"
-            " AND (id = ? OR platform_message_id = ?) ORDER BY id DESC LIMIT 1",
-            (channel, row, platform_id),
-        )
-        return next((_stored(r) for r in rows), None)
 
     async def set_window_start(self, channel: str, first_row: int) -> None:
         """The oldest message the model sees; the pictures of those before it are deleted."""

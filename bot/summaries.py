@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from bot import texts
 from bot.database import Database
@@ -41,6 +42,19 @@ class Trimmed:
 
 # Messages of channel_window w that left the window, or that its next trim drops.
 _LEAVING = "(m.id < w.first_row OR m.id <= coalesce(w.doomed_row, 0))"
+# Channel_window w, joined with its summary s, has messages leaving it that s does not cover.
+UNSUMMARIZED = (
+    "EXISTS (SELECT 1 FROM messages m WHERE m.channel = w.channel"
+    f" AND m.id > coalesce(s.through_row, 0) AND {_LEAVING})"
+)
+# The columns `summary_of` reads.
+SUMMARY_COLUMNS = "text, through_row, tokens, shown, shown_tokens"
+
+
+def summary_of(row: Sequence[Any]) -> Summary:
+    """A summary from a row of SUMMARY_COLUMNS."""
+    text, through_row, tokens, shown, shown_tokens = row
+    return Summary(str(text), int(through_row), int(tokens), shown, int(shown_tokens or 0))
 
 
 class SummaryStore(Database):
@@ -48,14 +62,9 @@ class SummaryStore(Database):
 
     async def summary(self, channel: str) -> Summary | None:
         rows = await self._read(
-            "SELECT text, through_row, tokens, shown, shown_tokens FROM summaries"
-            " WHERE channel = ?",
-            (channel,),
+            f"SELECT {SUMMARY_COLUMNS} FROM summaries WHERE channel = ?", (channel,)
         )
-        if not rows:
-            return None
-        text, through_row, tokens, shown, shown_tokens = rows[0]
-        return Summary(str(text), int(through_row), int(tokens), shown, int(shown_tokens or 0))
+        return summary_of(rows[0]) if rows else None
 
     async def pin_summary(self, channel: str, through_row: int) -> None:
         """From now on prompts show the newest summary (if it is still the one through
@@ -84,9 +93,7 @@ class SummaryStore(Database):
         marks = ",".join("?" * len(channels))
         rows = await self._read(
             "SELECT w.channel FROM channel_window w LEFT JOIN summaries s"
-            " ON s.channel = w.channel"
-            f" WHERE w.channel IN ({marks}) AND EXISTS (SELECT 1 FROM messages m"
-            f" WHERE m.channel = w.channel AND m.id > coalesce(s.through_row, 0) AND {_LEAVING})",
+            f" ON s.channel = w.channel WHERE w.channel IN ({marks}) AND {UNSUMMARIZED}",
             tuple(channels),
         )
         return [str(r[0]) for r in rows]

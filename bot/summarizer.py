@@ -3,7 +3,11 @@ has nothing else to do.
 
 bot.responder runs a summary only on a free slot while no user message waits, and stops it
 (`SummaryRun.stop`) as soon as one arrives: it is tried again in the next idle time. A
-channel whose last run failed is tried after the others, so it cannot starve them. Each run
+channel whose last run failed is tried after the others, so it cannot starve them. The store
+is asked which channels have messages to summarize only for channels that may have some: an
+answer whose prompt moved the window or read messages waiting (bot.prompt.builder's
+`Prompt.summarizable`), one whose run was stopped, failed or saved (more may wait), and every
+channel after a deletion or edit (the summary that held the text went with it). Each run
 folds the oldest messages not summarized yet into the channel's summary (bot.summaries),
 within `[memory] summary_tokens`. Its KV state is dropped as soon as it ends, so no cached
 sequence or snapshot keeps the words it read.
@@ -12,6 +16,7 @@ sequence or snapshot keeps the words it read.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from dataclasses import dataclass
 
 import structlog
@@ -62,20 +67,35 @@ class Summarizer:
         self.store = store
         self.backend = backend
         self._seen: dict[str, Incoming] = {}  # channel → its latest message answered
+        # Those of them that may have messages to summarize → when marked so (a mark made
+        # while the store is asked is not undone by its answer).
+        self._due: dict[str, int] = {}
+        self._marks = itertools.count()
+        self._scrubs = store.scrubs  # the store's deletions and edits when last looked
         # Channels whose last run failed, oldest failure first: tried after the others, so
         # one that keeps failing does not take every idle slot from the rest.
         self._failed: dict[str, None] = {}
         self.runs = 0  # summaries saved since the daemon started
         self.stopped = 0  # runs pre-empted or dropped
 
-    def saw(self, message: Incoming) -> None:
-        """A message of this channel was answered: its window may have moved."""
-        self._seen.pop(message.channel_key, None)
-        self._seen[message.channel_key] = message
+    def saw(self, message: Incoming, summarizable: bool = True) -> None:
+        """A message of this channel was answered; `summarizable`: its channel may have
+        messages to summarize now (Prompt.summarizable)."""
+        channel = message.channel_key
+        self._seen.pop(channel, None)
+        self._seen[channel] = message
+        if summarizable:
+            self._due[channel] = next(self._marks)
         while len(self._seen) > SEEN_MAX:
             oldest = next(iter(self._seen))
             del self._seen[oldest]
             self._failed.pop(oldest, None)
+            self._due.pop(oldest, None)
+
+    @property
+    def due(self) -> bool:
+        """Some channel may have messages to summarize: worth a run in idle time."""
+        return self.tokens > 0 and (bool(self._due) or self.store.scrubs != self._scrubs)
 
     @property
     def tokens(self) -> int:
@@ -85,7 +105,16 @@ class Summarizer:
         """A channel with messages to summarize whose persona keeps summaries, if any."""
         if self.tokens == 0:
             return None
-        found = await self.store.unsummarized(list(self._seen))
+        if self.store.scrubs != self._scrubs:  # text went, and any summary that held it
+            self._scrubs = self.store.scrubs
+            self._due = {channel: next(self._marks) for channel in self._seen}
+        if not self._due:
+            return None
+        asked = dict(self._due)
+        found = await self.store.unsummarized(list(asked))
+        for channel, mark in asked.items():
+            if channel not in found:
+                self._settled(channel, mark)
         failed = [c for c in self._failed if c in found]
         for channel in [c for c in found if c not in self._failed] + failed:
             bot = self.live.settings.bot
@@ -95,7 +124,14 @@ class Summarizer:
             )
             if resolved.persona.memory:
                 return channel
+            # Its persona keeps no summaries: looked at again when it answers with one that does.
+            self._settled(channel, asked[channel])
         return None
+
+    def _settled(self, channel: str, mark: int) -> None:
+        """Nothing to summarize in `channel` as of `mark`, unless marked again since."""
+        if self._due.get(channel) == mark:
+            del self._due[channel]
 
     async def run(self, run: SummaryRun) -> bool:
         """Summarize one batch of the next channel's trimmed messages. True when a summary

@@ -35,8 +35,9 @@ from bot.events import (
     Quoted,
     RegenerateRequested,
 )
+from bot.history import StoredQuote
 from bot.migrations import MIGRATIONS
-from bot.store import Store, StoredQuote
+from bot.store import Store
 from support.daemons import DB, answered, daemon_for, model_held
 from support.interleaving_checks import check_answers, check_gone
 from support.interleavings import (

@@ -11,9 +11,9 @@ import pytest
 from bot import texts
 from bot.daemon import Daemon
 from bot.events import Incoming, MessageDeleted, MessageEdited, Outcome, Quoted
+from bot.history import StoredQuote
 from bot.prompt.builder import Prompt
 from bot.prompt.quotes import shown_quote
-from bot.store import StoredQuote
 from support.daemons import DB, answered, ask, daemon_for
 from support.recording_adapter import RecordingAdapter, message
 from support.stored import everything_stored

@@ -16,8 +16,9 @@ import pytest
 
 from bot.database import StoreError
 from bot.events import Incoming, Quoted
+from bot.history import StoredQuote
 from bot.migrations import MIGRATIONS
-from bot.store import RANDOM_SEED, ScopeSettings, Store, StoredQuote
+from bot.store import RANDOM_SEED, ScopeSettings, Store
 from support.store_faults import fill_disk, free_disk, write_lock_held
 from support.stored import everything_stored, message_count, schema_version
 

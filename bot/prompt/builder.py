@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 
 from bot import texts
 from bot.bounded import SizedCache
-from bot.events import Quoted
+from bot.history import Recall, StoredMessage
 from bot.model.backend import Backend
 from bot.model.types import DecodedImage
 from bot.prompt.pictures import TurnPictures, read_pictures, with_placeholders
-from bot.prompt.quotes import FetchQuote, Link, chain_above, shown_quote
+from bot.prompt.quotes import FetchQuote, Replies, read_replies, shown_quote
 from bot.prompt.window import (
     ContextUse,
     Turn,
@@ -24,8 +24,8 @@ from bot.prompt.window import (
     speaker_text,
     turn_images,
 )
-from bot.store import Store, StoredMessage
-from bot.summaries import Summary, with_summary
+from bot.store import Store
+from bot.summaries import with_summary
 
 _FALLBACK_OVERHEAD = 8
 # What the remembered token counts may hold of message texts (the texts are the keys).
@@ -33,6 +33,7 @@ COUNTS_MAX_BYTES = 8 * 1024 * 1024
 # Rounds of "estimate, measure exactly, correct the per-turn overhead" before giving up.
 _CALIBRATIONS = 4
 _DOOMED_KEPT = 4096  # channels whose doomed row is remembered (to write it only on change)
+HISTORY_ONLY = Recall()  # a prompt without notes or summary
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,10 @@ class Prompt:
     speakers: tuple[str, ...]
     images: dict[int, list[DecodedImage]] = field(default_factory=dict)  # GenerationRequest's
     image_tokens: int = 0
+    # Messages of the channel may wait for a summary (bot.summarizer): some that left its
+    # window, or that its next trim drops, were not summarized when the prompt was read, or
+    # the window moved. Only known when the summary was asked for.
+    summarizable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,16 +63,6 @@ class _Fitted:
     doomed: int | None  # the last turn the next trim drops, if known (window.doomed)
     images: dict[int, list[DecodedImage]]
     image_tokens: int
-
-
-@dataclass(frozen=True, slots=True)
-class Replies:
-    """What the replies of a history quote, read when the prompt is built: row → the quoted
-    message from its platform (when the bot did not store it), and row → the reply chain
-    above the quoted message, nearest first."""
-
-    fetched: dict[int, Quoted] = field(default_factory=dict)
-    earlier: dict[int, list[Link]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,45 +158,10 @@ class ContextBuilder:
         return self.max_images() if self.backend.info.sees_images else 0
 
     async def quotes(self, channel: str, history: Sequence[StoredMessage]) -> Replies:
-        """What replies quote, for replies to messages the bot did not store read from their
-        platform now, so one deleted or redacted there is gone from the prompt; and the reply
-        chains above (bot.prompt.quotes.chain_above)."""
-        wanted = {
-            m.row: m.quote.platform_message_id
-            for m in history
-            if m.quote is not None and m.quote.row is None and m.quote.platform_message_id
-        }
-        fetched: dict[int, Quoted] = {}
-        if wanted and self.fetch_quote is not None:
-            fetch = self.fetch_quote
-            found = await asyncio.gather(*(fetch(channel, i) for i in wanted.values()))
-            fetched = {row: q for row, q in zip(wanted, found, strict=True) if q is not None}
-        replies = Replies(fetched)
-        budget = self.chain_tokens()
-        for m in history if budget > 0 else ():
-            parent = await self._parent_of_quote(channel, m, fetched)
-            if parent is not None:
-                chain = await chain_above(
-                    self.store, self.fetch_quote, channel, parent, self._count, budget
-                )
-                replies.earlier[m.row] = chain
-        return replies
-
-    async def _parent_of_quote(
-        self, channel: str, message: StoredMessage, fetched: dict[int, Quoted]
-    ) -> tuple[int | None, str | None] | None:
-        """What the message a reply quotes replies to in turn, if anything."""
-        quote = message.quote
-        if quote is None:
-            return None
-        if quote.row is not None:
-            quoted = await self.store.chain_link(channel, quote.row, None)
-            above = quoted.quote if quoted is not None else None
-            return (above.row, above.platform_message_id) if above is not None else None
-        on_platform = fetched.get(message.row)
-        if on_platform is None or on_platform.reply_to_id is None:
-            return None
-        return None, on_platform.reply_to_id
+        """What the history's replies quote, and the reply chains above (bot.prompt.quotes)."""
+        return await read_replies(
+            self.store, self.fetch_quote, channel, history, self.chain_tokens(), self._count
+        )
 
     def _fit(
         self,
@@ -235,14 +195,16 @@ class ContextBuilder:
         reserve: int,
         multi_user: bool,
         through_row: int,
-        notes: Sequence[str] = (),
-        summary: Summary | None = None,
+        recall: Recall = HISTORY_ONLY,
     ) -> Prompt | TooLong:
         """The prompt for answering message `through_row` (later messages are not seen yet),
-        with its speaker's `notes` just before it and the channel's `summary` after the
-        system prompt: the one shown so far, or, at a trim point (the prefix changes anyway),
-        the newest one, which is shown from then on (so the prefix stays stable between)."""
-        history = await self.store.history(channel, through_row=through_row)
+        with what `recall` asks for, read with the history: its speaker's notes just before
+        it and the channel's summary after the system prompt: the one shown so far, or, at a
+        trim point (the prefix changes anyway), the newest one, which is shown from then on
+        (so the prefix stays stable between)."""
+        recalled = await self.store.recall(channel, through_row, recall)
+        history, summary = recalled.history, recalled.summary
+        notes = [n.text for n in recalled.notes]
         replies = await self.quotes(channel, history)
         pictures = await read_pictures(self.store, history, self._most_images())
         shown = summary.shown if summary else None
@@ -264,16 +226,18 @@ class ContextBuilder:
             else:
                 fitted = again
         window = Window(fitted.start, trimmed=fitted.start > 0)
-        if window.start > 0:
+        moved = window.start > 0
+        if moved:
             await self.store.set_window_start(channel, history[window.start].row)
         if pin and summary is not None:
             await self.store.pin_summary(channel, summary.through_row)
         if fitted.doomed is not None:
-            await self._doom(channel, history[fitted.doomed].row)
+            moved |= await self._doom(channel, history[fitted.doomed].row)
         speakers = tuple(
             sorted({m.author_name for m in history[window.start :] if m.role == "user"})
         )
         turns_kept = len(history) - window.start
+        summarizable = recall.summary and (recalled.unsummarized or moved)
         return Prompt(
             fitted.messages,
             fitted.tokens,
@@ -282,18 +246,20 @@ class ContextBuilder:
             speakers,
             fitted.images,
             fitted.image_tokens,
+            summarizable,
         )
 
-    async def _doom(self, channel: str, row: int) -> None:
+    async def _doom(self, channel: str, row: int) -> bool:
         """Say which messages the next trim drops (bot.summarizer summarizes them ahead),
-        when that changed."""
+        when that changed; whether it did."""
         if self._doomed.get(channel) == row:
-            return
+            return False
         await self.store.set_doomed(channel, row)
         self._doomed.pop(channel, None)
         self._doomed[channel] = row
         while len(self._doomed) > _DOOMED_KEPT:
             del self._doomed[next(iter(self._doomed))]
+        return True
 
     async def _measured(
         self,

@@ -8,9 +8,9 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bot.history import StoredMessage
 from bot.image_store import ImageStore, load_picture
 from bot.model.types import DecodedImage
-from bot.store import StoredMessage
 from bot.texts import IMAGE_PLACEHOLDER
 
 
@@ -52,7 +52,11 @@ async def read_pictures(
     store: ImageStore, history: Sequence[StoredMessage], most: int
 ) -> dict[int, TurnPictures]:
     """Row → the message's pictures: the newest `most` of the history shown (read from
-    data_dir/images), the others named only (a file that is gone or changed too)."""
+    data_dir/images), the others named only (a file that is gone or changed too). Nothing is
+    read while the model sees none (`most` 0): the text names its pictures already, and a
+    read per message is what the daemon's overhead is made of."""
+    if most <= 0:
+        return {}
     stored = await store.pictures_of([m.row for m in history if m.role == "user"])
     folder = store.images_dir
     if not stored or folder is None:

@@ -13,14 +13,15 @@ someone before they had the bot forget them is gone too (bot.forgotten).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Container, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Container, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import structlog
 
 from bot.events import Adapter, Quoted, QuoteSource, split_key
 from bot.forgotten import ForgottenStore
-from bot.store import Store, StoredQuote
+from bot.history import StoredMessage, StoredQuote
+from bot.store import Store
 
 log = structlog.get_logger(__name__)
 
@@ -136,3 +137,60 @@ def forget_author(adapters: Mapping[str, Adapter], user: str, before: float) -> 
     adapter = adapters.get(platform)
     if isinstance(adapter, QuoteSource):
         adapter.forget_author(author_id, before)
+
+
+@dataclass(frozen=True, slots=True)
+class Replies:
+    """What the replies of a history quote, read when the prompt is built: row → the quoted
+    message from its platform (when the bot did not store it), and row → the reply chain
+    above the quoted message, nearest first."""
+
+    fetched: dict[int, Quoted] = field(default_factory=dict)
+    earlier: dict[int, list[Link]] = field(default_factory=dict)
+
+
+async def read_replies(
+    store: Store,
+    fetch_quote: FetchQuote | None,
+    channel: str,
+    history: Sequence[StoredMessage],
+    budget: int,
+    count: Callable[[str], int],
+) -> Replies:
+    """What the history's replies quote: messages the bot did not store read from their
+    platform now, so one deleted or redacted there is gone from the prompt; and the reply
+    chains above (`chain_above`), up to `budget` tokens each."""
+    wanted = {
+        m.row: m.quote.platform_message_id
+        for m in history
+        if m.quote is not None and m.quote.row is None and m.quote.platform_message_id
+    }
+    fetched: dict[int, Quoted] = {}
+    if wanted and fetch_quote is not None:
+        found = await asyncio.gather(*(fetch_quote(channel, i) for i in wanted.values()))
+        fetched = {row: q for row, q in zip(wanted, found, strict=True) if q is not None}
+    replies = Replies(fetched)
+    for m in history if budget > 0 else ():
+        parent = await _parent_of_quote(store, channel, m, fetched)
+        if parent is not None:
+            replies.earlier[m.row] = await chain_above(
+                store, fetch_quote, channel, parent, count, budget
+            )
+    return replies
+
+
+async def _parent_of_quote(
+    store: Store, channel: str, message: StoredMessage, fetched: dict[int, Quoted]
+) -> tuple[int | None, str | None] | None:
+    """What the message a reply quotes replies to in turn, if anything."""
+    quote = message.quote
+    if quote is None:
+        return None
+    if quote.row is not None:
+        quoted = await store.chain_link(channel, quote.row, None)
+        above = quoted.quote if quoted is not None else None
+        return (above.row, above.platform_message_id) if above is not None else None
+    on_platform = fetched.get(message.row)
+    if on_platform is None or on_platform.reply_to_id is None:
+        return None
+    return None, on_platform.reply_to_id
