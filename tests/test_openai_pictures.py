@@ -227,3 +227,23 @@ async def test_a_server_that_does_not_see_images_gets_none(tiny_model: Path) -> 
             await backend.close()
     assert result.finish == "error" and "does not see images" in (result.error or "")
     assert server.bodies == []
+
+
+async def test_a_server_that_stalls_on_props_delays_the_start_by_its_bound(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bot.model.openai.backend as openai_backend
+
+    monkeypatch.setattr(openai_backend, "PROPS_TIMEOUT_S", 0.3)
+
+    async def stall(reader: asyncio.StreamReader, _writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the client hangs up
+
+    server = await asyncio.start_server(stall, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    started = asyncio.get_running_loop().time()
+    backend = await OpenAIBackend.load(tiny_model, url, 2048, timeout_s=30)
+    elapsed = asyncio.get_running_loop().time() - started
+    await backend.close()
+    server.close()
+    assert not backend.info.sees_images and elapsed < 10

@@ -53,6 +53,7 @@ BANNED = -100
 # How a server that takes only text refuses a prompt of token ids: 400 or 422 (its
 # validation error); llama_cpp.server says 500.
 IDS_REFUSED = (400, 422, 500)
+PROPS_TIMEOUT_S = 5.0  # /props at load: a server that stalls delays a start this long at most
 
 
 @dataclass(eq=False)
@@ -155,12 +156,13 @@ class OpenAIBackend(UsesChatText):
         """llama-server's /props (at the server's root, beside /v1): whether it sees images
         and its media marker. Any failure (another server, none there) means text only."""
         url = f"{self.root.removesuffix('/v1')}/props"
+        wait = aiohttp.ClientTimeout(total=min(self.timeout_s, PROPS_TIMEOUT_S))
         try:
-            async with self._session.get(url) as response:
+            async with self._session.get(url, timeout=wait) as response:
                 props = await response.json(content_type=None) if response.status == 200 else {}
         except Exception as exc:  # down, not JSON, refused: no pictures, and the reply says why
             log.info("the model server's /props did not answer", error=type(exc).__name__)
-            props = {}
+            props = None
         self.vision = pictures.read_props(props if isinstance(props, dict) else {})
         self.info = pictures.seen_by(self.info, self.vision)
 
@@ -192,12 +194,10 @@ class OpenAIBackend(UsesChatText):
         """The /v1/completions body for a request: its prompt as token ids, or `as_text` for
         a server that takes only text."""
         sampling = request.sampling
-        prompt: Any
+        prompt: Any = self.prompt_text(request.messages) if as_text else None
         if request.images:  # llama-server's prompt object, the only way pictures go
             prompt = pictures.prompt_object(request, self.vision, self.base_url, self.prompt_text)
-        elif as_text:
-            prompt = self.prompt_text(request.messages)
-        else:
+        elif not as_text:
             prompt = self.request_tokens(request)
         body: dict[str, Any] = {
             "prompt": prompt,
