@@ -292,6 +292,13 @@ async def stub(respond: Respond) -> tuple[asyncio.Server, str]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writers.append(writer)
         head = await reader.readuntil(b"\r\n\r\n")
+        if head.startswith(b"GET /props "):  # asked at load: not llama-server, so no pictures
+            writer.write(
+                b"HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+            )
+            await writer.drain()
+            writer.close()
+            return
         length = next(
             (
                 int(line.split(b":")[1])

@@ -32,6 +32,7 @@ from bot.settings import (
 
 EXIT_CONFIG = 2
 EXIT_FAILURE = 1
+PROJECTORS = "projectors"  # models/projectors/: the mmproj files pulled beside vision models
 
 
 async def serve(
@@ -127,26 +128,44 @@ def list_personas(settings: Settings) -> int:
 
 
 def pull(settings: Settings, repo: str | None, filename: str | None) -> int:
-    """`model pull`: a short name of the catalog (`qwen2.5-3b[:q5_k_m]`, its sha256 checked),
-    a repo and file, or the configured pull_repo / pull_file."""
+    """`model pull`: a short name of the catalog (`qwen2.5-3b[:q5_k_m]`, its sha256 checked;
+    a vision model's projector too), a repo and file, or the configured pull_repo / pull_file."""
     from bot.model.catalog import is_short_name, load_catalog, resolve
     from bot.model.pull import pull as download
 
     expected = None
+    projector = None
     if repo is not None and filename is None and is_short_name(repo):
         entry = resolve(repo, load_catalog())
         repo, filename, expected = entry.repo, entry.file, entry.sha256
+        projector = entry.projector
     # models/ goes inside: the folder comes first, owner only (a failure: pull says why).
     with contextlib.suppress(OSError):
         private_dir(settings.bot.data_dir)
+    progress = sys.stderr.isatty()
+    mmproj = None
+    if projector is not None:
+        # First, and into a folder of its own: a refused projector leaves nothing behind, and
+        # a start that looks for the newest GGUF in models/ never takes it for the model.
+        mmproj = download(
+            projector.repo,
+            projector.file,
+            models_dir(settings) / PROJECTORS,
+            progress=progress,
+            expected_sha256=projector.sha256,
+        )
     path = download(
         repo or settings.model.pull_repo,
         filename or settings.model.pull_file,
         models_dir(settings),
-        progress=sys.stderr.isatty(),
+        progress=progress,
         expected_sha256=expected,
     )
     print(path)
+    if mmproj is not None:
+        print(mmproj)
+        print("a vision model: set both in the config file to have it see pictures")
+        print(f"[model]\npath = {json.dumps(str(path))}\nmmproj = {json.dumps(str(mmproj))}")
     return 0
 
 

@@ -2,8 +2,9 @@
 `hearthbot model pull`, and the rows `hearthbot model suggest` weighs.
 
 Each entry names a hub file with its size and sha256, copied from a public record of it, and
-the facts of its architecture that size the KV cache. A short name is `<name>[:<quant>]`,
-e.g. `qwen2.5-3b` (its Q4_K_M) or `qwen2.5-7b:q5_k_m`.
+the facts of its architecture that size the KV cache. A vision model's entry also names its
+projector (mmproj) file the same way: repo, file, size and sha256, all four or none. A short
+name is `<name>[:<quant>]`, e.g. `qwen2.5-3b` (its Q4_K_M) or `qwen2.5-7b:q5_k_m`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,16 @@ class CatalogError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class ProjectorFile:
+    """A vision model's projector (mmproj GGUF) on the hub, with its size and sha256."""
+
+    repo: str
+    file: str
+    size_bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
 class CatalogEntry:
     """One hub file of the catalog: which model and quantization, where, its size and sha256."""
 
@@ -40,6 +51,7 @@ class CatalogEntry:
     n_head_kv: int
     head_dim: int
     source: str  # where the size and sha256 come from
+    projector: ProjectorFile | None = None  # a vision model's mmproj, pulled beside it
 
     @property
     def spec(self) -> str:
@@ -51,8 +63,11 @@ class CatalogEntry:
 
     def needed_bytes(self, tokens: int, kv_type: str = "f16", saved_bytes: int = 0) -> int:
         """Memory to run it with a KV pool of `tokens`: the estimate the in-process backend
-        enforces at load (bot.model.gguf.check_fits), from catalog facts instead of a header."""
-        return self.size_bytes + self.kv_bytes(tokens, kv_type) + OVERHEAD_BYTES + saved_bytes
+        enforces at load (bot.model.gguf.check_fits), from catalog facts instead of a header;
+        a vision model's projector file counts too (libmtmd loads it beside the model)."""
+        mmproj = self.projector.size_bytes if self.projector else 0
+        weights = self.size_bytes + mmproj
+        return weights + self.kv_bytes(tokens, kv_type) + OVERHEAD_BYTES + saved_bytes
 
 
 def load_catalog(path: Path | None = None) -> list[CatalogEntry]:
@@ -79,13 +94,32 @@ def load_catalog(path: Path | None = None) -> list[CatalogEntry]:
                 n_head_kv=int(facts["n_head_kv"]),
                 head_dim=int(facts["head_dim"]),
                 source=str(row["source"]),
+                projector=_projector(row),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CatalogError(f"model catalog {path}: entry {i + 1} lacks {exc}") from None
         if not _SHA256.fullmatch(entry.sha256) or entry.size_bytes <= 0:
             raise CatalogError(f"model catalog {path}: {entry.spec} has no valid sha256 or size")
+        mmproj = entry.projector
+        if mmproj is not None and (not _SHA256.fullmatch(mmproj.sha256) or mmproj.size_bytes <= 0):
+            raise CatalogError(
+                f"model catalog {path}: {entry.spec}'s projector has no valid sha256 or size"
+            )
         entries.append(entry)
     return sorted(entries, key=lambda e: (e.size_bytes, e.name))
+
+
+def _projector(row: dict[str, object]) -> ProjectorFile | None:
+    """The row's `mmproj_*` keys: none, or the file with its size and sha256 (an unpinned
+    projector is refused like an unpinned model: the pull could not check it)."""
+    if "mmproj_file" not in row:
+        return None
+    return ProjectorFile(
+        repo=str(row.get("mmproj_repo", row["repo"])),
+        file=str(row["mmproj_file"]),
+        size_bytes=int(row["mmproj_size"]),  # type: ignore[call-overload]
+        sha256=str(row["mmproj_sha256"]).lower(),
+    )
 
 
 def is_short_name(text: str) -> bool:
@@ -114,6 +148,7 @@ def neighbours(
     """The catalog's next smaller and next larger model than one of `n_params` parameters (a
     nominal size within 15% counts as the same: "0.5B" is Qwen2.5-0.5B's 494M), in `quant`
     when the catalog has that size in it, else its smallest file of that size."""
+    entries = [e for e in entries if e.projector is None]  # a text model's neighbours: text
     sizes = sorted({params_value(e.params) for e in entries})
     below = [s for s in sizes if s < n_params / 1.15]
     above = [s for s in sizes if s > n_params * 1.15]

@@ -12,6 +12,7 @@ Text streams back as server-sent events into the same `Generation` the in-proces
 uses. Stop strings go to the server and are also scanned here, so another speaker's turn
 never shows even where a server ignores them. Up to `parallel` replies stream at once, for
 servers that batch them (llama-server with -np, vLLM, Ollama with OLLAMA_NUM_PARALLEL).
+Pictures go only to a llama-server whose /props says it sees images (bot.model.openai.pictures).
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ import structlog
 from bot import logs
 from bot.masking import mask_url
 from bot.model.gguf import ModelFileError, inspect_model
+from bot.model.openai import pictures
 from bot.model.openai.errors import ServerError, refusal, server_at, server_errors
+from bot.model.openai.pictures import ServerVision, count
 from bot.model.openai.sse import json_object, read_chunk, sse_data
 from bot.model.template import ChatText, UsesChatText, open_vocab
 from bot.model.types import (
@@ -50,6 +53,7 @@ BANNED = -100
 # How a server that takes only text refuses a prompt of token ids: 400 or 422 (its
 # validation error); llama_cpp.server says 500.
 IDS_REFUSED = (400, 422, 500)
+PROPS_TIMEOUT_S = 5.0  # /props at load: a server that stalls delays a start this long at most
 
 
 @dataclass(eq=False)
@@ -110,6 +114,7 @@ class OpenAIBackend(UsesChatText):
         self._meter = Throughput()
         self.ids_accepted = False  # the server took a prompt of token ids
         self.text_only = False  # it refused one and took text: it gets text from now on
+        self.vision = ServerVision()  # what its /props says of pictures (asked at load)
 
     @classmethod
     async def load(
@@ -122,8 +127,9 @@ class OpenAIBackend(UsesChatText):
         timeout_s: float = 60.0,
         parallel: int = 1,
     ) -> OpenAIBackend:
-        """Open the GGUF's vocabulary (fast, no weights). The server is not contacted: a
-        server that is down at start is reported per reply, not as a failed start."""
+        """Open the GGUF's vocabulary (fast, no weights), and ask the server's /props whether
+        it sees images. A server that is down at start is reported per reply, not as a failed
+        start (it is then taken as text only until the next start)."""
         logs.register_secret(api_key)
         summary = await asyncio.to_thread(inspect_model, path)
         try:
@@ -142,7 +148,23 @@ class OpenAIBackend(UsesChatText):
             n_threads=0,  # the server's business
             quantization=text.quantization,
         )
-        return cls(vocab, text, info, base_url, api_key, model, timeout_s, parallel)
+        backend = cls(vocab, text, info, base_url, api_key, model, timeout_s, parallel)
+        await backend.ask_vision()
+        return backend
+
+    async def ask_vision(self) -> None:
+        """llama-server's /props (at the server's root, beside /v1): whether it sees images
+        and its media marker. Any failure (another server, none there) means text only."""
+        url = f"{self.root.removesuffix('/v1')}/props"
+        wait = aiohttp.ClientTimeout(total=min(self.timeout_s, PROPS_TIMEOUT_S))
+        try:
+            async with self._session.get(url, timeout=wait) as response:
+                props = await response.json(content_type=None) if response.status == 200 else {}
+        except Exception as exc:  # down, not JSON, refused: no pictures, and the reply says why
+            log.info("the model server's /props did not answer", error=type(exc).__name__)
+            props = None
+        self.vision = pictures.read_props(props if isinstance(props, dict) else {})
+        self.info = pictures.seen_by(self.info, self.vision)
 
     # -- text: the same template and vocabulary as the served GGUF --------------------------
 
@@ -172,7 +194,11 @@ class OpenAIBackend(UsesChatText):
         """The /v1/completions body for a request: its prompt as token ids, or `as_text` for
         a server that takes only text."""
         sampling = request.sampling
-        prompt = self.prompt_text(request.messages) if as_text else self.request_tokens(request)
+        prompt: Any = self.prompt_text(request.messages) if as_text else None
+        if request.images:  # llama-server's prompt object, the only way pictures go
+            prompt = pictures.prompt_object(request, self.vision, self.base_url, self.prompt_text)
+        elif not as_text:
+            prompt = self.request_tokens(request)
         body: dict[str, Any] = {
             "prompt": prompt,
             "max_tokens": sampling.max_tokens,
@@ -208,7 +234,9 @@ class OpenAIBackend(UsesChatText):
     async def _generate(self, gen: StreamingGeneration) -> None:
         writer = GenerationWriter(gen, self._meter)
         try:
-            gen.result.prompt_tokens = len(self.request_tokens(gen.request))
+            request, shown = gen.request, count(gen.request.images)
+            text = self.prompt_tokens(request.messages) if shown else self.request_tokens(request)
+            gen.result.prompt_tokens = len(text) + shown * self.info.image_tokens
             async with self._streams:
                 self._streaming += 1
                 try:
@@ -244,7 +272,7 @@ class OpenAIBackend(UsesChatText):
                             return "stop"
                     finish = chunk.finish or finish
                     if chunk.usage:
-                        self._note_usage(gen.result, chunk.usage)
+                        self._note_usage(gen.result, chunk.usage, gen.request)
                     if gen.cancelled:
                         response.close()
                         return "cancelled"
@@ -256,6 +284,8 @@ class OpenAIBackend(UsesChatText):
         """Send the request with its prompt as token ids. A server that refuses those before
         it ever took them (IDS_REFUSED), and takes the text instead, gets text from then on."""
         url = f"{self.root}/completions"
+        if request.images:  # a prompt object: neither token ids nor plain text
+            return await self._session.post(url, json=self.payload(request))
         if not self.text_only:
             response = await self._session.post(url, json=self.payload(request))
             if self.ids_accepted or response.status not in IDS_REFUSED:
@@ -278,13 +308,20 @@ class OpenAIBackend(UsesChatText):
         url = f"{self.root}/{endpoint}"
         return refusal(response.status, body, response.reason, self.base_url, url)
 
-    def _note_usage(self, result: GenerationResult, usage: dict[str, Any]) -> None:
+    def _note_usage(
+        self, result: GenerationResult, usage: dict[str, Any], request: GenerationRequest
+    ) -> None:
         if isinstance(n := usage.get("completion_tokens"), int):
             result.generated_tokens = n
         details = usage.get("prompt_tokens_details") or {}
         if isinstance(cached := details.get("cached_tokens"), int):
             result.reused_tokens = cached
         counted = usage.get("prompt_tokens")
+        if request.images and isinstance(counted, int):  # exact: the server's, with pictures
+            result.prompt_tokens = counted
+            text = len(self.prompt_tokens(request.messages))
+            self.info = pictures.learned(self.info, counted - text, count(request.images))
+            return
         if isinstance(counted, int) and counted != result.prompt_tokens and not self._count_warned:
             # Another model or tokenizer on the server: trimming is an estimate now.
             self._count_warned = True
