@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 
+from bench.figures import BATCHING_SMOKE, THROUGHPUT_SMOKE, batching_figures, p1_figure
 from bench.harness import RESULTS
 
 # Issue #18: P2 with rolling summaries on, through the daemon (a small window: trims come fast).
@@ -21,7 +22,7 @@ SUMMARY_SMOKE = ["--tiny", "--n-ctx", "512", "--trims", "2", "--summary-tokens",
 SUMMARY_SMOKE += ["--max-tokens", "16"]
 SMOKE = {
     "overhead": ["--messages", "40", "--channels", "8"],
-    "throughput": ["--tiny", "--max-tokens", "24", "--repeats", "2"],
+    "throughput": THROUGHPUT_SMOKE,
     "kv_reuse": ["--tiny", "--length", "600", "--rounds", "1"],
     "fairness": ["--tiny", "--queued", "6", "--repeats", "1"],
     "memory": ["--tiny", "--messages", "100", "--channels", "10"],
@@ -49,7 +50,7 @@ FULL = {
 
 # Issue #14 (many conversations at once): name → (module, smoke arguments, full arguments).
 BATCHING = {
-    "batching": ("batching", ["--tiny", "--tokens", "24", "--repeats", "1"], []),
+    "batching": ("batching", BATCHING_SMOKE, []),
     "kv_reuse-fixed_seed": (
         "kv_reuse",
         ["--tiny", "--fixed-seed", "--length", "600", "--rounds", "1"],
@@ -58,18 +59,11 @@ BATCHING = {
 }
 
 
-def batching_figures(smoke: bool) -> dict[str, float]:
-    """P6 at N = 2 and 4, P6_scale4, P3_streaming (bench.batching) and P2_fixed_seed."""
+def fixed_seed_figure(smoke: bool) -> dict[str, float]:
+    """P2_fixed_seed (bench.kv_reuse --fixed-seed)."""
     suffix = "-tiny" if smoke else ""
-    batching = json.loads((RESULTS / f"batching{suffix}.json").read_text())
     fixed = json.loads((RESULTS / f"kv_reuse-fixed_seed{suffix}.json").read_text())
-    return {
-        "P6_n2": batching["P6"]["2"],
-        "P6_n4": batching["P6"]["4"],
-        "P6_scale4": batching["P6_scale"],
-        "P3_streaming": batching["P3_streaming"],
-        "P2_fixed_seed": fixed["P2_fixed_seed"],
-    }
+    return {"P2_fixed_seed": fixed["P2_fixed_seed"]}
 
 
 def run(name: str, args: list[str], module: str | None = None) -> None:
@@ -88,7 +82,7 @@ def figures(smoke: bool) -> dict[str, float]:
 
     found = {
         "overhead_p50_ms": load("overhead")["overhead_ms"]["p50"],
-        "P1": load("throughput" + suffix)["ratio_vs_create_completion"]["p50"],
+        **p1_figure(load("throughput" + suffix)),
         "P2": load("kv_reuse" + suffix)["P2"],
         "P3": load("fairness" + suffix)["P3"],
         "P5_excess_mb": load("memory" + suffix)["P5_excess_mb"],
@@ -100,7 +94,8 @@ def figures(smoke: bool) -> dict[str, float]:
     # Quantized KV (issue 15): bench.kv_type.
     kv_type = load("kv_type" + suffix)
     found["KV_q8_ratio"], found["P2_q8"] = kv_type["KV_q8_ratio"], kv_type["P2_q8"]
-    found |= batching_figures(smoke)
+    # Many conversations at once (issue 14): bench.batching, the same keys as bench.gpu's.
+    found |= batching_figures(load("batching" + suffix)) | fixed_seed_figure(smoke)
     # model suggest's premise (issue 19): speed ∝ 1 / file size.
     found["SIZE_SPEED"] = load("size_speed" + suffix)["SIZE_SPEED"]
     summaries = load("summary_reuse" + suffix)  # issue #18: P2 with summaries on
