@@ -4,10 +4,8 @@
 one more channel asks follow-ups of `--tokens` tokens each. llama.cpp's attention covers every
 cell in use of the unified pool (masked, but computed), so idle channels left resident slow
 every step of that reply. With parking (KvPool.park, the default) its first step saves them as
-snapshots; without (`idle_cells` unbounded: the engine before parking) they stay. One engine
-reads the conversations once and is measured both ways in turn (its idle-cell allowance
-switched between replies; before each resident run the idle channels are brought back into the
-pool from their snapshots by a 2-token reply each), medians of `--repeats`:
+snapshots; without (`idle_cells` unbounded: the engine before parking) they stay. Both engines
+are loaded in this process and measured in turn, medians of `--repeats`:
 
 - IDLE_parked_ratio: the reply's tokens/s parked ÷ resident (> 1: parking pays);
 - IDLE_park_stall_s: what parking added to the first follow-up's time to first token (the
@@ -57,60 +55,40 @@ async def reply(
     return result.first_token_s, (tokens - 1) / (result.total_s - result.first_token_s)
 
 
-async def prepare(engine: LlamaCppBackend, idle: int, length: int) -> list[list[dict[str, str]]]:
-    """The idle channels' first turns, then the asking channel's (read once): their
-    conversations, the asking channel's last."""
-    talks = [conversation(engine, channel, length) for channel in range(idle)]
-    talks.append(conversation(engine, idle, length // 4))
-    for channel, talk in enumerate(talks):
-        await reply(engine, talk, key(channel, idle), 2)
-    return talks
-
-
-def key(channel: int, idle: int) -> str:
-    return "asking" if channel == idle else f"idle{channel}"
-
-
-async def switch(engine: LlamaCppBackend, mode: str, talks: list[list[dict[str, str]]]) -> None:
-    """Parked: no idle cells allowed (the next step parks them); resident: unbounded, and the
-    idle channels read back into the pool from their snapshots (their prompts, reused whole)."""
-    assert engine._engine is not None
-    engine._engine.idle_cells = 0 if mode == "parked" else UNBOUNDED
-    if mode == "resident":
-        idle = len(talks) - 1
-        for channel, talk in enumerate(talks[:-1]):
-            await reply(engine, talk, key(channel, idle), 2)
+async def prepare(engine: LlamaCppBackend, idle: int, length: int) -> list[dict[str, str]]:
+    """The idle channels' first turns, and the asking channel's conversation (read once)."""
+    for channel in range(idle):
+        await reply(engine, conversation(engine, channel, length), f"idle{channel}", 2)
+    asking = conversation(engine, idle, length // 4)
+    await reply(engine, asking, "asking", 2)
+    return asking
 
 
 async def measure(
     model: Path, idle: int, length: int, tokens: int, repeats: int, threads: int
 ) -> dict[str, Any]:
-    engine = await LlamaCppBackend.load(
-        model,
-        n_ctx=2 * length,
-        n_threads=threads,
-        kv_cache_mb=1024,
-        parallel=4,
-        idle_cells=UNBOUNDED,
-        repack=repack(),
-    )
-    modes = ("parked", "resident")
+    sides: dict[str, LlamaCppBackend] = {}
+    for name, cells in (("parked", None), ("resident", UNBOUNDED)):
+        sides[name] = await LlamaCppBackend.load(
+            model,
+            n_ctx=2 * length,
+            n_threads=threads,
+            kv_cache_mb=1024,
+            parallel=4,
+            idle_cells=cells,
+            repack=repack(),
+        )
     try:
-        talks = await prepare(engine, idle, length)
-        asking = talks[-1]
-        first: dict[str, tuple[float, float]] = {}
-        for name in reversed(modes):  # resident first: everyone is in the pool after prepare
-            await switch(engine, name, talks)
-            first[name] = await reply(engine, asking, "asking", tokens)
-        rates: dict[str, list[float]] = {name: [] for name in modes}
-        resident_left = {}
+        asking = {name: await prepare(engine, idle, length) for name, engine in sides.items()}
+        first = {name: await reply(e, asking[name], "asking", tokens) for name, e in sides.items()}
+        rates: dict[str, list[float]] = {name: [] for name in sides}
         for _ in range(repeats):
-            for name in modes:
-                await switch(engine, name, talks)
-                rates[name].append((await reply(engine, asking, "asking", tokens))[1])
-                resident_left[name] = engine.stats().resident
+            for name, engine in sides.items():
+                rates[name].append((await reply(engine, asking[name], "asking", tokens))[1])
+        resident_left = {name: engine.stats().resident for name, engine in sides.items()}
     finally:
-        await engine.close()
+        for engine in sides.values():
+            await engine.close()
     ratios = [p / r for p, r in zip(rates["parked"], rates["resident"], strict=True)]
     return {
         "model": str(model),
@@ -123,7 +101,6 @@ async def measure(
         "first_ttft_s": {name: f[0] for name, f in first.items()},
         "resident_after": resident_left,
         "IDLE_parked_ratio": statistics.median(ratios),
-        "ratios": ratios,
         "IDLE_park_stall_s": first["parked"][0] - first["resident"][0],
     }
 
