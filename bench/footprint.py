@@ -16,7 +16,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bench.harness import real_model, table, tiny_model, write
+from bench.harness import real_model, repack, table, tiny_model, write
 from bench.kv_reuse import conversation
 from bot import logs
 from bot.model.energy import choose_source
@@ -134,13 +134,21 @@ def main() -> None:
     parser.add_argument(
         "--no-repack",
         action="store_true",
-        help="no CPU weight repacking (for VMs that report AMX but trap on it)",
+        help="no CPU weight repacking (for VMs that report AMX but trap on it; also "
+        "HEARTHBOT_BENCH_NO_REPACK=1)",
     )
     args = parser.parse_args()
     logs.configure("warning", "console")
     model = tiny_model() if args.tiny else (args.model or real_model())
     result = asyncio.run(
-        measure(model, args.tokens, args.repeats, args.length, not args.no_repack, args.threads)
+        measure(
+            model,
+            args.tokens,
+            args.repeats,
+            args.length,
+            repack() and not args.no_repack,
+            args.threads,
+        )
     )
     wh = 1 / 3600
     print(f"source: {result['source']} ({result['why']})")

@@ -1,26 +1,34 @@
 """P1 and P6 with every layer on an NVIDIA GPU: one command for anyone with one.
 
-    python3 -m bench.gpu [--venv DIR] [--model FILE] [--dry-run]
+    python3 -m bench.gpu [--venv DIR | --python PATH | --cpu] [--model FILE | --tiny] [--dry-run]
 
 From a checkout on a Linux box with an NVIDIA GPU and its driver. Standard library only: it
 makes its own venv (default ~/.cache/hearthbot-gpu-venv), installs hearthbot there with
 llama.cpp built for CUDA (docker/cmake_args.sh cuda; llama-cpp-python rebuilt with
 --force-reinstall --no-cache-dir once, a stamp remembers it), checks that llama.cpp sees a GPU
-(bot.model.llama_cpp.devices), then runs bench.throughput (P1) and bench.batched_reference
---engine (P6) in that venv with the default n_gpu_layers (all of them) and prints one JSON line
-like `make bench`'s. CUDA's compiler comes from the CUDA toolkit (nvcc on PATH or in
+(bot.model.llama_cpp.devices), then runs bench.throughput (P1) and bench.batching (P6 and
+P3_streaming: the whole daemon ÷ raw llama.cpp, `make bench`'s measurement) in that venv with
+the default n_gpu_layers (all of them) and prints one JSON line with `make bench`'s keys for
+those figures (bench.figures). CUDA's compiler comes from the CUDA toolkit (nvcc on PATH or in
 /usr/local/cuda), else from NVIDIA's wheels (nvidia-cuda-nvcc-cu12, -cuda-runtime-cu12,
 -cublas-cu12), which it installs into the venv and links into one toolkit directory.
 
 Expected output (the numbers depend on the card), after the two benchmarks' own tables:
 
-    {"device": "CUDA0 — NVIDIA GeForce RTX 3060", "P1": 0.98, "P6": 0.93,
-     "gpu_tok_s_1": 190.5, "gpu_tok_s_4": 520.2}
+    {"device": "CUDA0 — NVIDIA GeForce RTX 3060", "P1": 0.98, "P6_n2": 0.95, "P6_n4": 0.93,
+     "P6_scale4": 0.97, "P3_streaming": 1.3, "gpu_tok_s_1": 190.5, "gpu_tok_s_2": 330.0,
+     "gpu_tok_s_4": 520.2}
 
 P1: the pipeline's tokens/s ÷ llama-cpp-python's create_completion on the same offloaded
-model (goal ≥ 0.97); P6: the engine's aggregate tokens/s ÷ raw llama.cpp decoding 4 sequences
-at once (goal ≥ 0.90). gpu_tok_s_N: raw llama.cpp's aggregate tokens/s at N sequences. It
-cannot run on the development machines (no GPU): `--dry-run` prints what it would do.
+model (goal ≥ 0.97); P6_nN: the daemon's aggregate tokens/s with N channels at once ÷ raw
+llama.cpp decoding N sequences (goal ≥ 0.90); P6_scale4, P3_streaming as in `make bench`
+(bench/README.md). gpu_tok_s_N: raw llama.cpp's aggregate tokens/s at N sequences.
+
+`--python PATH` runs in an interpreter that already has a GPU build instead of making one (it
+stops with an error when that llama.cpp sees no GPU); `--cpu` runs the same two benchmarks in
+this interpreter on whatever it was built for, without asking for a GPU (with `--tiny`, on the
+test suite's model: what tests/test_bench_gpu.py runs). The development machines have no GPU:
+`--dry-run` prints what it would do there.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ import subprocess
 import sys
 import venv
 from pathlib import Path
+
+from bench.figures import BATCHING_SMOKE, THROUGHPUT_SMOKE, batching_figures, p1_figure
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_VENV = Path.home() / ".cache" / "hearthbot-gpu-venv"
@@ -159,40 +169,56 @@ def prepare(plan: Plan, root: Path) -> tuple[Path, dict[str, str]]:
     return python, env
 
 
-def figures(throughput: dict, batched: dict, device: str) -> dict[str, object]:  # type: ignore[type-arg]
-    """The JSON line: P1, P6 (at the largest N) and raw aggregate tokens/s."""
-    ns = sorted(int(n) for n in batched["engine_ratio"])
-    found: dict[str, object] = {
-        "device": device,
-        "P1": round(throughput["ratio_vs_create_completion"]["p50"], 3),
-        "P6": round(batched["engine_ratio"][str(ns[-1])], 3),
-    }
-    for n in ns:
-        found[f"gpu_tok_s_{n}"] = round(batched["aggregate_tok_s"][str(n)], 1)
+def figures(throughput: dict, batching: dict, device: str) -> dict[str, object]:  # type: ignore[type-arg]
+    """The JSON line: `make bench`'s P1, P6_nN, P6_scaleN and P3_streaming, and raw llama.cpp's
+    aggregate tokens/s at each N on this device."""
+    found: dict[str, object] = {"device": device}
+    found |= p1_figure(throughput) | batching_figures(batching)
+    found = {k: round(v, 3) if isinstance(v, float) else v for k, v in found.items()}
+    for n, tok_s in sorted(batching["raw_aggregate_tok_s"].items(), key=lambda i: int(i[0])):
+        found[f"gpu_tok_s_{n}"] = round(tok_s, 1)
     return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--venv", type=Path, default=DEFAULT_VENV)
-    parser.add_argument("--model", type=Path, help="GGUF (default: the real bench model)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="made with a CUDA build")
+    where.add_argument("--python", type=Path, help="an interpreter with a GPU build already")
+    where.add_argument("--cpu", action="store_true", help="this interpreter, no GPU asked for")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--model", type=Path, help="GGUF (default: the real bench model)")
+    which.add_argument("--tiny", action="store_true", help="the test suite's model, small runs")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = parser.parse_args()
     plan = Plan(args.dry_run)
-    python, env = prepare(plan, args.venv)
-    device = plan.run([str(python), "-c", SEE_GPU], env=env).strip()
-    if not device and not args.dry_run:
-        sys.exit("bench.gpu: llama.cpp sees no GPU (driver missing, or the CUDA build failed)")
-    results = args.venv / "results"
+    env = {k: v for k, v in os.environ.items() if k != "CMAKE_ARGS"}
+    if args.cpu:
+        python, device = Path(sys.executable), "CPU"
+    else:
+        if args.python:
+            python = args.python
+        else:
+            python, env = prepare(plan, args.venv)
+        device = plan.run([str(python), "-c", SEE_GPU], env=env).strip()
+        if not device and not args.dry_run:
+            sys.exit(
+                f"bench.gpu: the llama.cpp of {python} sees no GPU (built without a GPU "
+                "backend, the driver missing, or the CUDA build failed); nothing was measured"
+            )
+    results = Path(env.get("HEARTHBOT_BENCH_RESULTS") or args.venv / "results")
     env["HEARTHBOT_BENCH_RESULTS"] = str(results)
     model = ["--model", str(args.model)] if args.model else []
-    plan.run([str(python), "-m", "bench.throughput", *model], env=env)
-    plan.run([str(python), "-m", "bench.batched_reference", "--engine", *model], env=env)
+    suffix = "-tiny" if args.tiny else ""
+    throughput_args = THROUGHPUT_SMOKE if args.tiny else model
+    batching_args = BATCHING_SMOKE if args.tiny else model
+    plan.run([str(python), "-m", "bench.throughput", *throughput_args], env=env)
+    plan.run([str(python), "-m", "bench.batching", *batching_args], env=env)
     if args.dry_run:
         return
-    throughput = json.loads((results / "throughput.json").read_text())
-    batched = json.loads((results / "batched_reference.json").read_text())
-    print(json.dumps(figures(throughput, batched, device)))
+    throughput = json.loads((results / f"throughput{suffix}.json").read_text())
+    batching = json.loads((results / f"batching{suffix}.json").read_text())
+    print(json.dumps(figures(throughput, batching, device)))
 
 
 if __name__ == "__main__":

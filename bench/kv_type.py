@@ -3,10 +3,15 @@
 KV_q8_ratio: the KV bytes one more token adds to a sequence's state with q8_0 ÷ with f16
 (llama_state_seq_get_size at two lengths; expected 34/64 ≈ 0.53: a q8_0 block holds 32 values
 in 34 bytes). KV_q4_ratio likewise (18/64 ≈ 0.28). P2_q8: bench.kv_reuse's P2 (warm ÷ cold time
-to first token of a follow-up) with a q8_0 cache. Loads without weight repacking by default
-(this VM traps on AMX repacking).
+to first token of a follow-up) with a q8_0 cache, `--rounds` of follow-ups in every channel
+(each paired with the same prompt cold). A q8_0 V cache needs flash attention (llama.cpp turns
+it on for "auto" and refuses the context with it off), which makes every cold read on the CPU
+about twice as slow as f16's: one round (4 pairs) by default, the median of their ratios (their
+spread is in the JSON). Loads without weight repacking by default (this VM traps on AMX
+repacking).
 
-    python -m bench.kv_type [--model FILE | --tiny] [--length 1500] [--channels 4] [--repack]
+    python -m bench.kv_type [--model FILE | --tiny] [--length 1500] [--channels 4] [--rounds 1]
+                            [--repack]
 """
 
 from __future__ import annotations
@@ -58,7 +63,10 @@ def kv_bytes_per_token(model: Path, kv_type: str, repack: bool = False) -> float
     return (sizes[1] - sizes[0]) / (LENGTHS[1] - LENGTHS[0]) - CELL_HEADER_BYTES
 
 
-async def p2(model: Path, kv_type: str, length: int, channels: int, repack: bool) -> float:
+async def p2(
+    model: Path, kv_type: str, length: int, channels: int, rounds: int, repack: bool
+) -> list[float]:
+    """Each follow-up's warm ÷ cold time to first token."""
     engine = await LlamaCppBackend.load(
         model,
         n_ctx=max(4096, length * 2),
@@ -68,20 +76,22 @@ async def p2(model: Path, kv_type: str, length: int, channels: int, repack: bool
         attention=Attention(kv_type, "auto"),
     )
     try:
-        warm, cold = await rotation(engine, channels, length, rounds=2)
+        warm, cold = await rotation(engine, channels, length, rounds)
     finally:
         await engine.close()
-    return statistics.median(w / c for w, c in zip(warm, cold, strict=True))
+    return [w / c for w, c in zip(warm, cold, strict=True)]
 
 
-def measure(model: Path, length: int, channels: int, repack: bool) -> dict[str, Any]:
+def measure(model: Path, length: int, channels: int, rounds: int, repack: bool) -> dict[str, Any]:
     per_token = {t: kv_bytes_per_token(model, t, repack) for t in ("f16", "q8_0", "q4_0")}
+    ratios = asyncio.run(p2(model, "q8_0", length, channels, rounds, repack))
     return {
         "model": str(model),
         "kv_bytes_per_token": per_token,
         "KV_q8_ratio": per_token["q8_0"] / per_token["f16"],
         "KV_q4_ratio": per_token["q4_0"] / per_token["f16"],
-        "P2_q8": asyncio.run(p2(model, "q8_0", length, channels, repack)),
+        "P2_q8": statistics.median(ratios),
+        "P2_q8_ratios": ratios,
     }
 
 
@@ -91,16 +101,18 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="smoke run on the tiny test model")
     parser.add_argument("--length", type=int, default=1500)
     parser.add_argument("--channels", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=1, help="follow-ups per channel")
     parser.add_argument("--repack", action="store_true", help="llama.cpp's CPU weight repacking")
     args = parser.parse_args()
     logs.configure("warning")
     # The tiny model's heads of 16 values are narrower than a q8_0 block: its 32-wide variant.
     model = tiny_model(wide_heads=True) if args.tiny else args.model or real_model()
-    result = measure(model, args.length, args.channels, args.repack)
+    result = measure(model, args.length, args.channels, args.rounds, args.repack)
     print(
         f"{model.name}: KV bytes per token {result['kv_bytes_per_token']}; q8_0 ÷ f16 = "
         f"{result['KV_q8_ratio']:.3f} (expect 0.53), q4_0 ÷ f16 = {result['KV_q4_ratio']:.3f}; "
-        f"P2 with q8_0 = {result['P2_q8']:.3f}"
+        f"P2 with q8_0 = {result['P2_q8']:.3f} "
+        f"({min(result['P2_q8_ratios']):.3f}–{max(result['P2_q8_ratios']):.3f})"
     )
     print(f"wrote {write('kv_type' + ('-tiny' if args.tiny else ''), result)}")
 

@@ -1,5 +1,7 @@
 """docs/performance.png: time to first token against conversation length, with and without
-per-channel KV reuse, for 1 and 4 channels (from bench/results/kv_sweep.json); and
+per-channel KV reuse, for 1 and 4 channels (from bench/results/kv_sweep.json; at P2's length,
+where the sweep has no point, the 4-channel and cold points of bench.kv_reuse's P2 run, so
+make bench measures that point once); and
 docs/performance-batching.png: aggregate and per-channel tokens/s against the number of
 channels generating at once, through the daemon and raw (from bench/results/batching.json,
 when bench.batching has run).
@@ -25,6 +27,25 @@ STYLE = {
 }
 
 
+def with_p2(rows: list[dict[str, Any]], p2: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The sweep's rows, and P2's run (bench.kv_reuse: 4 channels taking turns with per-channel
+    reuse, and the same prompts cold) at its length when the sweep did not measure it."""
+    four = "4 channels, per-channel reuse"
+    if p2 is None or p2["channels"] != 4 or p2.get("fixed_seed"):
+        return rows
+    if any(r["series"] == four and r["length"] == p2["length"] for r in rows):
+        return rows
+    return [
+        *rows,
+        {"series": four, "length": p2["length"], "ttft_s": p2["warm_ttft_s"]["p50"]},
+        {
+            "series": "cold (whole prompt)",
+            "length": p2["length"],
+            "ttft_s": p2["cold_ttft_s"]["p50"],
+        },
+    ]
+
+
 def main() -> None:
     import matplotlib
 
@@ -34,9 +55,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true")
     args = parser.parse_args()
-    data = json.loads((RESULTS / f"kv_sweep{'-tiny' if args.tiny else ''}.json").read_text())
+    suffix = "-tiny" if args.tiny else ""
+    data = json.loads((RESULTS / f"kv_sweep{suffix}.json").read_text())
+    p2 = RESULTS / f"kv_reuse{suffix}.json"
+    rows = with_p2(data["rows"], json.loads(p2.read_text()) if p2.exists() else None)
     series: dict[str, list[tuple[int, float]]] = defaultdict(list)
-    for row in data["rows"]:
+    for row in rows:
         series[row["series"]].append((row["length"], row["ttft_s"]))
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     for name, points in series.items():
