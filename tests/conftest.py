@@ -11,6 +11,7 @@ import pytest
 from support.fake_discord import FakeDiscord, checked_calls
 from support.synapse import Synapse, require_synapse
 from support.tinymodel import tiny_model_path
+from support.tinyprojector import require_mtmd, tiny_projector_path
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +23,13 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_model_heads32(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model with heads of 32 values: a q8_0 or q4_0 KV block each."""
     return tiny_model_path(tmp_path_factory.mktemp("model32"), wide_heads=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_projector(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model's projector: skips without libmtmd, fails in CI."""
+    require_mtmd()
+    return tiny_projector_path(tmp_path_factory.mktemp("mmproj"))
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from bot.model.types import Generation, GenerationRequest
 from bot.prompt.builder import Prompt
 from support.discord_bot import answer, at, hearthbot
 from support.fake_discord import FakeDiscord, until
-from support.tinyprojector import IMAGE_SIZE, IMAGE_TOKENS, require_mtmd, tiny_projector_path
+from support.tinyprojector import IMAGE_SIZE, IMAGE_TOKENS
 
 SIDE = IMAGE_SIZE  # the side the projector asks pictures to be shrunk to
 
@@ -36,22 +36,15 @@ def png(width: int = 64, height: int = 48, noise: bool = False) -> bytes:
     return out.getvalue()
 
 
-@pytest.fixture(scope="module")
-def mmproj(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model's own projector: the pictures reach a model that really sees them."""
-    require_mtmd()
-    return tiny_projector_path(tmp_path_factory.mktemp("mmproj"))
-
-
 def stored_files(tmp_path: Path) -> list[Path]:
     folder = tmp_path / IMAGES_DIR
     return sorted(folder.iterdir()) if folder.exists() else []
 
 
 async def test_a_picture_is_downloaded_stored_privately_and_forgotten(
-    tmp_path: Path, tiny_model: Path, fake: FakeDiscord, mmproj: Path
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord, tiny_projector: Path
 ) -> None:
-    async with hearthbot(tmp_path, tiny_model, fake, mmproj=mmproj) as (
+    async with hearthbot(tmp_path, tiny_model, fake, mmproj=tiny_projector) as (
         daemon,
         _adapter,
     ):
@@ -85,7 +78,7 @@ async def test_a_picture_is_downloaded_stored_privately_and_forgotten(
 
 
 async def test_each_format_is_taken(
-    tmp_path: Path, tiny_model: Path, fake: FakeDiscord, mmproj: Path
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord, tiny_projector: Path
 ) -> None:
     """PNG, JPEG, WebP and a GIF's first frame, posted together: four pictures stored."""
     frames = [Image.new("RGB", (40, 30), c) for c in ((0, 200, 0), (0, 0, 200))]
@@ -97,7 +90,7 @@ async def test_each_format_is_taken(
     out = io.BytesIO()
     frames[0].save(out, "GIF", save_all=True, append_images=frames[1:])
     bodies["d.gif"] = out.getvalue()
-    async with hearthbot(tmp_path, tiny_model, fake, mmproj=mmproj) as (
+    async with hearthbot(tmp_path, tiny_model, fake, mmproj=tiny_projector) as (
         daemon,
         _adapter,
     ):
@@ -118,9 +111,9 @@ async def test_each_format_is_taken(
 
 
 async def test_a_deleted_message_takes_its_picture(
-    tmp_path: Path, tiny_model: Path, fake: FakeDiscord, mmproj: Path
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord, tiny_projector: Path
 ) -> None:
-    async with hearthbot(tmp_path, tiny_model, fake, mmproj=mmproj) as (
+    async with hearthbot(tmp_path, tiny_model, fake, mmproj=tiny_projector) as (
         daemon,
         _adapter,
     ):
@@ -158,7 +151,7 @@ async def test_a_bad_picture_gets_its_notice_and_nothing_else(
     tmp_path: Path,
     tiny_model: Path,
     fake: FakeDiscord,
-    mmproj: Path,
+    tiny_projector: Path,
     filename: str,
     body: bytes,
     notice: str,
@@ -166,7 +159,7 @@ async def test_a_bad_picture_gets_its_notice_and_nothing_else(
     """Each kind of bad picture (the decode's table tests are in test_images.py): the notice
     is the whole answer, the message is not stored, and the daemon goes on."""
     caps = {"max_kb": 100, "max_side_px": 2048, "max_megapixels": 0.5}
-    async with hearthbot(tmp_path, tiny_model, fake, images=caps, mmproj=mmproj) as (
+    async with hearthbot(tmp_path, tiny_model, fake, images=caps, mmproj=tiny_projector) as (
         daemon,
         _adapter,
     ):
@@ -197,9 +190,9 @@ def record_requests(daemon: Daemon) -> list[GenerationRequest]:
 
 
 async def test_the_newest_pictures_reach_the_model_older_ones_as_placeholders(
-    tmp_path: Path, tiny_model: Path, fake: FakeDiscord, mmproj: Path
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord, tiny_projector: Path
 ) -> None:
-    async with hearthbot(tmp_path, tiny_model, fake, mmproj=mmproj) as (
+    async with hearthbot(tmp_path, tiny_model, fake, mmproj=tiny_projector) as (
         daemon,
         _adapter,
     ):
@@ -237,9 +230,9 @@ async def test_the_newest_pictures_reach_the_model_older_ones_as_placeholders(
 
 
 async def test_a_picture_trimmed_out_of_the_window_is_deleted(
-    tmp_path: Path, tiny_model: Path, fake: FakeDiscord, mmproj: Path
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord, tiny_projector: Path
 ) -> None:
-    async with hearthbot(tmp_path, tiny_model, fake, n_ctx=512, mmproj=mmproj) as (
+    async with hearthbot(tmp_path, tiny_model, fake, n_ctx=512, mmproj=tiny_projector) as (
         daemon,
         _adapter,
     ):

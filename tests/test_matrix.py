@@ -61,7 +61,6 @@ from support.synapse import (
     matrix_section,
     require_synapse,
 )
-from support.tinyprojector import require_mtmd, tiny_projector_path
 
 # A real Synapse.
 pytestmark = [pytest.mark.slow, pytest.mark.system]
@@ -309,16 +308,14 @@ async def upload_picture(alice: Peer, body: bytes, encrypted: bool) -> dict[str,
 
 
 async def test_a_picture_seen_is_downloaded_decrypted_stored_and_redacted(
-    synapse: Synapse, tmp_path: Path, tiny_model: Path
+    synapse: Synapse, tmp_path: Path, tiny_model: Path, tiny_projector: Path
 ) -> None:
     """The tiny model with its projector (real libmtmd): an m.image is downloaded from the
     real Synapse (plain, and encrypted media in an encrypted DM, decrypted with nio), stored
     in data_dir/images, and deleted with its redaction; encrypted media whose hash does not
     match gets a notice and nothing else."""
-    require_mtmd()
     images = tmp_path / IMAGES_DIR
-    mmproj = tiny_projector_path(tmp_path / "mmproj")
-    async with alice_and_bot(synapse, tmp_path, tiny_model, mmproj) as (alice, bot):
+    async with alice_and_bot(synapse, tmp_path, tiny_model, tiny_projector) as (alice, bot):
         assert bot.daemon.backend.info.image_side_px == 32
         for encrypted, colour in ((False, (255, 0, 0)), (True, (0, 0, 255))):
             room = await dm_with(alice, bot, encrypted=encrypted)

@@ -29,18 +29,10 @@ from support.llama_server import free_port
 from support.tinyprojector import (
     IMAGE_SIZE,
     IMAGE_TOKENS,
-    require_mtmd,
-    tiny_projector_path,
     write_tiny_projector,
 )
 
 LIMITS = ImageLimits(max_bytes=1_000_000, max_pixels=1_000_000, max_side=4096)
-
-
-@pytest.fixture(scope="module")
-def tiny_projector(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    require_mtmd()
-    return tiny_projector_path(tmp_path_factory.mktemp("mmproj"))
 
 
 @pytest.fixture
