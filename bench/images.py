@@ -8,8 +8,10 @@ medians of `--repeats`:
   same turn without the picture (fresh channels each time, so nothing is reused);
 - IMG_eval_s: the picture's encode + decode alone (Vision.last_image_s);
 - IMG_gap_s, IMG_gap_ratio: while `--others` replies stream, a picture arrives; the longest gap
-  between two of their steps from its arrival to its first token, and that ÷ their median gap
-  before it arrived (what the picture stalls them by).
+  between two of their updates from its arrival to its first token, and that ÷ their median gap
+  before it arrived (what the picture stalls them by). The others stream until the picture's
+  first token is out, then are cancelled: however coarsely a busy event loop coalesces their
+  text into updates, they are still streaming when it arrives.
 
 Needs a real projector for the model: `--mmproj FILE` or $HEARTHBOT_BENCH_MMPROJ (never in CI,
 and never a test dependency). `--tiny` runs it on the test suite's tiny model and projector (a
@@ -17,7 +19,7 @@ smoke run: the numbers say nothing about a real model). Loads without weight rep
 HEARTHBOT_BENCH_NO_REPACK=1 (this VM traps on AMX).
 
     python -m bench.images [--model FILE --mmproj FILE | --tiny] [--image FILE] [--others 3]
-                           [--tokens 32] [--repeats 5] [--threads N]
+                           [--repeats 5] [--threads N]
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from bot.model.types import DecodedImage, Generation, GenerationRequest
 from bot.personas import Sampling
 
 LIMITS = ImageLimits(max_bytes=20 * 2**20, max_pixels=50_000_000, max_side=16_384)
+N_CTX = 4096
+STREAMING = 6  # updates each other reply has streamed before the picture arrives
 
 
 def tiny_projector() -> Path:
@@ -93,29 +97,34 @@ async def first_token(engine: LlamaCppBackend, request: GenerationRequest) -> fl
 
 
 async def stalls(
-    engine: LlamaCppBackend, picture: DecodedImage, others: int, tokens: int, run: int
+    engine: LlamaCppBackend, picture: DecodedImage, others: int, run: int
 ) -> tuple[float, float]:
     """(longest gap of the other replies while the picture was evaluated, their median gap
     before it arrived), in seconds."""
     stamps: list[list[float]] = [[] for _ in range(others)]
-    streaming = asyncio.Event()  # every other reply has drawn a few tokens
+    streaming = asyncio.Event()  # every other reply has streamed a few updates
 
     async def stream(i: int, generation: Generation) -> None:
         async for _ in generation:
             stamps[i].append(time.perf_counter())
-            if min(len(s) for s in stamps) >= 6:
+            if min(len(s) for s in stamps) >= STREAMING:
                 streaming.set()
 
-    streams = [
-        asyncio.create_task(stream(i, engine.start(ask(f"other{run}-{i}", 4 * tokens))))
-        for i in range(others)
-    ]
-    await streaming.wait()
+    # As long as their window allows: cancelled once the picture's first token is out.
+    generations = [engine.start(ask(f"other{run}-{i}", N_CTX // 2)) for i in range(others)]
+    streams = [asyncio.create_task(stream(i, g)) for i, g in enumerate(generations)]
+    ready = asyncio.create_task(streaming.wait())
+    await asyncio.wait([ready, *streams], return_when=asyncio.FIRST_COMPLETED)
+    if not streaming.is_set():
+        ready.cancel()
+        raise RuntimeError(f"another reply ended before {STREAMING} updates each had streamed")
     arrived = time.perf_counter()
     seeing = engine.start(ask(f"seeing{run}", 2, picture))
     async for _ in seeing:
         break
     seen = time.perf_counter()
+    for generation in generations:
+        generation.cancel()
     await asyncio.gather(*streams)
     _ = [d async for d in seeing]
     before = [b - a for s in stamps for a, b in itertools.pairwise(s) if b < arrived]
@@ -128,12 +137,11 @@ async def measure(
     mmproj: Path,
     source: Path | None,
     others: int,
-    tokens: int,
     repeats: int,
     threads: int,
 ) -> dict[str, Any]:
     engine = await LlamaCppBackend.load(
-        model, n_ctx=4096, n_threads=threads, parallel=others + 1, mmproj=mmproj, repack=repack()
+        model, n_ctx=N_CTX, n_threads=threads, parallel=others + 1, mmproj=mmproj, repack=repack()
     )
     try:
         vision = engine._engine.pictures.vision if engine._engine is not None else None
@@ -145,7 +153,7 @@ async def measure(
             with_picture.append(await first_token(engine, ask(f"pic{run}", 2, picture)))
             evals.append(vision.last_image_s)
             without.append(await first_token(engine, ask(f"text{run}", 2)))
-            gap, median = await stalls(engine, picture, others, tokens, run)
+            gap, median = await stalls(engine, picture, others, run)
             gaps.append(gap)
             medians.append(median)
         info = engine.info
@@ -179,7 +187,6 @@ def main() -> None:
     parser.add_argument("--image", type=Path, help="a picture file (default: a drawn one)")
     parser.add_argument("--tiny", action="store_true", help="smoke run on the tiny test model")
     parser.add_argument("--others", type=int, default=3)
-    parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
@@ -191,7 +198,7 @@ def main() -> None:
     else:
         model, mmproj = args.model or real_model(), args.mmproj
     result = asyncio.run(
-        measure(model, mmproj, args.image, args.others, args.tokens, args.repeats, args.threads)
+        measure(model, mmproj, args.image, args.others, args.repeats, args.threads)
     )
     print(
         f"{model.name} + {mmproj.name}: a picture is {result['image_tokens']} tokens; "

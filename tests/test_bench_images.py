@@ -3,12 +3,16 @@ working and its figures come out. The numbers are measured with a real projector
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from bench.images import N_CTX, a_picture, stalls
+from bot.model.llama_cpp.backend import LlamaCppBackend
 from support.tinyprojector import IMAGE_TOKENS, require_mtmd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,7 +22,7 @@ def test_the_image_bench_runs_on_the_tiny_projector(tmp_path: Path) -> None:
     require_mtmd()
     env = os.environ | {"HEARTHBOT_BENCH_RESULTS": str(tmp_path)}
     run = [sys.executable, "-m", "bench.images", "--tiny", "--repeats", "1", "--others", "1"]
-    run += ["--tokens", "8", "--threads", "1"]
+    run += ["--threads", "1"]
     result = subprocess.run(run, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     figures = json.loads((tmp_path / "images-tiny.json").read_text())
@@ -36,3 +40,32 @@ def test_without_a_projector_it_says_what_it_needs(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "--mmproj FILE or HEARTHBOT_BENCH_MMPROJ" in result.stderr
+
+
+async def test_a_busy_event_loop_does_not_hang_the_stall_measure(
+    tiny_model: Path, tiny_projector: Path
+) -> None:
+    """On a loaded CI machine the bench waited for ever: the event loop coalesced the other
+    reply's text into fewer updates than the measure waited for, and the picture's reply's end
+    came with its first text, so reading the rest waited for an end already read. Here the loop
+    is kept busy 50 ms at a time, so each update carries many of the tiny model's tokens."""
+    require_mtmd()
+    engine = await LlamaCppBackend.load(
+        tiny_model, n_ctx=N_CTX, n_threads=1, parallel=2, mmproj=tiny_projector
+    )
+    loop = asyncio.get_running_loop()
+    busy = True
+
+    def hog() -> None:
+        if busy:
+            time.sleep(0.05)
+            loop.call_soon(hog)
+
+    loop.call_soon(hog)
+    try:
+        picture = a_picture(engine.info.image_side_px, None)
+        gap, median = await asyncio.wait_for(stalls(engine, picture, 1, 0), 120)
+        assert gap > 0 and median > 0
+    finally:
+        busy = False
+        await engine.close()

@@ -151,3 +151,21 @@ async def test_the_writer_counts_every_piece_in_the_meter() -> None:
             writer.write(piece)
         writer.close()
     assert meter.per_s() == pytest.approx(6 / meter.window_s)
+
+
+async def test_an_end_read_with_the_last_text_is_kept_for_the_next_reader() -> None:
+    """The end arrived with the last text and was read with it by a reader that stopped at
+    that text: a second reader used to wait for ever for an end already taken."""
+    gen = generation()
+    writer = GenerationWriter(gen)
+    writer.write("all at once")
+    writer.close()
+    await asyncio.sleep(0)  # both arrive before anyone reads
+    async for first in gen:
+        assert first == "all at once"
+        break
+    assert await asyncio.wait_for(_read_all(gen), 5) == []
+
+
+async def _read_all(gen: Generation) -> list[str]:
+    return [d async for d in gen]

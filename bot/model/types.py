@@ -131,6 +131,7 @@ class Generation:
     _cancel: threading.Event = field(default_factory=threading.Event)
     _deltas: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
     _outbox: Outbox | None = None  # set by a worker that hands over deltas once per step
+    _ended: bool = False  # the end was read (with the last text, by a reader that may stop)
 
     def cancel(self) -> None:
         """Stop as soon as possible, also in the middle of evaluating a long prompt."""
@@ -154,7 +155,7 @@ class Generation:
         self._emit(None)
 
     async def __aiter__(self) -> AsyncIterator[str]:
-        while True:
+        while not self._ended:
             delta = await self._deltas.get()
             # Coalesce what arrived meanwhile: fewer, larger updates for the adapter.
             parts = [delta] if delta is not None else []
@@ -162,10 +163,9 @@ class Generation:
                 delta = self._deltas.get_nowait()
                 if delta is not None:
                     parts.append(delta)
+            self._ended = delta is None  # before the yield: its reader may stop there
             if parts:
                 yield "".join(parts)
-            if delta is None:
-                return
 
 
 class Outbox:
