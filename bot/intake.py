@@ -289,10 +289,30 @@ class Intake:
         if not text:
             return Outcome.IGNORED
         if parse_command(text) is None:
-            saved = await self.store.accept(message, text)
+            saved = await self._save(message, text, self.live.adapters[message.platform])
+            if isinstance(saved, PictureRefused):
+                return Outcome.REFUSED
             return Outcome.IGNORED if saved is None else Outcome.DEFERRED
         await self.live.adapters[message.platform].open_reply(message).finish(texts.TRY_AGAIN)
         return Outcome.COMMAND
+
+    async def _save(
+        self, message: Incoming, text: str, adapter: Adapter
+    ) -> int | PictureRefused | None:
+        """Save a question as pending with its pictures and the message it quotes: its row,
+        None when the platform delivered it twice, or the refusal of a bad picture (its notice
+        shown, nothing saved)."""
+        images = self.live.settings.images
+        pictures = await take_pictures(adapter, message, self.backend.info, images)
+        if isinstance(pictures, PictureRefused):
+            self.live.observer.refused(message.platform, "image")
+            return pictures
+        quoted = None
+        if message.reply_to_id is not None:  # kept as a reference (bot.prompt.quotes)
+            quoted = await fetch_quote(
+                self.live.adapters, self.store, message.channel_key, message.reply_to_id
+            )
+        return await self.store.accept(message, text, quoted, pictures)
 
     async def _stored_first(self, platform: str | None = None, message_id: str = "") -> None:
         """Let a message being stored now (or, without `platform`, every one) be stored
@@ -310,21 +330,13 @@ class Intake:
         self, message: Incoming, text: str, ticket: Ticket, adapter: Adapter, mode: Trigger
     ) -> Outcome:
         try:
-            images = self.live.settings.images  # a bad picture: its notice, nothing else
-            pictures = await take_pictures(adapter, message, self.backend.info, images)
-            if isinstance(pictures, PictureRefused):
-                self.queue.cancel(ticket)
-                self.live.observer.refused(message.platform, "image")
-                return Outcome.REFUSED
-            quoted = None
-            if message.reply_to_id is not None:  # kept as a reference (bot.prompt.quotes)
-                quoted = await fetch_quote(
-                    self.live.adapters, self.store, message.channel_key, message.reply_to_id
-                )
-            row = await self.store.accept(message, text, quoted, pictures)
+            row = await self._save(message, text, adapter)
         except BaseException:
             self.queue.cancel(ticket)
             raise
+        if isinstance(row, PictureRefused):
+            self.queue.cancel(ticket)
+            return Outcome.REFUSED
         if row is None:  # delivered twice by the platform: already answered or queued
             self.queue.cancel(ticket)
             return Outcome.IGNORED

@@ -7,6 +7,7 @@ with its tiny projector (real libmtmd): the pictures reach a model that sees the
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import stat
@@ -255,3 +256,42 @@ async def test_a_picture_trimmed_out_of_the_window_is_deleted(
         assert first not in stored_files(tmp_path)
         rows = [m.row for m in history]
         assert len(stored_files(tmp_path)) == len(await daemon.store.pictures_of(rows)) > 0
+
+
+async def test_a_picture_posted_while_stopping_is_kept_and_seen_after_the_restart(
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord, tiny_projector: Path
+) -> None:
+    """A message that arrives while the daemon stops is saved as pending and answered after
+    the restart: its picture is kept with it (it used to be saved without), and seen then."""
+    channel = f"discord:{fake.other['id']}"
+    bot = {"shutdown_grace_s": 60}
+    async with hearthbot(tmp_path, tiny_model, fake, chatty_tokens=3000, n_ctx=4096, bot=bot,
+                         mmproj=tiny_projector) as (daemon, _adapter):  # fmt: skip
+        long = await fake.say(fake.alice, fake.general, f"{at(fake)} a long story, please")
+        await until(lambda: bool(fake.replies_to(long)), what="the long answer streaming")
+        stopping = asyncio.create_task(daemon.stop())  # waits for the long answer
+        await until(lambda: daemon.live.stopping, what="stopping")
+        cat = fake.attachment("cat.png", png(), "image/png")
+        late = await fake.say(fake.bob, fake.other, f"{at(fake)} and this?", attachments=[cat])
+
+        async def saved() -> list[int]:
+            pending = await daemon.store.pending()
+            return [p.row for p in pending if p.message.message_id == late["id"]]
+
+        async with asyncio.timeout(20):
+            while not (rows := await saved()):  # noqa: ASYNC110 (saved by the intake)
+                await asyncio.sleep(0.01)
+        async with daemon.store.transaction():  # reads share its connection: let it commit
+            pass
+        (picture,) = (await daemon.store.pictures_of(rows))[rows[0]]
+        assert picture.name == "cat.png" and len(stored_files(tmp_path)) == 1
+        daemon.abandon()
+        await stopping
+    assert not fake.replies_to(late)
+    async with hearthbot(tmp_path, tiny_model, fake, mmproj=tiny_projector) as (daemon, _):
+        await answer(fake, daemon, late)
+        assert len(fake.replies_to(late)) == 1
+        prompt = await daemon.context.build(
+            channel, "sys", reserve=40, multi_user=False, through_row=10**9
+        )
+        assert isinstance(prompt, Prompt) and len(prompt.images) == 1
