@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import test_model_pull_vision as vision
@@ -166,21 +167,31 @@ def test_no_projector_pulls_the_model_alone(
     assert left_in(env) == [MODEL]
 
 
+@pytest.mark.parametrize(("status", "asked"), [(404, 1), (500, 6)])
 def test_a_repo_that_cannot_be_listed_pulls_the_model_text_only(
-    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    status: int,
+    asked: int,
+    env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A mirror that serves files but not the hub's API: one line, and the model is pulled."""
+    """404: a mirror that serves files but not the hub's API; 500: the library asks again
+    (without its pauses here) and gives up. One line each, and the model is pulled."""
+    from huggingface_hub.utils import _http
+
+    monkeypatch.setattr(_http, "time", SimpleNamespace(sleep=lambda seconds: None))
     with FakeHub(hub_files(MODEL, MATCHING)) as hub:
         use(hub, monkeypatch)
-        hub.tree_status = 404
+        hub.tree_status = status
         assert main(["model", "pull", REPO, MODEL]) == 0
-        assert got(hub) == [MODEL] and listed(hub) == 1
+        assert got(hub) == [MODEL] and listed(hub) == asked
     out, err = capsys.readouterr()
     assert out == f"{env / MODEL}\n"
-    assert err.splitlines() == [
+    assert [line for line in err.splitlines() if line.startswith("hearthbot:")] == [
         f"hearthbot: could not list the files of {REPO} to look for a vision projector: "
-        "HTTP 404 — the model is pulled text-only"
+        f"HTTP {status} — the model is pulled text-only"
     ]
+    assert "Traceback" not in err
     assert left_in(env) == [MODEL]
 
 
