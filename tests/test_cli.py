@@ -113,6 +113,7 @@ COMMANDS = [["run"], ["chat"], ["check"], ["personas"], ["model", "pull"], ["mod
         ["check", "--config", "my.toml", "--online"],
         ["model", "pull", "--config", "my.toml", "some/repo", "some.gguf"],
         ["model", "pull", "qwen2.5-3b:q8_0", "--config", "my.toml"],
+        ["model", "pull", "--no-projector", "--config", "my.toml", "some/repo", "some.gguf"],
         ["model", "suggest", "--no-measure", "--config", "my.toml"],
     ],
     ids=" ".join,

@@ -127,33 +127,38 @@ def list_personas(settings: Settings) -> int:
     return 0
 
 
-def pull(settings: Settings, repo: str | None, filename: str | None) -> int:
+def pull(
+    settings: Settings, repo: str | None, filename: str | None, with_projector: bool = True
+) -> int:
     """`model pull`: a short name of the catalog (`qwen2.5-3b[:q5_k_m]`, its sha256 checked;
-    a vision model's projector too), a repo and file, or the configured pull_repo / pull_file."""
+    a vision model's projector too), a repo and file (the repo's projector too, if it holds
+    one: bot/model/hub_projector.py), or the configured pull_repo / pull_file."""
     from bot.model.catalog import is_short_name, load_catalog, resolve
+    from bot.model.pull import PullError
     from bot.model.pull import pull as download
 
     expected = None
     projector = None
+    look_in_repo = with_projector and repo is not None and filename is not None
     if repo is not None and filename is None and is_short_name(repo):
         entry = resolve(repo, load_catalog())
         repo, filename, expected = entry.repo, entry.file, entry.sha256
-        projector = entry.projector
+        projector = entry.projector if with_projector else None
     # models/ goes inside: the folder comes first, owner only (a failure: pull says why).
     with contextlib.suppress(OSError):
         private_dir(settings.bot.data_dir)
     progress = sys.stderr.isatty()
+
+    def pull_projector(repo: str, file: str, sha256: str | None) -> Path:
+        # Into a folder of its own: a start that looks for the newest GGUF in models/ never
+        # takes it for the model.
+        folder = models_dir(settings) / PROJECTORS
+        return download(repo, file, folder, progress=progress, expected_sha256=sha256)
+
     mmproj = None
     if projector is not None:
-        # First, and into a folder of its own: a refused projector leaves nothing behind, and
-        # a start that looks for the newest GGUF in models/ never takes it for the model.
-        mmproj = download(
-            projector.repo,
-            projector.file,
-            models_dir(settings) / PROJECTORS,
-            progress=progress,
-            expected_sha256=projector.sha256,
-        )
+        # First: a projector that is not the listed one is refused with nothing left behind.
+        mmproj = pull_projector(projector.repo, projector.file, projector.sha256)
     path = download(
         repo or settings.model.pull_repo,
         filename or settings.model.pull_file,
@@ -161,12 +166,41 @@ def pull(settings: Settings, repo: str | None, filename: str | None) -> int:
         progress=progress,
         expected_sha256=expected,
     )
+    if look_in_repo and repo and filename:
+        # After the model: an unreachable hub has failed fast on its HEAD, as before, and a
+        # repo that cannot be listed costs only the projector.
+        found = _repo_projector(repo, filename)
+        if found is not None:
+            try:
+                mmproj = pull_projector(repo, found, None)
+            except PullError as exc:
+                raise PullError(
+                    f"{exc} ({path.name} is in place; --no-projector skips it)"
+                ) from exc
     print(path)
     if mmproj is not None:
         print(mmproj)
         print("a vision model: set both in the config file to have it see pictures")
         print(f"[model]\npath = {json.dumps(str(path))}\nmmproj = {json.dumps(str(mmproj))}")
     return 0
+
+
+def _repo_projector(repo: str, model_file: str) -> str | None:
+    """The projector file that repo holds for model_file, or None (none, or no listing)."""
+    from bot.model.hub_projector import choose_projector, repo_files
+    from bot.model.pull import PullError
+
+    try:
+        found = choose_projector(model_file, repo_files(repo))
+    except PullError as exc:
+        print(f"hearthbot: {exc} — the model is pulled text-only", file=sys.stderr)
+        return None
+    if found is not None:
+        print(
+            f"{repo} holds a vision projector: pulling {found} too (--no-projector skips it)",
+            file=sys.stderr,
+        )
+    return found
 
 
 def _global_options(default: object) -> argparse.ArgumentParser:
@@ -221,6 +255,11 @@ def parser() -> argparse.ArgumentParser:
         "e.g. Qwen/Qwen2.5-1.5B-Instruct-GGUF",
     )
     pull_cmd.add_argument("file", nargs="?", help="e.g. qwen2.5-1.5b-instruct-q4_k_m.gguf")
+    pull_cmd.add_argument(
+        "--no-projector",
+        action="store_true",
+        help="do not pull a vision model's projector (mmproj): the catalog's or the repo's",
+    )
     suggest_cmd = model_sub.add_parser(
         "suggest",
         parents=anywhere,
@@ -269,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             from bot.app.suggest import suggest
 
             return asyncio.run(suggest(settings, measure=not args.no_measure))
-        return pull(settings, args.repo, args.file)
+        return pull(settings, args.repo, args.file, not args.no_projector)
     except (ConfigError, PersonaError) as exc:
         print(f"hearthbot: {exc}", file=sys.stderr)
         return EXIT_CONFIG

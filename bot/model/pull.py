@@ -79,29 +79,22 @@ def pull(
 ) -> Path:
     """Download `filename` from hub repo `repo` into models_dir; return models_dir/filename.
 
-    Honours HF_ENDPOINT (read now, not at import), HF_TOKEN and HF_HUB_OFFLINE. A file that is
-    already there and matches the hub's checksum is not downloaded again; an interrupted
-    download resumes. `progress` shows a bar (on a terminal only). `expected_sha256` (a
-    catalog entry's): the hub's file must be exactly that one, else nothing is downloaded;
-    the bytes are then checked against the hub's sha256, which is that one.
+    Honours HF_ENDPOINT (`hub_endpoint`), HF_TOKEN and HF_HUB_OFFLINE. A file already there
+    that matches the hub's checksum is not downloaded again; an interrupted download resumes.
+    `progress` shows a bar (on a terminal only). `expected_sha256` (a catalog entry's): the
+    hub's file must be exactly that one, else nothing is downloaded; the bytes are checked too.
     """
     _check_names(repo, filename)
     if _offline():
         raise PullError(
             f"HF_HUB_OFFLINE is set: cannot download {repo}/{filename} — unset it to pull"
         )
-    try:
-        from huggingface_hub import constants
-    except ImportError:
-        raise PullError("huggingface_hub is not installed — pip install huggingface_hub") from None
-
-    endpoint = (os.environ.get("HF_ENDPOINT") or "").strip().rstrip("/") or constants.ENDPOINT
+    endpoint = hub_endpoint()
     path = models_dir / filename
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise PullError(f"cannot create {path.parent}: {_reason(e)}") from e
-
+        raise PullError(f"cannot create {path.parent}: {reason(e)}") from e
     stage = "reach"
     try:
         etag, commit, size = _remote_file(repo, filename, endpoint)
@@ -116,6 +109,15 @@ def pull(
     except Exception as e:
         raise _explain(e, stage=stage, repo=repo, filename=filename, endpoint=endpoint) from e
     return path
+
+
+def hub_endpoint() -> str:
+    """HF_ENDPOINT, read now (the library reads it once, at import), or the hub's address."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        raise PullError("huggingface_hub is not installed — pip install huggingface_hub") from None
+    return (os.environ.get("HF_ENDPOINT") or "").strip().rstrip("/") or constants.ENDPOINT
 
 
 def _check_names(repo: str, filename: str) -> None:
@@ -301,18 +303,18 @@ def _explain(e: BaseException, *, stage: str, repo: str, filename: str, endpoint
     if isinstance(e, errors.HfHubHTTPError):
         return _http_status_error(e, repo=repo, where=where)
     if isinstance(e, httpx2.RequestError):
-        reason = _reason(e) or type(e).__name__
+        why = reason(e) or type(e).__name__
         if stage == "reach":
             return PullError(
-                f"cannot reach the Hugging Face hub ({endpoint}): {reason} "
+                f"cannot reach the Hugging Face hub ({endpoint}): {why} "
                 "— check the network or set HF_ENDPOINT"
             )
-        return PullError(f"download of {where} failed: {reason} — run the command again to resume")
+        return PullError(f"download of {where} failed: {why} — run the command again to resume")
     if isinstance(e, OSError):
-        return PullError(f"download of {where} failed: {_reason(e)}")
+        return PullError(f"download of {where} failed: {reason(e)}")
     if isinstance(e, ValueError):
-        return PullError(f"cannot pull {where}: {_reason(e)}")
-    return PullError(f"download of {where} failed: {type(e).__name__}: {_reason(e)}")
+        return PullError(f"cannot pull {where}: {reason(e)}")
+    return PullError(f"download of {where} failed: {type(e).__name__}: {reason(e)}")
 
 
 def _http_status_error(e: Any, *, repo: str, where: str) -> PullError:
@@ -330,7 +332,7 @@ def _http_status_error(e: Any, *, repo: str, where: str) -> PullError:
     return PullError(f"the hub answered HTTP {status} for {where}{detail}")
 
 
-def _reason(e: BaseException) -> str:
+def reason(e: BaseException) -> str:
     """A short lower-case reason: 'connection refused', 'timed out', 'no space left on device'."""
     text = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
     text = _ERRNO_PREFIX.sub("", _clean(text))

@@ -15,6 +15,14 @@ files, which is what GGUF files always are:
   how the library picks `RepositoryNotFoundError`, `RevisionNotFoundError` and
   `RemoteEntryNotFoundError`.
 
+The tree API of a repo's top folder, `GET /api/models/{repo}/tree/{revision}`, which
+`HfApi.list_repo_files` asks with `recursive=true`, answers a JSON list of entries as the hub
+does: `{"type": "file", "oid": <git blob id>, "size", "path", "lfs": {"oid": <sha256>, "size",
+"pointerSize"}}` for a file (an LFS file, as here every one is) and `{"type": "directory", "oid",
+"size": 0, "path"}` for a folder; without `recursive`, the top folder's entries only. (The hub
+pages more than 1,000 entries with a `Link` header; the fake's repos fit one page.)
+`tree_status` answers it with that status instead (404: a mirror without the API).
+
 With `cdn=True` the resolve URL answers `302` to a second server (another port, so another
 origin) like the real hub redirects LFS files to its CDN; the library then reads the metadata
 from the 302 itself and must not forward the `Authorization` header to the CDN.
@@ -29,17 +37,19 @@ does not do ranges; `corrupt` serves bytes that differ from the advertised sha25
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
 _BLOB = re.compile(r"^/blobs/(?P<sha>[0-9a-f]{64})$")
+_TREE = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/tree/(?P<rev>[^/]+)$")
 _RANGE = re.compile(r"^bytes=(?P<start>\d+)-(?P<end>\d*)$")
 
 
@@ -73,6 +83,7 @@ class FakeHub:
         self.cut_at: int | None = None
         self.ignore_range = False
         self.corrupt = False
+        self.tree_status: int | None = None
         self.requests: list[Request] = []
         self._lock = threading.Lock()
         self._hub = self._server("hub")
@@ -166,6 +177,20 @@ class FakeHub:
         return None
 
 
+def _file_entry(name: str, data: bytes) -> dict[str, object]:
+    """A file as the tree API lists an LFS file: the git blob id of its pointer, the sha256."""
+    sha = hashlib.sha256(data).hexdigest()
+    pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\nsize {len(data)}\n"
+    blob = hashlib.sha1(f"blob {len(pointer)}\0{pointer}".encode()).hexdigest()
+    lfs = {"oid": sha, "size": len(data), "pointerSize": len(pointer)}
+    return {"type": "file", "oid": blob, "size": len(data), "path": name, "lfs": lfs}
+
+
+def _folder_entry(path: str) -> dict[str, object]:
+    oid = hashlib.sha1(path.encode()).hexdigest()  # a tree id; nothing reads it
+    return {"type": "directory", "oid": oid, "size": 0, "path": path}
+
+
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeHub
     role: str
@@ -183,7 +208,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle(send_body=True)
 
     def _handle(self, *, send_body: bool) -> None:
-        path = unquote(urlsplit(self.path).path)
+        url = urlsplit(self.path)
+        path, query = unquote(url.path), url.query
         self.fake._record(
             Request(
                 server=self.role,
@@ -202,16 +228,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_file(data, send_body=send_body)
             return
 
+        tree = _TREE.match(path)
+        if tree is not None and self.command == "GET":
+            self._tree(tree["repo"], tree["rev"], parse_qs(query))
+            return
         match = _RESOLVE.match(path)
         if match is None:
             self._error(404, None, "not found")
             return
         repo, rev, filename = match["repo"], match["rev"], match["file"]
-        if not any(r == repo for r, _ in self.fake.files):
-            self._error(404, "RepoNotFound", "Repository not found")
-            return
-        if rev not in ("main", self.fake.commit):
-            self._error(404, "RevisionNotFound", "Invalid rev id")
+        if not self._found(repo, rev):
             return
         data = self.fake.files.get((repo, filename))
         if data is None:
@@ -228,6 +254,43 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             return
         self._send_file(data, send_body=send_body)
+
+    def _found(self, repo: str, rev: str) -> bool:
+        """True for a known repo and revision; else the hub's 404 is sent."""
+        if not any(r == repo for r, _ in self.fake.files):
+            self._error(404, "RepoNotFound", "Repository not found")
+            return False
+        if rev not in ("main", self.fake.commit):
+            self._error(404, "RevisionNotFound", "Invalid rev id")
+            return False
+        return True
+
+    def _tree(self, repo: str, rev: str, query: dict[str, list[str]]) -> None:
+        if self.fake.tree_status is not None:
+            self._error(self.fake.tree_status, None, "not found")
+            return
+        if not self._found(repo, rev):
+            return
+        recursive = query.get("recursive", ["false"])[-1].lower() in ("true", "1")
+        entries: dict[str, dict[str, object]] = {}
+        for (r, name), data in self.fake.files.items():
+            if r != repo:
+                continue
+            parts = name.split("/")
+            if not recursive and len(parts) > 1:  # only the top folder's own entries
+                entries[parts[0]] = _folder_entry(parts[0])
+                continue
+            for depth in range(1, len(parts)):  # every folder on the way down, then the file
+                where = "/".join(parts[:depth])
+                entries[where] = _folder_entry(where)
+            entries[name] = _file_entry(name, data)
+        payload = json.dumps(list(entries.values())).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(payload)
 
     def _hub_headers(self, data: bytes) -> None:
         sha = hashlib.sha256(data).hexdigest()
