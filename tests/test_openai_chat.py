@@ -18,6 +18,7 @@ from PIL import Image
 
 from bot.model.backend import load_backend
 from bot.model.openai.backend import OpenAIBackend
+from bot.model.openai.chat import chat_messages
 from bot.model.openai.pictures import IMAGE_TOKENS_GUESS
 from bot.model.types import DecodedImage, GenerationRequest, GenerationResult
 from bot.personas import Sampling
@@ -77,6 +78,36 @@ def picture(part: dict[str, Any]) -> tuple[tuple[int, int], bytes]:
     with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as image:
         assert image.format == "PNG"
         return image.size, image.convert("RGB").tobytes()
+
+
+def shape(content: object) -> object:
+    """A content list as the kinds of its parts, a picture by its size."""
+    if isinstance(content, str):
+        return content
+    assert isinstance(content, list)
+    return [p["text"] if p["type"] == "text" else picture(p)[0] for p in content]
+
+
+@pytest.mark.parametrize(
+    ("messages", "images", "expected"),
+    [
+        ([{"role": "user", "content": "hi"}], {}, ["hi"]),
+        ([{"role": "user", "content": "hi"}], {0: [RED]}, [[(3, 2), "hi"]]),
+        ([{"role": "user", "content": ""}], {0: [RED, BLUE]}, [[(3, 2), (2, 2)]]),
+        (
+            [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
+            {1: [BLUE]},
+            ["s", [(2, 2), "u"]],
+        ),
+    ],
+)
+def test_chat_messages(
+    messages: list[dict[str, str]], images: dict[int, list[DecodedImage]], expected: list[object]
+) -> None:
+    request = GenerationRequest(messages, Sampling(), seed=1, images=images)
+    sent = chat_messages(request, sees_images=True, base_url="http://h")
+    assert [m["role"] for m in sent] == [m["role"] for m in messages]
+    assert [shape(m["content"]) for m in sent] == expected
 
 
 async def test_messages_go_with_pictures_before_their_text(tiny_model: Path) -> None:

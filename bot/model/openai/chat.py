@@ -39,8 +39,10 @@ def chat_messages(
         if not shown:
             messages.append(dict(message))
             continue
-        text = {"type": "text", "text": message.get("content", "")}
-        messages.append({**message, "content": [*map(image_part, shown), text]})
+        text = message.get("content", "")
+        # No empty text part after a picture alone: some servers refuse one.
+        words = [{"type": "text", "text": text}] if text else []
+        messages.append({**message, "content": [*map(image_part, shown), *words]})
     return messages
 
 
