@@ -35,6 +35,7 @@ from bot.masking import mask_url
 from bot.model.gguf import ModelFileError, inspect_model
 from bot.model.openai import chat, pictures
 from bot.model.openai.errors import ServerError, refusal, server_at, server_errors
+from bot.model.openai.fields import shared_fields
 from bot.model.openai.pictures import ServerVision, count
 from bot.model.openai.sse import json_object, read_chunk, sse_data
 from bot.model.template import ChatText, UsesChatText, open_vocab
@@ -50,8 +51,6 @@ from bot.model.writer import GenerationWriter, Throughput
 
 log = structlog.get_logger(__name__)
 
-# Enough to rule a token out on any server (OpenAI's logit_bias range is -100..100).
-BANNED = -100
 # How a server that takes only text refuses a prompt of token ids: 400 or 422 (its
 # validation error); llama_cpp.server says 500.
 IDS_REFUSED = (400, 422, 500)
@@ -204,41 +203,16 @@ class OpenAIBackend(UsesChatText):
     def payload(self, request: GenerationRequest, as_text: bool = False) -> dict[str, Any]:
         """The /v1/completions body for a request: its prompt as token ids, or `as_text` for
         a server that takes only text; or the chat API's, its messages."""
+        fields = shared_fields(request, self.model, self._text.eog_tokens)
         if self.api == "chat":
             messages = chat.chat_messages(request, self.vision.sees_images, self.base_url)
-            return {"messages": messages, **self.fields(request)}
+            return {"messages": messages, **fields}
         prompt: Any = self.prompt_text(request.messages) if as_text else None
         if request.images:  # llama-server's prompt object, the only way pictures go
             prompt = pictures.prompt_object(request, self.vision, self.base_url, self.prompt_text)
         elif not as_text:
             prompt = self.request_tokens(request)
-        return {"prompt": prompt, **self.fields(request)}
-
-    def fields(self, request: GenerationRequest) -> dict[str, Any]:
-        """Sampling, stops and streaming: the same fields on both APIs."""
-        sampling = request.sampling
-        body: dict[str, Any] = {
-            "max_tokens": sampling.max_tokens,
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            "seed": request.seed,
-            "stream": True,
-            # A last chunk with token counts (llama-server, vLLM); others ignore it.
-            "stream_options": {"include_usage": True},
-            # llama.cpp servers' sampling fields (vLLM knows top_k and min_p as well).
-            "top_k": sampling.top_k,
-            "min_p": sampling.min_p,
-            "repeat_penalty": sampling.repeat_penalty,
-        }
-        if self.model:
-            body["model"] = self.model
-        if request.stop:
-            body["stop"] = list(request.stop)
-        if request.cold:
-            body["cache_prompt"] = False  # llama-server: evaluate afresh, so a seed reproduces
-        if request.ban_eos:
-            body["logit_bias"] = {str(t): BANNED for t in self._text.eog_tokens()}
-        return body
+        return {"prompt": prompt, **fields}
 
     def start(self, request: GenerationRequest) -> Generation:
         generation = StreamingGeneration(request, asyncio.get_running_loop())
