@@ -145,6 +145,20 @@ class ModelSettings(Section):
         le=3600,
         description="openai backend: seconds to wait for a connection or the next piece of text.",
     )
+    openai_api: Literal["completions", "chat"] = Field(
+        "completions",
+        description="openai backend: completions: the prompt is rendered and counted here and "
+        "sent to /v1/completions (exact token counts; pictures only to a llama-server whose "
+        "/props says it sees them). chat: the messages go to /v1/chat/completions, pictures as "
+        "image_url parts, for servers without llama-server's prompt object; the server applies "
+        "its own template, so token counts are approximate (README).",
+    )
+    openai_vision: bool = Field(
+        False,
+        description='openai backend with openai_api = "chat": the served model sees images, so '
+        "posted pictures are sent (such servers cannot be asked); each picture's tokens are a "
+        "guess (docs/images.md).",
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -154,6 +168,18 @@ class ModelSettings(Section):
             raise ValueError('needed with backend = "openai", e.g. "http://127.0.0.1:8080/v1"')
         if value and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("openai_vision")
+    @classmethod
+    def _vision_needs_chat(cls, value: bool, info: ValidationInfo) -> bool:
+        # openai_api is declared first, so it is validated by now. With completions, a
+        # llama-server's /props says whether it sees images: a setting would be ignored.
+        if value and info.data.get("openai_api") != "chat":
+            raise ValueError(
+                'only with openai_api = "chat"; with "completions" a llama-server\'s /props '
+                "says whether it sees images"
+            )
         return value
 
     @field_validator("tensor_split")

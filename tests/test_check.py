@@ -225,6 +225,18 @@ async def test_openai_backend_server_is_reached(
     ]
 
 
+async def test_openai_chat_api_says_its_counts_are_approximate(
+    tmp_path: Path, tiny_model: Path, server: str
+) -> None:
+    model = {"backend": "openai", "base_url": server, "openai_api": "chat"}
+    report = await diagnose(settings_for(tmp_path, tiny_model, model=model), None)
+    assert report.exit_code() == 0, report.lines()
+    assert by_name(report)["context"] == (
+        True,
+        "2,048 tokens (must not exceed the server's; counts approximate: openai_api = chat)",
+    )
+
+
 # -- --online: fake login endpoints -----------------------------------------------------------
 
 

@@ -5,11 +5,9 @@ a crafted stream)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -24,6 +22,7 @@ from bot.personas import Sampling
 from bot.settings import load_settings
 from support.daemons import answered, ask, daemon_for
 from support.llama_server import free_port, llama_server
+from support.openai_stub import Respond, close_stub, never_answer, sse_then_stall, stub
 from support.recording_adapter import message
 
 MESSAGES = [
@@ -281,67 +280,6 @@ async def test_daemon_shows_the_failure_notice_when_the_server_is_down(
 
 
 # -- what a real server will not do on demand -----------------------------------------------
-
-Respond = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-async def stub(respond: Respond) -> tuple[asyncio.Server, str]:
-    """A bare HTTP server on 127.0.0.1 that reads the request and then runs `respond`."""
-    writers: list[asyncio.StreamWriter] = []
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        head = await reader.readuntil(b"\r\n\r\n")
-        if head.startswith(b"GET /props "):  # asked at load: not llama-server, so no pictures
-            writer.write(
-                b"HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
-            )
-            await writer.drain()
-            writer.close()
-            return
-        length = next(
-            (
-                int(line.split(b":")[1])
-                for line in head.split(b"\r\n")
-                if b"content-length" in line.lower()
-            ),
-            0,
-        )
-        bodies.append(json.loads(await reader.readexactly(length) or b"null"))
-        await respond(reader, writer)
-
-    bodies: list[Any] = []
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    server.writers = writers  # type: ignore[attr-defined]
-    server.bodies = bodies  # type: ignore[attr-defined]
-    port = server.sockets[0].getsockname()[1]
-    return server, f"http://127.0.0.1:{port}"
-
-
-async def close_stub(server: asyncio.Server) -> None:
-    for writer in server.writers:  # type: ignore[attr-defined]
-        writer.close()
-    server.close()
-    await server.wait_closed()
-
-
-async def never_answer(reader: asyncio.StreamReader, _writer: asyncio.StreamWriter) -> None:
-    await reader.read()  # until the client hangs up
-
-
-def sse_then_stall(events: list[str]) -> Respond:
-    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(
-            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-            b"transfer-encoding: chunked\r\n\r\n"
-        )
-        for event in events:
-            data = event.encode()
-            writer.write(b"%x\r\n%s\r\n" % (len(data), data))
-        await writer.drain()
-        await reader.read()
-
-    return respond
 
 
 async def test_server_down_is_one_clear_line(tiny_model: Path) -> None:

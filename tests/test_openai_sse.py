@@ -51,6 +51,13 @@ async def test_sse_data(raw: tuple[bytes, ...], events: list[str]) -> None:
         ),
         ('{"choices": [], "usage": null}', Chunk()),
         ("{}", Chunk()),
+        # /v1/chat/completions: the text is the delta's content.
+        ('{"choices": [{"delta": {"role": "assistant"}}]}', Chunk()),
+        ('{"choices": [{"delta": {"content": "Hi"}}]}', Chunk(("Hi",))),
+        ('{"choices": [{"delta": {"content": null}}]}', Chunk()),
+        ('{"choices": [{"delta": {"reasoning_content": "hm"}}]}', Chunk()),
+        ('{"choices": [{"delta": {}, "finish_reason": "length"}]}', Chunk((), "length")),
+        ('{"choices": [{"delta": null, "finish_reason": "stop"}]}', Chunk((), "stop")),
     ],
 )
 def test_read_chunk(data: str, chunk: Chunk | None) -> None:
@@ -86,6 +93,10 @@ def test_read_chunk_errors(data: str, error: str) -> None:
         '{"choices": [{"text": ["a"]}]}',
         '{"choices": [{"text": "a", "finish_reason": 1}]}',
         '{"choices": [], "usage": 3}',
+        '{"choices": [{"delta": "Hi"}]}',
+        '{"choices": [{"delta": ["Hi"]}]}',
+        '{"choices": [{"delta": {"content": 5}}]}',
+        '{"choices": [{"delta": {"content": [{"type": "text"}]}}]}',
     ],
 )
 def test_read_chunk_rejects_unexpected_shapes(data: str) -> None:

@@ -127,6 +127,28 @@ def test_url_credentials_are_not_echoed(tmp_path: Path) -> None:
     assert "pw-in-url" not in message
 
 
+def test_openai_api_defaults_to_completions_without_vision() -> None:
+    model = load_settings(None).model
+    assert (model.openai_api, model.openai_vision) == ("completions", False)
+    chat = load_settings(None, model={"openai_api": "chat", "openai_vision": True}).model
+    assert (chat.openai_api, chat.openai_vision) == ("chat", True)
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "says"),
+    [
+        ('[model]\nopenai_api = "chat_completions"', "model.openai_api", "'chat'"),
+        ("[model]\nopenai_vision = true", "model.openai_vision", 'openai_api = "chat"'),
+        ('[model]\nopenai_api = "chat"\nopenai_vision = "maybe"', "model.openai_vision", "bool"),
+    ],
+)
+def test_a_bad_openai_api_setting_names_the_field(
+    tmp_path: Path, text: str, field: str, says: str
+) -> None:
+    message = load_error(toml(tmp_path, text))
+    assert field in message and says in message, message
+
+
 def test_shown_settings_mask_secrets_and_url_credentials(tmp_path: Path) -> None:
     config = toml(
         tmp_path,

@@ -80,6 +80,8 @@ async def load_backend(
             model=model.model,
             timeout_s=model.timeout_s,
             parallel=model.parallel,
+            api=model.openai_api,
+            vision=model.openai_vision,
         )
     from bot.model.energy import choose_source
     from bot.model.llama_cpp.backend import LlamaCppBackend, runs_on_gpu

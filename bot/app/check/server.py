@@ -24,8 +24,9 @@ async def server_checks(backend: OpenAIBackend, settings: Settings, report: Repo
         return
     listed = ", ".join(names) or "none listed"
     report.checks.append(Check("server", True, f"{model.base_url} answers; models: {listed}"))
+    counts = "; counts approximate: openai_api = chat" if model.openai_api == "chat" else ""
     report.checks.append(
-        Check("context", True, f"{model.n_ctx:,} tokens (must not exceed the server's)")
+        Check("context", True, f"{model.n_ctx:,} tokens (must not exceed the server's{counts})")
     )
     if model.model and names and model.model not in names:
         report.warnings.append(

@@ -12,7 +12,9 @@ Text streams back as server-sent events into the same `Generation` the in-proces
 uses. Stop strings go to the server and are also scanned here, so another speaker's turn
 never shows even where a server ignores them. Up to `parallel` replies stream at once, for
 servers that batch them (llama-server with -np, vLLM, Ollama with OLLAMA_NUM_PARALLEL).
-Pictures go only to a llama-server whose /props says it sees images (bot.model.openai.pictures).
+Pictures go only to a llama-server whose /props says it sees images (bot.model.openai.pictures),
+or, with `openai_api = "chat"`, as `image_url` parts to /v1/chat/completions, where counts are
+approximate (bot.model.openai.chat).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import llama_cpp
@@ -31,8 +33,9 @@ import structlog
 from bot import logs
 from bot.masking import mask_url
 from bot.model.gguf import ModelFileError, inspect_model
-from bot.model.openai import pictures
+from bot.model.openai import chat, pictures
 from bot.model.openai.errors import ServerError, refusal, server_at, server_errors
+from bot.model.openai.fields import shared_fields
 from bot.model.openai.pictures import ServerVision, count
 from bot.model.openai.sse import json_object, read_chunk, sse_data
 from bot.model.template import ChatText, UsesChatText, open_vocab
@@ -48,8 +51,6 @@ from bot.model.writer import GenerationWriter, Throughput
 
 log = structlog.get_logger(__name__)
 
-# Enough to rule a token out on any server (OpenAI's logit_bias range is -100..100).
-BANNED = -100
 # How a server that takes only text refuses a prompt of token ids: 400 or 422 (its
 # validation error); llama_cpp.server says 500.
 IDS_REFUSED = (400, 422, 500)
@@ -91,6 +92,7 @@ class OpenAIBackend(UsesChatText):
         model: str | None,
         timeout_s: float,
         parallel: int = 1,
+        api: Literal["completions", "chat"] = "completions",
     ) -> None:
         self._vocab = vocab
         self._text = text
@@ -115,6 +117,8 @@ class OpenAIBackend(UsesChatText):
         self.ids_accepted = False  # the server took a prompt of token ids
         self.text_only = False  # it refused one and took text: it gets text from now on
         self.vision = ServerVision()  # what its /props says of pictures (asked at load)
+        self.api = api
+        self.endpoint = chat.ENDPOINT if api == "chat" else "completions"
 
     @classmethod
     async def load(
@@ -126,10 +130,12 @@ class OpenAIBackend(UsesChatText):
         model: str | None = None,
         timeout_s: float = 60.0,
         parallel: int = 1,
+        api: Literal["completions", "chat"] = "completions",
+        vision: bool = False,
     ) -> OpenAIBackend:
         """Open the GGUF's vocabulary (fast, no weights), and ask the server's /props whether
-        it sees images. A server that is down at start is reported per reply, not as a failed
-        start (it is then taken as text only until the next start)."""
+        it sees images (the chat `api`: `vision` says). A server down at start is reported per
+        reply, not as a failed start (it is then text only until the next start)."""
         logs.register_secret(api_key)
         summary = await asyncio.to_thread(inspect_model, path)
         try:
@@ -148,8 +154,12 @@ class OpenAIBackend(UsesChatText):
             n_threads=0,  # the server's business
             quantization=text.quantization,
         )
-        backend = cls(vocab, text, info, base_url, api_key, model, timeout_s, parallel)
-        await backend.ask_vision()
+        backend = cls(vocab, text, info, base_url, api_key, model, timeout_s, parallel, api)
+        if api == "chat":  # a generic server has no /props to ask
+            backend.vision = ServerVision(sees_images=vision)
+            backend.info = chat.chat_info(info, base_url, vision)
+        else:
+            await backend.ask_vision()
         return backend
 
     async def ask_vision(self) -> None:
@@ -192,36 +202,17 @@ class OpenAIBackend(UsesChatText):
 
     def payload(self, request: GenerationRequest, as_text: bool = False) -> dict[str, Any]:
         """The /v1/completions body for a request: its prompt as token ids, or `as_text` for
-        a server that takes only text."""
-        sampling = request.sampling
+        a server that takes only text; or the chat API's, its messages."""
+        fields = shared_fields(request, self.model, self._text.eog_tokens)
+        if self.api == "chat":
+            messages = chat.chat_messages(request, self.vision.sees_images, self.base_url)
+            return {"messages": messages, **fields}
         prompt: Any = self.prompt_text(request.messages) if as_text else None
         if request.images:  # llama-server's prompt object, the only way pictures go
             prompt = pictures.prompt_object(request, self.vision, self.base_url, self.prompt_text)
         elif not as_text:
             prompt = self.request_tokens(request)
-        body: dict[str, Any] = {
-            "prompt": prompt,
-            "max_tokens": sampling.max_tokens,
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            "seed": request.seed,
-            "stream": True,
-            # A last chunk with token counts (llama-server, vLLM); others ignore it.
-            "stream_options": {"include_usage": True},
-            # llama.cpp servers' sampling fields (vLLM knows top_k and min_p as well).
-            "top_k": sampling.top_k,
-            "min_p": sampling.min_p,
-            "repeat_penalty": sampling.repeat_penalty,
-        }
-        if self.model:
-            body["model"] = self.model
-        if request.stop:
-            body["stop"] = list(request.stop)
-        if request.cold:
-            body["cache_prompt"] = False  # llama-server: evaluate afresh, so a seed reproduces
-        if request.ban_eos:
-            body["logit_bias"] = {str(t): BANNED for t in self._text.eog_tokens()}
-        return body
+        return {"prompt": prompt, **fields}
 
     def start(self, request: GenerationRequest) -> Generation:
         generation = StreamingGeneration(request, asyncio.get_running_loop())
@@ -260,7 +251,7 @@ class OpenAIBackend(UsesChatText):
         with server_errors(self.base_url, self.timeout_s):
             async with await self._post(gen.request) as response:
                 if response.status != 200:
-                    raise ServerError(await self._refusal(response, "completions"))
+                    raise ServerError(await self._refusal(response, self.endpoint))
                 async for data in sse_data(response.content):
                     chunk = read_chunk(data, self.base_url)
                     if chunk is None:
@@ -283,8 +274,8 @@ class OpenAIBackend(UsesChatText):
     async def _post(self, request: GenerationRequest) -> aiohttp.ClientResponse:
         """Send the request with its prompt as token ids. A server that refuses those before
         it ever took them (IDS_REFUSED), and takes the text instead, gets text from then on."""
-        url = f"{self.root}/completions"
-        if request.images:  # a prompt object: neither token ids nor plain text
+        url = f"{self.root}/{self.endpoint}"
+        if request.images or self.api == "chat":  # a prompt object or messages: not token ids
             return await self._session.post(url, json=self.payload(request))
         if not self.text_only:
             response = await self._session.post(url, json=self.payload(request))
@@ -317,6 +308,9 @@ class OpenAIBackend(UsesChatText):
         if isinstance(cached := details.get("cached_tokens"), int):
             result.reused_tokens = cached
         counted = usage.get("prompt_tokens")
+        if self.api == "chat" and isinstance(counted, int):  # its template's count: the truer one
+            result.prompt_tokens = counted
+            return
         if request.images and isinstance(counted, int):  # exact: the server's, with pictures
             result.prompt_tokens = counted
             text = len(self.prompt_tokens(request.messages))

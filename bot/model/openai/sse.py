@@ -1,6 +1,6 @@
 """Reading what an OpenAI-compatible server sends: the server-sent events of a
-`/v1/completions` stream, what each one says (text, why the reply ended, token counts), and
-JSON bodies."""
+`/v1/completions` or `/v1/chat/completions` stream, what each one says (text, why the reply
+ended, token counts), and JSON bodies."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ class Chunk:
 
 def read_chunk(data: str, base_url: str) -> Chunk | None:
     """The event's content; None for the end marker. Raises ServerError for an error event
-    or for anything not shaped like a completion chunk."""
+    or for anything not shaped like a completion or chat completion chunk."""
     if data == DONE:
         return None
     event = json_object(data, base_url)
@@ -54,9 +54,12 @@ def read_chunk(data: str, base_url: str) -> Chunk | None:
     texts: list[str] = []
     finish: FinishReason | None = None
     for choice in choices:
-        if not isinstance(choice, dict):
+        # A completion's `text`, or a chat chunk's `delta.content` (its first chunk names only
+        # the role; a reasoning server's `reasoning_content` is not the answer).
+        delta = (choice.get("delta") or {}) if isinstance(choice, dict) else None
+        if not isinstance(delta, dict):
             raise unexpected(data, base_url)
-        text, reason = choice.get("text"), choice.get("finish_reason")
+        text, reason = choice.get("text", delta.get("content")), choice.get("finish_reason")
         if not isinstance(text, str | None) or not isinstance(reason, str | None):
             raise unexpected(data, base_url)
         if text:
