@@ -194,6 +194,7 @@ async def answer_to(
     reply = await alice.wait_for(lambda: alice.reply_to(bot.user_id, asked), timeout)
     await asyncio.wait_for(bot.daemon.wait_idle(), timeout)
     await asyncio.wait_for(_delivered(bot), timeout)
+    await alice.caught_up(reply.room_id, timeout)
     if not command and content_of(reply)["msgtype"] == "m.text":
         # An answer from the model: what shows in the end is what the store keeps.
         relation = content_of(reply)["m.relates_to"]

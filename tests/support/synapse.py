@@ -398,6 +398,18 @@ class Peer:
         assert isinstance(response, RoomSendResponse), response
         return str(response.event_id)
 
+    async def caught_up(self, room_id: str, timeout: float = 20) -> None:
+        """Until this client's sync has delivered every event the server held when this was
+        called: its own typing notice, set now, arrives in a sync made after it, and a sync
+        holds everything up to the moment it was made (an edit already sent may otherwise
+        still be on its way while an earlier one shows)."""
+        since = time.monotonic()
+        await self.client.room_typing(room_id, True, timeout=5_000)
+        await self.wait_for(
+            lambda: any(s.at >= since for s in self.typing_by(self.user_id, room_id)), timeout
+        )
+        await self.client.room_typing(room_id, False)
+
     # -- what the bot showed --------------------------------------------------------------------
 
     def messages_from(self, user_id: str, room_id: str) -> list[Seen]:
