@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from bench.harness import RecordingEngine, repack
 from bot.daemon import Daemon
@@ -123,8 +124,10 @@ async def bench_daemon(
     repack_weights: bool | None = None,
     n_threads: int | None = None,
     memory: dict[str, int] | None = None,
+    kv_layout: Literal["slots", "pool"] = "slots",
 ) -> AsyncIterator[Bench]:
-    """`memory`: the [memory] settings (summaries and notes), else their defaults."""
+    """`memory`: the [memory] settings (summaries and notes), else their defaults;
+    `kv_layout`: [model] kv_layout (the daemon's default: slots)."""
     with tempfile.TemporaryDirectory() as tmp:
         personas = Path(tmp) / "personas"
         personas.mkdir()
@@ -142,6 +145,7 @@ async def bench_daemon(
             kv_cache_mb=kv_cache_mb,
             parallel=parallel,
             repack=repack() if repack_weights is None else repack_weights,
+            kv_layout=kv_layout,
         )
         store = await Store.open(Path(tmp) / "hearthbot.db")
         adapter = BenchAdapter()

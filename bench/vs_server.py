@@ -2,7 +2,8 @@
 and through llama-server (`-np N`, prompt cache), built from the binding's vendored llama.cpp.
 
 Same GGUF, threads (all cores, or --threads), context (n_ctx per slot, N slots: llama-server
-`-c n_ctx×N -np N`, hearthbot `[model] parallel` N with its default pool of n_ctx × N cells),
+`-c n_ctx×N -np N`, hearthbot `[model] parallel` N, its KV laid out as --kv-layout says: slots,
+the default, a window of n_ctx each as llama-server's; pool, one unified cache of n_ctx × N),
 flash attention off in both (the engine's setting), weight repacking off in both unless --repack,
 sampling (the persona's: temperature 0.7, top-k 40, top-p 0.95, min-p 0.05, repeat penalty
 1.1 over 64 tokens), every reply exactly --max-tokens long (end tokens banned in both), and the
@@ -18,7 +19,8 @@ aggregate tokens/s ÷ llama-server's (> 1: hearthbot is faster). Goal: ≥ 1.0.
 
     python -m bench.vs_server [--model FILE | --tiny] [--llama-server PATH] [--parallel 4]
                               [--threads N] [--length 1200] [--long 3000] [--max-tokens 64]
-                              [--rounds 2] [--repack] [--no-server] [--plot]
+                              [--rounds 2] [--repack] [--kv-layout slots|pool]
+                              [--no-server] [--plot]
 
 --no-server runs only hearthbot's side and checks the prompts llama-server would get (the smoke
 test); --plot draws docs/vs-server.png from the last results.
@@ -176,6 +178,7 @@ async def measure(model: Path, args: argparse.Namespace) -> dict[str, Any]:
         "max_tokens": args.max_tokens,
         "rounds": args.rounds,
         "repack": args.repack,
+        "kv_layout": args.kv_layout,
         "llama_cpp_python": version("llama-cpp-python"),
     }
     if exe is not None:
@@ -192,6 +195,7 @@ async def measure(model: Path, args: argparse.Namespace) -> dict[str, Any]:
             parallel=args.parallel,
             repack_weights=args.repack,
             n_threads=threads,
+            kv_layout=args.kv_layout,
         ) as bench:
             ours = HearthbotSide(bench)
             row: dict[str, Any] = {"hearthbot": await workload(ours, text)}
@@ -293,6 +297,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--only", default="burst,turns,long", help="workloads to run")
     parser.add_argument("--repack", action="store_true", help="CPU weight repacking on (both)")
+    parser.add_argument(
+        "--kv-layout",
+        choices=("slots", "pool"),
+        default="slots",
+        help="hearthbot's [model] kv_layout",
+    )
     parser.add_argument("--server-flag", action="append", default=[], help="more flags")
     parser.add_argument("--no-server", action="store_true", help="hearthbot's side only")
     parser.add_argument("--plot", action="store_true", help="only draw docs/vs-server.png")

@@ -20,6 +20,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -81,8 +82,17 @@ class ModelSettings(Section):
         0,
         ge=0,
         le=16_777_216,
-        description="KV cache shared by the replies being generated and the channels kept "
-        "warm, in tokens (0: n_ctx × parallel, so every slot can hold a full window).",
+        description="The shared KV cache of the pool layout (kv_layout), for the replies being "
+        "generated and the channels kept warm, in tokens (0: n_ctx × parallel, so every slot can "
+        "hold a full window).",
+    )
+    kv_layout: Literal["slots", "pool"] = Field(
+        "slots",
+        description="slots: each slot's KV cache is a window of its own (n_ctx), and a reply "
+        "attends only to its own conversation: fastest when replies generate together. pool: "
+        "one cache of kv_pool_tokens shared by the replies and by more channels kept warm than "
+        "there are slots; each token then attends over every resident conversation "
+        "(docs/performance.md). Empty: pool if kv_pool_tokens is set, else slots.",
     )
     kv_cache_mb: int = Field(
         256,
@@ -182,6 +192,25 @@ class ModelSettings(Section):
             )
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _layout_of_a_sized_pool(cls, data: Any) -> Any:
+        # A config that sizes the pool means the pool, unless it names a layout.
+        if isinstance(data, dict) and data.get("kv_pool_tokens") and "kv_layout" not in data:
+            return {**data, "kv_layout": "pool"}
+        return data
+
+    @field_validator("kv_layout")
+    @classmethod
+    def _pool_size_needs_the_pool(cls, value: str, info: ValidationInfo) -> str:
+        # kv_pool_tokens is declared first, so it is validated by now.
+        if value == "slots" and info.data.get("kv_pool_tokens"):
+            raise ValueError(
+                'kv_pool_tokens sizes the shared cache of kv_layout = "pool"; with "slots" each '
+                'slot holds n_ctx: remove kv_pool_tokens or set kv_layout = "pool"'
+            )
+        return value
+
     @field_validator("tensor_split")
     @classmethod
     def _shares(cls, value: list[float]) -> list[float]:
@@ -207,7 +236,8 @@ class ModelSettings(Section):
         return self.n_threads or os.cpu_count() or 1
 
     def pool_tokens(self) -> int:
-        """KV cells of the in-process backend's pool: at least one full window."""
+        """KV cells of the in-process backend's cache: a window per slot, or the pool's size
+        (at least one full window)."""
         return max(self.kv_pool_tokens or self.n_ctx * self.parallel, self.n_ctx)
 
 

@@ -240,6 +240,36 @@ async def test_running_out_of_kv_room_mid_step_evicts_an_idle_channel(tiny_model
     assert [text] == await alone(tiny_model, [ask(c, "c")])
 
 
+async def test_slots_give_each_reply_a_window_of_its_own(tiny_model: Path) -> None:
+    # Two replies that together need more cells than one window generate at once, each in its
+    # slot's window; idle ones stay there (never parked) until a third channel needs a slot.
+    backend = await load(tiny_model, n_ctx=1024, parallel=2, kv_layout="slots")
+    try:
+        loaded = backend._loaded
+        assert loaded is not None
+        assert llama_cpp.llama_n_ctx_seq(loaded.ctx.ctx) == 1024  # a window each, not a pool
+        a, b, c = chat("water", turns=5), chat("fire", turns=5), chat("cats", turns=2)
+        first = [backend.start(ask(a, "a")), backend.start(ask(b, "b"))]
+        together = await asyncio.gather(*(text_of(g) for g in first))
+        await backend.ping()
+        cells = [g.result.prompt_tokens + g.result.generated_tokens for g in first]
+        assert sum(cells) > 1024 and max(cells) <= 1024, cells
+        assert max(sum(s.holds(g) for g in first) for s in backend.step_log.steps) == 2
+        assert all(g.result.finish == "length" for g in first)
+        assert backend.stats().resident == 2
+        assert await pool_agrees(backend)
+        await text_of(backend.start(ask(c, "c")))  # a third takes the older idle slot
+        assert "a" in backend._cache and backend.cache_state("b").endswith("resident)")
+        follow_up = [*a, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "?"}]
+        back = backend.start(ask(follow_up, "a"))  # back from its snapshot
+        await text_of(back)
+        assert back.result.reused_tokens >= len(backend.prompt_tokens(a)) - 1
+        assert await pool_agrees(backend)
+    finally:
+        await backend.close()
+    assert list(together) == await alone(tiny_model, [ask(a, "a"), ask(b, "b")])
+
+
 async def test_forget_status_and_ping_never_wait_for_a_generation(
     backend: StepRecordingBackend,
 ) -> None:

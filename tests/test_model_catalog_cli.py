@@ -136,7 +136,7 @@ def test_suggest_prints_the_table_with_a_measured_speed(
     assert main(["model", "suggest"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("box: ") and " cores, " in out[0]
-    assert out[1].startswith("KV pool: 1,024 tokens of f16")
+    assert out[1].startswith("KV cache: 1,024 tokens of f16 (a window of n_ctx 512")
     header = next(i for i, line in enumerate(out) if line.split()[:2] == ["model", "params"])
     rows = out[header + 1 : header + 1 + len(bot.model.catalog.load_catalog())]
     assert any("qwen2.5-3b:q4_k_m" in row for row in rows)

@@ -135,6 +135,39 @@ def test_openai_api_defaults_to_completions_without_vision() -> None:
 
 
 @pytest.mark.parametrize(
+    ("given", "layout", "pool_tokens"),
+    [
+        ({}, "slots", 4096 * 4),
+        ({"kv_layout": "pool"}, "pool", 4096 * 4),
+        ({"kv_pool_tokens": 32768}, "pool", 32768),  # a sized pool means the pool
+        ({"kv_layout": "pool", "kv_pool_tokens": 1000}, "pool", 4096),  # at least one window
+        ({"kv_layout": "slots", "n_ctx": 2048, "parallel": 3}, "slots", 2048 * 3),
+    ],
+)
+def test_the_kv_layout_and_its_cells(
+    given: dict[str, object], layout: str, pool_tokens: int
+) -> None:
+    model = load_settings(None, model=given).model
+    assert (model.kv_layout, model.pool_tokens()) == (layout, pool_tokens)
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "says"),
+    [
+        ('[model]\nkv_layout = "unified"', "model.kv_layout", "'slots' or 'pool'"),
+        (
+            '[model]\nkv_layout = "slots"\nkv_pool_tokens = 8192',
+            "model.kv_layout",
+            "remove kv_pool_tokens",
+        ),
+    ],
+)
+def test_a_bad_kv_layout_names_the_field(tmp_path: Path, text: str, field: str, says: str) -> None:
+    message = load_error(toml(tmp_path, text))
+    assert field in message and says in message, message
+
+
+@pytest.mark.parametrize(
     ("text", "field", "says"),
     [
         ('[model]\nopenai_api = "chat_completions"', "model.openai_api", "'chat'"),

@@ -51,14 +51,18 @@ async def suggest(settings: Settings, measure: bool = True) -> int:
         speed=speed,
     )
     print(f"box: {machine_text(machine)}")
+    layout = (
+        f"a window of n_ctx {model.n_ctx:,} for each of parallel {model.parallel} slots"
+        if model.kv_layout == "slots"
+        else f"a pool of kv_pool_tokens, or n_ctx {model.n_ctx:,} × parallel {model.parallel}"
+    )
     print(
-        f"KV pool: {model.pool_tokens():,} tokens of {model.kv_type} ([model] n_ctx "
-        f"{model.n_ctx:,} × parallel {model.parallel}, or kv_pool_tokens), plus kv_cache_mb "
-        f"{model.kv_cache_mb} for channels kept warm"
+        f"KV cache: {model.pool_tokens():,} tokens of {model.kv_type} ({layout}), plus "
+        f"kv_cache_mb {model.kv_cache_mb} for channels kept warm"
     )
     print("\n".join(table(found, current_file=path.name if path else None)))
     print(speed_text(speed or rough_speed()))
-    print("needs: weights + KV pool + kept channels + working memory (on a GPU: weights + KV)")
+    print("needs: weights + KV cache + kept channels + working memory (on a GPU: weights + KV)")
     print("pull one: hearthbot model pull <model>, e.g. hearthbot model pull qwen2.5-3b")
     return 0
 

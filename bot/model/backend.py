@@ -101,4 +101,5 @@ async def load_backend(
         attention=Attention(model.kv_type, model.flash_attn),
         energy=energy,
         mmproj=model.mmproj.expanduser() if model.mmproj is not None else None,
+        kv_layout=model.kv_layout,
     )

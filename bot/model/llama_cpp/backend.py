@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import queue
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import llama_cpp
 import structlog
@@ -39,6 +40,9 @@ log = structlog.get_logger(__name__)
 # Idle channels kept resident per slot, beyond the slots themselves (each sequence id costs
 # llama.cpp an output row of n_vocab floats, ~0.6 MB for a 150k vocabulary).
 RESIDENT_PER_SLOT = 2
+# Slots: an idle channel's window is its own and costs no other reply's step, so it stays
+# until its slot is needed (KvPool.park never runs).
+NEVER_PARK = sys.maxsize
 
 
 class LlamaCppBackend(UsesChatText):
@@ -77,6 +81,7 @@ class LlamaCppBackend(UsesChatText):
         attention: Attention | None = None,
         energy: Source | None = None,
         mmproj: Path | None = None,
+        kv_layout: Literal["pool", "slots"] = "pool",
     ) -> LlamaCppBackend:
         """Load the model on the worker thread. `parallel`: replies generated at once;
         `pool_tokens`: KV cells shared by all sequences (0: n_ctx × parallel); `resident`: idle
@@ -86,9 +91,14 @@ class LlamaCppBackend(UsesChatText):
         layers, KV type and flash attention (bot.model.llama_cpp.placement); `energy`: where
         replies' energy is read (default: the best source of this box, bot.model.energy);
         `mmproj`: a vision projector for the model, so it sees pictures (bot.model.llama_cpp.
-        vision). Raises ModelFileError with a clear message."""
+        vision); `kv_layout`: "pool" (one cache shared by the slots and the resident channels)
+        or "slots" (a window of n_ctx per slot and no other residents: `pool_tokens`,
+        `resident` and `idle_cells` do not apply; the daemon's default, bot.settings). Raises
+        ModelFileError with a clear message."""
         attention = attention or Attention()
         pool_tokens = max(pool_tokens or n_ctx * parallel, n_ctx)
+        if kv_layout == "slots":
+            pool_tokens, resident, idle_cells = n_ctx * parallel, 0, NEVER_PARK
         summary = await asyncio.to_thread(inspect_model, path)
         if check_memory:
             check_fits(
@@ -106,6 +116,7 @@ class LlamaCppBackend(UsesChatText):
             step_tokens=min(max(n_batch, parallel + 8), pool_tokens),
             n_threads=n_threads,
             attention=attention,
+            unified=kv_layout == "pool",
         )
         if energy is None:
             energy = choose_source(

@@ -1,9 +1,11 @@
-"""Opening a GGUF for batched generation: the weights, and one context whose KV cache is a pool
-shared by every sequence.
+"""Opening a GGUF for batched generation: the weights, and one context whose KV cache is laid
+out in one of two ways: a pool shared by every sequence (`kv_unified`), or a window per slot
+(llama.cpp splits n_ctx evenly between the sequences, a stream each).
 
 Built from llama-cpp-python's lower layer rather than `Llama`: `Llama` sets neither `n_seq_max`
-nor `kv_unified`, and without a unified cache llama.cpp splits n_ctx evenly between sequences
-(four sequences then ran at 3.7 tokens/s).
+nor `kv_unified`. In a pool a token attends over the cells of every resident sequence (masked,
+but computed), so the pool keeps more channels warm and the windows generate faster together
+(docs/performance.md).
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from bot.model.llama_cpp.placement import Attention, Offload, Placement, read_pl
 
 @dataclass(frozen=True, slots=True)
 class PoolShape:
-    """How the context is laid out: KV cells for every sequence, how many sequences, and how
-    many tokens one step (one llama_decode) may hold."""
+    """How the context is laid out: KV cells for every sequence, how many sequences, whether
+    they share the cells (a pool) or each has pool_tokens / n_seq_max of them (a window), and
+    how many tokens one step (one llama_decode) may hold."""
 
     pool_tokens: int
     n_seq_max: int
@@ -35,6 +38,7 @@ class PoolShape:
     n_threads: int
     attention: Attention = field(default_factory=Attention)
     offloaded: bool = False  # layers run on a GPU: flash_attn "auto" is llama.cpp's to decide
+    unified: bool = True
 
 
 # What llama.cpp logs while a muted_log() is open: read for its Placement. The log callback is
@@ -91,7 +95,7 @@ def open_context(model: LlamaModel, shape: PoolShape) -> tuple[LlamaContext, Pla
     # A step asks for at most one token's logits per sequence; left at its default (n_batch),
     # llama.cpp would reserve logits for every token of a step (~170 MB at a 150k vocabulary).
     params.n_outputs_max = shape.n_seq_max
-    params.kv_unified = True
+    params.kv_unified = shape.unified
     # Measured on CPU: with flash attention a token's logits change with the batch around it
     # (by up to 0.3 on the bench model; 0.0 without), and four sequences decoded at once ran
     # at a quarter of the speed they reach without it: off unless asked, offloaded or needed.
