@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
 from pathlib import Path
@@ -29,12 +30,30 @@ def waited_for_cpu_s() -> float:
     return int(fields.split()[1]) / 1e9
 
 
+def stolen_s() -> list[float]:
+    """Per core, how long the hypervisor has run something else while this VM's core was
+    meant to run (/proc/stat's steal; [] where there is none). A thread on a stolen core
+    looks busy to its own kernel."""
+    tick = os.sysconf("SC_CLK_TCK")
+    with contextlib.suppress(OSError):
+        lines = Path("/proc/stat").read_text().splitlines()
+        cores = [line.split() for line in lines if line.startswith("cpu") and line[3] != " "]
+        return [int(fields[8]) / tick for fields in cores if len(fields) > 8]
+    return []
+
+
+def stolen_since(before: list[float]) -> float:
+    """The most stolen from any one core since `before` (the loop's thread was on one)."""
+    return max((now - then for now, then in zip(stolen_s(), before, strict=False)), default=0.0)
+
+
 class LoopLag:
     """A ticker task: the longest the event loop was held up between two ticks.
 
     A tick is late when the loop was busy (its own work, a blocking call, a thread holding the
-    GIL) and when other processes had the shared cores; only the first is the loop's doing, so
-    the time the loop's thread waited for a core (the kernel counts it) is not lag."""
+    GIL), when other processes had the shared cores and when the hypervisor gave this VM's core
+    to another VM; only the first is the loop's doing, so the time the loop's thread waited for
+    a core (the kernel counts it) and the time stolen from a core (steal) are not lag."""
 
     def __init__(self) -> None:
         self.worst = 0.0
@@ -58,8 +77,9 @@ class LoopLag:
 
     async def _tick(self) -> None:
         while True:
-            wall, waited = time.monotonic(), waited_for_cpu_s()
+            wall, waited, stolen = time.monotonic(), waited_for_cpu_s(), stolen_s()
             await asyncio.sleep(TICK_S)
             late = time.monotonic() - wall - TICK_S
-            self.worst = max(self.worst, late - (waited_for_cpu_s() - waited))
+            late -= waited_for_cpu_s() - waited + stolen_since(stolen)
+            self.worst = max(self.worst, late)
             self.ticks += 1
