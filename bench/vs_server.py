@@ -247,7 +247,8 @@ def report(result: dict[str, Any]) -> None:
 
 
 def workloads_names(result: dict[str, Any]) -> list[str]:
-    return [name for name in ("burst", "turns", "long") if name in result]
+    """The workloads run (the settings beside them include `long`, the long prompt's size)."""
+    return [name for name in ("burst", "turns", "long") if isinstance(result.get(name), dict)]
 
 
 def plot(result: dict[str, Any]) -> Path:

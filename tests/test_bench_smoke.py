@@ -105,3 +105,16 @@ def test_the_llama_server_comparison_runs_hearthbots_side(tmp_path: Path) -> Non
         assert ours["tokens"] == replies * 8
         same, total = map(int, found[name]["same_prompts"].split("/"))
         assert same == total > 0
+
+
+def test_vs_server_ratios_of_the_workloads_run_only() -> None:
+    """`--only burst`: the figures of the burst alone (the run's settings sit beside the
+    workloads in the result, and one of them must not pass for a workload)."""
+    from bench.vs_server import ratios
+
+    def side(ttft: float, tps: float) -> dict[str, object]:
+        return {"ttft_s": {"p50": ttft}, "tokens_per_s": tps}
+
+    burst = {"hearthbot": side(1.0, 30.0), "llama-server": side(0.5, 40.0)}
+    result = {"length": 1200, "long": 3000, "max_tokens": 64, "burst": burst}
+    assert ratios(result) == {"VS_burst_ttft": 0.5, "VS_burst_tps": 0.75}
