@@ -270,6 +270,45 @@ async def test_slots_give_each_reply_a_window_of_its_own(tiny_model: Path) -> No
     assert list(together) == await alone(tiny_model, [ask(a, "a"), ask(b, "b")])
 
 
+async def test_a_step_of_the_slots_is_one_graph_whatever_order_replies_came_in(
+    tiny_model: Path,
+) -> None:
+    # With a window per slot, llama.cpp computes a step's sequences as one graph only when the
+    # batch lists them in increasing, consecutive sequence ids: the channels here hold
+    # sequences 0-3 and ask again last to first.
+    backend = await load(tiny_model, parallel=4, kv_layout="slots")
+    try:
+        channels = [chat(topic) for topic in TOPICS[:4]]
+        for topic, messages in zip(TOPICS, channels, strict=False):
+            await text_of(backend.start(ask(messages, topic)))  # alone: one sequence a step
+        await backend.ping()
+        alone = [
+            s.graph_nodes
+            for s in backend.step_log.steps
+            if sum(drawn for drawn, _ in s.tokens.values()) == 1
+        ]
+        assert alone and min(alone) == max(alone) > 0
+        backend.step_log.steps.clear()
+        follow_ups = [
+            [*m, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "and?"}]
+            for m in channels
+        ]
+        generations = [
+            backend.start(ask(m, t))
+            for t, m in reversed(list(zip(TOPICS, follow_ups, strict=False)))
+        ]
+        await asyncio.gather(*(text_of(g) for g in generations))
+        await backend.ping()
+        four = [s for s in backend.step_log.steps if sum(s.generated(g) for g in generations) == 4]
+        assert len(four) >= GREEDY.max_tokens - 2
+        assert max(s.graph_nodes for s in four) < 1.5 * alone[0], (
+            alone[0],
+            [s.graph_nodes for s in four[:3]],
+        )
+    finally:
+        await backend.close()
+
+
 async def test_forget_status_and_ping_never_wait_for_a_generation(
     backend: StepRecordingBackend,
 ) -> None:

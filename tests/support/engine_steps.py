@@ -3,8 +3,12 @@ how many of their tokens, so tests count steps instead of seconds."""
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+import llama_cpp
 
 from bot.model.llama_cpp.backend import LlamaCppBackend
 from bot.model.llama_cpp.engine import Engine
@@ -18,6 +22,9 @@ class Step:
 
     tokens: dict[int, tuple[int, int]]  # keyed by id(generation)
     fixed_seed_lane: bool = False  # decoded in the fixed-seed lane's own context
+    # Graph nodes llama.cpp's CPU backend computed (it asks the abort callback before each):
+    # a step computed as two graphs counts about twice a step of one.
+    graph_nodes: int = 0
 
     def generated(self, generation: Generation) -> int:
         return self.tokens.get(id(generation), (0, 0))[0]
@@ -45,10 +52,14 @@ class RecordingEngine(Engine):
     """The real step loop, noting what each step decoded."""
 
     log: StepLog
+    _nodes = 0
+    _counters: list[Any]  # the callbacks installed, kept alive while their contexts live
 
     def _run(self, group: list[Stream]) -> None:
         before = {s: (s.next_token is not None, s.evaluated) for s in group}
         steps_before = self.steps
+        self._count_nodes(group[0].lane.context.ctx)
+        nodes_before = self._nodes
         super()._run(group)
         if self.steps == steps_before:
             return  # nothing was decoded
@@ -59,10 +70,25 @@ class RecordingEngine(Engine):
                 if drawn or s.evaluated != evaluated
             },
             fixed_seed_lane=group[0].lane is not self.shared,
+            graph_nodes=self._nodes - nodes_before,
         )
         self.log.steps.append(step)
         if self.log.after_step is not None:
             self.log.after_step(self, step)
+
+    def _count_nodes(self, ctx: llama_cpp.llama_context_p) -> None:
+        if not hasattr(self, "_counters"):
+            self._counters = []
+        if any(installed is ctx for installed, _ in self._counters):
+            return
+
+        def count(_data: ctypes.c_void_p) -> bool:
+            self._nodes += 1
+            return False  # never abort
+
+        callback = llama_cpp.ggml_abort_callback(count)
+        llama_cpp.llama_set_abort_callback(ctx, callback, None)
+        self._counters.append((ctx, callback))
 
 
 class StepRecordingBackend(LlamaCppBackend):

@@ -231,14 +231,12 @@ class Engine:
     def _run(self, group: list[Stream]) -> None:
         lane = group[0].lane
         batch = lane.batch
-        batch.clear()
-        planned: list[tuple[Stream, Sequence[int]]] = []
-        outputs: list[tuple[Stream, int]] = []
-        for stream in group:
-            if stream.next_token is not None:
-                index = batch.add(stream.next_token, stream.position, stream.seq, True)
-                planned.append((stream, (stream.next_token,)))
-                outputs.append((stream, index))
+        # Each reply's tokens of this step, and whether its last one's logits are wanted.
+        planned: list[tuple[Stream, Sequence[int], bool]] = [
+            (stream, (stream.next_token,), True)
+            for stream in group
+            if stream.next_token is not None
+        ]
         budget = lane.chunk
         prompt_tokens = 0
         for stream in group:
@@ -247,14 +245,20 @@ class Engine:
                 if not part:
                     continue  # a picture is next: the next step evaluates it
                 last = stream.evaluated + len(part) == len(stream.prompt)
-                index = batch.add_run(part, stream.position, stream.seq, last)
-                planned.append((stream, part))
-                if last:
-                    outputs.append((stream, index))
+                planned.append((stream, part, last))
                 budget -= len(part)
                 prompt_tokens += len(part)
         if not planned:
             return
+        batch.clear()
+        outputs: list[tuple[Stream, int]] = []
+        # In sequence order: with a window per slot llama.cpp computes a step as one graph only
+        # while its rows come in increasing, consecutive sequence ids (llama_batch_allocr::
+        # split_equal); out of order, it is a graph per break, each reading every weight again.
+        for stream, tokens, wanted in sorted(planned, key=lambda plan: plan[0].seq):
+            index = batch.add_run(tokens, stream.position, stream.seq, wanted)
+            if wanted:
+                outputs.append((stream, index))
         self.footprint.before_step()
         cpu_started = time.process_time()
         started = time.perf_counter()
@@ -262,12 +266,12 @@ class Engine:
         wall_s = time.perf_counter() - started
         self.pool.prompt_rate.add(prompt_tokens, wall_s)
         shares: dict[Hashable, int] = {}  # replies by their tokens in this step
-        for stream, part in planned:
+        for stream, part, _ in planned:
             shares[stream] = shares.get(stream, 0) + len(part)
         self.footprint.step(shares, time.process_time() - cpu_started, wall_s)
         self.steps += 1
         self._last_step = batch.size
-        for stream, tokens in planned:
+        for stream, tokens, _ in planned:
             stream.evaluated_part(tokens)
         for stream, index in outputs:
             try:
