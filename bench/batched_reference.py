@@ -1,7 +1,8 @@
 """P6's reference: raw llama.cpp decoding N sequences at once, one token each per llama_decode.
 
 What hearthbot's step loop is measured against (issue #14): a bare loop over the low-level API
-with the engine's context layout (a unified KV pool, bot.model.llama_cpp.loader), one sampler
+with the daemon's default context layout (a KV window per sequence, bot.model.llama_cpp.loader;
+the rows of a step in sequence order, as the engine puts them), one sampler
 chain per sequence built as the engine builds it (bot.model.llama_cpp.sampler), a different
 prompt per sequence, end-of-generation tokens banned in C so every sequence generates
 `--tokens` tokens, and each drawn token detokenized as the engine does. Prompts are evaluated
@@ -48,11 +49,13 @@ class Reference:
 
     def __init__(self, path: Path, max_n: int, tokens: int, threads: int, repack: bool) -> None:
         self.tokens = tokens
+        # Laid out as the daemon's default (kv_layout "slots"): a window per sequence.
         shape = PoolShape(
             pool_tokens=max_n * (256 + tokens),
             n_seq_max=max_n,
             step_tokens=STEP_TOKENS,
             n_threads=threads,
+            unified=False,
         )
         self.loaded = LoadedModel(path, shape, repack=repack)
         self.text = ChatText(cast(llama_cpp.Llama, VocabView(self.loaded.model)))
@@ -137,7 +140,12 @@ async def measure(
     backend = None
     if with_engine:
         backend = await LlamaCppBackend.load(
-            model, n_ctx=1024, n_threads=threads, parallel=max(ns), repack=repack
+            model,
+            n_ctx=1024,
+            n_threads=threads,
+            parallel=max(ns),
+            repack=repack,
+            kv_layout="slots",
         )
     runs: dict[int, list[float]] = {n: [] for n in ns}
     engine: dict[int, list[float]] = {n: [] for n in ns}
