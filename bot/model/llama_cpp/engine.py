@@ -231,14 +231,12 @@ class Engine:
     def _run(self, group: list[Stream]) -> None:
         lane = group[0].lane
         batch = lane.batch
-        # Each reply's tokens of this step, and whether its last one's logits are wanted.
         planned: list[tuple[Stream, Sequence[int], bool]] = [
             (stream, (stream.next_token,), True)
             for stream in group
             if stream.next_token is not None
         ]
-        budget = lane.chunk
-        prompt_tokens = 0
+        budget, prompt_tokens = lane.chunk, 0
         for stream in group:
             if stream.prefilling and budget > 0:
                 part = stream.prompt_part(budget)
@@ -253,8 +251,7 @@ class Engine:
         batch.clear()
         outputs: list[tuple[Stream, int]] = []
         # In sequence order: with a window per slot llama.cpp computes a step as one graph only
-        # while its rows come in increasing, consecutive sequence ids (llama_batch_allocr::
-        # split_equal); out of order, it is a graph per break, each reading every weight again.
+        # while rows come in consecutive sequence ids (split_equal), else a graph per break.
         for stream, tokens, wanted in sorted(planned, key=lambda plan: plan[0].seq):
             index = batch.add_run(tokens, stream.position, stream.seq, wanted)
             if wanted:
