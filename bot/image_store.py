@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,19 @@ def _write_private(folder: Path, image: DecodedImage) -> None:
     os.replace(temporary, final)
 
 
+def link_pictures(db: sqlite3.Connection, row: int, pictures: Sequence[Picture]) -> None:
+    """In the transaction that stores message `row`: its pictures' rows (their files are
+    written first, ImageStore.write_pictures)."""
+    db.executemany(
+        "INSERT INTO images (message_row, position, name, digest, width, height,"
+        " source_format) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (row, i, p.name, p.image.digest, p.image.width, p.image.height, p.image.source_format)
+            for i, p in enumerate(pictures)
+        ],
+    )
+
+
 class ImageStore(Database):
     """The images table and its files, part of bot.store.Store (one connection, one write
     path)."""
@@ -92,25 +106,14 @@ class ImageStore(Database):
         """Where the pictures are: data_dir/images (None: a store without a folder)."""
         return self.path.parent / IMAGES_DIR if self.path is not None else None
 
-    async def link_pictures(
-        self, db: aiosqlite.Connection, row: int, pictures: Sequence[Picture]
-    ) -> None:
-        """In the transaction that stores message `row`: its pictures' files written and
-        linked (under the write lock, so no sweep runs in between)."""
+    async def write_pictures(self, pictures: Sequence[Picture]) -> None:
+        """The pictures' files, before the transaction that links them (`link_pictures`),
+        under the same hold of the write lock, so no sweep runs in between."""
         folder = self.images_dir
-        if not pictures or folder is None:
+        if folder is None:
             return
         for picture in pictures:
             await asyncio.to_thread(_write_private, folder, picture.image)
-        await db.executemany(
-            "INSERT INTO images (message_row, position, name, digest, width, height,"
-            " source_format) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                (row, i, p.name, p.image.digest, p.image.width, p.image.height,
-                 p.image.source_format)
-                for i, p in enumerate(pictures)
-            ],
-        )  # fmt: skip
 
     async def pictures_of(self, rows: Sequence[int]) -> dict[int, list[StoredPicture]]:
         """Message row → its pictures in the order posted (rows without any are left out)."""

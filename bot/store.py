@@ -8,6 +8,7 @@ history's reads are bot/history.py's.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import aiosqlite
 from bot.events import Incoming, Quoted, user_key
 from bot.forgotten import ForgottenStore, mark_forgotten
 from bot.history import HistoryStore
-from bot.image_store import ImageStore, Picture
+from bot.image_store import ImageStore, Picture, link_pictures
 from bot.notes import NotesStore
 from bot.summaries import SummaryStore
 from bot.usage import ReplyUsage, add_usage, local_day
@@ -32,6 +33,29 @@ _ON_PLATFORM = "substr(channel, 1, ?) = ?"
 def _platform_args(platform: str) -> tuple[int, str]:
     prefix = f"{platform}:"
     return len(prefix), prefix
+
+
+def _quoted_row(
+    db: sqlite3.Connection, message: Incoming, quoted: Quoted | None
+) -> tuple[int | None, str | None]:
+    """The stored row a reply quotes, and the quoted author's user key."""
+    if message.reply_to_id is None:
+        return None, None
+    found = db.execute(
+        f"SELECT id, author_id FROM messages WHERE platform_message_id = ? AND {_ON_PLATFORM}"
+        " ORDER BY id DESC LIMIT 1",
+        (message.reply_to_id, *_platform_args(message.platform)),
+    ).fetchone()
+    if found is None and quoted is not None:
+        # The bot's answers are stored without a platform id: found by their text.
+        found = db.execute(
+            "SELECT id, author_id FROM messages WHERE channel = ? AND role = 'assistant'"
+            " AND text = ? ORDER BY id DESC LIMIT 1",
+            (message.channel_key, quoted.text),
+        ).fetchone()
+    if found is not None:
+        return int(found[0]), str(found[1])
+    return None, user_key(message.platform, quoted.author_id) if quoted else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +96,10 @@ class Store(HistoryStore, NotesStore, SummaryStore, ForgottenStore, ImageStore):
         twice. `quoted`: the replied-to message as the adapter has it, to find the bot's own
         answer (stored without a platform id) and to know whose words the reply quotes."""
         now = time.time()
-        async with self.transaction() as db:
-            quote_row, quote_author = await self._quoted_row(db, message, quoted)
-            cur = await db.execute(
+
+        def save(db: sqlite3.Connection) -> int | None:
+            quote_row, quote_author = _quoted_row(db, message, quoted)
+            cur = db.execute(
                 "INSERT OR IGNORE INTO messages (channel, platform_message_id, author_id,"
                 " author_name, role, text, created_at, reply_to_id, reply_to_row,"
                 " reply_to_author) VALUES (?, ?, ?, ?, 'user', ?, ?, ?, ?, ?)",
@@ -94,36 +119,17 @@ class Store(HistoryStore, NotesStore, SummaryStore, ForgottenStore, ImageStore):
                 return None
             row = cur.lastrowid
             assert row is not None
-            await db.execute(
+            db.execute(
                 "INSERT INTO pending (message_row, incoming, created_at) VALUES (?, ?, ?)",
                 (row, message.to_json(), now),
             )
-            await self.link_pictures(db, row, pictures)
-        return row
+            if self.images_dir is not None:  # (a store without a folder keeps no pictures)
+                link_pictures(db, row, pictures)
+            return row
 
-    async def _quoted_row(
-        self, db: aiosqlite.Connection, message: Incoming, quoted: Quoted | None
-    ) -> tuple[int | None, str | None]:
-        """The stored row a reply quotes, and the quoted author's user key."""
-        if message.reply_to_id is None:
-            return None, None
-        async with db.execute(
-            f"SELECT id, author_id FROM messages WHERE platform_message_id = ? AND {_ON_PLATFORM}"
-            " ORDER BY id DESC LIMIT 1",
-            (message.reply_to_id, *_platform_args(message.platform)),
-        ) as cur:
-            found = await cur.fetchone()
-        if found is None and quoted is not None:
-            # The bot's answers are stored without a platform id: found by their text.
-            async with db.execute(
-                "SELECT id, author_id FROM messages WHERE channel = ? AND role = 'assistant'"
-                " AND text = ? ORDER BY id DESC LIMIT 1",
-                (message.channel_key, quoted.text),
-            ) as cur:
-                found = await cur.fetchone()
-        if found is not None:
-            return int(found[0]), str(found[1])
-        return None, user_key(message.platform, quoted.author_id) if quoted else None
+        async with self._write_lock:  # the pictures' files and their rows, no sweep between
+            await self.write_pictures(pictures)
+            return await self._at_once(save)
 
     async def complete(
         self,
@@ -137,23 +143,22 @@ class Store(HistoryStore, NotesStore, SummaryStore, ForgottenStore, ImageStore):
         step (and those of the `joined` rows: a burst it answers too). False if the mark was
         already gone (answered or forgotten meanwhile): the answer is then not stored. An
         empty reply adds no turn."""
-        async with self.transaction() as db:
-            cur = await db.execute("DELETE FROM pending WHERE message_row = ?", (pending_row,))
+
+        def save(db: sqlite3.Connection) -> bool:
+            cur = db.execute("DELETE FROM pending WHERE message_row = ?", (pending_row,))
             if cur.rowcount == 0:
                 return False
-            await add_usage(db, channel, usage, local_day())
-            if joined:  # (each call is a round trip to aiosqlite's thread, even with no rows)
-                await db.executemany(
-                    "DELETE FROM pending WHERE message_row = ?", [(r,) for r in joined]
+            add_usage(db, channel, usage, local_day())
+            db.executemany("DELETE FROM pending WHERE message_row = ?", [(r,) for r in joined])
+            if reply:
+                db.execute(
+                    "INSERT INTO messages (channel, author_id, author_name, role, text,"
+                    " created_at, answer_to) VALUES (?, 'bot', 'hearthbot', 'assistant', ?, ?, ?)",
+                    (channel, reply, time.time(), pending_row),
                 )
-            if not reply:
-                return True
-            await db.execute(
-                "INSERT INTO messages (channel, author_id, author_name, role, text, created_at,"
-                " answer_to) VALUES (?, 'bot', 'hearthbot', 'assistant', ?, ?, ?)",
-                (channel, reply, time.time(), pending_row),
-            )
-        return True
+            return True
+
+        return await self.at_once(save)
 
     async def drop_pending(self, *pending_rows: int) -> None:
         """The messages will not be answered (failed, or too old after a restart)."""

@@ -8,10 +8,9 @@ the box's local date.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from dataclasses import dataclass
-
-import aiosqlite
 
 from bot.database import Database
 from bot.model.types import GenerationResult
@@ -61,15 +60,13 @@ def local_day(when: float | None = None) -> str:
     return time.strftime("%Y-%m-%d", time.localtime(when))
 
 
-async def add_usage(
-    db: aiosqlite.Connection, channel: str, usage: ReplyUsage | None, day: str
-) -> None:
+def add_usage(db: sqlite3.Connection, channel: str, usage: ReplyUsage | None, day: str) -> None:
     """Add a reply to its channel's totals for the day (inside the caller's transaction);
     nothing when there is no usage to add."""
     if usage is None:
         return
     joules = usage.joules or 0.0
-    await db.execute(
+    db.execute(
         "INSERT INTO usage (channel, day, replies, evaluated_tokens, reused_tokens,"
         " generated_tokens, model_s, joules, estimated_joules, unmeasured)"
         " VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (channel, day) DO UPDATE SET"

@@ -19,6 +19,7 @@ from bot.events import Incoming, Quoted
 from bot.history import StoredQuote
 from bot.migrations import MIGRATIONS
 from bot.store import RANDOM_SEED, ScopeSettings, Store
+from bot.usage import ReplyUsage
 from support.store_faults import fill_disk, free_disk, write_lock_held
 from support.stored import everything_stored, message_count, schema_version
 
@@ -185,6 +186,30 @@ async def test_complete_stores_answer_and_clears_pending(store: Store) -> None:
     # answering twice is refused: the pending mark is gone
     assert await store.complete(row, "console:c1", "again") is False
     assert await texts(store) == ["question", "answer"]
+
+
+async def test_accept_and_complete_are_one_round_trip_each_to_the_connections_thread(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every message takes both: each trip to aiosqlite's thread is a thread switch each way,
+    # the larger part of the daemon's own time per message (bench.overhead).
+    trips: list[object] = []
+    execute = store._db._execute
+
+    async def counted(fn: object, *args: object) -> object:
+        trips.append(fn)
+        return await execute(fn, *args)
+
+    monkeypatch.setattr(store._db, "_execute", counted)
+    usage = ReplyUsage(evaluated_tokens=5, reused_tokens=1, generated_tokens=3, model_s=0.5)
+    quoting = replace(incoming("m2", text="and?"), reply_to_id="m0")
+    row = await store.accept(quoting, "and?", Quoted("bob", "Bob", "earlier"))
+    assert row is not None and len(trips) == 1
+    assert await store.complete(row, "console:c1", "yes", usage, joined=[row + 7]) is True
+    assert len(trips) == 2
+    monkeypatch.undo()
+    assert await texts(store) == ["and?", "yes"]
+    assert await store.pending() == []
 
 
 async def test_complete_with_empty_reply_clears_pending_without_a_turn(store: Store) -> None:
