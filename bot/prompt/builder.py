@@ -274,20 +274,45 @@ class ContextBuilder:
     ) -> _Fitted | TooLong:
         """The window from `start` on that fits with this system prompt, measured exactly
         (the text by the tokenizer, each picture shown by the projector's count)."""
+        # Tokenizing is linear in the text (a long paste takes a while): off the event loop,
+        # in one trip to a worker thread (each trip costs a thread switch each way).
+        return await asyncio.to_thread(
+            self._fit_exactly,
+            history,
+            replies,
+            system_prompt,
+            reserve,
+            multi_user,
+            start,
+            notes,
+            pictures,
+        )
+
+    def _fit_exactly(
+        self,
+        history: Sequence[StoredMessage],
+        replies: Replies,
+        system_prompt: str,
+        reserve: int,
+        multi_user: bool,
+        start: int,
+        notes: Sequence[str],
+        pictures: Mapping[int, TurnPictures],
+    ) -> _Fitted | TooLong:
+        """`_measured`, on a worker thread."""
         last = len(history) - 1
         per_image = self.backend.info.image_tokens
         for _ in range(_CALIBRATIONS):
-            system_cost = await asyncio.to_thread(self._count, system_prompt) + self.turn_overhead
+            system_cost = self._count(system_prompt) + self.turn_overhead
             budget = self.n_ctx - reserve - system_cost - self.reply_overhead
-            # Tokenizing is linear in the text (a long paste takes a while): off the event loop.
-            window, turns, costs = await asyncio.to_thread(
-                self._fit, history, multi_user, replies, budget, start, notes, pictures
+            window, turns, costs = self._fit(
+                history, multi_user, replies, budget, start, notes, pictures
             )
             if window is None:
                 return TooLong(costs[-1] if costs else 0, max(budget, 0))
             start = window.start
             messages = chat_messages(system_prompt, turns[start:])
-            tokens = await asyncio.to_thread(self.backend.prompt_tokens, messages)
+            tokens = self.backend.prompt_tokens(messages)
             image_tokens = sum(len(t.images) for t in turns[start:]) * per_image
             used = len(tokens) + image_tokens
             if used + reserve <= self.n_ctx or start >= last:
