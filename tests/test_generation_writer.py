@@ -4,11 +4,12 @@ under it: pure, table-driven, no model."""
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 from structlog.testing import capture_logs
 
-from bot.model.types import Generation, GenerationRequest, StopScanner
+from bot.model.types import Generation, GenerationRequest, Outbox, StopScanner
 from bot.model.writer import GenerationWriter, Throughput
 from bot.personas import Sampling
 
@@ -169,3 +170,59 @@ async def test_an_end_read_with_the_last_text_is_kept_for_the_next_reader() -> N
 
 async def _read_all(gen: Generation) -> list[str]:
     return [d async for d in gen]
+
+
+async def test_text_sent_before_the_loop_took_the_last_step_rides_along_in_order() -> None:
+    # A fast step loop sends once per step; a loop that is behind wakes once for all of it.
+    loop = asyncio.get_running_loop()
+    first, second = generation(), generation()
+    outbox = Outbox()
+    first._outbox = second._outbox = outbox
+    wakeups = 0
+    schedule = loop.call_soon_threadsafe
+
+    def counted(callback, *args):  # type: ignore[no-untyped-def]
+        nonlocal wakeups
+        wakeups += getattr(callback, "__name__", "") == "_deliver"
+        return schedule(callback, *args)
+
+    loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+    try:
+
+        def steps() -> None:  # on a worker thread, as the engine's
+            for piece in ("a", "b", "c"):
+                first._emit(piece)
+                second._emit(piece.upper())
+                outbox.send()
+            first._done()
+            second._done()
+            outbox.send()
+
+        worker = threading.Thread(target=steps)
+        worker.start()
+        worker.join()  # the loop is held: it takes nothing until the worker is done
+    finally:
+        del loop.call_soon_threadsafe
+    assert [d async for d in first] == ["abc"]
+    assert [d async for d in second] == ["ABC"]
+    assert wakeups == 1
+    outbox.put(first, None)
+    outbox.send()  # taken: the next step wakes the loop again
+    await asyncio.sleep(0)
+    assert first._deltas.get_nowait() is None
+
+
+def test_text_for_a_loop_that_closed_unread_cancels_its_generations() -> None:
+    # Nobody will read it: the worker must stop generating, not pile text up for good.
+    loop = asyncio.new_event_loop()
+    request = GenerationRequest(messages=[], sampling=Sampling(), seed=77)
+    reply = Generation(request, loop)
+    outbox = Outbox()
+    reply._outbox = outbox
+    reply._emit("a")
+    outbox.send()  # handed over, but the loop never runs again
+    loop.close()
+    reply._emit("b")
+    outbox.send()
+    assert reply.cancelled
+    assert outbox._unread == {}

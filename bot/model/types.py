@@ -170,10 +170,14 @@ class Generation:
 
 class Outbox:
     """Text of several generations, handed to their event loop in one wake-up: a worker that
-    steps many replies at once sends once per step rather than once per token."""
+    steps many replies at once sends once per step rather than once per token, and a step
+    whose text the loop has not taken yet rides along with it (no wake-up of its own)."""
 
     def __init__(self) -> None:
         self._items: list[tuple[Generation, str | None]] = []
+        self._lock = threading.Lock()
+        # Per loop, the text handed over that it has not taken yet.
+        self._unread: dict[asyncio.AbstractEventLoop, list[tuple[Generation, str | None]]] = {}
 
     def put(self, generation: Generation, delta: str | None) -> None:
         self._items.append((generation, delta))
@@ -184,16 +188,26 @@ class Outbox:
         for generation, delta in items:
             by_loop.setdefault(generation.loop, []).append((generation, delta))
         for loop, batch in by_loop.items():
+            with self._lock:
+                unread = self._unread.get(loop)
+                if unread is not None and not loop.is_closed():
+                    unread.extend(batch)  # a wake-up is on its way: it takes these too
+                    continue
+                self._unread[loop] = batch
             try:
-                loop.call_soon_threadsafe(_deliver, batch)
+                loop.call_soon_threadsafe(self._deliver, loop)
             except RuntimeError:  # the loop is closed: nobody is listening any more
+                with self._lock:
+                    self._unread.pop(loop, None)
                 for generation, _ in batch:
                     generation._cancel.set()
 
-
-def _deliver(batch: list[tuple[Generation, str | None]]) -> None:
-    for generation, delta in batch:
-        generation._deltas.put_nowait(delta)
+    def _deliver(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On `loop`: everything handed over to it so far, in order."""
+        with self._lock:
+            batch = self._unread.pop(loop)
+        for generation, delta in batch:
+            generation._deltas.put_nowait(delta)
 
 
 class StopScanner:
