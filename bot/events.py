@@ -231,6 +231,10 @@ class ThreadChoices(Protocol):
     def choose(self, channel_id: str, on: bool | None) -> None:
         """This channel's choice (None: back to the config). Must not raise."""
 
+    def is_thread(self, channel_id: str) -> bool:
+        """Whether the channel is a thread: a mention there is answered there, and the
+        choice is its parent channel's."""
+
 
 @runtime_checkable
 class AutoThreads(Protocol):

@@ -78,6 +78,10 @@ AUTOTHREAD_SET = {
     False: "From now on a mention is answered in place in this channel.",
 }
 AUTOTHREAD_ELSEWHERE = "Threads are opened only in server channels on Discord."
+AUTOTHREAD_IN_THREAD = (
+    "In a thread a mention is answered here; !autothread is set in the channel the thread"
+    " belongs to."
+)
 # Said by one platform's adapter: a slash command where the bot is not for the user, or
 # while the daemon takes none; a Matrix message the bot's device has no key for.
 COMMAND_NOT_ALLOWED = "You can't use hearthbot here."

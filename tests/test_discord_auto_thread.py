@@ -64,3 +64,18 @@ async def test_autothread_per_channel_for_admins_and_kept(
         dm = fake.dm_channel(fake.bob)
         direct = await fake.say(fake.bob, dm, "!autothread on")
         assert await answer(fake, daemon, direct) == texts.AUTOTHREAD_ELSEWHERE
+
+
+async def test_autothread_in_a_thread_says_where_it_is_set_and_changes_nothing(
+    tmp_path: Path, tiny_model: Path, fake: FakeDiscord
+) -> None:
+    # In a thread a mention is answered where it is: the choice belongs to its channel.
+    admin = int(fake.admin["id"])
+    async with hearthbot(tmp_path, tiny_model, fake, admins=[admin]) as (daemon, _adapter):
+        for text in ("!autothread", "!autothread on"):
+            said = await fake.say(fake.admin, fake.thread, f"{at(fake)} {text}")
+            assert await answer(fake, daemon, said) == texts.AUTOTHREAD_IN_THREAD
+        assert await slash(fake, fake.alice, None) == texts.AUTOTHREAD_SHOW[False]
+        asked = await fake.say(fake.alice, fake.thread, f"{at(fake)} plan a picnic")
+        assert await answer(fake, daemon, asked)
+        assert fake.threads_started == []

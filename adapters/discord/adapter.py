@@ -78,7 +78,7 @@ class DiscordAdapter(ReportsFailure):
         self.bot_settings = bot
         self.edit_interval_s = settings.edit_interval_s
         self.access = Access.from_settings(settings, bot)
-        self.auto_threads = AutoThreadChannels(lambda: self.settings.auto_thread_channels)
+        self.auto_threads = AutoThreadChannels(self)
         self.reader = Reader(self.access, settings.attachment_max_kb)
         self.attachments = self.reader  # bot.events.ReadsAttachments
         self.images = self.reader  # bot.events.ReadsImages

@@ -6,31 +6,44 @@ conversation."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Container
+from typing import Protocol
 
 import aiohttp
 import discord
 import structlog
 
 from bot.commands.parse import PREFIX
+from bot.settings import DiscordSettings
 
 log = structlog.get_logger(__name__)
 
 NAME_CHARS = 80  # Discord allows 100
 
 
+class ThreadsSource(Protocol):
+    """What AutoThreadChannels reads of the adapter: its config (as of the last reload) and
+    discord.py's client, whose cache knows the threads."""
+
+    @property
+    def settings(self) -> DiscordSettings: ...
+
+    @property
+    def client(self) -> discord.Client | None: ...
+
+
 class AutoThreadChannels:
     """The channels where a mention opens a thread: each channel's `!autothread` choice (the
     core's, bot.events.ThreadChoices), else the config's list as of the last reload."""
 
-    def __init__(self, configured: Callable[[], Iterable[int]]) -> None:
-        self._configured = configured
+    def __init__(self, adapter: ThreadsSource) -> None:
+        self._adapter = adapter
         self._chosen: dict[int, bool] = {}
 
     def __contains__(self, channel_id: object) -> bool:
         if isinstance(channel_id, int) and channel_id in self._chosen:
             return self._chosen[channel_id]
-        return channel_id in set(self._configured())
+        return channel_id in set(self._adapter.settings.auto_thread_channels)
 
     def on(self, channel_id: str) -> bool:
         return channel_id.isdecimal() and int(channel_id) in self
@@ -42,6 +55,12 @@ class AutoThreadChannels:
             self._chosen.pop(int(channel_id), None)
         else:
             self._chosen[int(channel_id)] = on
+
+    def is_thread(self, channel_id: str) -> bool:
+        client = self._adapter.client
+        if client is None or not channel_id.isdecimal():
+            return False
+        return isinstance(client.get_channel(int(channel_id)), discord.Thread)
 
 
 def in_own_thread(

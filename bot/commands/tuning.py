@@ -75,6 +75,8 @@ async def autothread(ctx: CommandContext, command: Command, message: Incoming) -
     adapter = ctx.live.adapters.get(message.platform)
     if message.is_direct or not isinstance(adapter, AutoThreads):
         return texts.AUTOTHREAD_ELSEWHERE
+    if adapter.auto_threads.is_thread(message.channel_id):
+        return texts.AUTOTHREAD_IN_THREAD
     if command.arg is None:
         return texts.AUTOTHREAD_SHOW[adapter.auto_threads.on(message.channel_id)]
     on = command.arg == "on"
