@@ -209,8 +209,8 @@ class ContextBuilder:
         pictures = await read_pictures(self.store, history, self._most_images())
         shown = summary.shown if summary else None
         system = with_summary(system_prompt, shown)
-        fitted = await self._measured(
-            history, replies, system, reserve, multi_user, 0, notes, pictures
+        fitted = await asyncio.to_thread(
+            self._measured, history, replies, system, reserve, multi_user, 0, notes, pictures
         )
         if isinstance(fitted, TooLong):
             return fitted
@@ -218,8 +218,16 @@ class ContextBuilder:
         pin = fitted.start > 0 and summary is not None and bool(newest) and newest != shown
         if pin:
             system = with_summary(system_prompt, newest)
-            again = await self._measured(
-                history, replies, system, reserve, multi_user, fitted.start, notes, pictures
+            again = await asyncio.to_thread(
+                self._measured,
+                history,
+                replies,
+                system,
+                reserve,
+                multi_user,
+                fitted.start,
+                notes,
+                pictures,
             )
             if isinstance(again, TooLong):
                 pin = False
@@ -261,7 +269,7 @@ class ContextBuilder:
             del self._doomed[next(iter(self._doomed))]
         return True
 
-    async def _measured(
+    def _measured(
         self,
         history: Sequence[StoredMessage],
         replies: Replies,
@@ -273,33 +281,9 @@ class ContextBuilder:
         pictures: Mapping[int, TurnPictures],
     ) -> _Fitted | TooLong:
         """The window from `start` on that fits with this system prompt, measured exactly
-        (the text by the tokenizer, each picture shown by the projector's count)."""
-        # Tokenizing is linear in the text (a long paste takes a while): off the event loop,
-        # in one trip to a worker thread (each trip costs a thread switch each way).
-        return await asyncio.to_thread(
-            self._fit_exactly,
-            history,
-            replies,
-            system_prompt,
-            reserve,
-            multi_user,
-            start,
-            notes,
-            pictures,
-        )
-
-    def _fit_exactly(
-        self,
-        history: Sequence[StoredMessage],
-        replies: Replies,
-        system_prompt: str,
-        reserve: int,
-        multi_user: bool,
-        start: int,
-        notes: Sequence[str],
-        pictures: Mapping[int, TurnPictures],
-    ) -> _Fitted | TooLong:
-        """`_measured`, on a worker thread."""
+        (the text by the tokenizer, each picture shown by the projector's count). Tokenizing
+        is linear in the text (a long paste takes a while): callers run it on a worker thread,
+        in one trip (each trip costs a thread switch each way)."""
         last = len(history) - 1
         per_image = self.backend.info.image_tokens
         for _ in range(_CALIBRATIONS):
