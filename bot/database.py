@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -81,32 +80,27 @@ class Database:
         A database error raises StoreError."""
         async with self._write_lock:
             with self._reported():
+                await self._begin()
                 try:
-                    await self._db.execute("BEGIN IMMEDIATE")
                     yield self._db
                     await self._db.execute("COMMIT")
                 except BaseException:
-                    # Also when cancelled: a BEGIN already sent still runs, and must not leave
-                    # the connection inside a transaction that every later write would fail on.
                     await self._rollback()
                     raise
 
     async def at_once(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """`work` as one transaction, as `transaction` makes it, but run whole on the
-        connection's thread: one round trip to it instead of one per statement (each costs a
-        thread switch each way; the answer path's writes are hot)."""
+        connection's thread once SQLite's lock is taken: two round trips to that thread, not
+        one per statement (each costs a thread switch each way; the answer path's writes are
+        hot). Cancelled once its work has begun, it still ends: committed or rolled back."""
         async with self._write_lock:
             return await self._at_once(work)
 
     async def _at_once(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """`at_once` for a caller that holds the write lock."""
-        abandoned = threading.Event()
 
         def run(db: sqlite3.Connection) -> T:
-            db.execute("BEGIN IMMEDIATE")
             try:
-                if abandoned.is_set():  # cancelled while SQLite waited for its lock
-                    raise asyncio.CancelledError
                 result = work(db)
                 db.execute("COMMIT")
                 return result
@@ -116,12 +110,19 @@ class Database:
                 raise
 
         with self._reported():
-            try:
-                # aiosqlite's one entry for running a function on its connection's thread.
-                return await self._db._execute(run, self._db._conn)
-            except asyncio.CancelledError:
-                abandoned.set()  # a run that has not begun yet writes nothing
-                raise
+            # Its own trip: waiting for a lock held elsewhere can be cancelled, writing nothing.
+            await self._begin()
+            # aiosqlite's one entry for running a function on its connection's thread.
+            return await self._db._execute(run, self._db._conn)
+
+    async def _begin(self) -> None:
+        try:
+            await self._db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            # Also when cancelled: a BEGIN already sent still runs, and must not leave the
+            # connection inside a transaction that every later write would fail on.
+            await self._rollback()
+            raise
 
     @contextlib.contextmanager
     def _reported(self) -> Iterator[None]:

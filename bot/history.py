@@ -8,13 +8,46 @@ small queries themselves (bench.overhead).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bot.database import Database
+from bot.events import Incoming, Quoted, user_key
 from bot.notes import Note
 from bot.summaries import SUMMARY_COLUMNS, UNSUMMARIZED, Summary, summary_of
+
+# Messages of one platform: a channel key starts with "<platform>:".
+ON_PLATFORM = "substr(channel, 1, ?) = ?"
+
+
+def platform_args(platform: str) -> tuple[int, str]:
+    prefix = f"{platform}:"
+    return len(prefix), prefix
+
+
+def quoted_row(
+    db: sqlite3.Connection, message: Incoming, quoted: Quoted | None
+) -> tuple[int | None, str | None]:
+    """The stored row a reply quotes, and the quoted author's user key."""
+    if message.reply_to_id is None:
+        return None, None
+    found = db.execute(
+        f"SELECT id, author_id FROM messages WHERE platform_message_id = ? AND {ON_PLATFORM}"
+        " ORDER BY id DESC LIMIT 1",
+        (message.reply_to_id, *platform_args(message.platform)),
+    ).fetchone()
+    if found is None and quoted is not None:
+        # The bot's answers are stored without a platform id: found by their text.
+        found = db.execute(
+            "SELECT id, author_id FROM messages WHERE channel = ? AND role = 'assistant'"
+            " AND text = ? ORDER BY id DESC LIMIT 1",
+            (message.channel_key, quoted.text),
+        ).fetchone()
+    if found is not None:
+        return int(found[0]), str(found[1])
+    return None, user_key(message.platform, quoted.author_id) if quoted else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,47 +15,15 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from bot.events import Incoming, Quoted, user_key
+from bot.events import Incoming, Quoted
 from bot.forgotten import ForgottenStore, mark_forgotten
-from bot.history import HistoryStore
+from bot.history import ON_PLATFORM, HistoryStore, platform_args, quoted_row
 from bot.image_store import ImageStore, Picture, link_pictures
 from bot.notes import NotesStore
 from bot.summaries import SummaryStore
 from bot.usage import ReplyUsage, add_usage, local_day
 
 RANDOM_SEED = -1
-
-
-# Messages of one platform: a channel key starts with "<platform>:".
-_ON_PLATFORM = "substr(channel, 1, ?) = ?"
-
-
-def _platform_args(platform: str) -> tuple[int, str]:
-    prefix = f"{platform}:"
-    return len(prefix), prefix
-
-
-def _quoted_row(
-    db: sqlite3.Connection, message: Incoming, quoted: Quoted | None
-) -> tuple[int | None, str | None]:
-    """The stored row a reply quotes, and the quoted author's user key."""
-    if message.reply_to_id is None:
-        return None, None
-    found = db.execute(
-        f"SELECT id, author_id FROM messages WHERE platform_message_id = ? AND {_ON_PLATFORM}"
-        " ORDER BY id DESC LIMIT 1",
-        (message.reply_to_id, *_platform_args(message.platform)),
-    ).fetchone()
-    if found is None and quoted is not None:
-        # The bot's answers are stored without a platform id: found by their text.
-        found = db.execute(
-            "SELECT id, author_id FROM messages WHERE channel = ? AND role = 'assistant'"
-            " AND text = ? ORDER BY id DESC LIMIT 1",
-            (message.channel_key, quoted.text),
-        ).fetchone()
-    if found is not None:
-        return int(found[0]), str(found[1])
-    return None, user_key(message.platform, quoted.author_id) if quoted else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +66,7 @@ class Store(HistoryStore, NotesStore, SummaryStore, ForgottenStore, ImageStore):
         now = time.time()
 
         def save(db: sqlite3.Connection) -> int | None:
-            quote_row, quote_author = _quoted_row(db, message, quoted)
+            quote_row, quote_author = quoted_row(db, message, quoted)
             cur = db.execute(
                 "INSERT OR IGNORE INTO messages (channel, platform_message_id, author_id,"
                 " author_name, role, text, created_at, reply_to_id, reply_to_row,"
@@ -243,9 +211,9 @@ class Store(HistoryStore, NotesStore, SummaryStore, ForgottenStore, ImageStore):
         id: nobody edits another's words."""
         async with self.transaction() as db:
             cur = await db.execute(
-                f"UPDATE messages SET text = ? WHERE platform_message_id = ? AND {_ON_PLATFORM}"
+                f"UPDATE messages SET text = ? WHERE platform_message_id = ? AND {ON_PLATFORM}"
                 " AND role = 'user' AND author_id = ?",
-                (text, platform_message_id, *_platform_args(platform), author_key),
+                (text, platform_message_id, *platform_args(platform), author_key),
             )
             if cur.rowcount == 0:
                 return []
@@ -259,13 +227,13 @@ class Store(HistoryStore, NotesStore, SummaryStore, ForgottenStore, ImageStore):
         async with self.transaction() as db:
             channels = await self._channels_of(db, platform, platform_message_id)
             await db.execute(
-                f"DELETE FROM messages WHERE platform_message_id = ? AND {_ON_PLATFORM}",
-                (platform_message_id, *_platform_args(platform)),
+                f"DELETE FROM messages WHERE platform_message_id = ? AND {ON_PLATFORM}",
+                (platform_message_id, *platform_args(platform)),
             )
             await db.execute(
                 "UPDATE messages SET reply_to_id = NULL, reply_to_row = NULL,"
-                f" reply_to_author = NULL WHERE reply_to_id = ? AND {_ON_PLATFORM}",
-                (platform_message_id, *_platform_args(platform)),
+                f" reply_to_author = NULL WHERE reply_to_id = ? AND {ON_PLATFORM}",
+                (platform_message_id, *platform_args(platform)),
             )
         await self._scrub()
         return channels
@@ -276,8 +244,8 @@ class Store(HistoryStore, NotesStore, SummaryStore, ForgottenStore, ImageStore):
         """The channels holding a message, or a reply that quotes it."""
         async with db.execute(
             "SELECT DISTINCT channel FROM messages WHERE (platform_message_id = ?"
-            f" OR reply_to_id = ?) AND {_ON_PLATFORM} ORDER BY channel",
-            (platform_message_id, platform_message_id, *_platform_args(platform)),
+            f" OR reply_to_id = ?) AND {ON_PLATFORM} ORDER BY channel",
+            (platform_message_id, platform_message_id, *platform_args(platform)),
         ) as cur:
             return [str(r[0]) for r in await cur.fetchall()]
 

@@ -19,7 +19,7 @@ from bot.observer import Observer
 from support.daemons import daemon_for
 from support.discord_bot import at, hearthbot
 from support.fake_discord import FakeDiscord, Json
-from support.measure import rss_mb
+from support.measure import live_rss_mb
 from support.persona_files import only_persona
 from support.progress import until_progressing, wait_progressing
 from support.recording_adapter import message
@@ -78,7 +78,7 @@ async def test_flood_is_bounded_and_answered_exactly_once(tmp_path: Path, tiny_m
     # Short replies: the queue is what is tested.
     short = only_persona(tmp_path, "short", max_tokens=24, temperature=0.7)
     async with daemon_for(tmp_path, tiny_model, bot=short) as (daemon, adapter):
-        before = rss_mb()
+        before = live_rss_mb()
         outcomes: Counter[Outcome] = Counter()
         accepted = set()
         began = time.monotonic()
@@ -96,7 +96,7 @@ async def test_flood_is_bounded_and_answered_exactly_once(tmp_path: Path, tiny_m
             QUIET_S,
             "every accepted message answered",
         )
-        grown = rss_mb() - before
+        grown = live_rss_mb() - before
 
         assert outcomes[Outcome.ACCEPTED] + outcomes[Outcome.REFUSED] == MESSAGES
         assert outcomes[Outcome.REFUSED] > 0  # 6 per user per minute: the flood is refused
@@ -127,7 +127,7 @@ async def test_flood_through_discord_reacts_and_answers_once(
         _,
     ):
         daemon.observer = tally
-        before = rss_mb()
+        before = live_rss_mb()
         sent: list[Json] = []
         began = time.monotonic()
         for i, user, channel in flood():
@@ -146,7 +146,7 @@ async def test_flood_through_discord_reacts_and_answers_once(
         )
         minutes = minutes_since(began)  # refusals are decided as the bot reads the flood
         await asyncio.wait_for(daemon.wait_idle(), 60)
-        grown = rss_mb() - before
+        grown = live_rss_mb() - before
 
     replied = {m["id"] for m in sent if fake.replies_to(m)}
     assert all(len(fake.replies_to(m)) <= 1 for m in sent)  # one answer, never two
@@ -158,4 +158,7 @@ async def test_flood_through_discord_reacts_and_answers_once(
     per_user = Counter(author[message_id] for message_id in reacted)
     assert max(per_user.values()) <= minutes
     assert_stored_exactly(tmp_path / "hearthbot.db", replied)
-    assert grown < 150, f"RSS grew {grown:.0f} MB"
+    # More than through the daemon alone: discord.py's caches and the fake server's records
+    # of the flood live in this process too. 121 MB when run alone and 150 MB after the rest
+    # of the suite (2026-12-02, an EPYC VM); Python's own objects were ~3 MB of it.
+    assert grown < 200, f"RSS grew {grown:.0f} MB"

@@ -188,11 +188,11 @@ async def test_complete_stores_answer_and_clears_pending(store: Store) -> None:
     assert await texts(store) == ["question", "answer"]
 
 
-async def test_accept_and_complete_are_one_round_trip_each_to_the_connections_thread(
+async def test_accept_and_complete_are_two_round_trips_each_to_the_connections_thread(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Every message takes both: each trip to aiosqlite's thread is a thread switch each way,
-    # the larger part of the daemon's own time per message (bench.overhead).
+    # Every message takes both: each trip to aiosqlite's thread is a thread switch each way
+    # (bench.overhead). One takes SQLite's lock, one does the rest.
     trips: list[object] = []
     execute = store._db._execute
 
@@ -204,9 +204,9 @@ async def test_accept_and_complete_are_one_round_trip_each_to_the_connections_th
     usage = ReplyUsage(evaluated_tokens=5, reused_tokens=1, generated_tokens=3, model_s=0.5)
     quoting = replace(incoming("m2", text="and?"), reply_to_id="m0")
     row = await store.accept(quoting, "and?", Quoted("bob", "Bob", "earlier"))
-    assert row is not None and len(trips) == 1
+    assert row is not None and len(trips) == 2
     assert await store.complete(row, "console:c1", "yes", usage, joined=[row + 7]) is True
-    assert len(trips) == 2
+    assert len(trips) == 4
     monkeypatch.undo()
     assert await texts(store) == ["and?", "yes"]
     assert await store.pending() == []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import gc
 import os
 import threading
 import time
@@ -18,6 +20,14 @@ def rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS")
+
+
+def live_rss_mb() -> float:
+    """RSS once garbage is collected and malloc has handed its free pages back: what is held,
+    not what earlier tests in this process freed and left in malloc's arenas."""
+    gc.collect()
+    ctypes.CDLL(None).malloc_trim(0)
+    return rss_mb()
 
 
 def waited_for_cpu_s() -> float:
