@@ -62,6 +62,16 @@ async def backend(tiny_model: Path) -> AsyncIterator[StepRecordingBackend]:
     await loaded.close()
 
 
+@pytest.fixture
+async def slots(tiny_model: Path) -> AsyncIterator[StepRecordingBackend]:
+    """Slots, the daemon's default, where texts are compared with texts alone: in a pool a
+    reply's cells lie where others left room, the attention sums in another order, and on AVX2
+    the tiny model's near ties then tip (docs/performance.md)."""
+    loaded = await load(tiny_model, parallel=4, kv_layout="slots")
+    yield loaded
+    await loaded.close()
+
+
 async def pool_agrees(backend: StepRecordingBackend) -> bool:
     """Whether llama.cpp's KV cache holds exactly the positions the pool's bookkeeping says,
     sequence by sequence (asked on the model thread)."""
@@ -86,20 +96,28 @@ async def alone(tiny_model: Path, requests: list[GenerationRequest]) -> list[str
         await fresh.close()
 
 
+@pytest.mark.parametrize("layout", ["slots", "pool"])
 async def test_replies_generated_together_are_the_replies_generated_alone(
-    backend: StepRecordingBackend, tiny_model: Path
+    layout: str, tiny_model: Path
 ) -> None:
-    requests = [ask(chat(topic), topic) for topic in TOPICS[:4]]
-    generations = [backend.start(r) for r in requests]
-    together = await asyncio.gather(*(text_of(g) for g in generations))
-    await backend.ping()  # the step that ended them is recorded by now
-    assert list(together) == await alone(tiny_model, requests)
-    assert all(g.result.finish == "length" for g in generations)
-    assert await pool_agrees(backend)
-    # They really shared steps: most steps decoded a token of each of the four.
-    full = [s for s in backend.step_log.steps if sum(s.generated(g) for g in generations) == 4]
-    assert len(full) >= GREEDY.max_tokens - 2
-    assert backend.stats().steps == len(backend.step_log.steps)
+    backend = await load(tiny_model, parallel=4, kv_layout=layout)
+    try:
+        requests = [ask(chat(topic), topic) for topic in TOPICS[:4]]
+        generations = [backend.start(r) for r in requests]
+        together = await asyncio.gather(*(text_of(g) for g in generations))
+        await backend.ping()  # the step that ended them is recorded by now
+        assert all(g.result.finish == "length" for g in generations)
+        assert await pool_agrees(backend)
+        # They really shared steps: most steps decoded a token of each of the four (their
+        # prompts may have been read one per step: bot.model.llama_cpp.prefill).
+        steps = backend.step_log.steps
+        full = [s for s in steps if sum(s.generated(g) for g in generations) == 4]
+        assert len(full) >= GREEDY.max_tokens - 4
+        assert backend.stats().steps == len(steps)
+    finally:
+        await backend.close()
+    if layout == "slots":  # the pool's texts hang on where its cells lie (the fixture `slots`)
+        assert list(together) == await alone(tiny_model, requests)
 
 
 async def test_more_replies_than_slots_wait_their_turn(tiny_model: Path) -> None:
@@ -119,8 +137,9 @@ async def test_more_replies_than_slots_wait_their_turn(tiny_model: Path) -> None
 
 
 async def test_cancelling_one_reply_leaves_the_others_intact(
-    backend: StepRecordingBackend, tiny_model: Path
+    slots: StepRecordingBackend, tiny_model: Path
 ) -> None:
+    backend = slots
     requests = [ask(chat(topic), topic) for topic in TOPICS[:3]]
     generations = [backend.start(r) for r in requests]
     victim = generations[1]
@@ -224,7 +243,9 @@ async def test_running_out_of_kv_room_mid_step_evicts_an_idle_channel(tiny_model
     # Room for one full window and a bit: two idle channels fill it, a third needs their room.
     backend = await load(tiny_model, n_ctx=1024, pool_tokens=1536, parallel=2, idle_cells=10**6)
     try:
-        a, b, c = chat("water", turns=4), chat("fire", turns=4), chat("cats", turns=6)
+        # a is read first (its prompt is no longer: bot.model.llama_cpp.prefill), so it is idle
+        # longer.
+        a, b, c = chat("fire", turns=4), chat("water", turns=4), chat("cats", turns=6)
         first = [backend.start(ask(a, "a")), backend.start(ask(b, "b"))]
         await asyncio.gather(*(text_of(g) for g in first))
         await backend.ping()
@@ -250,7 +271,7 @@ async def test_slots_give_each_reply_a_window_of_its_own(tiny_model: Path) -> No
         loaded = backend._loaded
         assert loaded is not None
         assert llama_cpp.llama_n_ctx_seq(loaded.ctx.ctx) == 1024  # a window each, not a pool
-        a, b, c = chat("water", turns=5), chat("fire", turns=5), chat("cats", turns=2)
+        a, b, c = chat("water", turns=5), chat("fire", turns=6), chat("cats", turns=2)  # a first
         first = [backend.start(ask(a, "a")), backend.start(ask(b, "b"))]
         together = await asyncio.gather(*(text_of(g) for g in first))
         await backend.ping()
@@ -302,7 +323,7 @@ async def test_a_step_of_the_slots_is_one_graph_whatever_order_replies_came_in(
         await asyncio.gather(*(text_of(g) for g in generations))
         await backend.ping()
         four = [s for s in backend.step_log.steps if sum(s.generated(g) for g in generations) == 4]
-        assert len(four) >= GREEDY.max_tokens - 2
+        assert len(four) >= GREEDY.max_tokens - 4  # as in the first test
         assert max(s.graph_nodes for s in four) < 1.5 * alone[0], (
             alone[0],
             [s.graph_nodes for s in four[:3]],

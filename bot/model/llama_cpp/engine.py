@@ -1,8 +1,8 @@
 """The step loop of the model thread: continuous batching.
 
-Each step is one llama_decode holding the next token of every generating reply plus a bounded
-chunk of prompt for replies still being evaluated (chunked prefill: at most `step_tokens −
-parallel` prompt tokens), so a long new prompt delays the others by one chunk at most. Up to
+Each step is one llama_decode holding the next token of every generating reply and at most
+`step_tokens − parallel` prompt tokens, shortest prompt first (chunked prefill, which prompts
+share a step: bot.model.llama_cpp.prefill): a long new prompt delays the others by a chunk. Up to
 `parallel` replies run at once; more wait in order. A reply is admitted only while the pool's
 cells cover what every running reply may still need, so running replies never run out of room;
 idle resident channels fill the rest of the pool and are evicted when llama_decode finds no
@@ -33,6 +33,7 @@ from bot.model.llama_cpp.lane import Lane
 from bot.model.llama_cpp.loader import LoadedModel
 from bot.model.llama_cpp.pictures import Pictures
 from bot.model.llama_cpp.pool import KvPool
+from bot.model.llama_cpp.prefill import StepCost, prompt_parts
 from bot.model.llama_cpp.sampler import sampler_chain
 from bot.model.llama_cpp.solo import SoloLane
 from bot.model.llama_cpp.stream import Stream, cells_needed
@@ -71,6 +72,7 @@ class Engine:
         step_tokens = loaded.shape.step_tokens
         self.shared = Lane(loaded.ctx, StepBatch(step_tokens), pool, step_tokens - parallel)
         self.solo: SoloLane | None = None  # opened at the first fixed-seed reply
+        self.step_cost = StepCost()  # which prompts share a step (bot.model.llama_cpp.prefill)
         self._prompt_of = prompt_of
         self._end_tokens = end_tokens
         self.pictures = Pictures(vision)  # prompts with pictures, and their evaluation
@@ -232,20 +234,16 @@ class Engine:
         lane = group[0].lane
         batch = lane.batch
         planned: list[tuple[Stream, Sequence[int], bool]] = [
-            (stream, (stream.next_token,), True)
-            for stream in group
-            if stream.next_token is not None
+            (s, (s.next_token,), True) for s in group if s.next_token is not None
         ]
-        budget, prompt_tokens = lane.chunk, 0
-        for stream in group:
-            if stream.prefilling and budget > 0:
-                part = stream.prompt_part(budget)
-                if not part:
-                    continue  # a picture is next: the next step evaluates it
-                last = stream.evaluated + len(part) == len(stream.prompt)
-                planned.append((stream, part, last))
-                budget -= len(part)
-                prompt_tokens += len(part)
+        reading = [s for s in group if s.prefilling]
+        ready = [s.prompt_part(lane.chunk) for s in reading]  # empty: a picture is next
+        left = [len(s.prompt) - s.evaluated for s in reading]
+        counts = prompt_parts(left, [len(r) for r in ready], lane.chunk, self.step_cost)
+        for stream, part, count, rest in zip(reading, ready, counts, left, strict=True):
+            if count:
+                planned.append((stream, part[:count], count == rest))
+        prompt_tokens = sum(counts)
         if not planned:
             return
         batch.clear()
@@ -262,6 +260,7 @@ class Engine:
         self._decode(lane)
         wall_s = time.perf_counter() - started
         self.pool.prompt_rate.add(prompt_tokens, wall_s)
+        self.step_cost.add(batch.size, wall_s)
         shares: dict[Hashable, int] = {}  # replies by their tokens in this step
         for stream, part, _ in planned:
             shares[stream] = shares.get(stream, 0) + len(part)
