@@ -108,11 +108,10 @@ async def test_replies_generated_together_are_the_replies_generated_alone(
         await backend.ping()  # the step that ended them is recorded by now
         assert all(g.result.finish == "length" for g in generations)
         assert await pool_agrees(backend)
-        # They really shared steps: most steps decoded a token of each of the four (their
-        # prompts may have been read one per step: bot.model.llama_cpp.prefill).
+        # They really shared steps: most steps decoded a token of each of the four.
         steps = backend.step_log.steps
         full = [s for s in steps if sum(s.generated(g) for g in generations) == 4]
-        assert len(full) >= GREEDY.max_tokens - 4
+        assert len(full) >= GREEDY.max_tokens - 2
         assert backend.stats().steps == len(steps)
     finally:
         await backend.close()
@@ -323,7 +322,7 @@ async def test_a_step_of_the_slots_is_one_graph_whatever_order_replies_came_in(
         await asyncio.gather(*(text_of(g) for g in generations))
         await backend.ping()
         four = [s for s in backend.step_log.steps if sum(s.generated(g) for g in generations) == 4]
-        assert len(four) >= GREEDY.max_tokens - 4  # as in the first test
+        assert len(four) >= GREEDY.max_tokens - 2
         assert max(s.graph_nodes for s in four) < 1.5 * alone[0], (
             alone[0],
             [s.graph_nodes for s in four[:3]],

@@ -1,7 +1,7 @@
 """The step loop of the model thread: continuous batching.
 
 Each step is one llama_decode holding the next token of every generating reply and at most
-`step_tokens − parallel` prompt tokens, shortest prompt first (chunked prefill, which prompts
+`step_tokens − parallel` prompt tokens, shortest prompt first (chunked prefill; which prompts
 share a step: bot.model.llama_cpp.prefill): a long new prompt delays the others by a chunk. Up to
 `parallel` replies run at once; more wait in order. A reply is admitted only while the pool's
 cells cover what every running reply may still need, so running replies never run out of room;
@@ -33,7 +33,7 @@ from bot.model.llama_cpp.lane import Lane
 from bot.model.llama_cpp.loader import LoadedModel
 from bot.model.llama_cpp.pictures import Pictures
 from bot.model.llama_cpp.pool import KvPool
-from bot.model.llama_cpp.prefill import StepCost, prompt_parts
+from bot.model.llama_cpp.prefill import prompt_parts
 from bot.model.llama_cpp.sampler import sampler_chain
 from bot.model.llama_cpp.solo import SoloLane
 from bot.model.llama_cpp.stream import Stream, cells_needed
@@ -72,7 +72,6 @@ class Engine:
         step_tokens = loaded.shape.step_tokens
         self.shared = Lane(loaded.ctx, StepBatch(step_tokens), pool, step_tokens - parallel)
         self.solo: SoloLane | None = None  # opened at the first fixed-seed reply
-        self.step_cost = StepCost()  # which prompts share a step (bot.model.llama_cpp.prefill)
         self._prompt_of = prompt_of
         self._end_tokens = end_tokens
         self.pictures = Pictures(vision)  # prompts with pictures, and their evaluation
@@ -239,7 +238,7 @@ class Engine:
         reading = [s for s in group if s.prefilling]
         ready = [s.prompt_part(lane.chunk) for s in reading]  # empty: a picture is next
         left = [len(s.prompt) - s.evaluated for s in reading]
-        counts = prompt_parts(left, [len(r) for r in ready], lane.chunk, self.step_cost)
+        counts = prompt_parts(left, [len(r) for r in ready], lane.chunk)
         for stream, part, count, rest in zip(reading, ready, counts, left, strict=True):
             if count:
                 planned.append((stream, part[:count], count == rest))
@@ -260,7 +259,6 @@ class Engine:
         self._decode(lane)
         wall_s = time.perf_counter() - started
         self.pool.prompt_rate.add(prompt_tokens, wall_s)
-        self.step_cost.add(batch.size, wall_s)
         shares: dict[Hashable, int] = {}  # replies by their tokens in this step
         for stream, part, _ in planned:
             shares[stream] = shares.get(stream, 0) + len(part)
