@@ -3,10 +3,10 @@
 Every write, one statement or many, goes through one path (`transaction`, or `at_once` for
 a transaction that needs no await between its statements): on the one shared connection a
 write sent while another coroutine's transaction is open would otherwise run inside it and be
-rolled back with it. A write that fails (a full disk, a lock held elsewhere)
-raises StoreError, leaves nothing half-written, and is reported by `problem` until a write
-succeeds again. Schema changes are numbered migrations (bot/migrations.py) applied in order
-(PRAGMA user_version), so an old install keeps working after an update.
+rolled back with it. A write that fails (a full disk, a lock held elsewhere) raises StoreError,
+leaves nothing half-written, and is reported by `problem` until a write succeeds again. Schema
+changes are numbered migrations (bot/migrations.py) applied in order (PRAGMA user_version), so
+an old install keeps working after an update.
 """
 
 from __future__ import annotations
