@@ -4,7 +4,7 @@ while they fit; a chunk of a prompt the step cannot finish only in a step that f
 So a short question admitted behind a long pasted text gets its first token after its own
 reading, not after the text's chunks, and the text loses one step. A burst of follow-ups is
 read in one step, as llama-server reads it: reading them one per step gave the median first
-token sooner but the last one later and the burst's tokens/s ~10 % lower on a 2-core CPU
+token sooner but the last one later and the burst's tokens/s 10–17 % lower on a 2-core CPU
 (docs/performance.md, "Side by side with llama-server").
 """
 
