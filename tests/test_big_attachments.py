@@ -14,7 +14,7 @@ from bot.incoming_text import max_message_chars
 from bot.prompt.builder import COUNTS_MAX_BYTES
 from support.discord_bot import at, hearthbot
 from support.fake_discord import FakeDiscord, until
-from support.measure import LoopLag, rss_mb
+from support.measure import LoopLag, earlier_objects_frozen, rss_mb
 
 # About a minute of reading and tokenizing.
 pytestmark = pytest.mark.slow
@@ -32,6 +32,11 @@ async def test_a_flood_of_big_attachments_stays_bounded_and_the_loop_responsive(
     tmp_path: Path, tiny_model: Path, fake: FakeDiscord
 ) -> None:
     queue = {"max_pending": 8, "per_user_per_minute": 10_000}
+    with earlier_objects_frozen():
+        await flood(tmp_path, tiny_model, fake, queue)
+
+
+async def flood(tmp_path: Path, tiny_model: Path, fake: FakeDiscord, queue: dict[str, int]) -> None:
     async with hearthbot(tmp_path, tiny_model, fake, n_ctx=N_CTX, queue=queue) as (daemon, adapter):
         ten = [fake.attachment(f"part{i}.txt", KB_256, "text/plain") for i in range(10)]
         readable = fake.attachment("notes.txt", READABLE, "text/plain")
