@@ -97,18 +97,26 @@ class ContextBuilder:
         # here as a key (nor a refused 2.6 MB one weigh 2.6 MB).
         self.counts: SizedCache[bytes, int] = SizedCache(COUNTS_MAX_BYTES, lambda k, _: len(k))
         self._doomed: dict[str, int] = {}  # channel → the doomed row last written
-        self.turn_overhead = self._overhead(add_generation_prompt=False)
-        self.reply_overhead = self._overhead(add_generation_prompt=True) - self.turn_overhead
+        self.turn_overhead, self.reply_overhead = self._overheads()
 
-    def _overhead(self, add_generation_prompt: bool) -> int:
-        """Template tokens around one message (role markers, separators)."""
+    def _overheads(self) -> tuple[int, int]:
+        """Template tokens around one message (role markers, separators), and those opening
+        the reply. A turn's are measured between prompts of one message and of three, built
+        as prompts are (bot.model.template): what a template writes once per conversation
+        (Qwen2.5's default system prompt when there is none, a BOS) is no turn's cost."""
+        one = [{"role": "user", "content": "x"}]
+        three = [*one, {"role": "assistant", "content": "x"}, *one]
+        prompt = self.backend.prompt_tokens
         try:
-            text = self.backend.render(
-                [{"role": "user", "content": "x"}], add_generation_prompt=add_generation_prompt
+            two_turns = len(prompt(three)) - len(prompt(one))
+            turn = max(-(-two_turns // 2) - self._count("x"), 0)  # rounded up: never short
+            opened, closed = (
+                len(self.backend.tokenize(self.backend.render(one, add_generation_prompt=g)))
+                for g in (True, False)
             )
-            return max(len(self.backend.tokenize(text)) - self._count("x"), 0)
+            return turn, max(opened - closed, 0)
         except Exception:  # an unusual template: a safe guess
-            return _FALLBACK_OVERHEAD
+            return _FALLBACK_OVERHEAD, _FALLBACK_OVERHEAD
 
     def _count(self, text: str) -> int:
         key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()

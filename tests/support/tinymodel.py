@@ -212,7 +212,9 @@ def _build_tensors(bias: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def write_tiny_model(
-    path: pathlib.Path, heads: tuple[int, int] = (N_HEAD, N_HEAD_KV)
+    path: pathlib.Path,
+    heads: tuple[int, int] = (N_HEAD, N_HEAD_KV),
+    chat_template: str = CHAT_TEMPLATE,
 ) -> pathlib.Path:
     """Write the tiny GGUF model to ``path``; same code gives identical bytes. ``heads``:
     (attention heads, KV heads)."""
@@ -249,7 +251,7 @@ def write_tiny_model(
     w.add_eos_token_id(IM_END_ID)
     w.add_add_bos_token(False)
     w.add_add_eos_token(False)
-    w.add_chat_template(CHAT_TEMPLATE)
+    w.add_chat_template(chat_template)
 
     for name, arr in tensors.items():
         w.add_tensor(name, arr)
