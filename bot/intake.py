@@ -251,17 +251,18 @@ class Intake:
             if refusal is not None:
                 return await self._refuse(message, message.user_key, refusal, adapter)
             reply = adapter.open_reply(message)
-            if not text:
-                answer = texts.EMPTY_MESSAGE
-            elif isinstance(parsed, CommandError):
-                answer = parsed.message
-            else:
-                assert isinstance(parsed, Command)
-                if parsed.name == "forget":  # it must find everything said before it
-                    await self._stored_first()
-                answer = await self.commands.run(parsed, message)
-                self._trigger_layers.clear()  # it may have changed one
-            await reply.finish(answer)
+            async with self.responder.held(message.channel_key):  # answers there start after
+                if not text:
+                    answer = texts.EMPTY_MESSAGE
+                elif isinstance(parsed, CommandError):
+                    answer = parsed.message
+                else:
+                    assert isinstance(parsed, Command)
+                    if parsed.name == "forget":  # it must find everything said before it
+                        await self._stored_first()
+                    answer = await self.commands.run(parsed, message)
+                    self._trigger_layers.clear()  # it may have changed one
+                await reply.finish(answer)
             return Outcome.COMMAND
         ticket = self.queue.admit(message.user_key, rate_exempt=self.live.is_admin(message))
         if isinstance(ticket, Refusal):

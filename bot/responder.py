@@ -1,7 +1,8 @@
 """The model's slots: up to `backend.slots` answers at once, taken from the fair queue.
 
-A free slot goes to the next channel in the queue's order that has no answer being generated,
-so one channel never has two at once. Each job runs in its own task (`_serve`, one per slot in
+A free slot goes to the next channel in the queue's order that has no answer being generated
+and no command running (`held`), so one channel never has two at once, and a command's reply
+shows before any answer it lets through. Each job runs in its own task (`_serve`, one per slot in
 use), written by bot.answering, which also waits out a store that cannot be written. Stops act
 on answers in flight: the one a user names, those !reset or !forget delete, or all of them at
 shutdown. When the daemon stops, the answers in flight may finish within one grace period;
@@ -13,7 +14,8 @@ left a channel's window (bot.summarizer); a message that arrives stops that summ
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 
 import structlog
 
@@ -50,6 +52,7 @@ class Responder:
         self.slots = max(1, backend.slots)
         self._writer = AnswerWriter(live, store, backend, context)
         self._answering: dict[str, Answering] = {}  # channel → its answer in flight
+        self._held: dict[str, int] = {}  # channel → commands running there
         self.summarizer = Summarizer(live, store, backend)
         self._summary: SummaryRun | None = None  # the summary holding a slot, if one does
         self._summary_task: asyncio.Task[None] | None = None
@@ -87,6 +90,19 @@ class Responder:
         queued.joined.append(earlier)
         queued.row, queued.message, queued.reply = job.row, job.message, job.reply
         return True
+
+    @contextlib.asynccontextmanager
+    async def held(self, channel: str) -> AsyncIterator[None]:
+        """No answer starts in `channel` meanwhile: `!reset` shows "cleared" before the answer
+        to a message it kept (still waiting), as it cleared before that answer was written."""
+        self._held[channel] = self._held.get(channel, 0) + 1
+        try:
+            yield
+        finally:
+            self._held[channel] -= 1
+            if not self._held[channel]:
+                del self._held[channel]
+            self._wake.set()
 
     async def finish(self, grace: float) -> None:
         """Let the answers in flight finish within `grace` seconds (one period for all of
@@ -227,7 +243,7 @@ class Responder:
                 await self._slot_free.wait()
                 continue
             self._wake.clear()
-            job = self.queue.next_nowait(self._answering)
+            job = self.queue.next_nowait(self._answering.keys() | self._held.keys())
             if job is None:
                 if not len(self.queue):
                     if not self._answering:

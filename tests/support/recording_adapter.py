@@ -26,11 +26,21 @@ class RecordedReply:
 
 class Reply:
     """The reply handle that writes into a RecordedReply. A broken one raises from update,
-    finish and fail, as a buggy adapter might (the protocol says they must not)."""
+    finish and fail, as a buggy adapter might (the protocol says they must not); a gated one
+    ends only once its gate opens, as a slow platform call would; `ended` gets each reply's
+    message id as it ends."""
 
-    def __init__(self, record: RecordedReply, broken: bool = False) -> None:
+    def __init__(
+        self,
+        record: RecordedReply,
+        broken: bool = False,
+        gate: asyncio.Event | None = None,
+        ended: list[str] | None = None,
+    ) -> None:
         self.record = record
         self.broken = broken
+        self.gate = gate
+        self.ended = ended if ended is not None else []
 
     async def typing(self) -> None:
         self.record.typing += 1
@@ -40,16 +50,21 @@ class Reply:
         self.record.updates.append(text)
 
     async def finish(self, text: str) -> None:
-        self._break()
-        assert self.record.final is None and self.record.failed is None, "answered twice"
+        await self._end()
         self.record.final = text
         self.record.done.set()
 
     async def fail(self, notice: str) -> None:
-        self._break()
-        assert self.record.final is None and self.record.failed is None, "answered twice"
+        await self._end()
         self.record.failed = notice
         self.record.done.set()
+
+    async def _end(self) -> None:
+        self._break()
+        if self.gate is not None:
+            await self.gate.wait()
+        assert self.record.final is None and self.record.failed is None, "answered twice"
+        self.ended.append(self.record.message.message_id)
 
     def _break(self) -> None:
         if self.broken:
@@ -66,6 +81,8 @@ class RecordingAdapter:
         self.refusals: list[tuple[Incoming, str]] = []
         self.sink: Sink | None = None
         self.broken: set[str] = set()  # message ids whose replies raise (see Reply)
+        self.gates: dict[str, asyncio.Event] = {}  # message id → its reply ends once set
+        self.ended: list[str] = []  # message ids, in the order their replies ended
         self._failure: asyncio.Future[str] | None = None
         # What is on the "platform" to quote (bot.events.QuoteSource): a test posts a
         # message here, and takes it away as a deletion on the platform would.
@@ -92,7 +109,8 @@ class RecordingAdapter:
     def open_reply(self, message: Incoming) -> Reply:
         record = RecordedReply(message)
         self.replies.append(record)
-        return Reply(record, broken=message.message_id in self.broken)
+        broken, gate = message.message_id in self.broken, self.gates.get(message.message_id)
+        return Reply(record, broken, gate, self.ended)
 
     async def refuse(self, message: Incoming, notice: str) -> None:
         self.refusals.append((message, notice))
