@@ -7,11 +7,14 @@ the default, a window of n_ctx each as llama-server's; pool, one unified cache o
 flash attention off in both (the engine's setting), weight repacking off in both unless --repack,
 sampling (the persona's: temperature 0.7, top-k 40, top-p 0.95, min-p 0.05, repeat penalty
 1.1 over 64 tokens), every reply exactly --max-tokens long (end tokens banned in both), and the
-same prompts, token for token (see bench.vs_sides). Each workload runs on hearthbot, then on a
-fresh llama-server, in one process; the first text shown counts as the first token in both.
+same prompts, token for token (see bench.vs_sides; hearthbot's rolling summaries are off, as
+llama-server has none). The workloads run on hearthbot's daemon, then the same on one
+llama-server, in one process, each side warming its channels once (each read cold by a first
+question); the first text shown counts as the first token in both.
 
 - burst: N warm channels (~--length-token conversations) ask a follow-up at the same moment;
-- turns: 2N warm channels take turns one at a time, in random order (same order for both);
+- turns: 2N warm channels (the burst's among them) take turns one at a time, in random order
+  (same order for both);
 - long: a --long-token prompt in a new channel arrives while N−1 warm channels stream.
 
 Ratios: VS_*_ttft = llama-server's TTFT p50 ÷ hearthbot's, VS_burst_tps = hearthbot's
@@ -94,9 +97,7 @@ def figures(
     }
 
 
-async def burst(side: Side, text: ChatText, n: int, length: int, rounds: int) -> dict[str, Any]:
-    channels = [f"burst{c}" for c in range(n)]
-    await warm(side, text, channels, length)
+async def burst(side: Side, channels: list[str], rounds: int) -> dict[str, Any]:
     answers: list[Answer] = []
     wall = []
     for r in range(rounds):
@@ -106,9 +107,7 @@ async def burst(side: Side, text: ChatText, n: int, length: int, rounds: int) ->
     return figures(answers, answers, wall)
 
 
-async def turns(side: Side, text: ChatText, n: int, length: int, rounds: int) -> dict[str, Any]:
-    channels = [f"turn{c}" for c in range(2 * n)]
-    await warm(side, text, channels, length)
+async def turns(side: Side, channels: list[str], rounds: int) -> dict[str, Any]:
     order = random.Random(21)
     answers, wall = [], []
     for r in range(rounds):
@@ -120,10 +119,8 @@ async def turns(side: Side, text: ChatText, n: int, length: int, rounds: int) ->
 
 
 async def long(
-    side: Side, text: ChatText, n: int, length: int, rounds: int, long_tokens: int
+    side: Side, text: ChatText, channels: list[str], rounds: int, long_tokens: int
 ) -> dict[str, Any]:
-    channels = [f"stream{c}" for c in range(n - 1)]
-    await warm(side, text, channels, length)
     longs: list[Answer] = []
     everyone: list[Answer] = []
     wall = []
@@ -146,13 +143,29 @@ async def long(
 Workload = Callable[[Side, ChatText], Awaitable[dict[str, Any]]]
 
 
-def workloads(args: argparse.Namespace) -> dict[str, Workload]:
-    n, length, rounds = args.parallel, args.length, args.rounds
+def workloads(args: argparse.Namespace) -> dict[str, tuple[int, Workload]]:
+    """name → (warm channels it uses, the first ones of the shared set; the workload)."""
+    n, rounds, warmed = args.parallel, args.rounds, [f"c{i}" for i in range(2 * args.parallel)]
     return {
-        "burst": lambda side, text: burst(side, text, n, length, rounds),
-        "turns": lambda side, text: turns(side, text, n, length, rounds),
-        "long": lambda side, text: long(side, text, n, length, rounds, args.long),
+        "burst": (n, lambda side, _: burst(side, warmed[:n], rounds)),
+        "turns": (2 * n, lambda side, _: turns(side, warmed, rounds)),
+        "long": (n - 1, lambda side, text: long(side, text, warmed[: n - 1], rounds, args.long)),
     }
+
+
+async def run_side(
+    side: Side, text: ChatText, chosen: dict[str, tuple[int, Workload]], args: argparse.Namespace
+) -> dict[str, dict[str, Any]]:
+    """The chosen workloads in order on one side, after warming the channels they use once:
+    the burst's last, so that they hold the slots when it starts, as when it warmed its own."""
+    needed = [f"c{i}" for i in range(max(used for used, _ in chosen.values()))]
+    await warm(side, text, needed[args.parallel :], args.length)
+    await warm(side, text, needed[: args.parallel], args.length)
+    rows = {}
+    for name, (_, workload) in chosen.items():
+        print(f"== {name}: {side.name}", flush=True)
+        rows[name] = await workload(side, text)
+    return rows
 
 
 def server_args(model: Path, args: argparse.Namespace, threads: int) -> list[str]:
@@ -184,35 +197,37 @@ async def measure(model: Path, args: argparse.Namespace) -> dict[str, Any]:
     if exe is not None:
         result["llama_server"] = {"path": str(exe), "version": version_of(exe)}
         result["llama_server"]["command"] = server_args(model, args, threads)
-    for name, workload in workloads(args).items():
-        if name not in args.only.split(","):
-            continue
-        print(f"== {name}", flush=True)
-        async with bench_daemon(
-            model,
-            args.max_tokens,
-            args.n_ctx,
-            parallel=args.parallel,
-            repack_weights=args.repack,
-            n_threads=threads,
-            kv_layout=args.kv_layout,
-        ) as bench:
-            ours = HearthbotSide(bench)
-            row: dict[str, Any] = {"hearthbot": await workload(ours, text)}
-            script = ours.script()
-        prompts = [len(r.prompt or ()) for requests in script.values() for r in requests]
-        row["prompt_tokens"] = {"min": min(prompts), "max": max(prompts)}
-        theirs = ServerSide("", text, script, sampling)
-        same, total = theirs.replays(ours.finals)
-        row["same_prompts"] = f"{same}/{total}"
-        if same != total:
-            raise SystemExit(f"{name}: llama-server would not get hearthbot's prompts")
-        if exe is not None:
-            async with Server(exe, server_args(model, args, threads)) as server:
-                theirs.url = server.url
-                row["llama-server"] = await workload(theirs, text)
-        result[name] = row
-        report({name: row})  # as it goes: a long run shows each workload when done
+    chosen = {k: w for k, w in workloads(args).items() if k in args.only.split(",")}
+    async with bench_daemon(
+        model,
+        args.max_tokens,
+        args.n_ctx,
+        parallel=args.parallel,
+        repack_weights=args.repack,
+        n_threads=threads,
+        kv_layout=args.kv_layout,
+        # llama-server writes no rolling summaries: the shared channels grow past the share
+        # of the window that summarizes turns ahead of a trim (bot.prompt.window.doomed).
+        memory={"summary_tokens": 0},
+    ) as bench:
+        ours = HearthbotSide(bench)
+        for name, row in (await run_side(ours, text, chosen, args)).items():
+            result[name] = {"hearthbot": row}
+        script = ours.script()
+    prompts = [len(r.prompt or ()) for requests in script.values() for r in requests]
+    result["prompt_tokens"] = {"min": min(prompts), "max": max(prompts)}
+    theirs = ServerSide("", text, script, sampling)
+    same, total = theirs.replays(ours.finals)
+    result["same_prompts"] = f"{same}/{total}"
+    if same != total:
+        raise SystemExit("llama-server would not get hearthbot's prompts")
+    report(result)  # hearthbot's side, before llama-server's
+    if exe is not None:
+        async with Server(exe, server_args(model, args, threads)) as server:
+            theirs.url = server.url
+            for name, row in (await run_side(theirs, text, chosen, args)).items():
+                result[name]["llama-server"] = row
+        report(result)
     return result
 
 

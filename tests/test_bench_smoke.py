@@ -103,8 +103,8 @@ def test_the_llama_server_comparison_runs_hearthbots_side(tmp_path: Path) -> Non
         assert ours["tokens_per_s"] > 0
         # Every reply is max_tokens long (end tokens banned), as llama-server's with ignore_eos.
         assert ours["tokens"] == replies * 8
-        same, total = map(int, found[name]["same_prompts"].split("/"))
-        assert same == total > 0
+    same, total = map(int, found["same_prompts"].split("/"))
+    assert same == total > 0
 
 
 def test_vs_server_ratios_of_the_workloads_run_only() -> None:
