@@ -12,6 +12,7 @@ from bot.bounded import SizedCache
 from bot.history import Recall, StoredMessage
 from bot.model.backend import Backend
 from bot.model.types import DecodedImage
+from bot.prompt.overheads import measure
 from bot.prompt.pictures import TurnPictures, read_pictures, with_placeholders
 from bot.prompt.quotes import FetchQuote, Replies, read_replies, shown_quote
 from bot.prompt.window import (
@@ -27,7 +28,6 @@ from bot.prompt.window import (
 from bot.store import Store
 from bot.summaries import with_summary
 
-_FALLBACK_OVERHEAD = 8
 # What the remembered token counts may hold of message texts (the texts are the keys).
 COUNTS_MAX_BYTES = 8 * 1024 * 1024
 # Rounds of "estimate, measure exactly, correct the per-turn overhead" before giving up.
@@ -97,26 +97,11 @@ class ContextBuilder:
         # here as a key (nor a refused 2.6 MB one weigh 2.6 MB).
         self.counts: SizedCache[bytes, int] = SizedCache(COUNTS_MAX_BYTES, lambda k, _: len(k))
         self._doomed: dict[str, int] = {}  # channel → the doomed row last written
-        self.turn_overhead, self.reply_overhead = self._overheads()
-
-    def _overheads(self) -> tuple[int, int]:
-        """Template tokens around one message (role markers, separators), and those opening
-        the reply. A turn's are measured between prompts of one message and of three, built
-        as prompts are (bot.model.template): what a template writes once per conversation
-        (Qwen2.5's default system prompt when there is none, a BOS) is no turn's cost."""
-        one = [{"role": "user", "content": "x"}]
-        three = [*one, {"role": "assistant", "content": "x"}, *one]
-        prompt = self.backend.prompt_tokens
-        try:
-            two_turns = len(prompt(three)) - len(prompt(one))
-            turn = max(-(-two_turns // 2) - self._count("x"), 0)  # rounded up: never short
-            opened, closed = (
-                len(self.backend.tokenize(self.backend.render(one, add_generation_prompt=g)))
-                for g in (True, False)
-            )
-            return turn, max(opened - closed, 0)
-        except Exception:  # an unusual template: a safe guess
-            return _FALLBACK_OVERHEAD, _FALLBACK_OVERHEAD
+        # Template tokens per turn, opening the reply, once per prompt (bot.prompt.overheads);
+        # the turn's grows if a prompt turns out longer than estimated.
+        overheads = measure(backend, self._count)
+        self.turn_overhead, self.reply_overhead = overheads.turn, overheads.reply
+        self.prompt_overhead = overheads.prompt
 
     def _count(self, text: str) -> int:
         key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
@@ -295,7 +280,7 @@ class ContextBuilder:
         last = len(history) - 1
         per_image = self.backend.info.image_tokens
         for _ in range(_CALIBRATIONS):
-            system_cost = self._count(system_prompt) + self.turn_overhead
+            system_cost = self._count(system_prompt) + self.turn_overhead + self.prompt_overhead
             budget = self.n_ctx - reserve - system_cost - self.reply_overhead
             window, turns, costs = self._fit(
                 history, multi_user, replies, budget, start, notes, pictures
