@@ -198,6 +198,8 @@ async def measure(model: Path, args: argparse.Namespace) -> dict[str, Any]:
         result["llama_server"] = {"path": str(exe), "version": version_of(exe)}
         result["llama_server"]["command"] = server_args(model, args, threads)
     chosen = {k: w for k, w in workloads(args).items() if k in args.only.split(",")}
+    if not chosen:
+        raise SystemExit(f"--only {args.only}: no such workload (burst, turns, long)")
     async with bench_daemon(
         model,
         args.max_tokens,

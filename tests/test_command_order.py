@@ -29,7 +29,9 @@ async def test_reset_shows_before_the_answer_to_a_message_it_kept(
             while not daemon.status().answering:  # noqa: ASYNC110 (the first takes a slot)
                 await asyncio.sleep(0.01)
             resetting = asyncio.create_task(daemon.handle(reset))
-            await asyncio.sleep(0)  # it has stopped the first answer, and waits for its end
+            # The reset runs: it stops the first answer and waits for its end.
+            while reset.channel_key not in daemon.responder._held:  # noqa: ASYNC110
+                await asyncio.sleep(0.001)
         (first_reply,) = adapter.for_message(first.message_id)
         await asyncio.wait_for(first_reply.done.wait(), 60)
         (second_reply,) = adapter.for_message(second.message_id)
