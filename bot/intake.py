@@ -246,8 +246,7 @@ class Intake:
         parsed = parse_command(text)
         if not text or parsed is not None:
             # Answered at once, so not queued, but an answer in the channel all the same.
-            exempt = self.live.is_admin(message)
-            refusal = self.queue.admit_command(message.user_key, rate_exempt=exempt)
+            refusal = self.queue.admit_command(message.user_key, self.live.is_admin(message))
             if refusal is not None:
                 return await self._refuse(message, message.user_key, refusal, adapter)
             reply = adapter.open_reply(message)
