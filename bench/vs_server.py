@@ -8,9 +8,10 @@ flash attention off in both (the engine's setting), weight repacking off in both
 sampling (the persona's: temperature 0.7, top-k 40, top-p 0.95, min-p 0.05, repeat penalty
 1.1 over 64 tokens), every reply exactly --max-tokens long (end tokens banned in both), and the
 same prompts, token for token (see bench.vs_sides; hearthbot's rolling summaries are off, as
-llama-server has none). The workloads run on hearthbot's daemon, then the same on one
-llama-server, in one process, each side warming its channels once (each read cold by a first
-question); the first text shown counts as the first token in both.
+llama-server has none). Both run for the whole benchmark, in one process: each side warms
+its channels once (each read cold by a first question), then each workload runs on hearthbot's
+daemon and right after on llama-server, the other side idle meanwhile; the first text shown
+counts as the first token in both.
 
 - burst: N warm channels (~--length-token conversations) ask a follow-up at the same moment;
 - turns: 2N warm channels (the burst's among them) take turns one at a time, in random order
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 from collections.abc import Awaitable, Callable
@@ -153,19 +155,14 @@ def workloads(args: argparse.Namespace) -> dict[str, tuple[int, Workload]]:
     }
 
 
-async def run_side(
+async def warm_side(
     side: Side, text: ChatText, chosen: dict[str, tuple[int, Workload]], args: argparse.Namespace
-) -> dict[str, dict[str, Any]]:
-    """The chosen workloads in order on one side, after warming the channels they use once:
-    the burst's last, so that they hold the slots when it starts, as when it warmed its own."""
+) -> None:
+    """Warm the channels the chosen workloads use, once: the burst's last, so that they hold
+    the slots when it starts, as when it warmed its own."""
     needed = [f"c{i}" for i in range(max(used for used, _ in chosen.values()))]
     await warm(side, text, needed[args.parallel :], args.length)
     await warm(side, text, needed[: args.parallel], args.length)
-    rows = {}
-    for name, (_, workload) in chosen.items():
-        print(f"== {name}: {side.name}", flush=True)
-        rows[name] = await workload(side, text)
-    return rows
 
 
 def server_args(model: Path, args: argparse.Namespace, threads: int) -> list[str]:
@@ -187,7 +184,7 @@ async def measure(model: Path, args: argparse.Namespace) -> dict[str, Any]:
         "parallel": args.parallel,
         "n_ctx": args.n_ctx,
         "length": args.length,
-        "long": args.long,
+        "long_tokens": args.long,
         "max_tokens": args.max_tokens,
         "rounds": args.rounds,
         "repack": args.repack,
@@ -200,36 +197,49 @@ async def measure(model: Path, args: argparse.Namespace) -> dict[str, Any]:
     chosen = {k: w for k, w in workloads(args).items() if k in args.only.split(",")}
     if not chosen:
         raise SystemExit(f"--only {args.only}: no such workload (burst, turns, long)")
-    async with bench_daemon(
-        model,
-        args.max_tokens,
-        args.n_ctx,
-        parallel=args.parallel,
-        repack_weights=args.repack,
-        n_threads=threads,
-        kv_layout=args.kv_layout,
-        # llama-server writes no rolling summaries: the shared channels grow past the share
-        # of the window that summarizes turns ahead of a trim (bot.prompt.window.doomed).
-        memory={"summary_tokens": 0},
-    ) as bench:
+    async with contextlib.AsyncExitStack() as stack:
+        bench = await stack.enter_async_context(
+            bench_daemon(
+                model,
+                args.max_tokens,
+                args.n_ctx,
+                parallel=args.parallel,
+                repack_weights=args.repack,
+                n_threads=threads,
+                kv_layout=args.kv_layout,
+                # llama-server writes no rolling summaries: the shared channels grow past the
+                # share of the window that summarizes turns ahead of a trim (window.doomed).
+                memory={"summary_tokens": 0},
+            )
+        )
         ours = HearthbotSide(bench)
-        for name, row in (await run_side(ours, text, chosen, args)).items():
-            result[name] = {"hearthbot": row}
-        script = ours.script()
-    prompts = [len(r.prompt or ()) for requests in script.values() for r in requests]
+        theirs = ServerSide("", text, {}, sampling)
+        sides: list[Side] = [ours]
+        if exe is not None:
+            server = await stack.enter_async_context(Server(exe, server_args(model, args, threads)))
+            theirs.url = server.url
+            sides.append(theirs)
+        # Side by side: each step on hearthbot, then at once on llama-server (which replays
+        # the prompts hearthbot rendered), so that a drift in the machine's speed over the
+        # minutes of a run falls on both alike; the side not working meanwhile is idle.
+        for side in sides:
+            theirs.script = ours.script()
+            await warm_side(side, text, chosen, args)
+        for name, (_, workload) in chosen.items():
+            result[name] = {}
+            for side in sides:
+                theirs.script = ours.script()
+                print(f"== {name}: {side.name}", flush=True)
+                result[name][side.name] = await workload(side, text)
+            report({name: result[name]})  # as it goes: a long run shows each when done
+    theirs.script = ours.script()
+    prompts = [len(r.prompt or ()) for requests in theirs.script.values() for r in requests]
     result["prompt_tokens"] = {"min": min(prompts), "max": max(prompts)}
-    theirs = ServerSide("", text, script, sampling)
     same, total = theirs.replays(ours.finals)
     result["same_prompts"] = f"{same}/{total}"
     if same != total:
-        raise SystemExit("llama-server would not get hearthbot's prompts")
-    report(result)  # hearthbot's side, before llama-server's
-    if exe is not None:
-        async with Server(exe, server_args(model, args, threads)) as server:
-            theirs.url = server.url
-            for name, row in (await run_side(theirs, text, chosen, args)).items():
-                result[name]["llama-server"] = row
-        report(result)
+        raise SystemExit("llama-server did not get hearthbot's prompts")
+    report(result)
     return result
 
 
@@ -264,7 +274,7 @@ def report(result: dict[str, Any]) -> None:
 
 
 def workloads_names(result: dict[str, Any]) -> list[str]:
-    """The workloads run (the settings beside them include `long`, the long prompt's size)."""
+    """The workloads run (results written before `long_tokens` held the size in `long`)."""
     return [name for name in ("burst", "turns", "long") if isinstance(result.get(name), dict)]
 
 
