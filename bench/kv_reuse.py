@@ -49,17 +49,25 @@ def conversation(engine: LlamaCppBackend, channel: int, length: int) -> list[dic
 
 
 async def ttft(
-    engine: LlamaCppBackend, messages: list[dict[str, str]], key: str | None, cold: bool
+    engine: LlamaCppBackend,
+    messages: list[dict[str, str]],
+    key: str | None,
+    cold: bool,
+    shares: list[float] | None = None,
 ) -> float:
-    """`cold`: a fixed-seed reply (the fixed-seed lane); with no `key`, evaluated from scratch."""
+    """`cold`: a fixed-seed reply (the fixed-seed lane); with no `key`, evaluated from scratch.
+    `shares` gets the share of the prompt's tokens found in the KV cache."""
     request = GenerationRequest(
         messages=messages, sampling=SAMPLING, seed=7, cache_key=key, cold=cold
     )
     generation = engine.start(request)
     reply = "".join([d async for d in generation])
     messages.append({"role": "assistant", "content": reply.strip() or ANSWER})
-    assert generation.result.first_token_s is not None
-    return generation.result.first_token_s
+    result = generation.result
+    assert result.first_token_s is not None
+    if shares is not None:
+        shares.append(result.reused_tokens / result.prompt_tokens)
+    return result.first_token_s
 
 
 async def rotation(
@@ -69,10 +77,11 @@ async def rotation(
     rounds: int,
     with_cold: bool = True,
     fixed: LlamaCppBackend | None = None,
+    shares: list[float] | None = None,
 ) -> tuple[list[float], list[float]]:
     """Channels take turns; returns (follow-up TTFTs, the same prompts evaluated cold). With
     `fixed` (a second backend, for the cold runs), channel 0 has a fixed seed and only its
-    turns are measured."""
+    turns are measured; `shares` gets each measured follow-up's share of reused tokens."""
     talks = [conversation(engine, c, length) for c in range(channels)]
     for c, talk in enumerate(talks):  # first turns: everyone's conversation gets read once
         await ttft(engine, talk, f"c{c}", cold=fixed is not None and c == 0)
@@ -81,7 +90,9 @@ async def rotation(
         for c, talk in enumerate(talks):
             measured = fixed is None or c == 0
             talk.append({"role": "user", "content": f"And what happened next? ({r})"})
-            took = await ttft(engine, talk, f"c{c}", cold=fixed is not None and c == 0)
+            took = await ttft(
+                engine, talk, f"c{c}", fixed is not None and c == 0, shares if measured else None
+            )
             if measured:
                 warm.append(took)
             if with_cold and measured:
@@ -92,10 +103,11 @@ async def rotation(
     return warm, cold
 
 
-async def load(model: Path, n_ctx: int, kv_cache_mb: int) -> LlamaCppBackend:
+async def load(model: Path, n_ctx: int, kv_cache_mb: int, **shape: Any) -> LlamaCppBackend:
+    """`shape`: more of LlamaCppBackend.load's arguments (parallel, kv_layout)."""
     threads = os.cpu_count() or 1
     return await LlamaCppBackend.load(
-        model, n_ctx=n_ctx, n_threads=threads, kv_cache_mb=kv_cache_mb, repack=repack()
+        model, n_ctx=n_ctx, n_threads=threads, kv_cache_mb=kv_cache_mb, repack=repack(), **shape
     )
 
 
@@ -124,24 +136,37 @@ async def measure(
 
 
 async def sweep(model: Path, lengths: list[int], rounds: int) -> list[dict[str, Any]]:
-    """Per-channel reuse on (kv_cache_mb) and off (only llama.cpp's one resident sequence),
-    for 1 and 4 channels; plus the cold reference (the whole prompt read every time)."""
+    """Per-channel reuse on (the engine: resident channels in its pool, snapshots) and off
+    (one slot and no snapshots: only the last channel's sequence stays, as in llama.cpp's one
+    context), for 1 and 4 channels; plus the cold reference (the whole prompt read every
+    time). Each row has its follow-ups' median TTFT and share of reused tokens."""
     rows = []
+    n_ctx = max(4096, max(lengths) * 2)
     for channels in (1, 4):
         for reuse in (True, False):
-            engine = await load(
-                model, n_ctx=max(4096, max(lengths) * 2), kv_cache_mb=1024 if reuse else 0
+            engine = await (
+                load(model, n_ctx, kv_cache_mb=1024)
+                if reuse
+                else load(model, n_ctx, kv_cache_mb=0, parallel=1, kv_layout="slots")
             )
             try:
                 for length in lengths:
                     with_cold = channels == 1 and reuse
-                    warm, cold = await rotation(engine, channels, length, rounds, with_cold)
+                    shares: list[float] = []
+                    warm, cold = await rotation(
+                        engine, channels, length, rounds, with_cold, shares=shares
+                    )
                     await engine.forget()
                     label = f"{channels} channel{'s' if channels > 1 else ''}, " + (
                         "per-channel reuse" if reuse else "no per-channel reuse"
                     )
                     rows.append(
-                        {"series": label, "length": length, "ttft_s": statistics.median(warm)}
+                        {
+                            "series": label,
+                            "length": length,
+                            "ttft_s": statistics.median(warm),
+                            "reused_share": statistics.median(shares),
+                        }
                     )
                     if cold:
                         rows.append(

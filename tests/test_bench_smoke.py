@@ -118,3 +118,15 @@ def test_vs_server_ratios_of_the_workloads_run_only() -> None:
     burst = {"hearthbot": side(1.0, 30.0), "llama-server": side(0.5, 40.0)}
     result = {"length": 1200, "long": 3000, "max_tokens": 64, "burst": burst}
     assert ratios(result) == {"VS_burst_ttft": 0.5, "VS_burst_tps": 0.75}
+
+
+async def test_the_sweeps_no_reuse_series_reuses_only_the_last_channel(tiny_model: Path) -> None:
+    """docs/performance.png's "no per-channel reuse" lines: one resident sequence, as llama.cpp
+    keeps, so one channel still reuses its prefix and four taking turns do not (the engine's
+    pool of resident channels made them reuse as much as with per-channel reuse)."""
+    from bench.kv_reuse import sweep
+
+    rows = {row["series"]: row for row in await sweep(tiny_model, [200], rounds=1)}
+    assert rows["1 channel, no per-channel reuse"]["reused_share"] > 0.8
+    assert rows["4 channels, per-channel reuse"]["reused_share"] > 0.8
+    assert rows["4 channels, no per-channel reuse"]["reused_share"] < 0.2
