@@ -52,7 +52,7 @@ FULL = {
 }
 # The TTFT sweep behind docs/performance.png (--plot), below P2's 1,500 tokens: bench.plot
 # takes the 1,500-token points from kv_reuse's P2 run, which measures the same thing.
-SWEEP = ["--sweep", "--lengths", "250,750", "--rounds", "2"]
+SWEEP = ["--sweep", "--lengths", "250,750", "--rounds", "1"]
 
 # Issue #14 (many conversations at once): name → (module, smoke arguments, full arguments).
 BATCHING = {
