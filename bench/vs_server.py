@@ -145,9 +145,14 @@ async def long(
 Workload = Callable[[Side, ChatText], Awaitable[dict[str, Any]]]
 
 
+def shared_channels(count: int) -> list[str]:
+    """The first `count` of the warm channels every workload draws from."""
+    return [f"c{i}" for i in range(count)]
+
+
 def workloads(args: argparse.Namespace) -> dict[str, tuple[int, Workload]]:
     """name → (warm channels it uses, the first ones of the shared set; the workload)."""
-    n, rounds, warmed = args.parallel, args.rounds, [f"c{i}" for i in range(2 * args.parallel)]
+    n, rounds, warmed = args.parallel, args.rounds, shared_channels(2 * args.parallel)
     return {
         "burst": (n, lambda side, _: burst(side, warmed[:n], rounds)),
         "turns": (2 * n, lambda side, _: turns(side, warmed, rounds)),
@@ -160,7 +165,7 @@ async def warm_side(
 ) -> None:
     """Warm the channels the chosen workloads use, once: the burst's last, so that they hold
     the slots when it starts, as when it warmed its own."""
-    needed = [f"c{i}" for i in range(max(used for used, _ in chosen.values()))]
+    needed = shared_channels(max(used for used, _ in chosen.values()))
     await warm(side, text, needed[args.parallel :], args.length)
     await warm(side, text, needed[: args.parallel], args.length)
 
