@@ -128,8 +128,20 @@ async def stalls(
     await asyncio.gather(*streams)
     _ = [d async for d in seeing]
     before = [b - a for s in stamps for a, b in itertools.pairwise(s) if b < arrived]
-    during = [b - a for s in stamps for a, b in itertools.pairwise(s) if b > arrived and a < seen]
-    return max(during, default=0.0), statistics.median(before)
+    return longest_gap(stamps, arrived, seen), statistics.median(before)
+
+
+def longest_gap(stamps: list[list[float]], arrived: float, seen: float) -> float:
+    """The longest wait between two texts of the other replies (their `stamps`) that overlaps
+    the picture's evaluation, from its arrival to its first token (`seen`). A reply with no
+    text after `seen` (it is stopped then) waited at least until `seen`."""
+    gaps = [
+        b - a
+        for s in stamps
+        for a, b in itertools.pairwise([*s, seen] if s and s[-1] < seen else s)
+        if b > arrived and a < seen
+    ]
+    return max(gaps, default=0.0)
 
 
 async def measure(

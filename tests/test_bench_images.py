@@ -11,7 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from bench.images import N_CTX, a_picture, stalls
+import pytest
+
+from bench.images import N_CTX, a_picture, longest_gap, stalls
 from bot.model.llama_cpp.backend import LlamaCppBackend
 from support.tinyprojector import IMAGE_TOKENS, require_mtmd
 
@@ -69,3 +71,18 @@ async def test_a_busy_event_loop_does_not_hang_the_stall_measure(
     finally:
         busy = False
         await engine.close()
+
+
+@pytest.mark.parametrize(
+    ("stamps", "expected"),
+    [
+        ([[0.0, 1.0, 2.0, 6.0, 7.0]], 4.0),  # the gap that spans the picture's window
+        ([[0.0, 1.0, 2.0, 3.0, 4.0, 5.2]], 1.2),  # text went on meanwhile: its longest gap
+        # CI, a busy loop: no text of the other reply between the picture's arrival and its
+        # first token (the measure said 0.0): the stall lasts at least until that token.
+        ([[0.0, 1.0, 2.0]], 3.0),
+        ([[0.0, 1.0], [0.5, 4.5]], 4.0),  # the longest of several replies'
+    ],
+)
+def test_the_longest_gap_around_a_picture(stamps: list[list[float]], expected: float) -> None:
+    assert longest_gap(stamps, arrived=2.2, seen=5.0) == pytest.approx(expected)
