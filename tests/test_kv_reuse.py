@@ -242,3 +242,28 @@ async def test_consecutive_prompts_share_their_prefix_until_a_trim(
         # Each trim leaves room for several more turns before the next one.
         gaps = [b - a for a, b in itertools.pairwise(trims)]
         assert all(gap >= 3 for gap in gaps), gaps
+
+
+async def test_a_new_channel_keeps_the_prefix_it_shares_with_the_channel_it_evicts(
+    tiny_model: Path,
+) -> None:
+    # One window (slots, parallel 1): channel b takes channel a's sequence. The system prompt
+    # they share stays in it (as llama-server keeps a slot's prefix); a is saved whole first.
+    backend = await RecordingBackend.load(
+        tiny_model, n_ctx=2048, n_threads=2, kv_cache_mb=64, parallel=1, kv_layout="slots"
+    )
+    try:
+        system = {"role": "system", "content": "You are a kind keeper of the lighthouse. " * 4}
+        a = [system, {"role": "user", "content": "question about the sea " * 10}]
+        b = [system, {"role": "user", "content": "a different question entirely " * 10}]
+        await run(backend, a, "a")
+        second = await run(backend, b, "b")
+        shared = common_prefix(backend.prompt_tokens(a), backend.prompt_tokens(b))
+        assert shared > 20
+        assert second.result.reused_tokens == shared
+        assert "a" in backend._cache  # evicted whole, as before
+        follow_up = [*a, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "so?"}]
+        again = await run(backend, follow_up, "a")
+        assert again.result.reused_tokens >= len(backend.prompt_tokens(a)) - 1
+    finally:
+        await backend.close()

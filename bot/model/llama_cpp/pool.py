@@ -5,10 +5,11 @@ Recently active channels stay resident (more of them than there are slots, as se
 cells allow), so their next turn evaluates only what is new. A channel is evicted, least
 recently used first and never while it generates, when its sequence id or its cells are
 needed; its KV is then copied out into the snapshot LRU (bot.model.llama_cpp.kv_cache), from
-which its next turn can restore it. While replies generate, idle channels are parked the same
-way (`park`): llama.cpp attends over every cell in use of a unified cache up to the highest
-one (masked, but computed, with flash attention off), so idle cells slow every step of every
-reply; copying them out and back costs milliseconds.
+which its next turn can restore it, and a new channel taking its sequence keeps the cells both
+prompts share (the persona's system prompt). While replies generate, idle channels are parked
+the same way (`park`): llama.cpp attends over every cell in use of a unified cache up to the
+highest one (masked, but computed, with flash attention off), so idle cells slow every step of
+every reply; copying them out and back costs milliseconds.
 
 The model thread owns all of this. `forget` and `state` are called from the event loop and
 never wait for it: forgetting drops saved snapshots at once and leaves a mark that the model
@@ -127,10 +128,7 @@ class KvPool:
     def claim(self, key: str | None, tokens: Sequence[int], cold: bool) -> tuple[Resident, int]:
         """A sequence for a generation of `key` with prompt `tokens`, holding the longest cached
         prefix of it (none when `cold`), and how many prompt tokens need no evaluation."""
-        resident = self._idle_for(key, tokens)
-        if resident is None:
-            resident = Resident(self._take_id(), key)
-            self.residents.append(resident)
+        resident = self._idle_for(key, tokens) or self._fresh(key, tokens)
         resident.busy = True
         self._tick(resident)
         with self._lock:
@@ -172,12 +170,14 @@ class KvPool:
             llama_cpp.llama_memory_seq_rm(self._memory, resident.seq, keep, -1)
             del resident.tokens[keep:]
 
-    def drop(self, resident: Resident) -> None:
-        """Remove a sequence from the pool (nothing saved)."""
-        llama_cpp.llama_memory_seq_rm(self._memory, resident.seq, -1, -1)
-        resident.tokens.clear()
+    def drop(self, resident: Resident, keep_cells: bool = False) -> None:
+        """Remove a sequence from the pool (nothing saved); `keep_cells`: its id and the
+        cells it still holds go to the caller, for another channel."""
         self.residents.remove(resident)
-        self._free.append(resident.seq)
+        if not keep_cells:
+            llama_cpp.llama_memory_seq_rm(self._memory, resident.seq, -1, -1)
+            resident.tokens.clear()
+            self._free.append(resident.seq)
         with self._lock:
             if self._view.get(resident.key) is not None and not any(
                 r.key == resident.key for r in self.residents
@@ -232,11 +232,27 @@ class KvPool:
         mine = [r for r in self.residents if r.key == key and not r.busy and not r.forgotten]
         return max(mine, key=lambda r: common_prefix(r.tokens, tokens), default=None)
 
-    def _take_id(self) -> int:
-        while not self._free:
-            if not self.evict():
+    def _fresh(self, key: str | None, tokens: Sequence[int]) -> Resident:
+        """A sequence for a channel with none resident: a free one, else the least recently
+        used idle channel's, saved first as an eviction saves it, keeping the cells it shares
+        with `tokens` (a persona's system prompt), as llama-server keeps a slot's prefix."""
+        if not self._free:
+            idle = [r for r in self.residents if not r.busy]
+            if not idle:
                 raise RuntimeError("every sequence of the KV pool is generating")
-        return self._free.pop()
+            victim = min(idle, key=lambda r: r.used)
+            self._stash(victim)
+            shared = common_prefix(victim.tokens, tokens)
+            self.trim(victim, shared)
+            self.drop(victim, keep_cells=shared > 0)
+            if shared:
+                resident = Resident(victim.seq, key, victim.tokens)
+                victim.tokens = []
+                self.residents.append(resident)
+                return resident
+        resident = Resident(self._free.pop(), key)
+        self.residents.append(resident)
+        return resident
 
     def _tick(self, resident: Resident) -> None:
         self._clock += 1
