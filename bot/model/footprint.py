@@ -33,6 +33,13 @@ class ReplyFootprint:
     joules: float = 0.0
     pending_cpu_s: float = 0.0  # CPU time in the open window, not yet turned into joules
 
+    def add(self, other: ReplyFootprint) -> ReplyFootprint:
+        """This share with `other`'s added (its joules counted already)."""
+        self.model_s += other.model_s
+        self.cpu_s += other.cpu_s
+        self.joules += other.joules
+        return self
+
 
 class Accountant:
     """Shares steps and energy windows out to the replies that took part."""
@@ -77,6 +84,10 @@ class Accountant:
         if key in self._replies and self._replies[key].pending_cpu_s > 0:
             self._close()
         return self._replies.pop(key, ReplyFootprint())
+
+    def carry(self, key: Hashable, spent: ReplyFootprint) -> None:
+        """Work done earlier for this reply (its prompt read ahead) is its own."""
+        self._replies.setdefault(key, ReplyFootprint()).add(spent)
 
     def idle(self) -> None:
         """No reply runs: what the box uses until the next one is not hearthbot's to count."""

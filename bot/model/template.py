@@ -39,6 +39,8 @@ _PLACEHOLDER = re.compile(f"{_OPEN}(\\d+){_CLOSE}")
 # Kinds of token that special-token parsing makes of text, and plain tokenizing never does.
 _SPECIAL = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
 _C_SPACE = " \t\n\v\f\r"  # what llama.cpp strips beside a marker (C's isspace)
+# What a user's turn may start with, to find which tokens of the text before it stay put.
+_FOLLOWERS = ("a", "A", " a", "1", "?", "\n", "(", "é", "*")
 
 
 def split_rendered(rendered: str) -> list[str | int]:
@@ -71,6 +73,7 @@ class ChatText:
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(llm._model.vocab))
         # The template's text between contents repeats ("<|im_end|>\n<|im_start|>user\n").
         self._markers = functools.lru_cache(maxsize=256)(self._split_markers)
+        self._steady = functools.lru_cache(maxsize=16)(self._steady_tokens)
         self._trims = self._template_trims()
 
     def _piece(self, token: int) -> str:
@@ -103,27 +106,63 @@ class ChatText:
         """prompt_tokens with pictures: `images` maps a message's index to the pictures shown
         at the start of its content, before its text. A picture ends the text run before it,
         so the text around it is tokenized in two pieces; no media marker is involved."""
+        runs, bos = self._runs(messages, images, len(messages))
+        parts: list[int | DecodedImage] = [self._llm.token_bos()] if bos else []
+        for run in runs:
+            parts += self._plain(run) if isinstance(run, str) else [run]
+        return parts
+
+    def opening_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        """How the prompt of a conversation going on from `messages` with a user's turn starts,
+        whatever that turn says: its tokens before the turn's content, but for the last few
+        that the content could tokenize differently (text glued to it, as "user\n" in ChatML).
+        """
+        runs, bos = self._runs([*messages, {"role": "user", "content": ""}], {}, len(messages))
+        tail = runs.pop() if runs and isinstance(runs[-1], str) else ""
+        tokens = [self._llm.token_bos()] if bos else []
+        for run in runs:
+            tokens += self._plain(run) if isinstance(run, str) else [run]  # type: ignore[list-item]
+        return tokens + list(self._steady(tail))
+
+    def _steady_tokens(self, tail: str) -> list[int]:
+        """The tokens of `tail` that stay as they are whatever text follows it."""
+        steady = self._plain(tail)
+        for follow in _FOLLOWERS:
+            after = self._plain(tail + follow)
+            same = 0
+            while same < min(len(steady), len(after)) and steady[same] == after[same]:
+                same += 1
+            del steady[same:]
+        return steady
+
+    def _plain(self, text: str) -> list[int]:
+        if not text:
+            return []
+        return self._llm.tokenize(text.encode("utf-8", errors="replace"), False, False)
+
+    def _runs(
+        self,
+        messages: Sequence[dict[str, str]],
+        images: Mapping[int, Sequence[DecodedImage]],
+        until: int,
+    ) -> tuple[list[str | int | DecodedImage], bool]:
+        """The prompt up to message `until`'s content, as plain text to tokenize in one piece,
+        control tokens and pictures; and whether a BOS token opens it."""
         contents = [m.get("content", "") for m in messages]
         if self._trims:  # the template would have trimmed them (Llama 3's, Gemma's)
             contents = [c.strip() for c in contents]
         held = [{**m, "content": f"{_OPEN}{i}{_CLOSE}"} for i, m in enumerate(messages)]
         rendered = self.render(held)
-        # Plain text to tokenize in one piece, control tokens, pictures.
         runs: list[str | int | DecodedImage] = []
         for part in split_rendered(rendered):
+            if part == until:
+                break
             if isinstance(part, int):
                 runs.extend(images.get(part, ()))
             for piece in [contents[part]] if isinstance(part, int) else self._markers(part):
                 self._add(runs, piece)
         bos = self._add_bos and not (self.bos_text and rendered.startswith(self.bos_text))
-        parts: list[int | DecodedImage] = [self._llm.token_bos()] if bos else []
-        for run in runs:
-            if isinstance(run, str):
-                if run:
-                    parts += self._llm.tokenize(run.encode("utf-8", errors="replace"), False, False)
-            else:
-                parts.append(run)
-        return parts
+        return runs, bos
 
     def _add(self, runs: list[str | int | DecodedImage], piece: str | int) -> None:
         """Append a piece of the prompt: plain text joins the text before it; a marker may

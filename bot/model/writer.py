@@ -88,3 +88,13 @@ class GenerationWriter:
         self.result.text = self._scanner.text
         self.result.total_s = time.perf_counter() - self.started
         self.generation._done()
+
+
+def finish_unstarted(generation: Generation, error: str | None) -> None:
+    """End a reply that never started: cancelled, or failed with `error`."""
+    writer = GenerationWriter(generation)
+    if error is None:
+        writer.result.finish = "cancelled"
+    else:
+        writer.fail(error)
+    writer.close()

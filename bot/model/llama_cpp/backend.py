@@ -167,6 +167,7 @@ class LlamaCppBackend(UsesChatText):
             self._text.eog_tokens,
             Accountant(self.energy),
             vision=vision,
+            opening=self._text.opening_tokens,
         )
         if idle_cells is not None:
             self._engine.idle_cells = idle_cells
@@ -233,12 +234,14 @@ class LlamaCppBackend(UsesChatText):
     # -- the worker thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
-        """Jobs between steps; while no reply runs, wait for a job."""
+        """Jobs between steps; while no reply runs, wait for a job, or until channels' next
+        prompts are due to be read ahead (bot.model.llama_cpp.ahead)."""
         while True:
             engine = self._engine
             busy = engine is not None and engine.busy
+            ahead = None if busy or engine is None else engine.ahead.wait_s()
             try:
-                job = self._jobs.get(block=not busy)
+                job = self._jobs.get(block=not busy, timeout=ahead)
                 while True:
                     if job is None:
                         return
@@ -247,11 +250,15 @@ class LlamaCppBackend(UsesChatText):
             except queue.Empty:
                 pass
             engine = self._engine
-            if engine is not None and engine.busy:
-                try:
+            if engine is None:
+                continue
+            try:
+                if engine.busy:
                     engine.step()
-                except Exception:  # the worker must live on; the step ended its replies
-                    log.exception("a model step failed")
+                elif engine.ahead.wait_s() == 0:
+                    engine.read_ahead()
+            except Exception:  # the worker must live on; the step ended its replies
+                log.exception("a model step failed")
 
     async def ping(self) -> None:
         """A trivial job through the model thread: returns once the worker takes jobs (between

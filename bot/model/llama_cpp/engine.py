@@ -9,14 +9,11 @@ idle resident channels fill the rest of the pool and are evicted when llama_deco
 room, or parked as snapshots while replies generate (bot.model.llama_cpp.pool). Cancellation
 is checked between steps (llama.cpp's abort callback would abort everyone's step).
 
-A fixed-seed reply decodes alone, in a context of its own (bot.model.llama_cpp.solo), so the
-same seed and history give the same text while other channels generate. Its cost: a step of
-its own for each of its tokens (a whole llama_decode per token, where a reply sharing a step
-adds ~0.65 ms to it), taken in turn with the shared steps, which then come half as often; its
-previous reply is evaluated again each turn (it was decoded a token at a time), and the whole
-prompt whenever another fixed-seed channel used the lane in between; and the second context's
-memory (one window of KV), opened at the first fixed-seed reply. A picture in a prompt is
-evaluated between two steps, by a decode of its own (one per step: bot.model.llama_cpp.vision).
+A fixed-seed reply decodes alone, in a context of its own (bot.model.llama_cpp.solo, which
+says what that costs), in turn with the shared steps. A picture in a prompt is evaluated
+between two steps, by a decode of its own (bot.model.llama_cpp.vision). While nothing runs,
+channels whose replies ended have their next prompts read as far as they are known
+(bot.model.llama_cpp.ahead).
 """
 
 from __future__ import annotations
@@ -28,6 +25,7 @@ from collections.abc import Callable, Hashable, Sequence
 import llama_cpp
 
 from bot.model.footprint import Accountant
+from bot.model.llama_cpp.ahead import Opening, ReadAhead
 from bot.model.llama_cpp.batch import NO_KV_ROOM, StepBatch
 from bot.model.llama_cpp.lane import Lane
 from bot.model.llama_cpp.loader import LoadedModel
@@ -39,7 +37,7 @@ from bot.model.llama_cpp.solo import SoloLane
 from bot.model.llama_cpp.stream import Stream, cells_needed
 from bot.model.llama_cpp.vision import Vision
 from bot.model.types import EngineStats, Generation, GenerationRequest, Outbox
-from bot.model.writer import GenerationWriter
+from bot.model.writer import GenerationWriter, finish_unstarted
 
 # How often the aggregate tokens/s figure is renewed.
 RATE_WINDOW_S = 1.0
@@ -58,6 +56,7 @@ class Engine:
         end_tokens: Callable[[], Sequence[int]],
         footprint: Accountant,
         vision: Vision | None = None,
+        opening: Opening | None = None,
     ) -> None:
         self._loaded = loaded
         self._vocab = loaded.vocab
@@ -78,6 +77,7 @@ class Engine:
         self.waiting: deque[tuple[Generation, list[int]]] = deque()
         self.streams: list[Stream] = []
         self.outbox = Outbox()  # the replies' text, handed to the event loop once per step
+        self.ahead = ReadAhead(opening, n_ctx)  # idle channels' next prompts (ahead.py)
         self.steps = 0
         self._turn = 0
         self._last_step = 0  # tokens in the last step
@@ -96,7 +96,7 @@ class Engine:
             prompt = self._prompt(generation)
         except Exception as exc:
             self.pictures.drop(generation)
-            _finish_unstarted(generation, str(exc))
+            finish_unstarted(generation, str(exc))
             return
         self.waiting.append((generation, prompt))
 
@@ -131,8 +131,14 @@ class Engine:
     def honour_forgets(self) -> None:
         """Drop the KV state of channels forgotten since the last step, wherever it is."""
         forget_all, keys = self.pool.honour_forgets()
+        self.ahead.forget(forget_all, keys)
         if self.solo is not None and (forget_all or keys):
             self.solo.forget(forget_all, keys)
+
+    def read_ahead(self) -> None:
+        """Idle: a step reading channels' next prompts as far as they are known (ahead.py)."""
+        self.honour_forgets()
+        self.ahead.read(self.pool, self.shared.batch, self.shared.context.ctx, self.footprint)
 
     def close(self) -> None:
         """Shutting down: every reply ends as cancelled."""
@@ -144,7 +150,7 @@ class Engine:
             generation, _ = self.waiting.popleft()
             generation.cancel()
             self.pictures.drop(generation)
-            _finish_unstarted(generation, None)
+            finish_unstarted(generation, None)
         self.outbox.send()
         self.shared.batch.close()
         if self.solo is not None:
@@ -171,7 +177,7 @@ class Engine:
             if generation.cancelled:
                 self.waiting.remove(entry)
                 self.pictures.drop(generation)
-                _finish_unstarted(generation, None)
+                finish_unstarted(generation, None)
                 continue
             if generation.request.cold:
                 if self.solo is not None and self.solo.busy:
@@ -200,15 +206,19 @@ class Engine:
         except Exception:
             sampler.close()
             raise
+        self.ahead.drop(request.cache_key)
         try:
             images = self.pictures.take(generation)
-            return Stream(
+            stream = Stream(
                 generation, writer, prompt, lane, resident, reuse, sampler, self.n_ctx, images
             )
         except Exception:
             sampler.close()
             lane.sequences.release(resident)
             raise
+        if not stream.solo and (spent := self.ahead.spent.pop(request.cache_key or "", None)):
+            self.footprint.carry(stream, spent)
+        return stream
 
     def _solo_lane(self) -> Lane:
         if self.solo is None:
@@ -303,7 +313,10 @@ class Engine:
         if stream.images is not None:
             stream.images.close()
         stream.lane.sequences.release(stream.resident)
-        stream.writer.close()
+        stream.writer.close()  # the reply's text is whole from here on
+        request = stream.generation.request
+        if result.finish in ("stop", "length") and not stream.solo and not request.images:
+            self.ahead.note(request.cache_key, stream.resident, request.messages, result.text)
 
     def _fail(self, stream: Stream, error: str) -> None:
         """The reply broke: its sequence may hold a half-evaluated batch, so it goes too."""
@@ -314,7 +327,6 @@ class Engine:
         self._end(stream)
 
     # -- figures ---------------------------------------------------------------------------------
-
     def _count_token(self) -> None:
         since, tokens = self._window
         self._window = (since, tokens + 1)
@@ -335,13 +347,3 @@ class Engine:
             resident=len(self.pool.residents),
             energy_source=self.footprint.source.name,
         )
-
-
-def _finish_unstarted(generation: Generation, error: str | None) -> None:
-    """End a reply that never started: cancelled, or failed with `error`."""
-    writer = GenerationWriter(generation)
-    if error is None:
-        writer.result.finish = "cancelled"
-    else:
-        writer.fail(error)
-    writer.close()

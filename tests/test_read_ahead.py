@@ -1,0 +1,184 @@
+"""Reading ahead (bot.model.llama_cpp.ahead): while the model is idle, a channel's next prompt is
+read as far as it is known, so the next turn reads only what its user wrote. On the real tiny
+GGUF, through the engine and through the whole daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.model.llama_cpp import ahead
+from bot.model.llama_cpp.engine import Engine
+from bot.model.template import ChatText, open_vocab
+from bot.model.types import Generation, GenerationRequest
+from bot.personas import Sampling
+from support.daemons import ask, daemon_for
+from support.recording_backend import RecordingBackend
+from support.tinymodel import CHAT_TEMPLATE, write_tiny_model
+
+TEMPLATES = {
+    "chatml": CHAT_TEMPLATE,
+    # Text of the template's glued to the user's: which of its tokens stay depends on what follows.
+    "wordy user turns": (
+        "{% for m in messages %}{% if m['role'] == 'user' %}"
+        "{{ '<|im_start|>user\\nthe question is:' + m['content'] + '<|im_end|>\\n' }}"
+        "{% else %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
+        "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+        "{% endif %}"
+    ),
+    # No marker between turns at all: the reply's end and the next turn's start are one text.
+    "plain turns": (
+        "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ 'assistant:' }}{% endif %}"
+    ),
+}
+# What a user's next turn may start with.
+NEXT = ["hello", " hello", "\nhello", "Hello!", "1 2 3", "(x)", "é", "*bold*", "what?", ""]
+SAID = [
+    {"role": "system", "content": "You are kind."},
+    {"role": "user", "content": "tell me about water"},
+    {"role": "assistant", "content": "water is wet and know"},
+]
+
+
+@pytest.mark.parametrize("name", TEMPLATES)
+def test_the_opening_is_how_every_next_prompt_starts(tmp_path: Path, name: str) -> None:
+    model = write_tiny_model(tmp_path / "m.gguf", chat_template=TEMPLATES[name])
+    text = ChatText(open_vocab(model))
+    opening = text.opening_tokens(SAID)
+    asked = text.prompt_tokens(SAID[:-1])  # the prompt that got the reply
+    assert len(opening) > len(asked)  # it holds the reply, and more
+    for next_turn in NEXT:
+        full = text.prompt_tokens([*SAID, {"role": "user", "content": next_turn}])
+        assert full[: len(opening)] == opening, (name, next_turn)
+
+
+@pytest.fixture
+async def quick(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ahead, "READ_AFTER_S", 0.05)
+
+
+@pytest.fixture(params=["slots", "pool"])
+async def backend(
+    request: pytest.FixtureRequest, tiny_model: Path
+) -> AsyncIterator[RecordingBackend]:
+    loaded = await RecordingBackend.load(
+        tiny_model, n_ctx=2048, n_threads=2, parallel=2, kv_layout=request.param
+    )
+    yield loaded
+    await loaded.close()
+
+
+def engine_of(backend: RecordingBackend) -> Engine:
+    assert backend._engine is not None
+    return backend._engine
+
+
+async def reply(backend: RecordingBackend, messages: list[dict[str, str]], key: str) -> Generation:
+    request = GenerationRequest(messages, Sampling(max_tokens=12), seed=1, cache_key=key)
+    generation = backend.start(request)
+    _ = [piece async for piece in generation]
+    return generation
+
+
+async def read(backend: RecordingBackend) -> None:
+    """Until nothing is left to read ahead."""
+    deadline = time.monotonic() + 30
+    while engine_of(backend).ahead.pending:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    await backend.ping()
+
+
+def going_on(messages: list[dict[str, str]], first: Generation) -> list[dict[str, str]]:
+    return [*messages, {"role": "assistant", "content": first.result.text.strip()}]
+
+
+QUESTION = [{"role": "system", "content": "You are kind."}, {"role": "user", "content": "hi " * 30}]
+
+
+async def test_an_idle_channel_reads_its_next_prompt_ahead(
+    backend: RecordingBackend, quick: None
+) -> None:
+    first = await reply(backend, QUESTION, "a")
+    await read(backend)
+    said = going_on(QUESTION, first)
+    second = await reply(backend, [*said, {"role": "user", "content": "more please"}], "a")
+    opening = backend._text.opening_tokens(said)
+    result = second.result
+    # Everything before the user's words came from the KV: the reply (as the daemon stores
+    # it), its close and the next turn's opening; only the words and the answer's opening
+    # were read.
+    assert result.reused_tokens == len(opening)
+    assert result.prompt_tokens - result.reused_tokens <= 12
+
+
+async def test_a_turn_that_comes_at_once_does_not_wait_for_reading_ahead(
+    backend: RecordingBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ahead, "READ_AFTER_S", 3600.0)
+    first = await reply(backend, QUESTION, "a")
+    (held,) = [r.tokens.copy() for r in engine_of(backend).pool.residents if r.key == "a"]
+    said = going_on(QUESTION, first)
+    second = await reply(backend, [*said, {"role": "user", "content": "more please"}], "a")
+    # Nothing was read between: the KV held what the reply left, not the next turn's opening.
+    assert second.result.reused_tokens <= len(held) < len(backend._text.opening_tokens(said))
+
+
+async def test_what_reading_ahead_costs_goes_to_the_next_reply(
+    backend: RecordingBackend, quick: None
+) -> None:
+    first = await reply(backend, QUESTION, "a")
+    await read(backend)
+    spent = engine_of(backend).ahead.spent["a"]
+    assert spent.model_s > 0 and spent.cpu_s > 0
+    said = going_on(QUESTION, first)
+    second = await reply(backend, [*said, {"role": "user", "content": "more please"}], "a")
+    assert "a" not in engine_of(backend).ahead.spent
+    assert second.result.model_s >= spent.model_s
+
+
+async def test_a_forgotten_channel_is_not_read_ahead(
+    backend: RecordingBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ahead, "READ_AFTER_S", 0.3)
+    await reply(backend, QUESTION, "a")
+    await backend.forget("a")
+    await asyncio.sleep(0.5)
+    await backend.ping()
+    engine = engine_of(backend)
+    assert not engine.ahead.pending and not engine.ahead.spent
+    assert not any(r.key == "a" for r in engine.pool.residents)
+    assert backend.cache_state("a") == "cold"
+
+
+async def test_forgetting_drops_what_was_read_ahead(backend: RecordingBackend, quick: None) -> None:
+    await reply(backend, QUESTION, "a")
+    await read(backend)
+    assert "a" in engine_of(backend).ahead.spent
+    await backend.forget("a")
+    await backend.ping()
+    assert "a" not in engine_of(backend).ahead.spent
+    assert not any(r.key == "a" for r in engine_of(backend).pool.residents)
+
+
+async def test_through_the_daemon_a_follow_up_reads_only_what_is_new(
+    tmp_path: Path, tiny_model: Path, quick: None
+) -> None:
+    async with daemon_for(tmp_path, tiny_model, engine_cls=RecordingBackend) as (daemon, adapter):
+        backend = daemon.backend
+        assert isinstance(backend, RecordingBackend)
+        await ask(daemon, adapter, "tell me about the sea, please")
+        await read(backend)
+        await ask(daemon, adapter, "and the rivers?")
+        request = backend.generations[-1].request
+        result = backend.generations[-1].result
+        known = backend._text.opening_tokens(list(request.messages)[:-1])
+        # The daemon's next prompt starts as read ahead: the stored reply, stripped, and the
+        # opening of the user's turn.
+        assert backend.prompt_tokens(request.messages)[: len(known)] == known
+        assert result.reused_tokens == len(known)
