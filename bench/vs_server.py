@@ -9,9 +9,11 @@ sampling (the persona's: temperature 0.7, top-k 40, top-p 0.95, min-p 0.05, repe
 1.1 over 64 tokens), every reply exactly --max-tokens long (end tokens banned in both), and the
 same prompts, token for token (see bench.vs_sides; hearthbot's rolling summaries are off, as
 llama-server has none). Both run for the whole benchmark, in one process: each side warms
-its channels once (each read cold by a first question), then each workload runs on hearthbot's
-daemon and right after on llama-server, the other side idle meanwhile; the first text shown
-counts as the first token in both.
+its channels once (each read cold by a first question; then, --pause later and untimed, the
+burst's channels ask at once, as the burst will), then each workload runs on hearthbot's daemon
+and right after on llama-server, the other side idle meanwhile; the first text shown counts as
+the first token in both. A channel asks again --pause seconds after its answer (a person reads
+it first: hearthbot reads the next prompt's known start meanwhile, bot.model.llama_cpp.ahead).
 
 - burst: N warm channels (~--length-token conversations) ask a follow-up at the same moment;
 - turns: 2N warm channels (the burst's among them) take turns one at a time, in random order
@@ -23,7 +25,7 @@ aggregate tokens/s ÷ llama-server's (> 1: hearthbot is faster). Goal: ≥ 1.0.
 
     python -m bench.vs_server [--model FILE | --tiny] [--llama-server PATH] [--parallel 4]
                               [--threads N] [--length 1200] [--long 3000] [--max-tokens 64]
-                              [--rounds 2] [--repack] [--kv-layout slots|pool]
+                              [--rounds 2] [--pause 1.0] [--repack] [--kv-layout slots|pool]
                               [--no-server] [--plot]
 
 --no-server runs only hearthbot's side and checks the prompts llama-server would get (the smoke
@@ -99,10 +101,11 @@ def figures(
     }
 
 
-async def burst(side: Side, channels: list[str], rounds: int) -> dict[str, Any]:
+async def burst(side: Side, channels: list[str], rounds: int, pause: float) -> dict[str, Any]:
     answers: list[Answer] = []
     wall = []
     for r in range(rounds):
+        await asyncio.sleep(pause if r else 0)  # they read the answers first
         done = await asyncio.gather(*(side.ask(c, FOLLOW_UP.format(r)) for c in channels))
         answers += done
         wall.append((min(a.sent for a in done), max(a.done for a in done)))
@@ -121,12 +124,13 @@ async def turns(side: Side, channels: list[str], rounds: int) -> dict[str, Any]:
 
 
 async def long(
-    side: Side, text: ChatText, channels: list[str], rounds: int, long_tokens: int
+    side: Side, text: ChatText, channels: list[str], rounds: int, long_tokens: int, pause: float
 ) -> dict[str, Any]:
     longs: list[Answer] = []
     everyone: list[Answer] = []
     wall = []
     for r in range(rounds):
+        await asyncio.sleep(pause if r else 0)
         shown = [asyncio.Event() for _ in channels]
         streams = [
             asyncio.create_task(side.ask(c, FOLLOW_UP.format(r), e))
@@ -154,9 +158,12 @@ def workloads(args: argparse.Namespace) -> dict[str, tuple[int, Workload]]:
     """name → (warm channels it uses, the first ones of the shared set; the workload)."""
     n, rounds, warmed = args.parallel, args.rounds, shared_channels(2 * args.parallel)
     return {
-        "burst": (n, lambda side, _: burst(side, warmed[:n], rounds)),
+        "burst": (n, lambda side, _: burst(side, warmed[:n], rounds, args.pause)),
         "turns": (2 * n, lambda side, _: turns(side, warmed, rounds)),
-        "long": (n - 1, lambda side, text: long(side, text, warmed[: n - 1], rounds, args.long)),
+        "long": (
+            n - 1,
+            lambda side, text: long(side, text, warmed[: n - 1], rounds, args.long, args.pause),
+        ),
     }
 
 
@@ -164,10 +171,15 @@ async def warm_side(
     side: Side, text: ChatText, chosen: dict[str, tuple[int, Workload]], args: argparse.Namespace
 ) -> None:
     """Warm the channels the chosen workloads use, once: the burst's last, so that they hold
-    the slots when it starts, as when it warmed its own."""
+    the slots when it starts, as when it warmed its own. Then, after a person's pause, those
+    ask a follow-up at once, not timed: the first step of a new shape (four short prompts) is
+    slow in llama.cpp (llama-server's first burst took 4.0 s against 1.9 s for the next on an
+    AVX2 VM), and a daemon that has run a while has seen it."""
     needed = shared_channels(max(used for used, _ in chosen.values()))
     await warm(side, text, needed[args.parallel :], args.length)
     await warm(side, text, needed[: args.parallel], args.length)
+    await asyncio.sleep(args.pause)
+    await asyncio.gather(*(side.ask(c, FOLLOW_UP.format("warm")) for c in needed[: args.parallel]))
 
 
 def server_args(model: Path, args: argparse.Namespace, threads: int) -> list[str]:
@@ -191,6 +203,7 @@ async def measure(model: Path, args: argparse.Namespace) -> dict[str, Any]:
         "length": args.length,
         "long_tokens": args.long,
         "max_tokens": args.max_tokens,
+        "pause_s": args.pause,
         "rounds": args.rounds,
         "repack": args.repack,
         "kv_layout": args.kv_layout,
@@ -327,6 +340,9 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=1200, help="warm conversations, tokens")
     parser.add_argument("--long", type=int, default=3000, help="the long new prompt, tokens")
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument(
+        "--pause", type=float, default=1.0, help="s before a channel asks again (both sides)"
+    )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--only", default="burst,turns,long", help="workloads to run")
     parser.add_argument("--repack", action="store_true", help="CPU weight repacking on (both)")
