@@ -242,11 +242,13 @@ async def measure(model: Path, args: argparse.Namespace) -> dict[str, Any]:
         # minutes of a run falls on both alike; the side not working meanwhile is idle.
         for side in sides:
             theirs.script = ours.script()
+            await ours.settle()
             await warm_side(side, text, chosen, args)
         for name, (_, workload) in chosen.items():
             result[name] = {}
             for side in sides:
                 theirs.script = ours.script()
+                await ours.settle()  # the other side idle, on both turns
                 print(f"== {name}: {side.name}", flush=True)
                 result[name][side.name] = await workload(side, text)
             report({name: result[name]})  # as it goes: a long run shows each when done

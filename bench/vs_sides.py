@@ -60,6 +60,14 @@ class HearthbotSide:
         self.bench.engine.force = {"ban_eos": True}  # every reply is max_tokens long
         self.finals: dict[str, list[str]] = defaultdict(list)  # each channel's stored replies
 
+    async def settle(self) -> None:
+        """Until the daemon's model is idle, with nothing left to read ahead: before either
+        side is timed, so that neither shares the cores with the other (reading ahead after
+        hearthbot's burst made llama-server's next burst 3x slower)."""
+        while not self.bench.engine.quiet():  # noqa: ASYNC110 (the model thread sets no event)
+            await asyncio.sleep(0.05)
+        await self.bench.engine.ping()
+
     async def seed(self, channel: str, pairs: Sequence[tuple[str, str]]) -> None:
         """An earlier conversation, stored as the daemon would have (no model time)."""
         store: Store = self.bench.daemon.store

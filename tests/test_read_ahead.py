@@ -59,7 +59,7 @@ def test_the_opening_is_how_every_next_prompt_starts(tmp_path: Path, name: str) 
 
 @pytest.fixture
 async def quick(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ahead, "READ_AFTER_S", 0.05)
+    monkeypatch.setattr(ahead, "READ_AFTER_S", 0.2)
 
 
 @pytest.fixture(params=["slots", "pool"])
@@ -105,7 +105,9 @@ async def test_an_idle_channel_reads_its_next_prompt_ahead(
     backend: RecordingBackend, quick: None
 ) -> None:
     first = await reply(backend, QUESTION, "a")
+    assert not backend.quiet()  # something left to read ahead
     await read(backend)
+    assert backend.quiet()
     said = going_on(QUESTION, first)
     second = await reply(backend, [*said, {"role": "user", "content": "more please"}], "a")
     opening = backend._text.opening_tokens(said)
@@ -117,7 +119,7 @@ async def test_an_idle_channel_reads_its_next_prompt_ahead(
     assert result.prompt_tokens - result.reused_tokens <= 12
 
 
-async def test_a_turn_that_comes_at_once_does_not_wait_for_reading_ahead(
+async def test_reading_ahead_waits_for_a_pause_so_a_turn_at_once_never_waits_for_it(
     backend: RecordingBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(ahead, "READ_AFTER_S", 3600.0)
@@ -126,6 +128,7 @@ async def test_a_turn_that_comes_at_once_does_not_wait_for_reading_ahead(
     said = going_on(QUESTION, first)
     second = await reply(backend, [*said, {"role": "user", "content": "more please"}], "a")
     # Nothing was read between: the KV held what the reply left, not the next turn's opening.
+    assert 0 < engine_of(backend).ahead.wait_s() <= 3600  # the second reply's, still waiting
     assert second.result.reused_tokens <= len(held) < len(backend._text.opening_tokens(said))
 
 

@@ -73,6 +73,11 @@ class GenerationWriter:
             self.generation._emit(shown)
         return hit
 
+    @property
+    def text(self) -> str:
+        """The reply's text so far (cut at a stop string), a held-back tail included."""
+        return self._scanner.text
+
     def fail(self, error: str) -> None:
         """The generation broke: an error, unless it was being cancelled anyway."""
         if self.generation.cancelled:

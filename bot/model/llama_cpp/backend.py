@@ -293,6 +293,12 @@ class LlamaCppBackend(UsesChatText):
         assert self._engine is not None
         self._engine.submit(generation)
 
+    def quiet(self) -> bool:
+        """Whether the model thread has nothing to do: no reply, nothing to read ahead (a
+        benchmark waits for it before it times another program on the same cores)."""
+        engine = self._engine
+        return engine is None or not (engine.busy or engine.ahead.pending)
+
     def stats(self) -> EngineStats:
         """What the worker is doing (read without waiting for it)."""
         engine = self._engine

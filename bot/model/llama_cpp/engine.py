@@ -313,10 +313,10 @@ class Engine:
         if stream.images is not None:
             stream.images.close()
         stream.lane.sequences.release(stream.resident)
-        stream.writer.close()  # the reply's text is whole from here on
-        request = stream.generation.request
+        request, text = stream.generation.request, stream.writer.text  # before it is seen to end
         if result.finish in ("stop", "length") and not stream.solo and not request.images:
-            self.ahead.note(request.cache_key, stream.resident, request.messages, result.text)
+            self.ahead.note(request.cache_key, stream.resident, request.messages, text)
+        stream.writer.close()
 
     def _fail(self, stream: Stream, error: str) -> None:
         """The reply broke: its sequence may hold a half-evaluated batch, so it goes too."""
