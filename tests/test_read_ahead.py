@@ -185,3 +185,25 @@ async def test_through_the_daemon_a_follow_up_reads_only_what_is_new(
         # opening of the user's turn.
         assert backend.prompt_tokens(request.messages)[: len(known)] == known
         assert result.reused_tokens == len(known)
+
+
+async def test_a_broken_read_ahead_is_not_tried_again(
+    backend: RecordingBackend, quick: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = engine_of(backend)
+    calls = []
+
+    def broken() -> None:
+        calls.append(1)
+        raise RuntimeError("the energy counter broke")
+
+    first = await reply(backend, QUESTION, "a")
+    monkeypatch.setattr(engine.footprint, "before_step", broken)
+    await read(backend)  # the worker dropped what was pending rather than looping on it
+    await asyncio.sleep(0.5)
+    assert len(calls) == 1
+    monkeypatch.undo()
+    said = going_on(QUESTION, first)
+    second = await reply(backend, [*said, {"role": "user", "content": "more please"}], "a")
+    assert second.result.finish == "length"  # the next turn reads what was not read ahead
+    assert 0 < second.result.reused_tokens < len(backend._text.opening_tokens(said))

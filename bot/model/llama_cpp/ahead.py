@@ -92,7 +92,17 @@ class ReadAhead:
     def read(
         self, pool: KvPool, batch: StepBatch, ctx: llama_cpp.llama_context_p, footprint: Accountant
     ) -> None:
-        """One step of reading ahead, for every pending channel whose share fits."""
+        """One step of reading ahead, for every pending channel whose share fits. If it breaks,
+        nothing is left pending (the worker must not try again and again)."""
+        try:
+            self._read(pool, batch, ctx, footprint)
+        except Exception:
+            self.pending.clear()
+            raise
+
+    def _read(
+        self, pool: KvPool, batch: StepBatch, ctx: llama_cpp.llama_context_p, footprint: Accountant
+    ) -> None:
         rows = self._plan(pool, batch.capacity)
         if not rows:
             return
@@ -110,19 +120,20 @@ class ReadAhead:
                     pool.trim(resident, 0)  # it may hold part of the step
             footprint.idle()
             return
+        for resident, tokens in rows:  # the KV holds them now, whatever follows
+            resident.tokens.extend(tokens)
+            pending = self.pending.pop(resident.key)  # type: ignore[arg-type]
+            pending.held = len(resident.tokens)
+            if pending.tokens is not None and pending.held < len(pending.tokens):
+                self.pending[resident.key] = pending  # type: ignore[index]
         pool.prompt_rate.add(batch.size, wall_s)
         shares: dict[Hashable, int] = {("ahead", r.key): len(t) for r, t in rows}
         footprint.step(shares, time.process_time() - cpu_started, wall_s)
-        for resident, tokens in rows:
+        for resident, _ in rows:
             key = resident.key
             assert key is not None
-            resident.tokens.extend(tokens)
             spent = footprint.finish(("ahead", key))
             self.spent[key] = self.spent[key].add(spent) if key in self.spent else spent
-            pending = self.pending[key]
-            pending.held = len(resident.tokens)
-            if pending.tokens is not None and pending.held >= len(pending.tokens):
-                del self.pending[key]
         footprint.idle()
 
     def _plan(self, pool: KvPool, budget: int) -> list[tuple[Resident, list[int]]]:
