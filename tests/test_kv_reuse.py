@@ -267,3 +267,27 @@ async def test_a_new_channel_keeps_the_prefix_it_shares_with_the_channel_it_evic
         assert again.result.reused_tokens >= len(backend.prompt_tokens(a)) - 1
     finally:
         await backend.close()
+
+
+async def test_a_step_that_broke_after_writing_a_first_prompt_leaves_the_channel_usable(
+    backend: RecordingBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # llama_decode wrote the prompt's cells, then the step broke before the sequence counted
+    # them: they must go with the failed reply, or every later turn of the channel collides
+    # with them ("inconsistent sequence positions").
+    assert backend._engine is not None
+    footprint = backend._engine.footprint
+    step = footprint.step
+    broke = []
+
+    def breaks_once(*args: object) -> None:
+        if not broke:
+            broke.append(1)
+            raise RuntimeError("the energy counter broke")
+        step(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(footprint, "step", breaks_once)
+    first = await run(backend, conversation("a", 1), "a")
+    assert first.result.finish == "error" and broke
+    second = await run(backend, conversation("a", 1), "a")
+    assert second.result.finish == "length", second.result.error

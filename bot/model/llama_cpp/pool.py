@@ -165,10 +165,10 @@ class KvPool:
         self._publish(resident)
 
     def trim(self, resident: Resident, keep: int) -> None:
-        """Keep the first `keep` tokens of a sequence."""
-        if keep < len(resident.tokens):
-            llama_cpp.llama_memory_seq_rm(self._memory, resident.seq, keep, -1)
-            del resident.tokens[keep:]
+        """Keep the first `keep` tokens of a sequence. Cells past what it counts go too: a step
+        that broke after llama_decode may have written some."""
+        llama_cpp.llama_memory_seq_rm(self._memory, resident.seq, keep, -1)
+        del resident.tokens[keep:]
 
     def drop(self, resident: Resident, keep_cells: bool = False) -> None:
         """Remove a sequence from the pool (nothing saved); `keep_cells`: its id and the

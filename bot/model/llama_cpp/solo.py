@@ -94,9 +94,8 @@ class SoloLane:
         self._kept = evaluated if evaluated >= MIN_PIECE and not pictures else 0
 
     def trim(self, resident: Resident, keep: int) -> None:
-        if keep < len(resident.tokens):
-            llama_cpp.llama_memory_seq_rm(self.context.memory, resident.seq, keep, -1)
-            del resident.tokens[keep:]
+        llama_cpp.llama_memory_seq_rm(self.context.memory, resident.seq, keep, -1)  # as KvPool.trim
+        del resident.tokens[keep:]
         self._kept = min(self._kept, keep)
 
     def evict(self) -> bool:
