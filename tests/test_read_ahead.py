@@ -132,6 +132,31 @@ async def test_reading_ahead_waits_for_a_pause_so_a_turn_at_once_never_waits_for
     assert second.result.reused_tokens <= len(held) < len(backend._text.opening_tokens(said))
 
 
+async def test_a_long_read_ahead_goes_in_small_steps_so_a_new_turn_waits_little(
+    backend: RecordingBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ahead, "READ_AFTER_S", 0.3)
+    engine = engine_of(backend)
+    await reply(backend, QUESTION, "a")
+    stored = "water is wet " * 40  # a reply the daemon stores otherwise than it was generated
+
+    def store_otherwise() -> None:
+        engine.ahead.pending["a"].messages[-1]["content"] = stored
+
+    await backend._call(store_otherwise)
+    batch = engine.shared.batch
+    decode, steps = batch.decode, []
+
+    def recording(ctx: object) -> int:
+        steps.append(batch.size)
+        return decode(ctx)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(batch, "decode", recording)
+    await read(backend)
+    assert sum(steps) > 100  # the stored reply was read again from where it differs
+    assert max(steps) <= ahead.MOST_PER_STEP
+
+
 async def test_what_reading_ahead_costs_goes_to_the_next_reply(
     backend: RecordingBackend, quick: None
 ) -> None:
@@ -157,6 +182,19 @@ async def test_a_forgotten_channel_is_not_read_ahead(
     assert not engine.ahead.pending and not engine.ahead.spent
     assert not any(r.key == "a" for r in engine.pool.residents)
     assert backend.cache_state("a") == "cold"
+
+
+async def test_a_channel_forgotten_while_it_generates_keeps_no_words_to_read_ahead(
+    backend: RecordingBackend,
+) -> None:
+    request = GenerationRequest(QUESTION, Sampling(max_tokens=24), seed=1, cache_key="a")
+    generation = backend.start(request)
+    pieces = aiter(generation)
+    await anext(pieces)
+    await backend.forget("a")  # e.g. !reset while the answer streams
+    _ = [piece async for piece in pieces]
+    assert generation.result.finish == "length"
+    assert "a" not in engine_of(backend).ahead.pending  # its conversation is held nowhere
 
 
 async def test_forgetting_drops_what_was_read_ahead(backend: RecordingBackend, quick: None) -> None:

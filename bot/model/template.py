@@ -73,7 +73,6 @@ class ChatText:
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(llm._model.vocab))
         # The template's text between contents repeats ("<|im_end|>\n<|im_start|>user\n").
         self._markers = functools.lru_cache(maxsize=256)(self._split_markers)
-        self._steady = functools.lru_cache(maxsize=16)(self._steady_tokens)
         self._trims = self._template_trims()
 
     def _piece(self, token: int) -> str:
@@ -118,14 +117,18 @@ class ChatText:
         that the content could tokenize differently (text glued to it, as "user\n" in ChatML).
         """
         runs, bos = self._runs([*messages, {"role": "user", "content": ""}], {}, len(messages))
-        tail = runs.pop() if runs and isinstance(runs[-1], str) else ""
+        last = runs[-1] if runs else None
+        tail = last if isinstance(last, str) else ""
+        if tail:
+            runs.pop()
         tokens = [self._llm.token_bos()] if bos else []
         for run in runs:
             tokens += self._plain(run) if isinstance(run, str) else [run]  # type: ignore[list-item]
-        return tokens + list(self._steady(tail))
+        return tokens + self._steady(tail)
 
-    def _steady_tokens(self, tail: str) -> list[int]:
-        """The tokens of `tail` that stay as they are whatever text follows it."""
+    def _steady(self, tail: str) -> list[int]:
+        """The tokens of `tail` that stay as they are whatever text follows it. Not cached: with
+        a template that has no marker between turns, `tail` is the whole conversation."""
         steady = self._plain(tail)
         for follow in _FOLLOWERS:
             after = self._plain(tail + follow)

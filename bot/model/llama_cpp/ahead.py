@@ -35,6 +35,8 @@ from bot.model.llama_cpp.pool import KvPool, Resident
 READ_AFTER_S = 0.25
 # Channels waiting to be read ahead (each holds its conversation's text until then).
 MOST_PENDING = 32
+# Tokens read ahead in one step: a turn that comes meanwhile waits for one such step at most.
+MOST_PER_STEP = 64
 
 Opening = Callable[[Sequence[dict[str, str]]], list[int]]
 
@@ -103,7 +105,7 @@ class ReadAhead:
     def _read(
         self, pool: KvPool, batch: StepBatch, ctx: llama_cpp.llama_context_p, footprint: Accountant
     ) -> None:
-        rows = self._plan(pool, batch.capacity)
+        rows = self._plan(pool, min(batch.capacity, MOST_PER_STEP))
         if not rows:
             return
         batch.clear()

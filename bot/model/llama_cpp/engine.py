@@ -314,7 +314,9 @@ class Engine:
             stream.images.close()
         stream.lane.sequences.release(stream.resident)
         request, text = stream.generation.request, stream.writer.text  # before it is seen to end
-        if result.finish in ("stop", "length") and not stream.solo and not request.images:
+        if result.finish in ("stop", "length") and not (
+            stream.solo or request.images or stream.resident.forgotten
+        ):
             self.ahead.note(request.cache_key, stream.resident, request.messages, text)
         stream.writer.close()
 
