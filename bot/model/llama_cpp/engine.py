@@ -284,7 +284,7 @@ class Engine:
             except Exception as exc:  # one reply's failure is not the others'
                 self._fail(stream, str(exc))
                 continue
-            self._count_token()
+            self._window = (self._window[0], self._window[1] + 1)  # one more token generated
             if ended:
                 self._end(stream)
 
@@ -329,10 +329,6 @@ class Engine:
         self._end(stream)
 
     # -- figures ---------------------------------------------------------------------------------
-    def _count_token(self) -> None:
-        since, tokens = self._window
-        self._window = (since, tokens + 1)
-
     def _publish(self) -> None:
         now = time.perf_counter()
         since, tokens = self._window
