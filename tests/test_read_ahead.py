@@ -108,6 +108,9 @@ async def test_an_idle_channel_reads_its_next_prompt_ahead(
     assert not backend.quiet()  # something left to read ahead
     await read(backend)
     assert backend.quiet()
+    (resident,) = [r for r in engine_of(backend).pool.residents if r.key == "a"]
+    # !status says what the KV holds now, the tokens read ahead included.
+    assert backend.cache_state("a") == f"warm ({len(resident.tokens):,} tokens resident)"
     said = going_on(QUESTION, first)
     second = await reply(backend, [*said, {"role": "user", "content": "more please"}], "a")
     opening = backend._text.opening_tokens(said)
@@ -225,18 +228,25 @@ async def test_through_the_daemon_a_follow_up_reads_only_what_is_new(
         assert result.reused_tokens == len(known)
 
 
+@pytest.mark.parametrize(
+    ("part", "method"), [("footprint", "before_step"), ("pool", "honour_forgets")]
+)
 async def test_a_broken_read_ahead_is_not_tried_again(
-    backend: RecordingBackend, quick: None, monkeypatch: pytest.MonkeyPatch
+    backend: RecordingBackend,
+    quick: None,
+    monkeypatch: pytest.MonkeyPatch,
+    part: str,
+    method: str,
 ) -> None:
     engine = engine_of(backend)
     calls = []
 
     def broken() -> None:
         calls.append(1)
-        raise RuntimeError("the energy counter broke")
+        raise RuntimeError(f"{part}.{method} broke")
 
     first = await reply(backend, QUESTION, "a")
-    monkeypatch.setattr(engine.footprint, "before_step", broken)
+    monkeypatch.setattr(getattr(engine, part), method, broken)
     await read(backend)  # the worker dropped what was pending rather than looping on it
     await asyncio.sleep(0.5)
     assert len(calls) == 1

@@ -92,11 +92,18 @@ class ReadAhead:
         return max(0.0, self._since + READ_AFTER_S - time.monotonic())
 
     def read(
-        self, pool: KvPool, batch: StepBatch, ctx: llama_cpp.llama_context_p, footprint: Accountant
+        self,
+        pool: KvPool,
+        batch: StepBatch,
+        ctx: llama_cpp.llama_context_p,
+        footprint: Accountant,
+        first: Callable[[], None],
     ) -> None:
-        """One step of reading ahead, for every pending channel whose share fits. If it breaks,
-        nothing is left pending (the worker must not try again and again)."""
+        """`first` (the forgets to honour), then one step of reading ahead, for every pending
+        channel whose share fits. If either breaks, nothing is left pending (the worker must
+        not try again and again)."""
         try:
+            first()
             self._read(pool, batch, ctx, footprint)
         except Exception:
             self.pending.clear()
@@ -126,6 +133,7 @@ class ReadAhead:
             resident.tokens.extend(tokens)
             pending = self.pending.pop(resident.key)  # type: ignore[arg-type]
             pending.held = len(resident.tokens)
+            pool.publish(resident)
             if pending.tokens is not None and pending.held < len(pending.tokens):
                 self.pending[resident.key] = pending  # type: ignore[index]
         pool.prompt_rate.add(batch.size, wall_s)

@@ -137,8 +137,8 @@ class Engine:
 
     def read_ahead(self) -> None:
         """Idle: a step reading channels' next prompts as far as they are known (ahead.py)."""
-        self.honour_forgets()
-        self.ahead.read(self.pool, self.shared.batch, self.shared.context.ctx, self.footprint)
+        ctx = self.shared.context.ctx
+        self.ahead.read(self.pool, self.shared.batch, ctx, self.footprint, self.honour_forgets)
 
     def close(self) -> None:
         """Shutting down: every reply ends as cancelled."""

@@ -102,7 +102,8 @@ class KvPool:
         """Forgotten since the model thread last looked (call with the lock held)."""
         return self._forget_all or (key is not None and key in self._forgotten)
 
-    def _publish(self, resident: Resident) -> None:
+    def publish(self, resident: Resident) -> None:
+        """Show the sequence's token count to `state` (after it changed)."""
         with self._lock:
             if not self._marked(resident.key):
                 self._view[resident.key] = len(resident.tokens)
@@ -145,7 +146,6 @@ class KvPool:
         # is evaluated whole, so a prefix ending inside one ends at its start.
         reuse = whole_images(tokens, min(cached, len(tokens) - 1))
         self.trim(resident, reuse)
-        self._publish(resident)
         return resident, reuse
 
     def cuts(self, resident: Resident, start: int, end: int) -> Sequence[int]:
@@ -162,13 +162,14 @@ class KvPool:
         for other in list(self.residents):
             if other is not resident and other.key == resident.key and not other.busy:
                 self.drop(other)
-        self._publish(resident)
+        self.publish(resident)
 
     def trim(self, resident: Resident, keep: int) -> None:
         """Keep the first `keep` tokens of a sequence. Cells past what it counts go too: a step
         that broke after llama_decode may have written some."""
         llama_cpp.llama_memory_seq_rm(self._memory, resident.seq, keep, -1)
         del resident.tokens[keep:]
+        self.publish(resident)
 
     def drop(self, resident: Resident, keep_cells: bool = False) -> None:
         """Remove a sequence from the pool (nothing saved); `keep_cells`: its id and the
