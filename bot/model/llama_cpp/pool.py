@@ -219,10 +219,9 @@ class KvPool:
     def evict(self) -> bool:
         """Make room: save the least recently used idle sequence as a snapshot and drop it.
         False when every resident sequence is generating."""
-        idle = [r for r in self.residents if not r.busy]
-        if not idle:
+        victim = self._least_used_idle()
+        if victim is None:
             return False
-        victim = min(idle, key=lambda r: r.used)
         self._stash(victim)
         self.drop(victim)
         return True
@@ -238,10 +237,9 @@ class KvPool:
         used idle channel's, saved first as an eviction saves it, keeping the cells it shares
         with `tokens` (a persona's system prompt), as llama-server keeps a slot's prefix."""
         if not self._free:
-            idle = [r for r in self.residents if not r.busy]
-            if not idle:
+            victim = self._least_used_idle()
+            if victim is None:
                 raise RuntimeError("every sequence of the KV pool is generating")
-            victim = min(idle, key=lambda r: r.used)
             self._stash(victim)
             shared = common_prefix(victim.tokens, tokens)
             self.trim(victim, shared)
@@ -254,6 +252,9 @@ class KvPool:
         resident = Resident(self._free.pop(), key)
         self.residents.append(resident)
         return resident
+
+    def _least_used_idle(self) -> Resident | None:
+        return min((r for r in self.residents if not r.busy), key=lambda r: r.used, default=None)
 
     def _tick(self, resident: Resident) -> None:
         self._clock += 1
