@@ -101,6 +101,23 @@ async def test_stop_string_ends_the_reply_and_is_not_shown(backend: LlamaCppBack
     assert "".join(deltas) == text
 
 
+async def test_a_job_that_breaks_does_not_stop_the_model_thread(
+    backend: LlamaCppBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert backend._engine is not None
+    pool = backend._engine.pool
+
+    def broken() -> tuple[bool, frozenset[str]]:
+        raise RuntimeError("honouring forgets broke")
+
+    monkeypatch.setattr(pool, "honour_forgets", broken)
+    await backend.forget("a")  # its job on the model thread breaks
+    await asyncio.wait_for(backend.ping(), 30)
+    monkeypatch.undo()
+    _, text, finish = await asyncio.wait_for(collect(backend, request(seed=3, max_tokens=4)), 60)
+    assert finish == "length" and text
+
+
 async def test_cancel_during_generation(backend: LlamaCppBackend) -> None:
     generation = backend.start(request(seed=2, max_tokens=100_000 // 100, ban_eos=True))
     seen = 0

@@ -5,6 +5,7 @@ GGUF, through the engine and through the whole daemon."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -120,6 +121,20 @@ async def test_an_idle_channel_reads_its_next_prompt_ahead(
     # were read.
     assert result.reused_tokens == len(opening)
     assert result.prompt_tokens - result.reused_tokens <= 12
+
+
+async def test_a_reply_not_yet_taken_by_the_model_thread_is_not_quiet(
+    backend: RecordingBackend,
+) -> None:
+    held = threading.Event()
+    backend._jobs.put(held.wait)  # the model thread is busy with a job
+    try:
+        request = GenerationRequest(QUESTION, Sampling(max_tokens=2), seed=1, cache_key="a")
+        generation = backend.start(request)
+        assert not backend.quiet()  # its reply waits in the jobs, not yet in the engine
+    finally:
+        held.set()
+    _ = [piece async for piece in generation]
 
 
 async def test_reading_ahead_waits_for_a_pause_so_a_turn_at_once_never_waits_for_it(

@@ -245,7 +245,10 @@ class LlamaCppBackend(UsesChatText):
                 while True:
                     if job is None:
                         return
-                    job()
+                    try:
+                        job()
+                    except Exception:  # the worker must live on (_call hands its errors back)
+                        log.exception("a model job failed")
                     job = self._jobs.get_nowait()
             except queue.Empty:
                 pass
@@ -296,8 +299,9 @@ class LlamaCppBackend(UsesChatText):
     def quiet(self) -> bool:
         """Whether the model thread has nothing to do: no reply, nothing to read ahead (a
         benchmark waits for it before it times another program on the same cores)."""
+        waiting = not self._jobs.empty()  # a job (a reply not yet handed to the engine) is work
         engine = self._engine
-        return engine is None or not (engine.busy or engine.ahead.pending)
+        return not waiting and (engine is None or not (engine.busy or engine.ahead.pending))
 
     def stats(self) -> EngineStats:
         """What the worker is doing (read without waiting for it)."""
