@@ -10,10 +10,11 @@ sampling (the persona's: temperature 0.7, top-k 40, top-p 0.95, min-p 0.05, repe
 same prompts, token for token (see bench.vs_sides; hearthbot's rolling summaries are off, as
 llama-server has none). Both run for the whole benchmark, in one process: each side warms
 its channels once (each read cold by a first question; then, --pause later and untimed, the
-burst's channels ask at once, as the burst will), then each workload runs on hearthbot's daemon
-and right after on llama-server, the other side idle meanwhile; the first text shown counts as
-the first token in both. A channel asks again --pause seconds after its answer (a person reads
-it first: hearthbot reads the next prompt's known start meanwhile, bot.model.llama_cpp.ahead).
+burst's channels ask at once, as the burst will), then each round of each workload runs on
+hearthbot's daemon and right after on llama-server, the other side idle meanwhile; the first
+text shown counts as the first token in both. A channel asks again --pause seconds after its
+answer (a person reads it first: hearthbot reads the next prompt's known start meanwhile,
+bot.model.llama_cpp.ahead).
 
 - burst: N warm channels (~--length-token conversations) ask a follow-up at the same moment;
 - turns: 2N warm channels (the burst's among them) take turns one at a time, in random order
@@ -40,6 +41,7 @@ import contextlib
 import os
 import random
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Protocol
@@ -87,66 +89,69 @@ async def warm(side: Side, text: ChatText, channels: list[str], length: int) -> 
     await asyncio.gather(*(side.ask(c, FOLLOW_UP.format("first")) for c in channels))
 
 
-def figures(
-    timed: list[Answer], counted: list[Answer], wall: list[tuple[float, float]]
-) -> dict[str, Any]:
-    """TTFT of the `timed` answers; tokens/s of the `counted` ones over the `wall` spans."""
-    tokens = sum(a.tokens for a in counted)
-    return {
-        "ttft_s": summary([a.ttft for a in timed]),
-        "tokens": tokens,
-        # Prompt tokens read per answer (the rest came from the KV cache): what TTFT pays for.
-        "evaluated": [a.evaluated for a in timed],
-        "tokens_per_s": tokens / sum(end - start for start, end in wall),
-    }
+@dataclass
+class Rounds:
+    """One side's answers in a workload, round by round."""
+
+    timed: list[Answer] = field(default_factory=list)  # whose TTFT counts
+    counted: list[Answer] = field(default_factory=list)  # whose tokens count
+    wall: list[tuple[float, float]] = field(default_factory=list)  # spans the tokens took
+
+    def add(self, round_: Round) -> None:
+        timed, counted, wall = round_
+        self.timed += timed
+        self.counted += counted
+        self.wall += wall
+
+    def figures(self) -> dict[str, Any]:
+        """TTFT of the timed answers; tokens/s of the counted ones over the wall spans."""
+        tokens = sum(a.tokens for a in self.counted)
+        return {
+            "ttft_s": summary([a.ttft for a in self.timed]),
+            "tokens": tokens,
+            # Prompt tokens read per answer (the rest came from the KV cache): what TTFT pays.
+            "evaluated": [a.evaluated for a in self.timed],
+            "tokens_per_s": tokens / sum(end - start for start, end in self.wall),
+        }
 
 
-async def burst(side: Side, channels: list[str], rounds: int, pause: float) -> dict[str, Any]:
-    answers: list[Answer] = []
-    wall = []
-    for r in range(rounds):
-        await asyncio.sleep(pause if r else 0)  # they read the answers first
-        done = await asyncio.gather(*(side.ask(c, FOLLOW_UP.format(r)) for c in channels))
-        answers += done
-        wall.append((min(a.sent for a in done), max(a.done for a in done)))
-    return figures(answers, answers, wall)
+Round = tuple[list[Answer], list[Answer], list[tuple[float, float]]]
 
 
-async def turns(side: Side, channels: list[str], rounds: int) -> dict[str, Any]:
-    order = random.Random(21)
-    answers, wall = [], []
-    for r in range(rounds):
-        for c in order.sample(channels, len(channels)):
-            answer = await side.ask(c, FOLLOW_UP.format(r))
-            answers.append(answer)
-            wall.append((answer.sent, answer.done))
-    return figures(answers, answers, wall)
+def span(answers: list[Answer]) -> list[tuple[float, float]]:
+    return [(min(a.sent for a in answers), max(a.done for a in answers))]
+
+
+async def burst(side: Side, channels: list[str], r: int, pause: float) -> Round:
+    await asyncio.sleep(pause if r else 0)  # they read the answers first
+    done = await asyncio.gather(*(side.ask(c, FOLLOW_UP.format(r)) for c in channels))
+    return done, done, span(done)
+
+
+async def turns(side: Side, channels: list[str], r: int) -> Round:
+    answers = []
+    for c in random.Random(21 + r).sample(channels, len(channels)):  # the same on both sides
+        answers.append(await side.ask(c, FOLLOW_UP.format(r)))
+    return answers, answers, [(a.sent, a.done) for a in answers]
 
 
 async def long(
-    side: Side, text: ChatText, channels: list[str], rounds: int, long_tokens: int, pause: float
-) -> dict[str, Any]:
-    longs: list[Answer] = []
-    everyone: list[Answer] = []
-    wall = []
-    for r in range(rounds):
-        await asyncio.sleep(pause if r else 0)
-        shown = [asyncio.Event() for _ in channels]
-        streams = [
-            asyncio.create_task(side.ask(c, FOLLOW_UP.format(r), e))
-            for c, e in zip(channels, shown, strict=True)
-        ]
-        # The long prompt arrives once every stream shows text.
-        await asyncio.gather(*(e.wait() for e in shown))
-        arrival = await side.ask(f"long{r}", long_text(text, long_tokens, f"long{r}"))
-        done = [*await asyncio.gather(*streams), arrival]
-        longs.append(arrival)
-        everyone += done
-        wall.append((min(a.sent for a in done), max(a.done for a in done)))
-    return figures(longs, everyone, wall)
+    side: Side, text: ChatText, channels: list[str], r: int, long_tokens: int, pause: float
+) -> Round:
+    await asyncio.sleep(pause if r else 0)
+    shown = [asyncio.Event() for _ in channels]
+    streams = [
+        asyncio.create_task(side.ask(c, FOLLOW_UP.format(r), e))
+        for c, e in zip(channels, shown, strict=True)
+    ]
+    # The long prompt arrives once every stream shows text.
+    await asyncio.gather(*(e.wait() for e in shown))
+    arrival = await side.ask(f"long{r}", long_text(text, long_tokens, f"long{r}"))
+    done = [*await asyncio.gather(*streams), arrival]
+    return [arrival], done, span(done)
 
 
-Workload = Callable[[Side, ChatText], Awaitable[dict[str, Any]]]
+Workload = Callable[[Side, ChatText, int], Awaitable[Round]]  # one round
 
 
 def shared_channels(count: int) -> list[str]:
@@ -156,13 +161,13 @@ def shared_channels(count: int) -> list[str]:
 
 def workloads(args: argparse.Namespace) -> dict[str, tuple[int, Workload]]:
     """name → (warm channels it uses, the first ones of the shared set; the workload)."""
-    n, rounds, warmed = args.parallel, args.rounds, shared_channels(2 * args.parallel)
+    n, warmed = args.parallel, shared_channels(2 * args.parallel)
     return {
-        "burst": (n, lambda side, _: burst(side, warmed[:n], rounds, args.pause)),
-        "turns": (2 * n, lambda side, _: turns(side, warmed, rounds)),
+        "burst": (n, lambda side, _, r: burst(side, warmed[:n], r, args.pause)),
+        "turns": (2 * n, lambda side, _, r: turns(side, warmed, r)),
         "long": (
             n - 1,
-            lambda side, text: long(side, text, warmed[: n - 1], rounds, args.long, args.pause),
+            lambda side, text, r: long(side, text, warmed[: n - 1], r, args.long, args.pause),
         ),
     }
 
@@ -237,20 +242,25 @@ async def measure(model: Path, args: argparse.Namespace) -> dict[str, Any]:
             server = await stack.enter_async_context(Server(exe, server_args(model, args, threads)))
             theirs.url = server.url
             sides.append(theirs)
-        # Side by side: each step on hearthbot, then at once on llama-server (which replays
-        # the prompts hearthbot rendered), so that a drift in the machine's speed over the
-        # minutes of a run falls on both alike; the side not working meanwhile is idle.
+        # Side by side: each warm-up and each round of a workload on hearthbot, then at once
+        # on llama-server (which replays the prompts hearthbot rendered), so that a drift in
+        # the machine's speed over the minutes of a run falls on both alike (a workload's
+        # rounds one side after the other put a minute between the sides: the long prompt's
+        # three rounds took 33.9, 31.5, 28.9 s on hearthbot, then 28.4, 29.2, 31.0 s on
+        # llama-server); the side not working meanwhile is idle.
         for side in sides:
             theirs.script = ours.script()
             await ours.settle()
             await warm_side(side, text, chosen, args)
         for name, (_, workload) in chosen.items():
-            result[name] = {}
-            for side in sides:
-                theirs.script = ours.script()
-                await ours.settle()  # the other side idle, on both turns
-                print(f"== {name}: {side.name}", flush=True)
-                result[name][side.name] = await workload(side, text)
+            got = {side.name: Rounds() for side in sides}
+            for r in range(args.rounds):
+                for side in sides:
+                    theirs.script = ours.script()
+                    await ours.settle()  # the other side idle, on both turns
+                    print(f"== {name}, round {r + 1}: {side.name}", flush=True)
+                    got[side.name].add(await workload(side, text, r))
+            result[name] = {side: rounds.figures() for side, rounds in got.items()}
             report({name: result[name]})  # as it goes: a long run shows each when done
     theirs.script = ours.script()
     prompts = [len(r.prompt or ()) for requests in theirs.script.values() for r in requests]
