@@ -25,10 +25,9 @@ from bot.events import Incoming, ReplyHandle
 from bot.history import Recall
 from bot.images import BLIND_NOTICE_INTERVAL_S, OncePer
 from bot.live import Live
-from bot.model.backend import Backend
-from bot.model.types import Generation, GenerationRequest, GenerationResult, draw_seed
+from bot.model.backend import Backend, preparing
+from bot.model.types import Generation, GenerationRequest, GenerationResult
 from bot.notes import notes_scope
-from bot.personas import Sampling
 from bot.prompt.builder import ContextBuilder, Prompt, TooLong
 from bot.prompt.thinking import ThinkFilter, with_thinking
 from bot.scopes import resolve_for
@@ -223,9 +222,9 @@ class AnswerWriter:
                 return
         await self._save_and_show(job, job.answer)
 
-    async def _generate(self, answering: Answering) -> Answer | None:
-        """The answer, streamed to the reply as it grows; None when the job ended without
-        one (too long, or stopped at shutdown) and its notice is shown."""
+    async def _build(self, answering: Answering) -> tuple[Prompt, GenerationRequest] | TooLong:
+        """The prompt for the job's message, and what the model is asked (with the persona's
+        sampling)."""
         job = answering.job
         message = job.message
         bot = self.live.settings.bot
@@ -246,17 +245,27 @@ class AnswerWriter:
             recall=recall,
         )
         if isinstance(prompt, TooLong):
+            return prompt
+        answering.summarizable |= prompt.summarizable
+        return prompt, prompt.request(sampling, n_ctx, message.channel_key, message.is_direct)
+
+    async def _generate(self, answering: Answering) -> Answer | None:
+        """The answer, streamed to the reply as it grows; None when the job ended without
+        one (too long, or stopped at shutdown) and its notice is shown."""
+        job = answering.job
+        # Replies handed out together are read in one step (bot.model.llama_cpp.jobs).
+        with preparing(self.backend):
+            built = await self._build(answering)
+            if not isinstance(built, TooLong):
+                await job.reply.typing()
+                prompt, request = built
+                generation = self.backend.start(request)
+        if isinstance(built, TooLong):
             await self.store.discard(job.row)
             if job.joined:  # they stay in the history; this answer was theirs too
                 await self.store.drop_pending(*job.rows[:-1])
-            await job.reply.fail(texts.TOO_LONG.format(tokens=prompt.tokens, limit=prompt.limit))
+            await job.reply.fail(texts.TOO_LONG.format(tokens=built.tokens, limit=built.limit))
             return None
-        answering.summarizable |= prompt.summarizable
-        await job.reply.typing()
-        room = n_ctx - len(prompt.tokens) - prompt.image_tokens
-        if room < sampling.max_tokens:
-            sampling = sampling.model_copy(update={"max_tokens": room})
-        generation = self.backend.start(_request(message, prompt, sampling))
         answering.generation = generation
         if self._abandoned.is_set() or answering.stopped:
             generation.cancel()
@@ -278,12 +287,12 @@ class AnswerWriter:
         answer = thinking.answer.strip()
         final = shown_answer(
             answer,
-            cut_at=sampling.max_tokens if result.finish == "length" else None,
+            cut_at=request.sampling.max_tokens if result.finish == "length" else None,
             kept=prompt.turns_kept if prompt.window.trimmed else None,
             stopped=result.finish == "cancelled",
             blind=self._unseen_images(job),
         )
-        if bot.show_thinking:
+        if self.live.settings.bot.show_thinking:
             final = with_thinking(final, thinking.thinking)
         return Answer(answer, final, result)
 
@@ -320,21 +329,6 @@ class AnswerWriter:
             energy_source=result.energy_source or None,
         )
         await job.reply.finish(answer.shown)
-
-
-def _request(message: Incoming, prompt: Prompt, sampling: Sampling) -> GenerationRequest:
-    fixed = sampling.seed
-    return GenerationRequest(
-        messages=prompt.messages,
-        sampling=sampling,
-        seed=fixed if fixed is not None else draw_seed(),
-        # In a group the model must not go on to write the next speaker's turn.
-        stop=tuple(f"\n{name}:" for name in prompt.speakers) if not message.is_direct else (),
-        cold=fixed is not None,
-        prompt=prompt.tokens,
-        cache_key=message.channel_key,
-        images=prompt.images,
-    )
 
 
 async def _stream(generation: Generation, job: Job) -> ThinkFilter:

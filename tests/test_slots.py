@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Awaitable
 from pathlib import Path
 
+import pytest
+
 from bot import texts
 from bot.events import Outcome
+from bot.model.llama_cpp import jobs
 from bot.model.types import Generation, GenerationRequest
 from support.daemons import answered, ask, daemon_for
+from support.engine_steps import StepRecordingBackend
 from support.persona_files import only_persona
 from support.progress import until_progressing
 from support.recording_adapter import RecordedReply, message
@@ -273,3 +278,32 @@ async def test_forget_leaves_someone_else_s_answer_in_its_channel_alone(
             "her answer to go on",
         )
         assert not record.done.is_set(), record.final  # still being written, not stopped
+
+
+async def test_replies_handed_out_together_are_read_in_one_step(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon builds the prompts of replies handed out together one after another; an
+    idle model thread waits for all of them (jobs.GATHER_S at most, here long enough never
+    to run out) instead of reading the first alone and the rest a step later."""
+    monkeypatch.setattr(jobs, "GATHER_S", 60.0)
+    bot = only_persona(tmp_path, "brief", max_tokens=4, temperature=0.0)
+    msgs = [message(f"tell me about boats {i}", channel=f"c{i}") for i in range(3)]
+    async with daemon_for(
+        tmp_path, tiny_model, start=False, slots=3, bot=bot, engine_cls=StepRecordingBackend
+    ) as (daemon, adapter):
+        for msg in msgs:
+            assert await daemon.handle(msg) is Outcome.ACCEPTED
+        daemon.responder.start()
+        await daemon.wait_idle()
+        assert all(r.final is not None for r in adapter.replies)
+        steps = daemon.backend.step_log.steps  # type: ignore[attr-defined]
+        first = next(step for step in steps if step.prompt_total)
+        assert len(first.tokens) == 3  # each reply's prompt, read whole
+        # A reply that comes alone is not held: nothing else is being prepared.
+        started = time.monotonic()
+        alone = message("and cars?", channel="c9")
+        assert await daemon.handle(alone) is Outcome.ACCEPTED
+        (record,) = adapter.for_message(alone.message_id)
+        assert await answered(record)
+        assert time.monotonic() - started < 30  # not held for GATHER_S

@@ -8,6 +8,7 @@ context window stays exact whichever one generates.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -59,6 +60,13 @@ def engine_stats(backend: object) -> EngineStats | None:
         return stats() if callable(stats) else None
     except Exception:
         return None
+
+
+def preparing(backend: object) -> contextlib.AbstractContextManager[None]:
+    """Around building a reply and starting it: the backend's optional hook `preparing`, with
+    which an idle model holds its first step for replies being built together."""
+    hook = getattr(backend, "preparing", None)
+    return hook() if callable(hook) else contextlib.nullcontext()
 
 
 async def load_backend(

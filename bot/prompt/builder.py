@@ -11,7 +11,8 @@ from bot import texts
 from bot.bounded import SizedCache
 from bot.history import Recall, StoredMessage
 from bot.model.backend import Backend
-from bot.model.types import DecodedImage
+from bot.model.types import DecodedImage, GenerationRequest, draw_seed
+from bot.personas import Sampling
 from bot.prompt.overheads import measure
 from bot.prompt.pictures import TurnPictures, read_pictures, with_placeholders
 from bot.prompt.quotes import FetchQuote, Replies, read_replies, shown_quote
@@ -51,6 +52,25 @@ class Prompt:
     # window, or that its next trim drops, were not summarized when the prompt was read, or
     # the window moved. Only known when the summary was asked for.
     summarizable: bool = False
+
+    def request(self, sampling: Sampling, n_ctx: int, key: str, direct: bool) -> GenerationRequest:
+        """What the model is asked for channel `key`: `sampling`, its max_tokens cut to the
+        room this prompt leaves in n_ctx; a fixed seed decodes cold (bot.model.llama_cpp.solo)."""
+        room = n_ctx - len(self.tokens) - self.image_tokens
+        if room < sampling.max_tokens:
+            sampling = sampling.model_copy(update={"max_tokens": room})
+        fixed = sampling.seed
+        return GenerationRequest(
+            messages=self.messages,
+            sampling=sampling,
+            seed=fixed if fixed is not None else draw_seed(),
+            # In a group the model must not go on to write the next speaker's turn.
+            stop=tuple(f"\n{name}:" for name in self.speakers) if not direct else (),
+            cold=fixed is not None,
+            prompt=self.tokens,
+            cache_key=key,
+            images=self.images,
+        )
 
 
 @dataclass(frozen=True, slots=True)

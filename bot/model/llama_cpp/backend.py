@@ -10,8 +10,8 @@ done from any thread; forgetting a channel's KV state never waits for the model 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
-import queue
 import sys
 import threading
 from collections.abc import Callable
@@ -25,6 +25,7 @@ from bot.model.energy import Source, choose_source
 from bot.model.footprint import Accountant
 from bot.model.gguf import ModelFileError, available_memory, check_fits, inspect_model
 from bot.model.llama_cpp.engine import Engine
+from bot.model.llama_cpp.jobs import Jobs
 from bot.model.llama_cpp.kv_cache import SnapshotCache
 from bot.model.llama_cpp.loader import LoadedModel, PoolShape, VocabView
 from bot.model.llama_cpp.placement import Attention, Offload, Placement
@@ -54,7 +55,7 @@ class LlamaCppBackend(UsesChatText):
     energy: Source  # where the replies' energy is read, set when loaded
 
     def __init__(self) -> None:
-        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._jobs = Jobs()
         self._thread = threading.Thread(target=self._run, name="hearthbot-model", daemon=True)
         self._loaded: LoadedModel | None = None
         self._engine: Engine | None = None
@@ -240,21 +241,14 @@ class LlamaCppBackend(UsesChatText):
             engine = self._engine
             busy = engine is not None and engine.busy
             ahead = None if busy or engine is None else engine.ahead.wait_s()
-            try:
-                job = self._jobs.get(block=not busy, timeout=ahead)
-                while True:
-                    if job is None:
-                        return
-                    try:
-                        job()
-                    except Exception:  # the worker must live on (_call hands its errors back)
-                        log.exception("a model job failed")
-                    job = self._jobs.get_nowait()
-            except queue.Empty:
-                pass
+            if not self._jobs.run(block=not busy, timeout=ahead):
+                return
             engine = self._engine
             if engine is None:
                 continue
+            # Idle until now: the replies handed out with this one are read with it (jobs.py).
+            if not busy and engine.busy and not self._jobs.gather():
+                return
             try:
                 if engine.busy:
                     engine.step()
@@ -269,19 +263,7 @@ class LlamaCppBackend(UsesChatText):
         await self._call(lambda: None)
 
     async def _call(self, fn: Callable[[], Any]) -> Any:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-
-        def job() -> None:
-            try:
-                value = fn()
-            except BaseException as exc:  # handed to the awaiting coroutine
-                loop.call_soon_threadsafe(_settle, future, None, exc)
-            else:
-                loop.call_soon_threadsafe(_settle, future, value, None)
-
-        self._jobs.put(job)
-        return await future
+        return await self._jobs.call(fn)
 
     # -- generation -----------------------------------------------------------------------------
 
@@ -291,6 +273,11 @@ class LlamaCppBackend(UsesChatText):
         generation = Generation(request, asyncio.get_running_loop())
         self._jobs.put(lambda: self._submit(generation))
         return generation
+
+    def preparing(self) -> contextlib.AbstractContextManager[None]:
+        """Around building a reply and starting it (bot.model.backend.preparing): an idle
+        model thread holds its first step for the replies being built (jobs.py)."""
+        return self._jobs.prepared()
 
     def _submit(self, generation: Generation) -> None:
         assert self._engine is not None
@@ -339,12 +326,3 @@ def runs_on(placement: Placement, n_threads: int) -> str:
 def runs_on_gpu(offload: Offload | None = None) -> bool:
     """Whether llama.cpp will offload layers of the model to a GPU with these settings."""
     return bool(llama_cpp.llama_supports_gpu_offload()) and (offload or Offload()).layers() != 0
-
-
-def _settle(future: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:
-    if future.done():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(value)
