@@ -205,13 +205,16 @@ async def test_a_forgotten_channel_is_not_read_ahead(
 async def test_a_channel_forgotten_while_it_generates_keeps_no_words_to_read_ahead(
     backend: RecordingBackend,
 ) -> None:
-    request = GenerationRequest(QUESTION, Sampling(max_tokens=24), seed=1, cache_key="a")
+    # Long enough that the forget is honoured while it generates.
+    sampling = Sampling(max_tokens=200)
+    request = GenerationRequest(QUESTION, sampling, seed=1, cache_key="a", ban_eos=True)
     generation = backend.start(request)
     pieces = aiter(generation)
     await anext(pieces)
     await backend.forget("a")  # e.g. !reset while the answer streams
     _ = [piece async for piece in pieces]
     assert generation.result.finish == "length"
+    await backend.ping()  # after the forget's own job
     assert "a" not in engine_of(backend).ahead.pending  # its conversation is held nowhere
 
 

@@ -249,6 +249,9 @@ class LlamaCppBackend(UsesChatText):
             # Idle until now: the replies handed out with this one are read with it (jobs.py).
             if not busy and engine.busy and not self._jobs.gather():
                 return
+            engine = self._engine  # a job run meanwhile may have closed it
+            if engine is None:
+                continue
             try:
                 if engine.busy:
                     engine.step()

@@ -78,7 +78,7 @@ class Jobs:
         while self.preparing > 0 and (left := deadline - time.monotonic()) > 0:
             if not self.run(True, min(left, POLL_S)):
                 return False
-        return True
+        return self.run(False, None)  # a start queued just before the count dropped
 
     async def call(self, fn: Callable[[], Any]) -> Any:
         """Run `fn` on the model thread and return what it returns (or raise what it raises)."""
