@@ -243,13 +243,11 @@ class LlamaCppBackend(UsesChatText):
             ahead = None if busy or engine is None else engine.ahead.wait_s()
             if not self._jobs.run(block=not busy, timeout=ahead):
                 return
-            engine = self._engine
-            if engine is None:
-                continue
             # Idle until now: the replies handed out with this one are read with it (jobs.py).
-            if not busy and engine.busy and not self._jobs.gather():
+            started = not busy and self._engine is not None and self._engine.busy
+            if started and not self._jobs.gather():
                 return
-            engine = self._engine  # a job run meanwhile may have closed it
+            engine = self._engine  # the jobs run may have closed it
             if engine is None:
                 continue
             try:
