@@ -7,6 +7,7 @@ import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bot.model.llama_cpp.backend import LlamaCppBackend
@@ -165,7 +166,7 @@ async def test_forget_drops_cached_state(backend: RecordingBackend) -> None:
 
 
 def snap(n: int) -> Snapshot:
-    return Snapshot(tuple(range(n)), b"x" * n)
+    return Snapshot(tuple(range(n)), np.zeros(n, np.uint8))
 
 
 def test_snapshot_cache_is_lru_within_budget() -> None:

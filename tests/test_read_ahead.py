@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import llama_cpp
 import pytest
 
 from bot.model.llama_cpp import ahead
@@ -148,6 +149,82 @@ async def test_reading_ahead_waits_for_a_pause_so_a_turn_at_once_never_waits_for
     # Nothing was read between: the KV held what the reply left, not the next turn's opening.
     assert 0 < engine_of(backend).ahead.wait_s() <= 3600  # the second reply's, still waiting
     assert second.result.reused_tokens <= len(held) < len(backend._text.opening_tokens(said))
+
+
+async def test_a_busy_model_reads_ahead_between_the_steps_of_replies_past_their_prompts(
+    backend: RecordingBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bot that is never idle still reads its channels' next prompts: between the steps of
+    # a reply that is generating (its first token shown), in small steps.
+    monkeypatch.setattr(ahead, "READ_AFTER_S", 0.0)
+    engine = engine_of(backend)
+    read_ahead, steps = engine.read_ahead, []
+
+    def recording() -> None:
+        steps.append(([s.prefilling for s in engine.streams], bool(engine.waiting)))
+        read_ahead()
+
+    monkeypatch.setattr(engine, "read_ahead", recording)
+    short = GenerationRequest(QUESTION, Sampling(max_tokens=2), seed=1, cache_key="a")
+    long = GenerationRequest(
+        QUESTION, Sampling(max_tokens=300), seed=1, cache_key="b", ban_eos=True
+    )
+    first, other = backend.start(short), backend.start(long)
+    _ = [piece async for piece in first]
+    _ = [piece async for piece in other]
+    assert other.result.finish == "length"
+    busy = [prefilling for prefilling, _ in steps if prefilling]
+    assert busy, "nothing was read ahead while a reply generated"
+    assert not any(any(p) for p in busy)  # never while a reply waited for its first token
+    assert not any(waiting for _, waiting in steps)
+    said = going_on(QUESTION, first)
+    (resident,) = [r for r in engine.pool.residents if r.key == "a"]
+    held = first.result.prompt_tokens + first.result.generated_tokens - 1  # the reply left
+    assert len(resident.tokens) == len(backend._text.opening_tokens(said)) > held
+
+
+async def test_the_channel_evicted_next_is_saved_ahead_so_a_new_turn_does_not_wait_for_the_copy(
+    tiny_model: Path, quick: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A window per slot: channels stay resident until a new one needs the sequence (the
+    # unified pool parks idle channels while replies generate instead).
+    backend = await RecordingBackend.load(
+        tiny_model, n_ctx=2048, n_threads=2, parallel=2, kv_layout="slots", kv_cache_mb=64
+    )
+    try:
+        await saved_ahead(backend, monkeypatch)
+    finally:
+        await backend.close()
+
+
+async def saved_ahead(backend: RecordingBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = engine_of(backend)
+    for asked in range(len(engine.pool._free)):  # every sequence holds a channel
+        await reply(backend, QUESTION, f"c{asked}")
+        await read(backend)
+    oldest = next(r for r in engine.pool.residents if r.key == "c0")
+    saved = engine.pool.snapshots.peek("c0")
+    assert saved is not None and saved.tokens == tuple(oldest.tokens)  # read ahead, then saved
+    copies = []
+    get_data = llama_cpp.llama_state_seq_get_data
+
+    def counting(*args: object) -> int:
+        copies.append(args)
+        return get_data(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(llama_cpp, "llama_state_seq_get_data", counting)
+    await reply(backend, [*QUESTION[:1], {"role": "user", "content": "a new one"}], "new")
+    assert not any(r.key == "c0" for r in engine.pool.residents)  # evicted for the new one
+    assert not copies  # without copying it again
+    assert engine.pool.snapshots.peek("c0") is saved
+    # Its next turn restores it, what was read ahead included.
+    said = going_on(QUESTION, engine_generation(backend, "c0"))
+    again = await reply(backend, [*said, {"role": "user", "content": "more please"}], "c0")
+    assert again.result.reused_tokens == len(backend._text.opening_tokens(said))
+
+
+def engine_generation(backend: RecordingBackend, key: str) -> Generation:
+    return next(g for g in backend.generations if g.request.cache_key == key)
 
 
 async def test_a_long_read_ahead_goes_in_small_steps_so_a_new_turn_waits_little(

@@ -1,4 +1,4 @@
-"""Reading ahead: while the model is idle, a channel's next prompt is read as far as it is known.
+"""Reading ahead: a channel's next prompt is read as far as it is known, before it comes.
 
 When a reply ends, the channel's next prompt will hold that reply as the daemon stores it (its
 text, stripped: bot.answering), the template's close of the reply and the opening of the next
@@ -15,8 +15,13 @@ the guess, as the next turn would. The next turn's own prompt is still compared 
 so a wrong guess costs idle time, never a wrong answer.
 
 It waits READ_AFTER_S after the last reply ended, so a message that follows at once (a burst, a
-benchmark) never waits behind it; a person takes longer than that to read and answer. The
-energy and model time it takes go to the channel's next reply (bot.model.footprint).
+benchmark) never waits behind it; a person takes longer than that to read and answer. It reads
+while the model is idle, and also between the steps of replies that are past their prompts (a
+busy bot is seldom idle): never while a reply waits for its first token, and then in steps of
+MOST_WHILE_BUSY tokens, a pause a streaming reply's throttled edits hide. The energy and model
+time it takes go to the channel's next reply (bot.model.footprint). With the last of it, the
+channel to be evicted next is copied out as a snapshot (KvPool.save_ahead), so that the turn
+evicting it does not wait for that copy either.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ READ_AFTER_S = 0.25
 MOST_PENDING = 32
 # Tokens read ahead in one step: a turn that comes meanwhile waits for one such step at most.
 MOST_PER_STEP = 64
+# Between the steps of generating replies: each of them waits for such a step (~5 tokens a
+# channel with ChatML: the reply's last token, its close and the next turn's opening).
+MOST_WHILE_BUSY = 16
 
 Opening = Callable[[Sequence[dict[str, str]]], list[int]]
 
@@ -98,21 +106,30 @@ class ReadAhead:
         ctx: llama_cpp.llama_context_p,
         footprint: Accountant,
         first: Callable[[], None],
+        most: int = MOST_PER_STEP,
     ) -> None:
-        """`first` (the forgets to honour), then one step of reading ahead, for every pending
-        channel whose share fits. If either breaks, nothing is left pending (the worker must
+        """`first` (the forgets to honour), then one step of reading ahead, of at most `most`
+        tokens, for every pending channel whose share fits; after the last, the channel to be
+        evicted next is saved ahead. If any breaks, nothing is left pending (the worker must
         not try again and again)."""
         try:
             first()
-            self._read(pool, batch, ctx, footprint)
+            self._read(pool, batch, ctx, footprint, most)
+            if not self.pending:  # the last of it, and the time is still spare
+                pool.save_ahead()
         except Exception:
             self.pending.clear()
             raise
 
     def _read(
-        self, pool: KvPool, batch: StepBatch, ctx: llama_cpp.llama_context_p, footprint: Accountant
+        self,
+        pool: KvPool,
+        batch: StepBatch,
+        ctx: llama_cpp.llama_context_p,
+        footprint: Accountant,
+        most: int,
     ) -> None:
-        rows = self._plan(pool, min(batch.capacity, MOST_PER_STEP))
+        rows = self._plan(pool, min(batch.capacity, most))
         if not rows:
             return
         batch.clear()
@@ -127,7 +144,6 @@ class ReadAhead:
                 self.drop(resident.key)
                 if code != NO_KV_ROOM:
                     pool.trim(resident, 0)  # it may hold part of the step
-            footprint.idle()
             return
         for resident, tokens in rows:  # the KV holds them now, whatever follows
             resident.tokens.extend(tokens)
@@ -144,7 +160,6 @@ class ReadAhead:
             assert key is not None
             spent = footprint.finish(("ahead", key))
             self.spent[key] = self.spent[key].add(spent) if key in self.spent else spent
-        footprint.idle()
 
     def _plan(self, pool: KvPool, budget: int) -> list[tuple[Resident, list[int]]]:
         """What each pending channel reads in this step; channels gone or changed since are

@@ -236,7 +236,8 @@ class LlamaCppBackend(UsesChatText):
 
     def _run(self) -> None:
         """Jobs between steps; while no reply runs, wait for a job, or until channels' next
-        prompts are due to be read ahead (bot.model.llama_cpp.ahead)."""
+        prompts are due to be read ahead (bot.model.llama_cpp.ahead), which is also done
+        between the steps of replies past their prompts."""
         while True:
             engine = self._engine
             busy = engine is not None and engine.busy
@@ -253,6 +254,9 @@ class LlamaCppBackend(UsesChatText):
             try:
                 if engine.busy:
                     engine.step()
+                    # Between steps only when no reply is on its way to start (jobs.py).
+                    if engine.ahead_due and self._jobs.empty() and not self._jobs.preparing:
+                        engine.read_ahead()
                 elif engine.ahead.wait_s() == 0:
                     engine.read_ahead()
             except Exception:  # the worker must live on; the step ended its replies

@@ -11,9 +11,9 @@ is checked between steps (llama.cpp's abort callback would abort everyone's step
 
 A fixed-seed reply decodes alone, in a context of its own (bot.model.llama_cpp.solo, which
 says what that costs), in turn with the shared steps. A picture in a prompt is evaluated
-between two steps, by a decode of its own (bot.model.llama_cpp.vision). While nothing runs,
-channels whose replies ended have their next prompts read as far as they are known
-(bot.model.llama_cpp.ahead).
+between two steps, by a decode of its own (bot.model.llama_cpp.vision). Channels whose replies
+ended have their next prompts read as far as they are known while no reply waits for its first
+token (bot.model.llama_cpp.ahead).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Callable, Hashable, Sequence
 import llama_cpp
 
 from bot.model.footprint import Accountant
-from bot.model.llama_cpp.ahead import Opening, ReadAhead
+from bot.model.llama_cpp.ahead import MOST_PER_STEP, MOST_WHILE_BUSY, Opening, ReadAhead
 from bot.model.llama_cpp.batch import NO_KV_ROOM, StepBatch
 from bot.model.llama_cpp.lane import Lane
 from bot.model.llama_cpp.loader import LoadedModel
@@ -34,13 +34,10 @@ from bot.model.llama_cpp.pool import KvPool
 from bot.model.llama_cpp.prefill import prompt_parts
 from bot.model.llama_cpp.sampler import sampler_chain
 from bot.model.llama_cpp.solo import SoloLane
-from bot.model.llama_cpp.stream import Stream, cells_needed
+from bot.model.llama_cpp.stream import Stream, TokenRate, cells_needed
 from bot.model.llama_cpp.vision import Vision
 from bot.model.types import EngineStats, Generation, GenerationRequest, Outbox
 from bot.model.writer import GenerationWriter, finish_unstarted
-
-# How often the aggregate tokens/s figure is renewed.
-RATE_WINDOW_S = 1.0
 
 
 class Engine:
@@ -81,8 +78,7 @@ class Engine:
         self.steps = 0
         self._turn = 0
         self._last_step = 0  # tokens in the last step
-        self._window = (time.perf_counter(), 0)  # (since, tokens generated since)
-        self._rate = 0.0
+        self._rate = TokenRate()
         self.footprint = footprint  # each reply's time and energy on the model
         self.stats = EngineStats(slots=parallel, energy_source=footprint.source.name)
 
@@ -135,10 +131,22 @@ class Engine:
         if self.solo is not None and (forget_all or keys):
             self.solo.forget(forget_all, keys)
 
+    @property
+    def ahead_due(self) -> bool:
+        """Reading ahead is due, and no reply waits to start or to read its prompt."""
+        prompts = self.waiting or any(s.prefilling for s in self.streams)
+        return self.ahead.wait_s() == 0 and not prompts
+
     def read_ahead(self) -> None:
-        """Idle: a step reading channels' next prompts as far as they are known (ahead.py)."""
-        ctx = self.shared.context.ctx
-        self.ahead.read(self.pool, self.shared.batch, ctx, self.footprint, self.honour_forgets)
+        """A step reading channels' next prompts as far as they are known (ahead.py); a small
+        one between the steps of replies generating."""
+        most = MOST_WHILE_BUSY if self.streams else MOST_PER_STEP
+        ctx, batch = self.shared.context.ctx, self.shared.batch
+        try:
+            self.ahead.read(self.pool, batch, ctx, self.footprint, self.honour_forgets, most)
+        finally:
+            if not self.streams:
+                self.footprint.idle()
 
     def close(self) -> None:
         """Shutting down: every reply ends as cancelled."""
@@ -284,7 +292,7 @@ class Engine:
             except Exception as exc:  # one reply's failure is not the others'
                 self._fail(stream, str(exc))
                 continue
-            self._window = (self._window[0], self._window[1] + 1)  # one more token generated
+            self._rate.tokens += 1
             if ended:
                 self._end(stream)
 
@@ -330,16 +338,10 @@ class Engine:
 
     # -- figures ---------------------------------------------------------------------------------
     def _publish(self) -> None:
-        now = time.perf_counter()
-        since, tokens = self._window
-        if not self.streams:
-            self._rate, self._window = 0.0, (now, 0)
-        elif now - since >= RATE_WINDOW_S:
-            self._rate, self._window = tokens / (now - since), (now, 0)
         self.stats = EngineStats(
             slots_busy=len(self.streams),
             batch_size=self._last_step,
-            tokens_per_s=self._rate,
+            tokens_per_s=self._rate.renew(bool(self.streams)),
             slots=self.parallel,
             steps=self.steps,
             resident=len(self.pool.residents),

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,11 +22,11 @@ class Snapshot:
     """One channel's KV state, copied out of the context, and the tokens it holds."""
 
     tokens: tuple[int, ...]  # what the KV holds, position by position
-    data: bytes  # llama_state_seq_get_data's output
+    data: npt.NDArray[np.uint8]  # llama_state_seq_get_data's output, written there directly
 
     @property
     def nbytes(self) -> int:
-        return len(self.data)
+        return self.data.nbytes
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

@@ -6,10 +6,11 @@ cells allow), so their next turn evaluates only what is new. A channel is evicte
 recently used first and never while it generates, when its sequence id or its cells are
 needed; its KV is then copied out into the snapshot LRU (bot.model.llama_cpp.kv_cache), from
 which its next turn can restore it, and a new channel taking its sequence keeps the cells both
-prompts share (the persona's system prompt). While replies generate, idle channels are parked
-the same way (`park`): llama.cpp attends over every cell in use of a unified cache up to the
-highest one (masked, but computed, with flash attention off), so idle cells slow every step of
-every reply; copying them out and back costs milliseconds.
+prompts share (the persona's system prompt). The channel to be evicted next is copied out in
+spare time (`save_ahead`, after reading ahead), so the turn evicting it need not copy. While
+replies generate, idle channels are parked the same way (`park`): llama.cpp attends over every
+cell in use of a unified cache up to the highest one (masked, but computed, with flash attention
+off), so idle cells slow every step of every reply; copying them out and back costs milliseconds.
 
 The model thread owns all of this. `forget` and `state` are called from the event loop and
 never wait for it: forgetting drops saved snapshots at once and leaves a mark that the model
@@ -25,6 +26,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import llama_cpp
+import numpy as np
+import numpy.typing as npt
 
 from bot.model.llama_cpp.kv_cache import Rate, Snapshot, SnapshotCache, common_prefix, restore_wins
 from bot.model.llama_cpp.projector import whole_images
@@ -216,6 +219,16 @@ class KvPool:
             return False
         return llama_cpp.llama_state_seq_get_size(self._ctx, resident.seq) <= room
 
+    def save_ahead(self) -> None:
+        """While time is spare: copy out the channel to be evicted next (it stays resident), so
+        that the turn evicting it does not wait for the copy. Only into the snapshot budget's
+        free room, as `park`."""
+        victim = None if self._free else self._least_used_idle()
+        if victim is None or victim.key is None or self._saved(victim):
+            return
+        if self._has_room(victim):
+            self._stash(victim)
+
     def evict(self) -> bool:
         """Make room: save the least recently used idle sequence as a snapshot and drop it.
         False when every resident sequence is generating."""
@@ -260,20 +273,28 @@ class KvPool:
         self._clock += 1
         resident.used = self._clock
 
+    def _saved(self, resident: Resident) -> bool:
+        """Its snapshot holds what it holds (saved ahead, and not changed since)."""
+        with self._lock:
+            snapshot = self.snapshots.peek(resident.key) if resident.key is not None else None
+        return snapshot is not None and snapshot.tokens == tuple(resident.tokens)
+
     def _stash(self, resident: Resident) -> None:
         key = resident.key
-        if key is None or len(resident.tokens) < MIN_SNAPSHOT_TOKENS:
+        if key is None or len(resident.tokens) < MIN_SNAPSHOT_TOKENS or self._saved(resident):
             return
         with self._lock:
             if self._marked(key) or self.snapshots.budget_bytes <= 0:
                 return
         started = time.perf_counter()
         size = llama_cpp.llama_state_seq_get_size(self._ctx, resident.seq)
-        buffer = (ctypes.c_uint8 * size)()
-        written = llama_cpp.llama_state_seq_get_data(self._ctx, buffer, size, resident.seq)
+        # Written by llama.cpp straight into the array kept: no zeroing, no second copy (on the
+        # critical path of the turn that evicts it).
+        data = np.empty(size, np.uint8)
+        written = llama_cpp.llama_state_seq_get_data(self._ctx, _bytes(data), size, resident.seq)
         if not written:
             return
-        snapshot = Snapshot(tuple(resident.tokens), bytes(memoryview(buffer)[:written]))
+        snapshot = Snapshot(tuple(resident.tokens), data[:written])
         self._bytes_per_token = written / len(resident.tokens)
         self.copy_rate.add(written, time.perf_counter() - started)
         with self._lock:
@@ -289,12 +310,16 @@ class KvPool:
             return
         self.trim(resident, 0)
         started = time.perf_counter()
-        data = (ctypes.c_uint8 * snapshot.nbytes).from_buffer_copy(snapshot.data)
         while not llama_cpp.llama_state_seq_set_data(
-            self._ctx, data, snapshot.nbytes, resident.seq
+            self._ctx, _bytes(snapshot.data), snapshot.nbytes, resident.seq
         ):
             llama_cpp.llama_memory_seq_rm(self._memory, resident.seq, -1, -1)
             if not self.evict():  # no room, and nothing left to make room with
                 return
         resident.tokens[:] = snapshot.tokens
         self.copy_rate.add(snapshot.nbytes, time.perf_counter() - started)
+
+
+def _bytes(data: npt.NDArray[np.uint8]) -> ctypes._Pointer[ctypes.c_uint8]:
+    """The array's memory as llama.cpp's state functions take it (no copy)."""
+    return data.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))

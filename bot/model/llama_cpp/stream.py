@@ -4,7 +4,9 @@ token it decodes next, and how each drawn token ends up as text (or ends the rep
 from __future__ import annotations
 
 import codecs
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from llama_cpp._internals import LlamaSampler
 
@@ -13,6 +15,26 @@ from bot.model.llama_cpp.pool import Resident
 from bot.model.llama_cpp.vision import ImageSlot, PromptImages
 from bot.model.types import Generation
 from bot.model.writer import GenerationWriter
+
+# How often the aggregate tokens/s figure is renewed.
+RATE_WINDOW_S = 1.0
+
+
+@dataclass(slots=True)
+class TokenRate:
+    """Tokens generated per second by all replies, renewed every RATE_WINDOW_S."""
+
+    since: float = field(default_factory=time.perf_counter)
+    tokens: int = 0  # generated since `since`
+    value: float = 0.0
+
+    def renew(self, running: bool) -> float:
+        """The figure now; 0 while no reply runs."""
+        now = time.perf_counter()
+        if not running or now - self.since >= RATE_WINDOW_S:
+            self.value = self.tokens / (now - self.since) if running else 0.0
+            self.since, self.tokens = now, 0
+        return self.value
 
 
 def cells_needed(generation: Generation, prompt: Sequence[int], n_ctx: int) -> int:
