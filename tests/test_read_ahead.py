@@ -213,6 +213,7 @@ async def saved_ahead(backend: RecordingBackend, monkeypatch: pytest.MonkeyPatch
         return get_data(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(llama_cpp, "llama_state_seq_get_data", counting)
+    monkeypatch.setattr(ahead, "READ_AFTER_S", 3600.0)  # nothing is copied in spare time now
     await reply(backend, [*QUESTION[:1], {"role": "user", "content": "a new one"}], "new")
     assert not any(r.key == "c0" for r in engine.pool.residents)  # evicted for the new one
     assert not copies  # without copying it again
@@ -221,6 +222,7 @@ async def saved_ahead(backend: RecordingBackend, monkeypatch: pytest.MonkeyPatch
     said = going_on(QUESTION, engine_generation(backend, "c0"))
     again = await reply(backend, [*said, {"role": "user", "content": "more please"}], "c0")
     assert again.result.reused_tokens == len(backend._text.opening_tokens(said))
+    assert engine.pool.snapshots.peek("c0") is None  # resident again: the fresher copy
 
 
 def engine_generation(backend: RecordingBackend, key: str) -> Generation:

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # an array has no == to compare by
 class Snapshot:
     """One channel's KV state, copied out of the context, and the tokens it holds."""
 

@@ -294,7 +294,8 @@ class KvPool:
         written = llama_cpp.llama_state_seq_get_data(self._ctx, _bytes(data), size, resident.seq)
         if not written:
             return
-        snapshot = Snapshot(tuple(resident.tokens), data[:written])
+        kept = data if written == size else data[:written].copy()  # counted as it is held
+        snapshot = Snapshot(tuple(resident.tokens), kept)
         self._bytes_per_token = written / len(resident.tokens)
         self.copy_rate.add(written, time.perf_counter() - started)
         with self._lock:
