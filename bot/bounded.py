@@ -76,6 +76,11 @@ class SizedCache(Generic[K, V]):
             self._drop(key)
             return None if found is None else found[0]
 
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
     def _drop(self, key: K) -> None:
         found = self._entries.pop(key, None)
         if found is not None:

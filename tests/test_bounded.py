@@ -44,6 +44,8 @@ def test_use_keeps_an_entry_and_pop_frees_its_bytes() -> None:
     assert "a" in cache and "b" not in cache and cache.get("b") is None
     assert cache.pop("a") == "1" and cache.pop("a") is None
     assert cache.bytes == 2 + ENTRY_OVERHEAD
+    cache.clear()
+    assert len(cache) == 0 and cache.bytes == 0 and cache.get("c") is None
 
 
 def test_text_bytes_grows_with_the_text_and_its_widest_character() -> None:

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import hashlib
 import re
+from array import array
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -23,6 +25,7 @@ import llama_cpp
 from llama_cpp._logger import llama_log_callback
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+from bot.bounded import SizedCache
 from bot.model.types import DecodedImage, GenerationRequest
 
 # Used when a GGUF has no chat template; ChatML is what most small instruct models speak.
@@ -41,6 +44,10 @@ _SPECIAL = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNO
 _C_SPACE = " \t\n\v\f\r"  # what llama.cpp strips beside a marker (C's isspace)
 # What a user's turn may start with, to find which tokens of the text before it stay put.
 _FOLLOWERS = ("a", "A", " a", "1", "?", "\n", "(", "é", "*")
+# Tokens of the text runs of recent prompts: a turn's run (its role line and text) is the same
+# in every later prompt, so a follow-up tokenizes only what is new. The whole prompt of 1,650
+# tokens took 6-7 ms to tokenize on a 2-core EPYC, on the way to the first token.
+RUN_TOKENS_BYTES = 8 << 20
 
 
 def split_rendered(rendered: str) -> list[str | int]:
@@ -74,6 +81,10 @@ class ChatText:
         # The template's text between contents repeats ("<|im_end|>\n<|im_start|>user\n").
         self._markers = functools.lru_cache(maxsize=256)(self._split_markers)
         self._trims = self._template_trims()
+        # Keyed by a digest, not the text; the tokens spell it, so forget() drops them all.
+        self._run_tokens: SizedCache[bytes, array[int]] = SizedCache(
+            RUN_TOKENS_BYTES, lambda key, tokens: len(key) + tokens.itemsize * len(tokens)
+        )
 
     def _piece(self, token: int) -> str:
         return self._llm.detokenize([token], special=True).decode("utf-8", errors="replace")
@@ -108,8 +119,23 @@ class ChatText:
         runs, bos = self._runs(messages, images, len(messages))
         parts: list[int | DecodedImage] = [self._llm.token_bos()] if bos else []
         for run in runs:
-            parts += self._plain(run) if isinstance(run, str) else [run]
+            parts += self._run(run) if isinstance(run, str) else [run]
         return parts
+
+    def forget(self) -> None:
+        """Drop the tokens kept of prompts' texts (a channel forgotten, a message deleted)."""
+        self._run_tokens.clear()
+
+    def _run(self, text: str) -> list[int]:
+        """`_plain(text)`, kept: a run is tokenized alone, so its tokens are the same in any
+        prompt it appears in."""
+        key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+        kept = self._run_tokens.get(key)
+        if kept is not None:
+            return kept.tolist()
+        tokens = self._plain(text)
+        self._run_tokens.put(key, array("i", tokens))
+        return tokens
 
     def opening_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]:
         """How the prompt of a conversation going on from `messages` with a user's turn starts,
@@ -123,7 +149,7 @@ class ChatText:
             runs.pop()
         tokens = [self._llm.token_bos()] if bos else []
         for run in runs:
-            tokens += self._plain(run) if isinstance(run, str) else [run]  # type: ignore[list-item]
+            tokens += self._run(run) if isinstance(run, str) else [run]  # type: ignore[list-item]
         return tokens + self._steady(tail)
 
     def _steady(self, tail: str) -> list[int]:
@@ -238,6 +264,10 @@ class UsesChatText:
 
     def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]:
         return self._text.prompt_tokens(messages)
+
+    def forget_text(self) -> None:
+        """Drop the tokens kept of prompts' texts (bot.model.template.ChatText.forget)."""
+        self._text.forget()
 
     def request_tokens(self, request: GenerationRequest) -> list[int]:
         """A request's prompt: as the caller measured it, or rendered and tokenized now."""

@@ -308,6 +308,7 @@ class LlamaCppBackend(UsesChatText):
         model thread drops resident sequences before its next step (a generating one when it
         ends), so this never waits for a generation."""
         self._pool.forget(key)
+        self.forget_text()
         self._jobs.put(self._honour_forgets)  # an idle worker drops them now
 
     def _honour_forgets(self) -> None:

@@ -189,7 +189,8 @@ class OpenAIBackend(UsesChatText):
     # -- the server's side of the cache ------------------------------------------------------
 
     async def forget(self, key: str | None = None) -> None:
-        """Nothing of a conversation is kept here; the server's prompt cache is its own."""
+        """The prompts' tokens kept here go; the server's prompt cache is its own."""
+        self.forget_text()
 
     def cache_state(self, key: str) -> str:
         return "kept by the model server"
