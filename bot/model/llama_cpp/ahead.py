@@ -108,14 +108,15 @@ class ReadAhead:
         first: Callable[[], None],
         most: int = MOST_PER_STEP,
     ) -> None:
-        """`first` (the forgets to honour), then one step of reading ahead, of at most `most`
-        tokens, for every pending channel whose share fits; after the last, the channel to be
-        evicted next is saved ahead. If any breaks, nothing is left pending (the worker must
-        not try again and again)."""
+        """`first` (the forgets to honour), then one step of reading ahead if it is due, of at
+        most `most` tokens, for every pending channel whose share fits; with nothing (more) to
+        read now, the channel to be evicted next is saved ahead. If any breaks, nothing is left
+        pending (the worker must not try again and again)."""
         try:
             first()
-            self._read(pool, batch, ctx, footprint, most)
-            if not self.pending:  # the last of it, and the time is still spare
+            if self.wait_s() == 0:
+                self._read(pool, batch, ctx, footprint, most)
+            if self.wait_s() != 0:  # nothing to read now, and the time is still spare
                 pool.save_ahead()
         except Exception:
             self.pending.clear()

@@ -133,9 +133,10 @@ class Engine:
 
     @property
     def ahead_due(self) -> bool:
-        """Reading ahead is due, and no reply waits to start or to read its prompt."""
+        """Reading ahead, or saving ahead the channel evicted next, is due, and no reply waits
+        to start or to read its prompt."""
         prompts = self.waiting or any(s.prefilling for s in self.streams)
-        return self.ahead.wait_s() == 0 and not prompts
+        return not prompts and (self.ahead.wait_s() == 0 or self.pool.save_due())
 
     def read_ahead(self) -> None:
         """A step reading channels' next prompts as far as they are known (ahead.py); a small

@@ -223,11 +223,23 @@ class KvPool:
         """While time is spare: copy out the channel to be evicted next (it stays resident), so
         that the turn evicting it does not wait for the copy. Only into the snapshot budget's
         free room, as `park`."""
-        victim = None if self._free else self._least_used_idle()
-        if victim is None or victim.key is None or self._saved(victim):
-            return
-        if self._has_room(victim):
+        victim = self._unsaved_victim()
+        if victim is not None and self._has_room(victim):
             self._stash(victim)
+
+    def save_due(self) -> bool:
+        """Whether `save_ahead` would copy a channel now: the next to be evicted changes when
+        others start generating (asked between steps, so it stays cheap)."""
+        victim = self._unsaved_victim()
+        return victim is not None and self._has_room(victim)
+
+    def _unsaved_victim(self) -> Resident | None:
+        if self.snapshots.budget_bytes <= 0:  # snapshots off: nothing to save into
+            return None
+        victim = None if self._free else self._least_used_idle()
+        if victim is None or victim.key is None or len(victim.tokens) < MIN_SNAPSHOT_TOKENS:
+            return None
+        return None if self._saved(victim) else victim
 
     def evict(self) -> bool:
         """Make room: save the least recently used idle sequence as a snapshot and drop it.
