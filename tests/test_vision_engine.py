@@ -6,6 +6,7 @@ a model without a projector refuses pictures; a bad `[model] mmproj` is a clear 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import subprocess
@@ -170,19 +171,28 @@ async def test_an_image_arriving_while_another_channel_generates(seeing: LlamaCp
 
     b = seeing.start(b_request)
     b_times: list[float] = []
+    a_times: list[float] = []
     a: Generation | None = None
+    drained: asyncio.Task[None] | None = None
+
+    async def drain(generation: Generation) -> None:
+        async for _ in generation:
+            a_times.append(time.perf_counter())
+
     async for _ in b:
         b_times.append(time.perf_counter())
         if len(b_times) == 4:
             a = seeing.start(a_request)
-    assert a is not None
+            drained = asyncio.create_task(drain(a))
+    assert a is not None and drained is not None
+    await drained
     a_started = b_times[3]
-    _ = [d async for d in a]
     assert b.result.error is None and b.result.text == b_alone
     assert b.result.generated_tokens == 48
     assert a.result.error is None and a.result.text == a_alone
-    # b kept streaming after a's picture arrived.
-    assert sum(t > a_started for t in b_times) >= 20
+    # b kept streaming after a's picture arrived, not held until a ended. (Counting b's pieces
+    # was flaky: a slow event loop joins several tokens into one piece.)
+    assert any(a_started < t < a_times[-1] for t in b_times)
 
 
 async def test_a_typed_media_marker_makes_no_picture(seeing: LlamaCppBackend) -> None:
