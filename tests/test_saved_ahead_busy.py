@@ -53,3 +53,40 @@ async def test_the_channel_next_to_evict_is_saved_between_the_steps_of_others(
         assert copies.count(("c1", ["c0"])) == 1  # once: a copy that holds is not made again
     finally:
         await backend.close()
+
+
+async def test_a_channel_still_to_be_read_ahead_is_not_saved_before_it_is_read(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its KV changes when it is read ahead: saving it before would copy it twice.
+    monkeypatch.setattr(ahead, "READ_AFTER_S", 0.0)
+    backend = await RecordingBackend.load(
+        tiny_model, n_ctx=2048, n_threads=2, parallel=2, kv_layout="slots", kv_cache_mb=64
+    )
+    try:
+        engine = engine_of(backend)
+        for key in ("c0", "c1"):
+            await reply(backend, QUESTION, key)
+            await read(backend)
+        monkeypatch.setattr(ahead, "READ_AFTER_S", 3600.0)  # c0 stays to be read ahead
+        copies: list[str | None] = []
+        stash = KvPool._stash
+
+        def recording(pool: KvPool, resident: Resident) -> None:
+            copies.append(resident.key)
+            stash(pool, resident)
+
+        monkeypatch.setattr(KvPool, "_stash", recording)
+        asked = [*QUESTION[:1], {"role": "user", "content": "and more " * 10}]
+        short = GenerationRequest(asked, Sampling(max_tokens=2), seed=1, cache_key="c0")
+        long = GenerationRequest(
+            asked, Sampling(max_tokens=200), seed=1, cache_key="c1", ban_eos=True
+        )
+        first, other = backend.start(short), backend.start(long)
+        _ = [piece async for piece in first]
+        _ = [piece async for piece in other]
+        assert other.result.finish == "length"
+        assert "c0" in engine.ahead.pending  # c0 ended first: the one to evict next, unread
+        assert "c0" not in copies
+    finally:
+        await backend.close()

@@ -42,6 +42,12 @@ def tokenized_texts(chat: ChatText, monkeypatch: pytest.MonkeyPatch) -> list[str
     return seen
 
 
+def whole(fresh: ChatText, messages: list[dict[str, str]]) -> list[int]:
+    """The prompt tokenized with nothing kept from before."""
+    fresh.forget()
+    return fresh.prompt_tokens(messages)
+
+
 TURNS = [
     {"role": "system", "content": "You are a patient tutor."},
     {"role": "user", "content": "alice: what is a prime number?"},
@@ -61,7 +67,7 @@ def test_a_follow_up_tokenizes_only_its_new_turns(
     chat.prompt_tokens(TURNS)
     seen = tokenized_texts(chat, monkeypatch)
     tokens = chat.prompt_tokens(FOLLOW_UP)
-    assert tokens == fresh.prompt_tokens(FOLLOW_UP)  # the same as tokenized whole
+    assert tokens == whole(fresh, FOLLOW_UP)  # the same as tokenized whole
     assert seen and all("prime" not in text and "tutor" not in text for text in seen)
     assert any("is 1 one?" in text for text in seen)
     seen.clear()
@@ -81,7 +87,8 @@ def test_kept_runs_give_the_tokens_of_a_whole_prompt_across_many_conversations(
                 {"role": "assistant", "content": first + second},
                 {"role": "user", "content": second + first},
             ]
-            assert chat.prompt_tokens(messages) == fresh.prompt_tokens(messages)
+            assert chat.prompt_tokens(messages) == whole(fresh, messages)
+            fresh.forget()
             assert chat.opening_tokens(messages) == fresh.opening_tokens(messages)
 
 
@@ -93,6 +100,21 @@ def test_forget_drops_every_kept_run(chat: ChatText, monkeypatch: pytest.MonkeyP
     seen = tokenized_texts(chat, monkeypatch)
     assert chat.prompt_tokens(TURNS) == tokens
     assert any("prime" in text for text in seen)  # tokenized again: nothing was kept
+
+
+def test_a_run_tokenized_while_a_forget_happens_is_not_kept(
+    chat: ChatText, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = chat._plain
+
+    def forgotten_meanwhile(text: str) -> list[int]:
+        tokens = plain(text)
+        chat.forget()  # from another thread, between the tokenizing and the keeping
+        return tokens
+
+    monkeypatch.setattr(chat, "_plain", forgotten_meanwhile)
+    chat.prompt_tokens(TURNS)
+    assert len(chat._run_tokens) == 0
 
 
 async def test_llama_cpp_backend_forgets_the_kept_runs(tiny_model: Path) -> None:

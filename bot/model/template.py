@@ -17,6 +17,7 @@ import ctypes
 import functools
 import hashlib
 import re
+import threading
 from array import array
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -81,10 +82,12 @@ class ChatText:
         # The template's text between contents repeats ("<|im_end|>\n<|im_start|>user\n").
         self._markers = functools.lru_cache(maxsize=256)(self._split_markers)
         self._trims = self._template_trims()
-        # Keyed by a digest, not the text; the tokens spell it, so forget() drops them all.
+        # Keyed by a digest, not the text; the tokens spell it, so forget() drops them all,
+        # and a run tokenized while a forget happened is not kept (`_forgets` counts them).
         self._run_tokens: SizedCache[bytes, array[int]] = SizedCache(
             RUN_TOKENS_BYTES, lambda key, tokens: len(key) + tokens.itemsize * len(tokens)
         )
+        self._forgets, self._forgetting = 0, threading.Lock()
 
     def _piece(self, token: int) -> str:
         return self._llm.detokenize([token], special=True).decode("utf-8", errors="replace")
@@ -124,7 +127,9 @@ class ChatText:
 
     def forget(self) -> None:
         """Drop the tokens kept of prompts' texts (a channel forgotten, a message deleted)."""
-        self._run_tokens.clear()
+        with self._forgetting:
+            self._forgets += 1
+            self._run_tokens.clear()
 
     def _run(self, text: str) -> list[int]:
         """`_plain(text)`, kept: a run is tokenized alone, so its tokens are the same in any
@@ -133,8 +138,11 @@ class ChatText:
         kept = self._run_tokens.get(key)
         if kept is not None:
             return kept.tolist()
+        forgets = self._forgets
         tokens = self._plain(text)
-        self._run_tokens.put(key, array("i", tokens))
+        with self._forgetting:
+            if forgets == self._forgets:  # no forget meanwhile
+                self._run_tokens.put(key, array("i", tokens))
         return tokens
 
     def opening_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]:

@@ -99,6 +99,12 @@ class ReadAhead:
             return None
         return max(0.0, self._since + READ_AFTER_S - time.monotonic())
 
+    def due(self, pool: KvPool) -> bool:
+        """Reading ahead is due, or nothing is left to read and the channel to be evicted next
+        is not saved (a channel still to be read ahead would be copied twice)."""
+        wait = self.wait_s()
+        return wait == 0 or (wait is None and pool.save_due())
+
     def read(
         self,
         pool: KvPool,
@@ -109,14 +115,14 @@ class ReadAhead:
         most: int = MOST_PER_STEP,
     ) -> None:
         """`first` (the forgets to honour), then one step of reading ahead if it is due, of at
-        most `most` tokens, for every pending channel whose share fits; with nothing (more) to
-        read now, the channel to be evicted next is saved ahead. If any breaks, nothing is left
+        most `most` tokens, for every pending channel whose share fits; with nothing left to
+        read, the channel to be evicted next is saved ahead. If any breaks, nothing is left
         pending (the worker must not try again and again)."""
         try:
             first()
             if self.wait_s() == 0:
                 self._read(pool, batch, ctx, footprint, most)
-            if self.wait_s() != 0:  # nothing to read now, and the time is still spare
+            if self.wait_s() is None:  # the last of it, and the time is still spare
                 pool.save_ahead()
         except Exception:
             self.pending.clear()

@@ -255,7 +255,7 @@ class LlamaCppBackend(UsesChatText):
                 if engine.busy:
                     engine.step()
                     # Between steps only when no reply is on its way to start (jobs.py).
-                    if engine.ahead_due and self._jobs.empty() and not self._jobs.preparing:
+                    if self._jobs.empty() and not self._jobs.preparing and engine.ahead_due:
                         engine.read_ahead()
                 elif engine.ahead.wait_s() == 0:
                     engine.read_ahead()

@@ -136,7 +136,7 @@ class Engine:
         """Reading ahead, or saving ahead the channel evicted next, is due, and no reply waits
         to start or to read its prompt."""
         prompts = self.waiting or any(s.prefilling for s in self.streams)
-        return not prompts and (self.ahead.wait_s() == 0 or self.pool.save_due())
+        return not prompts and self.ahead.due(self.pool)
 
     def read_ahead(self) -> None:
         """A step reading channels' next prompts as far as they are known (ahead.py); a small
