@@ -7,6 +7,7 @@ replies and 2,000 refused 2.6 MB messages are the same "2,000 entries". Caches o
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import threading
 from collections import OrderedDict
@@ -23,6 +24,12 @@ ENTRY_OVERHEAD = 120
 def text_bytes(text: str | None) -> int:
     """What a str holds in memory (1, 2 or 4 bytes a character, plus its header)."""
     return 0 if text is None else sys.getsizeof(text)
+
+
+def text_key(text: str) -> bytes:
+    """A key of 32 bytes for a text of any length: its sha256 digest (lone surrogates kept,
+    so every str has one)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
 
 class SizedCache(Generic[K, V]):

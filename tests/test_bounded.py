@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.bounded import ENTRY_OVERHEAD, SizedCache, text_bytes
+from bot.bounded import ENTRY_OVERHEAD, SizedCache, text_bytes, text_key
 
 
 def weigh(key: str, value: str) -> int:
@@ -52,3 +52,11 @@ def test_text_bytes_grows_with_the_text_and_its_widest_character() -> None:
     assert text_bytes(None) == 0
     assert text_bytes("x" * 2000) - text_bytes("x" * 1000) == 1000
     assert text_bytes("😀" * 1000) > 4000 > text_bytes("é" * 1000) > 1000
+
+
+def test_text_key_is_short_stable_and_tells_texts_apart() -> None:
+    texts = ["", "a", "a ", "é", "e\u0301", "x" * 100_000, "\ud800 lone surrogate"]
+    keys = [text_key(t) for t in texts]
+    assert all(len(k) == 32 for k in keys)
+    assert len(set(keys)) == len(texts)  # text that looks alike is still another key
+    assert [text_key(t) for t in texts] == keys

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import re
 import threading
 from array import array
@@ -26,7 +25,7 @@ import llama_cpp
 from llama_cpp._logger import llama_log_callback
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from bot.bounded import SizedCache
+from bot.bounded import SizedCache, text_key
 from bot.model.types import DecodedImage, GenerationRequest
 
 # Used when a GGUF has no chat template; ChatML is what most small instruct models speak.
@@ -134,7 +133,7 @@ class ChatText:
     def _run(self, text: str) -> list[int]:
         """`_plain(text)`, kept: a run is tokenized alone, so its tokens are the same in any
         prompt it appears in."""
-        key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+        key = text_key(text)
         kept = self._run_tokens.get(key)
         if kept is not None:
             return kept.tolist()

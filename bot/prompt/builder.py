@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from bot import texts
-from bot.bounded import SizedCache
+from bot.bounded import SizedCache, text_key
 from bot.history import Recall, StoredMessage
 from bot.model.backend import Backend
 from bot.model.types import DecodedImage, GenerationRequest, draw_seed
@@ -124,7 +123,7 @@ class ContextBuilder:
         self.prompt_overhead = overheads.prompt
 
     def _count(self, text: str) -> int:
-        key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+        key = text_key(text)
         counted = self.counts.get(key)
         if counted is None:
             counted = self.backend.count_tokens(text)
