@@ -1,21 +1,77 @@
-"""The channel to be evicted next changes when others start generating; it is then saved ahead
-between their steps (bot.model.llama_cpp.pool.save_ahead), so that a new channel arriving while
-they stream does not wait for its copy; but not while it waits to be read ahead, as its KV is
-about to change. On the real tiny GGUF, a window per slot."""
+"""Saving ahead (bot.model.llama_cpp.pool.save_ahead): the channel to be evicted next is copied
+out in spare time, so that a new channel taking its sequence does not wait for the copy. In
+idle time after reading ahead; and between the steps of others' replies, as the channel to be
+evicted next changes when others start generating; but not while it waits to be read ahead, as
+its KV is about to change. On the real tiny GGUF, a window per slot."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import llama_cpp
 import pytest
-from test_read_ahead import QUESTION, engine_of, read, reply
+from test_read_ahead import QUESTION, engine_of, going_on, read, reply
 
 from bot.model.llama_cpp import ahead
 from bot.model.llama_cpp.pool import KvPool, Resident
 from bot.model.types import Generation, GenerationRequest
 from bot.personas import Sampling
 from support.recording_backend import RecordingBackend
+
+
+@pytest.fixture
+def quick(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ahead, "READ_AFTER_S", 0.2)
+
+
+async def test_the_channel_evicted_next_is_saved_ahead_so_a_new_turn_does_not_wait_for_the_copy(
+    tiny_model: Path, quick: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A window per slot: channels stay resident until a new one needs the sequence (the
+    # unified pool parks idle channels while replies generate instead).
+    backend = await RecordingBackend.load(
+        tiny_model, n_ctx=2048, n_threads=2, parallel=2, kv_layout="slots", kv_cache_mb=64
+    )
+    try:
+        await saved_ahead(backend, monkeypatch)
+    finally:
+        await backend.close()
+
+
+async def saved_ahead(backend: RecordingBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = engine_of(backend)
+    for asked in range(len(engine.pool._free)):  # every sequence holds a channel
+        await reply(backend, QUESTION, f"c{asked}")
+        await read(backend)
+    oldest = next(r for r in engine.pool.residents if r.key == "c0")
+    saved = engine.pool.snapshots.peek("c0")
+    assert saved is not None and saved.tokens == tuple(oldest.tokens)  # read ahead, then saved
+    copies = []
+    get_data = llama_cpp.llama_state_seq_get_data
+
+    def counting(*args: object) -> int:
+        copies.append(args)
+        return get_data(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(llama_cpp, "llama_state_seq_get_data", counting)
+    monkeypatch.setattr(ahead, "READ_AFTER_S", 3600.0)  # nothing is copied in spare time now
+    await reply(backend, [*QUESTION[:1], {"role": "user", "content": "a new one"}], "new")
+    assert not any(r.key == "c0" for r in engine.pool.residents)  # evicted for the new one
+    # Without copying it again (the channel next to evict now is copied between the new
+    # reply's steps: below).
+    assert not [c for c in copies if c[3] == oldest.seq]
+    assert engine.pool.snapshots.peek("c0") is saved
+    # Its next turn restores it, what was read ahead included.
+    said = going_on(QUESTION, engine_generation(backend, "c0"))
+    again = await reply(backend, [*said, {"role": "user", "content": "more please"}], "c0")
+    assert again.result.reused_tokens == len(backend._text.opening_tokens(said))
+    assert engine.pool.snapshots.peek("c0") is None  # resident again: the fresher copy
+
+
+def engine_generation(backend: RecordingBackend, key: str) -> Generation:
+    return next(g for g in backend.generations if g.request.cache_key == key)
+
 
 ASKED = [*QUESTION[:1], {"role": "user", "content": "and more " * 10}]
 
