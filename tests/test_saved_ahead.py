@@ -142,3 +142,24 @@ async def test_a_channel_still_to_be_read_ahead_is_not_saved_before_it_is_read(
     assert (await drained(long)).result.finish == "length"
     assert "c0" in engine_of(both_resident).ahead.pending  # ended first: next to evict, unread
     assert not [c for c in copies if c[0] == "c0"]
+
+
+async def test_a_copy_llama_cpp_fails_is_not_tried_again_at_every_step(
+    both_resident: RecordingBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = engine_of(both_resident)
+    (c1,) = [r for r in engine.pool.residents if r.key == "c1"]
+    tried = []
+
+    def failing(ctx: object, dst: object, size: int, seq: int) -> int:
+        tried.append(seq)
+        return 0  # what llama_state_seq_get_data returns when it fails
+
+    monkeypatch.setattr(llama_cpp, "llama_state_seq_get_data", failing)
+    assert (await drained(started(both_resident, "c0", 200))).result.finish == "length"
+    # c1, the one to evict next while c0 generates, was tried once, not at each of 200 steps.
+    assert tried.count(c1.seq) == 1
+    assert engine.pool.snapshots.peek("c1") is None
+    # Evicting it still tries (and, failing, drops it: its next turn reads it again).
+    await drained(started(both_resident, "new", 2))
+    assert tried.count(c1.seq) == 2 and not any(r.key == "c1" for r in engine.pool.residents)

@@ -46,6 +46,8 @@ class Resident:
     used: int = 0  # the pool's clock when it was last claimed or released
     busy: bool = False  # a generation is writing to it
     forgotten: bool = False  # forgotten while busy: dropped when its generation ends
+    # Its length when llama.cpp failed to copy it out: not tried ahead again until it changes.
+    uncopied_at: int = -1
 
 
 class KvPool:
@@ -239,6 +241,8 @@ class KvPool:
         victim = None if self._free else self._least_used_idle()
         if victim is None or victim.key is None or len(victim.tokens) < MIN_SNAPSHOT_TOKENS:
             return None
+        if victim.uncopied_at == len(victim.tokens):
+            return None
         return None if self._saved(victim) else victim
 
     def evict(self) -> bool:
@@ -305,6 +309,7 @@ class KvPool:
         data = np.empty(size, np.uint8)
         written = llama_cpp.llama_state_seq_get_data(self._ctx, _bytes(data), size, resident.seq)
         if not written:
+            resident.uncopied_at = len(resident.tokens)
             return
         kept = data if written == size else data[:written].copy()  # counted as it is held
         snapshot = Snapshot(tuple(resident.tokens), kept)
