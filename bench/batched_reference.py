@@ -35,7 +35,7 @@ from bench.harness import real_model, repack, table, tiny_model, write
 from bot.model.llama_cpp.backend import LlamaCppBackend
 from bot.model.llama_cpp.batch import StepBatch
 from bot.model.llama_cpp.loader import LoadedModel, PoolShape, VocabView
-from bot.model.llama_cpp.sampler import sampler_chain
+from bot.model.llama_cpp.sampler import ReplySampler
 from bot.model.template import ChatText
 from bot.model.types import GenerationRequest
 from bot.personas import Sampling
@@ -71,7 +71,7 @@ class Reference:
         ctx, model = loaded.ctx, loaded.model
         llama_cpp.llama_memory_clear(loaded.memory, True)
         banned = self.text.eog_tokens()
-        chains = [sampler_chain(self.sampling, 1000 + s, model.n_vocab(), banned) for s in range(n)]
+        chains = [ReplySampler(self.sampling, 1000 + s, model.n_vocab(), banned) for s in range(n)]
         positions, drawn = [], []
         for seq in range(n):  # prompts, one sequence at a time (not timed)
             prompt = self.prompt(seq)

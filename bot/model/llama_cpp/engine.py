@@ -32,7 +32,7 @@ from bot.model.llama_cpp.loader import LoadedModel
 from bot.model.llama_cpp.pictures import Pictures
 from bot.model.llama_cpp.pool import KvPool
 from bot.model.llama_cpp.prefill import prompt_parts
-from bot.model.llama_cpp.sampler import sampler_chain
+from bot.model.llama_cpp.sampler import ReplySampler
 from bot.model.llama_cpp.solo import SoloLane
 from bot.model.llama_cpp.stream import Stream, TokenRate, cells_needed
 from bot.model.llama_cpp.vision import Vision
@@ -208,7 +208,7 @@ class Engine:
     def _start(self, generation: Generation, writer: GenerationWriter, prompt: list[int]) -> Stream:
         request = generation.request
         banned = self._end_tokens() if request.ban_eos else ()
-        sampler = sampler_chain(request.sampling, request.seed, self._model.n_vocab(), banned)
+        sampler = ReplySampler(request.sampling, request.seed, self._model.n_vocab(), banned)
         try:
             lane = self._solo_lane() if request.cold else self.shared
             resident, reuse = lane.sequences.claim(request.cache_key, prompt, request.cold)

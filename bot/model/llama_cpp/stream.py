@@ -1,4 +1,4 @@
-"""One generation inside the step loop: where its prompt stands, its own sampler chain, the
+"""One generation inside the step loop: where its prompt stands, its own sampler, the
 token it decodes next, and how each drawn token ends up as text (or ends the reply)."""
 
 from __future__ import annotations
@@ -8,10 +8,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from llama_cpp._internals import LlamaSampler
-
 from bot.model.llama_cpp.lane import Lane
 from bot.model.llama_cpp.pool import Resident
+from bot.model.llama_cpp.sampler import ReplySampler
 from bot.model.llama_cpp.vision import ImageSlot, PromptImages
 from bot.model.types import Generation
 from bot.model.writer import GenerationWriter
@@ -53,7 +52,7 @@ class Stream:
         lane: Lane,
         resident: Resident,
         reuse: int,
-        sampler: LlamaSampler,
+        sampler: ReplySampler,
         n_ctx: int,
         images: PromptImages | None = None,
     ) -> None:
