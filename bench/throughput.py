@@ -7,7 +7,8 @@ sampling parameters, seed and max_tokens. End-of-generation tokens are banned in
 (a logit-bias sampler at the head of the chain), so every run generates exactly max_tokens.
 Runs are interleaved (pipeline, raw, bare, pipeline, ...). tokens/s counts from the first
 token to the last, so prompt evaluation is not part of it. A third column, "bare", is the
-lowest-level loop the binding offers (`Llama.eval` + one C sampler): the ceiling.
+lowest-level loop the binding offers (`Llama.eval` + the engine's sampler: the repeat penalty
+on its window, then a C chain): the ceiling.
 
     python -m bench.throughput [--model FILE] [--max-tokens 128] [--repeats 5]
 Goal: pipeline ÷ create_completion ≥ 0.97 with the real model.
@@ -40,6 +41,7 @@ from bench.harness import (
 from bot import logs
 from bot.daemon import Daemon
 from bot.model.llama_cpp.placement import Offload
+from bot.model.llama_cpp.sampler import ReplySampler
 from bot.personas import Sampling, load_personas
 from bot.settings import load_settings
 from bot.store import Store
@@ -134,13 +136,8 @@ def raw_completion(llm: Any, prompt: list[int], s: Sampling) -> tuple[int, float
 
 
 def bare_loop(llm: Any, prompt: list[int], s: Sampling) -> tuple[int, float]:
-    chain = BannedSampler()
-    chain.add_penalties(llm.n_vocab(), 64, s.repeat_penalty, 0.0, 0.0)
-    chain.add_top_k(s.top_k)
-    chain.add_top_p(s.top_p, 1)
-    chain.add_min_p(s.min_p, 1)
-    chain.add_temp(s.temperature)
-    chain.add_dist(SEED)
+    # The engine's sampler (bot.model.llama_cpp.sampler), so the ceiling samples as it does.
+    chain = ReplySampler(s, SEED, llm.n_vocab(), list(BannedSampler.banned))
     llm.n_tokens = 0
     llm.eval(prompt)
     first = time.perf_counter()

@@ -160,6 +160,18 @@ async def test_a_copy_llama_cpp_fails_is_not_tried_again_at_every_step(
     # c1, the one to evict next while c0 generates, was tried once, not at each of 200 steps.
     assert tried.count(c1.seq) == 1
     assert engine.pool.snapshots.peek("c1") is None
+
+    def cut_and_grown_back() -> bool:  # to the same length, with another last token
+        lane, held = engine.shared, len(c1.tokens)
+        engine.pool.trim(c1, held - 1)
+        lane.batch.clear()
+        lane.batch.add(c1.tokens[-1] + 1, held - 1, c1.seq, False)
+        assert lane.batch.decode(lane.context.ctx) == 0
+        c1.tokens.append(c1.tokens[-1] + 1)
+        return engine.pool.save_due()
+
+    assert await both_resident._call(cut_and_grown_back)  # other tokens: worth trying again
+    assert tried.count(c1.seq) == 1
     # Evicting it still tries (and, failing, drops it: its next turn reads it again).
     await drained(started(both_resident, "new", 2))
     assert tried.count(c1.seq) == 2 and not any(r.key == "c1" for r in engine.pool.residents)

@@ -174,6 +174,7 @@ class KvPool:
         that broke after llama_decode may have written some."""
         llama_cpp.llama_memory_seq_rm(self._memory, resident.seq, keep, -1)
         del resident.tokens[keep:]
+        resident.uncopied_at = -1  # grown back to that length, it would hold other tokens
         self.publish(resident)
 
     def drop(self, resident: Resident, keep_cells: bool = False) -> None:
