@@ -16,7 +16,7 @@ from llama_cpp._internals import LlamaSampler
 
 from bot.model.llama_cpp.batch import StepBatch
 from bot.model.llama_cpp.loader import LoadedModel, PoolShape
-from bot.model.llama_cpp.sampler import PENALTY_LAST_N, ReplySampler
+from bot.model.llama_cpp.sampler import PENALTY_LAST_N, ReplySampler, c_chain
 from bot.personas import Sampling
 
 TOKENS = 150  # more than the window, so tokens also leave it
@@ -29,22 +29,6 @@ def loaded(tiny_model: Path) -> Iterator[LoadedModel]:
     model = LoadedModel(tiny_model, shape, repack=False)
     yield model
     model.close()
-
-
-def llama_cpp_chain(sampling: Sampling, seed: int, n_vocab: int, banned: list[int]) -> LlamaSampler:
-    """What the engine used before: llama.cpp's penalty sampler first in the chain."""
-    chain = LlamaSampler()
-    chain.add_logit_bias(n_vocab, dict.fromkeys(banned, float("-inf")))
-    chain.add_penalties(n_vocab, PENALTY_LAST_N, sampling.repeat_penalty, 0.0, 0.0)
-    if sampling.temperature == 0:
-        chain.add_greedy()
-        return chain
-    chain.add_top_k(sampling.top_k)
-    chain.add_top_p(sampling.top_p, 1)
-    chain.add_min_p(sampling.min_p, 1)
-    chain.add_temp(sampling.temperature)
-    chain.add_dist(seed)
-    return chain
 
 
 def applied(sampler: LlamaSampler, logits: npt.NDArray[np.float32]) -> tuple[np.ndarray, int]:
@@ -67,7 +51,7 @@ def test_the_window_alone_gives_llama_cpp_s_logits_and_draws(
     sampling = Sampling(temperature=temperature, repeat_penalty=penalty, top_k=20, min_p=0.01)
     banned = [3, 7]
     ours = ReplySampler(sampling, 11, n_vocab, banned)
-    reference = llama_cpp_chain(sampling, 11, n_vocab, banned)
+    reference = c_chain(sampling, 11, n_vocab, banned, PENALTY_LAST_N)  # as before
     penalties_alone = LlamaSampler()
     penalties_alone.add_penalties(n_vocab, PENALTY_LAST_N, penalty, 0.0, 0.0)
     batch = StepBatch(64)

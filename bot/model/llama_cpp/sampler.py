@@ -35,7 +35,7 @@ class ReplySampler:
         self._penalty = ctypes.c_float(sampling.repeat_penalty).value
         self._window: deque[int] = deque()
         self._counts: Counter[int] = Counter()
-        self.chain = _chain(sampling, seed, n_vocab, banned)
+        self.chain = c_chain(sampling, seed, n_vocab, banned)
 
     def sample(self, ctx: LlamaContext, idx: int) -> int:
         """Draw the token for the logits of batch row `idx` (which it changes), and take it
@@ -62,10 +62,16 @@ class ReplySampler:
         self.chain.close()
 
 
-def _chain(sampling: Sampling, seed: int, n_vocab: int, banned: Sequence[int]) -> LlamaSampler:
+def c_chain(
+    sampling: Sampling, seed: int, n_vocab: int, banned: Sequence[int], penalty_last_n: int = 0
+) -> LlamaSampler:
+    """The chain in C: the ban, then (with `penalty_last_n`, as ReplySampler's own penalty is
+    checked against it) llama.cpp's repeat penalty, top-k, top-p, min-p, temperature, draw."""
     chain = LlamaSampler()
     if banned:
         chain.add_logit_bias(n_vocab, dict.fromkeys(banned, float("-inf")))
+    if penalty_last_n:
+        chain.add_penalties(n_vocab, penalty_last_n, sampling.repeat_penalty, 0.0, 0.0)
     if sampling.temperature == 0:
         chain.add_greedy()
         return chain
