@@ -54,7 +54,9 @@ def total_joules(backend: StepRecordingBackend) -> float:
 async def test_estimated_energy_follows_each_replys_tokens(tiny_model: Path) -> None:
     backend = await load(tiny_model, Estimate(8.0))
     try:
-        long, short = await run(backend, [ask("tea", 4), ask("cats", 0)])
+        # A prompt read in several steps: its time on the model dwarfs one step held up by a
+        # busy machine (4 turns, read in two steps, lost to a 20 ms stall in CI).
+        long, short = await run(backend, [ask("tea", 10), ask("cats", 0)])
         assert backend.stats().energy_source == "estimated"
         total = total_joules(backend)
     finally:
