@@ -226,17 +226,17 @@ class KvPool:
         """While time is spare: copy out the channel to be evicted next (it stays resident), so
         that the turn evicting it does not wait for the copy. Only into the snapshot budget's
         free room, as `park`."""
-        victim = self._unsaved_victim()
-        if victim is not None and self._has_room(victim):
+        victim = self._due_copy()
+        if victim is not None:
             self._stash(victim)
 
     def save_due(self) -> bool:
         """Whether `save_ahead` would copy a channel now: the next to be evicted changes when
         others start generating (asked between steps, so it stays cheap)."""
-        victim = self._unsaved_victim()
-        return victim is not None and self._has_room(victim)
+        return self._due_copy() is not None
 
-    def _unsaved_victim(self) -> Resident | None:
+    def _due_copy(self) -> Resident | None:
+        """The channel `save_ahead` would copy out now, if any."""
         if self.snapshots.budget_bytes <= 0:  # snapshots off: nothing to save into
             return None
         victim = None if self._free else self._least_used_idle()
@@ -244,7 +244,9 @@ class KvPool:
             return None
         if victim.uncopied_at == len(victim.tokens):
             return None
-        return None if self._saved(victim) else victim
+        if self._saved(victim) or not self._has_room(victim):
+            return None
+        return victim
 
     def evict(self) -> bool:
         """Make room: save the least recently used idle sequence as a snapshot and drop it.
